@@ -1,0 +1,1 @@
+"""Block implementations, one sub-package per slot. Each module registers what it defines on import."""

@@ -1,0 +1,1 @@
+"""Full-duplex predictors: LLM hidden states -> turn-taking decisions."""

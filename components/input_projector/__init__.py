@@ -1,0 +1,1 @@
+"""Input projectors: encoder frames -> LLM-width embeddings."""

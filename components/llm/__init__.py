@@ -1,0 +1,1 @@
+"""LLM backbones: decoder-only causal LMs over transformers."""

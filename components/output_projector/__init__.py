@@ -1,0 +1,1 @@
+"""Output projectors: LLM states -> semantic vectors for the voice token LM."""

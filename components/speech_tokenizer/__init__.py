@@ -1,0 +1,1 @@
+"""Speech tokenizers: waveform -> discrete speech tokens (S3Tokenizer v2)."""

@@ -1,0 +1,1 @@
+"""Token2wav: speech tokens -> waveform (CosyVoice2 flow matching + vocoders)."""

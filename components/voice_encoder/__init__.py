@@ -1,0 +1,1 @@
+"""Voice encoders: audio -> acoustic vectors (SenseVoice, Whisper)."""

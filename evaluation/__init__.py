@@ -1,0 +1,1 @@
+"""Metrics (WER/CER, emotion, duplex turn-taking, latency), normalisers, the runner and reports."""

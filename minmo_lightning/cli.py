@@ -1,0 +1,143 @@
+"""The ``minmo`` command.
+
+``minmo fit|validate|test|predict --config recipe.yaml`` is a LightningCLI (Lightning itself ships no
+``lightning fit`` command since 2.5.1). Any imported ``LightningModule`` / ``LightningDataModule``
+subclass can be named in a recipe by its short class name; every component is imported here so that
+works for all of them. The other sub-commands are small tools, each living next to what it serves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+#: sub-command -> "module:function"; each function takes argv and returns an exit code.
+TOOLS: dict[str, tuple[str, str]] = {
+    "list": ("minmo_lightning.cli:list_main", "list block implementations and presets with parameter counts"),
+    "check-golden": ("minmo_lightning.golden:main", "compare a block with reference fixtures"),
+    "synth-data": ("minmo_lightning.datamodules.synth:main", "synthesize the built-in espeak-ng corpus"),
+    "prepare": ("minmo_lightning.datamodules.prepare:main", "add speech-token columns to an HF dataset"),
+    "evaluate": ("minmo_lightning.evaluation.cli:main", "score a model or predictions and write a report"),
+    "export": ("minmo_lightning.export:main", "write per-block safetensors folders from a checkpoint"),
+    "demo": ("minmo_lightning.demo:main", "build the corpus and train the tiny pipeline end to end"),
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
+    """Build the LightningCLI (``run=False`` only parses and instantiates: used by recipe tests)."""
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    from minmo_lightning.registry import import_all_components
+
+    import_all_components()
+    _import_optional("minmo_lightning.datamodules")
+    _import_optional("minmo_lightning.model")
+
+    trainer_defaults = {
+        "callbacks": [{"class_path": "lightning.pytorch.callbacks.RichProgressBar"}],
+        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+    }
+    return LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults=trainer_defaults,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def _import_optional(package: str) -> None:
+    """Import every module of a package so its LightningModule/DataModule subclasses resolve by name."""
+    import pkgutil
+
+    try:
+        root = importlib.import_module(package)
+    except ModuleNotFoundError:
+        return
+    for info in pkgutil.walk_packages(getattr(root, "__path__", []), prefix=package + "."):
+        importlib.import_module(info.name)
+
+
+def list_main(argv: list[str]) -> int:
+    import argparse
+
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from minmo_lightning.registry import get_implementation, list_presets
+
+    parser = argparse.ArgumentParser(
+        prog="minmo list", description="Block implementations and their presets."
+    )
+    parser.add_argument("--no-count", action="store_true", help="skip the parameter counts (faster)")
+    parser.add_argument(
+        "--yaml",
+        nargs=2,
+        metavar=("IMPLEMENTATION", "PRESET"),
+        help="print a preset as a recipe block to paste",
+    )
+    args = parser.parse_args(argv)
+    if args.yaml:
+        cls = get_implementation(args.yaml[0])
+        block = {"class_path": cls.__name__, "init_args": cls.preset_args(args.yaml[1])}
+        print(yaml.safe_dump(block, sort_keys=False), end="")
+        return 0
+
+    table = Table(title="minmo-lightning blocks")
+    for column in ("slot", "implementation", "preset", "parameters"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for row in list_presets(count=not args.no_count):
+        table.add_row(
+            row.slot, row.implementation, row.preset, "-" if row.parameters is None else f"{row.parameters:,}"
+        )
+    Console().print(table)
+    return 0
+
+
+def _run_tool(name: str, argv: list[str]) -> int:
+    target, _ = TOOLS[name]
+    module_name, function = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            print(
+                f"minmo {name}: not available in this version ({module_name} is not built yet)",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    return int(getattr(module, function)(argv) or 0)
+
+
+def _usage() -> str:
+    lines = ["usage: minmo COMMAND [...]", "", "training (LightningCLI; see `minmo fit --help`):"]
+    lines += [f"  {c:<14} {c} a recipe: minmo {c} --config recipes/....yaml" for c in LIGHTNING_COMMANDS]
+    lines += ["", "tools:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in TOOLS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in TOOLS:
+        return _run_tool(argv[0], argv[1:])
+    if argv[0] not in LIGHTNING_COMMANDS:
+        print(f"minmo: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    lightning_main(argv)
+    return 0

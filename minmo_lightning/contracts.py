@@ -1,0 +1,154 @@
+"""Typed inputs and outputs that blocks pass to each other.
+
+Everything is batch first. Variable lengths travel as a padded tensor plus a ``lengths`` vector;
+masks are derived from the lengths, never stored beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def lengths_to_mask(lengths: Tensor, max_length: int | None = None) -> Tensor:
+    """``[B]`` lengths -> ``[B, T]`` bool mask, True on valid positions."""
+    max_length = int(lengths.max()) if max_length is None else max_length
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _check_lengths(name: str, lengths: Tensor, batch: int, max_length: int) -> None:
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(
+            f"{name}.lengths must have shape [{batch}] (one length per item), got {tuple(lengths.shape)}"
+        )
+    if lengths.numel() and (int(lengths.max()) > max_length or int(lengths.min()) < 0):
+        raise ValueError(
+            f"{name}.lengths must lie in [0, {max_length}] (the padded length); got min {int(lengths.min())}, "
+            f"max {int(lengths.max())}"
+        )
+
+
+@dataclass
+class AudioBatch:
+    """Mono waveforms in [-1, 1]: ``waveform`` [B, S] float, ``lengths`` [B] samples."""
+
+    waveform: Tensor
+    lengths: Tensor
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        if self.waveform.dim() != 2:
+            raise ValueError(
+                f"AudioBatch.waveform must be [batch, samples] mono, got shape {tuple(self.waveform.shape)}; "
+                "mix stereo down to mono (mean over channels) before passing it"
+            )
+        _check_lengths("AudioBatch", self.lengths, self.waveform.shape[0], self.waveform.shape[1])
+
+    @classmethod
+    def from_list(cls, waves: list[Tensor], sample_rate: int) -> AudioBatch:
+        lengths = torch.tensor([w.shape[-1] for w in waves], dtype=torch.long)
+        padded = torch.nn.utils.rnn.pad_sequence([w.reshape(-1) for w in waves], batch_first=True)
+        return cls(padded, lengths, sample_rate)
+
+    @property
+    def mask(self) -> Tensor:
+        return lengths_to_mask(self.lengths, self.waveform.shape[1])
+
+    def require(self, sample_rate: int, max_seconds: float | None = None, who: str = "this block") -> None:
+        """Raise a clear error for the input mistakes users make most."""
+        if self.sample_rate != sample_rate:
+            raise ValueError(
+                f"{who} expects {sample_rate} Hz audio, got {self.sample_rate} Hz; resample first "
+                "(minmo_lightning.datamodules.audio.resample)"
+            )
+        if self.lengths.numel() == 0 or int(self.lengths.min()) == 0:
+            raise ValueError(
+                f"{who} got an empty waveform (a length of 0 samples); drop empty clips before encoding"
+            )
+        if max_seconds is not None and int(self.lengths.max()) > max_seconds * sample_rate:
+            raise ValueError(
+                f"{who} accepts at most {max_seconds:g} s of audio, got {int(self.lengths.max()) / sample_rate:.1f} s; "
+                "split the clip or use the streaming step()"
+            )
+
+
+@dataclass
+class SequenceBatch:
+    """Frame vectors: ``values`` [B, T, D], ``lengths`` [B] frames."""
+
+    values: Tensor
+    lengths: Tensor
+
+    def __post_init__(self) -> None:
+        if self.values.dim() != 3:
+            raise ValueError(
+                f"SequenceBatch.values must be [batch, time, dim], got shape {tuple(self.values.shape)}"
+            )
+        _check_lengths("SequenceBatch", self.lengths, self.values.shape[0], self.values.shape[1])
+
+    @property
+    def mask(self) -> Tensor:
+        return lengths_to_mask(self.lengths, self.values.shape[1])
+
+
+@dataclass
+class TokenBatch:
+    """Discrete tokens: ``tokens`` [B, T] long, ``lengths`` [B]."""
+
+    tokens: Tensor
+    lengths: Tensor
+
+    def __post_init__(self) -> None:
+        if self.tokens.dim() != 2:
+            raise ValueError(f"TokenBatch.tokens must be [batch, time], got shape {tuple(self.tokens.shape)}")
+        _check_lengths("TokenBatch", self.lengths, self.tokens.shape[0], self.tokens.shape[1])
+
+    @property
+    def mask(self) -> Tensor:
+        return lengths_to_mask(self.lengths, self.tokens.shape[1])
+
+    def require_range(self, vocab_size: int, who: str) -> None:
+        valid = self.tokens[self.mask]
+        if valid.numel() == 0:
+            raise ValueError(f"{who} got an empty token sequence; every item needs at least one token")
+        low, high = int(valid.min()), int(valid.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"{who} accepts token ids in [0, {vocab_size}), got ids in [{low}, {high}]")
+
+
+@dataclass
+class LLMOutput:
+    """``logits`` [B, T, V]; ``hidden_states`` [B, T, D] of the last layer; ``cache`` for the next call."""
+
+    logits: Tensor
+    hidden_states: Tensor
+    cache: Any = None
+
+
+@dataclass
+class VoiceDecoderInput:
+    """What the output projector reads (MinMo §3.2).
+
+    ``query`` [B, Q, Dq]: the per-turn query (user-turn state ; LLM last hidden) on the feature axis.
+    ``token_embeddings`` / ``token_hidden`` [B, N, D]: embedding and last-layer hidden state of each sampled
+    text token; ``lengths`` [B] counts the valid text tokens.
+    """
+
+    query: Tensor
+    token_embeddings: Tensor
+    token_hidden: Tensor
+    lengths: Tensor
+
+
+@dataclass
+class DuplexOutput:
+    """Per-frame turn-taking logits ``[B, T, C]`` over the predictor's classes, with ``lengths`` [B]."""
+
+    logits: Tensor
+    lengths: Tensor
+
+    def decisions(self) -> Tensor:
+        return self.logits.argmax(-1)
