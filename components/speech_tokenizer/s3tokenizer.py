@@ -1,0 +1,231 @@
+"""``S3TokenizerV2``: the CosyVoice2 speech tokenizer (6561 FSQ codes at 25 Hz), trainable when tiny.
+
+Waveform (16 kHz) -> 128-bin log-mel -> encoder (two stride-2 convs, FSMN + rotary transformer
+blocks) -> FSQ (8 dims, 3 levels) -> token ids. The ``speech-tokenizer-v2-25hz`` preset loads the
+official weights (``load_pretrained``); ``tiny`` adds a CTC head (``asr_vocab``) so it can be trained
+on the built-in corpus (``training_step``), since the official weights are not on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from minmo_lightning.components.speech_tokenizer.asr_head import CharVocabulary, CTCHead
+from minmo_lightning.components.speech_tokenizer.encoder import FSQuantizer, S3Encoder
+from minmo_lightning.components.speech_tokenizer.frontend import LogMelFrontend
+from minmo_lightning.components.speech_tokenizer.windows import WindowPolicy
+from torch import Tensor
+
+from minmo_lightning.blocks import SpeechTokenizer
+from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from minmo_lightning.contracts import AudioBatch, TokenBatch
+
+#: files ``load_pretrained`` looks for in a folder, in order.
+CHECKPOINT_NAMES = ("speech_tokenizer_v2.onnx", "model.safetensors", "speech_tokenizer_v2.pt")
+
+_OFFICIAL = dict(
+    n_mels=128,
+    dim=1280,
+    n_heads=20,
+    n_layers=6,
+    fsmn_kernel_size=31,
+    code_dim=8,
+    fsq_levels=3,
+    ln_eps=1e-5,
+    rope_theta=10000.0,
+    window_seconds=30,
+    overlap_seconds=4,
+    asr_vocab="",
+    asr_layers=0,
+    ctc_slots=2,
+    learning_rate=1e-3,
+    warmup_steps=200,
+)
+
+
+class S3TokenizerV2(SpeechTokenizer):
+    """S3Tokenizer v2. ``forward(AudioBatch) -> TokenBatch``; ``quantize(mel, lengths)`` from log-mel."""
+
+    sample_rate = 16000
+    token_rate = 25.0
+    hop_length = 160
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "speech-tokenizer-v2-25hz": _OFFICIAL,
+        "tiny": {
+            **_OFFICIAL,
+            "dim": 128,
+            "n_heads": 2,
+            "n_layers": 2,
+            "asr_vocab": " abcdefghijklmnopqrstuvwxyz'",
+            "asr_layers": 2,
+        },
+    }
+
+    def __init__(
+        self,
+        n_mels: int = 128,
+        dim: int = 1280,
+        n_heads: int = 20,
+        n_layers: int = 6,
+        fsmn_kernel_size: int = 31,
+        code_dim: int = 8,
+        fsq_levels: int = 3,
+        ln_eps: float = 1e-5,
+        rope_theta: float = 10000.0,
+        window_seconds: int = 30,
+        overlap_seconds: int = 4,
+        asr_vocab: str = "",
+        asr_layers: int = 0,
+        ctc_slots: int = 2,
+        learning_rate: float = 1e-3,
+        warmup_steps: int = 200,
+    ):
+        """``asr_vocab`` empty: inference only, exactly the official parameters. Otherwise a CTC head
+        over those characters (``asr_layers`` blocks) is added for ``training_step``."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.frontend = LogMelFrontend(
+            n_mels, n_fft=400, hop_length=self.hop_length, sample_rate=self.sample_rate
+        )
+        self.encoder = S3Encoder(n_mels, dim, n_heads, n_layers, fsmn_kernel_size, ln_eps, rope_theta)
+        self.quantizer = FSQuantizer(dim, code_dim, fsq_levels)
+        self.codebook_size = self.quantizer.codebook_size
+        frames_per_second = self.sample_rate // self.hop_length
+        self.windows = WindowPolicy(
+            window_seconds * frames_per_second, overlap_seconds * frames_per_second, 4
+        )
+        self.vocab = CharVocabulary(asr_vocab) if asr_vocab else None
+        self.asr_head = (
+            CTCHead(code_dim, dim, n_heads, asr_layers, len(self.vocab), ctc_slots, fsmn_kernel_size, ln_eps)
+            if self.vocab
+            else None
+        )
+
+    # ---- inference -----------------------------------------------------------------------------
+    def quantize(self, mel: Tensor, mel_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-mel ``[B, n_mels, T]`` (at most one window) -> tokens ``[B, T']`` and lengths ``[B]``."""
+        hidden, lengths = self.encoder(mel, mel_lengths.long())
+        return self.quantizer.encode(hidden), lengths
+
+    @torch.no_grad()
+    def forward(self, audio: AudioBatch) -> TokenBatch:
+        """Tokens of every clip; clips over ``window_seconds`` go through windows (see ``windows.py``).
+
+        Each window is encoded alone (padding never reaches valid frames), so batched results equal
+        per-clip results. Windows run in groups of the batch size to bound memory.
+        """
+        audio.require(self.sample_rate, who=type(self).__name__)
+        if int(audio.lengths.min()) < self.frontend.min_samples():
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.frontend.min_samples()} samples "
+                f"({self.frontend.min_samples() / self.sample_rate * 1000:.1f} ms) per clip, got "
+                f"{int(audio.lengths.min())}; drop or pad such clips before tokenizing"
+            )
+        mel, mel_lengths = self.frontend(audio.waveform.to(self.device), audio.lengths.to(self.device))
+        windows = [w for item, n in enumerate(mel_lengths.tolist()) for w in self.windows.split(item, n)]
+        pieces: list[list[Tensor]] = [[] for _ in range(mel.shape[0])]
+        group = mel.shape[0]
+        for first in range(0, len(windows), group):
+            chunk = windows[first : first + group]
+            lengths = torch.tensor([w.end - w.start for w in chunk], device=mel.device)
+            segments = torch.zeros(len(chunk), mel.shape[1], int(lengths.max()), device=mel.device)
+            for row, w in enumerate(chunk):
+                segments[row, :, : w.end - w.start] = mel[w.item, :, w.start : w.end]
+            tokens, token_lengths = self.quantize(segments, lengths)
+            for row, w in enumerate(chunk):
+                pieces[w.item].append(tokens[row, : token_lengths[row]][w.keep_from : w.keep_to])
+        merged = [torch.cat(p) for p in pieces]
+        return TokenBatch(
+            torch.nn.utils.rnn.pad_sequence(merged, batch_first=True),
+            torch.tensor([m.numel() for m in merged], device=mel.device),
+        )
+
+    # ---- loading -------------------------------------------------------------------------------
+    def load_pretrained(self, path: str) -> None:
+        """Load the official ``speech_tokenizer_v2.onnx`` or a torch/safetensors state dict (file or folder)."""
+        path = Path(path)
+        if path.is_dir():
+            found = [path / n for n in CHECKPOINT_NAMES if (path / n).is_file()]
+            if not found:
+                present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+                raise FileNotFoundError(
+                    f"{path} holds no speech tokenizer checkpoint: expected one of {', '.join(CHECKPOINT_NAMES)}; "
+                    f"found {present}"
+                )
+            path = found[0]
+        if path.suffix == ".onnx":
+            from minmo_lightning.components.speech_tokenizer.onnx_weights import onnx_state_dict
+
+            state, unclaimed = onnx_state_dict(path)
+            try:
+                load_state_dict_strict(self, state, source=str(path))
+            except CheckpointMismatchError as error:
+                raise CheckpointMismatchError(
+                    f"{error}\n  ONNX initializers no conversion rule claimed ({len(unclaimed)}): {unclaimed[:20]}"
+                ) from None
+            return
+        load_state_dict_strict(self, read_state_dict(path), source=str(path))
+
+    # ---- training (tiny: CTC on the quantized codes) -------------------------------------------
+    def _asr_forward(self, audio: AudioBatch) -> tuple[Tensor, Tensor, Tensor]:
+        if self.asr_head is None:
+            raise RuntimeError(
+                f"{type(self).__name__} was built without a training head; set asr_vocab (e.g. preset 'tiny') to train it"
+            )
+        audio.require(self.sample_rate, who=type(self).__name__)
+        with torch.no_grad():
+            mel, mel_lengths = self.frontend(audio.waveform, audio.lengths)
+        hidden, lengths = self.encoder(mel, mel_lengths)
+        codes = self.quantizer.quantize(hidden)
+        return self.asr_head(codes, lengths), lengths, codes
+
+    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        log_probs, lengths, codes = self._asr_forward(batch["audio"])
+        targets = [self.vocab.encode(t) for t in batch["text"]]
+        loss, infeasible = self.asr_head.loss(log_probs, lengths, targets)
+        size = len(targets)
+        self.log(f"{stage}/ctc_loss", loss, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/ctc_infeasible", float(infeasible), reduce_fx="sum", batch_size=size)
+        self.log(f"{stage}/codebook_perplexity", self.codebook_perplexity(codes, lengths), batch_size=size)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def codebook_perplexity(self, codes: Tensor, lengths: Tensor) -> Tensor:
+        """exp(entropy) of the code distribution over valid frames (6561 = every code equally used)."""
+        digits = (codes.detach().round().long() + 1) * self.quantizer.powers
+        tokens = digits.sum(-1)[torch.arange(codes.shape[1], device=codes.device)[None, :] < lengths[:, None]]
+        return token_perplexity(tokens, self.codebook_size)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.learning_rate, betas=(0.9, 0.98), weight_decay=0.01
+        )
+        total = self.trainer.estimated_stepping_batches if self.trainer else math.inf
+        warmup = self.hparams.warmup_steps
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not math.isfinite(total) or total <= warmup:
+                return 1.0
+            progress = min(1.0, (step - warmup) / (total - warmup))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def token_perplexity(tokens: Tensor, codebook_size: int) -> Tensor:
+    """exp(entropy) of a flat tensor of token ids."""
+    counts = torch.bincount(tokens.flatten(), minlength=codebook_size).double()
+    probs = counts[counts > 0] / counts.sum().clamp(min=1)
+    return torch.exp(-(probs * probs.log()).sum()).float()
