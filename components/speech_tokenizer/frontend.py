@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from minmo_lightning.contracts import lengths_to_mask
 
 
-def _hz_to_mel(hz: Tensor) -> Tensor:
+def _hz_to_mel(hz: float) -> float:
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""
     f_sp, min_log_hz, min_log_mel, log_step = 200.0 / 3, 1000.0, 15.0, math.log(6.4) / 27.0
-    return torch.where(hz >= min_log_hz, min_log_mel + torch.log(hz / min_log_hz) / log_step, hz / f_sp)
+    return min_log_mel + math.log(hz / min_log_hz) / log_step if hz >= min_log_hz else hz / f_sp
 
 
 def _mel_to_hz(mel: Tensor) -> Tensor:
@@ -29,11 +29,8 @@ def _mel_to_hz(mel: Tensor) -> Tensor:
 def slaney_mel_filters(n_mels: int, n_fft: int, sample_rate: int) -> Tensor:
     """``[n_mels, n_fft // 2 + 1]`` triangular filters, area-normalised (= librosa's default ``filters.mel``)."""
     fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    edges = torch.tensor([0.0, sample_rate / 2], dtype=torch.float64)
-    mel_edges = _hz_to_mel(edges)
-    mel_points = _mel_to_hz(
-        torch.linspace(float(mel_edges[0]), float(mel_edges[1]), n_mels + 2, dtype=torch.float64)
-    )
+    top = _hz_to_mel(sample_rate / 2)
+    mel_points = _mel_to_hz(torch.linspace(0.0, top, n_mels + 2, dtype=torch.float64))
     widths = mel_points.diff()
     ramps = mel_points[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
