@@ -1,0 +1,95 @@
+"""Parity with the official CosyVoice2 ``Qwen2LM`` (golden item ``cosyvoice2_llm``, see its README)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minmo_lightning.checkpoints import load_state_dict_strict
+from minmo_lightning.contracts import TokenBatch
+from minmo_lightning.golden import Comparison, Fixture, compare, compare_exact, golden_check
+
+from .cosyvoice2_lm import CosyVoice2LM
+
+#: reference ``Qwen2Config`` fields that shape the computation (the rest is bookkeeping)
+_QWEN2_FIELDS = (
+    "vocab_size", "max_position_embeddings", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "hidden_act", "rms_norm_eps", "rope_theta",
+    "tie_word_embeddings", "use_sliding_window", "sliding_window", "max_window_layers", "attention_dropout",
+)  # fmt: skip
+LOGIT_TOL = 1e-4
+
+
+def build_from_fixture(fixture: Fixture) -> CosyVoice2LM:
+    ref, backbone = fixture.config["Qwen2LM"], fixture.config["Qwen2Encoder.pretrain_path -> Qwen2Config"]
+    if ref["llm_input_size"] != backbone["hidden_size"] or ref["llm_output_size"] != backbone["hidden_size"]:
+        raise ValueError("CosyVoice2LM ties llm_input_size and llm_output_size to the Qwen2 hidden size")
+    model = CosyVoice2LM(
+        qwen2_config={k: backbone[k] for k in _QWEN2_FIELDS if k in backbone},
+        speech_vocab_size=ref["speech_token_size"],
+        mix_ratio=list(ref["mix_ratio"]),
+        lsm_weight=float(ref["lsm_weight"]),
+        length_normalized_loss=bool(ref["length_normalized_loss"]),
+        dtype="float32",
+        attn_implementation=fixture.config.get("attn_implementation", "sdpa"),
+    )
+    model.configure_model()
+    load_state_dict_strict(model, fixture.state_dict(), source=f"{fixture.folder} state_dict")
+    return model.eval()
+
+
+def _tokens(fixture: Fixture, name: str, lengths: str | None = None) -> TokenBatch:
+    tokens = fixture[f"input.{name}"].long()
+    size = fixture[f"input.{lengths}"].long() if lengths else torch.full((tokens.shape[0],), tokens.shape[1])
+    return TokenBatch(tokens, size)
+
+
+def _compare_finite(name: str, ours: Tensor, ref: Tensor) -> list[Comparison]:
+    """Log-prob vectors with banned ids at -inf: same -inf pattern, finite entries within tolerance."""
+    finite = torch.isfinite(ref)
+    return [
+        compare_exact(f"{name} (-inf pattern)", torch.isfinite(ours), finite),
+        compare(name, ours[finite], ref[finite], LOGIT_TOL, LOGIT_TOL),
+    ]
+
+
+@golden_check("cosyvoice2_llm")
+def check_cosyvoice2_llm(fixture: Fixture) -> list[Comparison]:
+    model = build_from_fixture(fixture)
+    text = _tokens(fixture, "batch.text_token", "batch.text_token_len")
+    speech = _tokens(fixture, "batch.speech_token", "batch.speech_token_len")
+    results: list[Comparison] = []
+    for name, interleave in (("unistream", False), ("bistream", True)):
+        out = model.tts_forward(text, speech, torch.full(text.lengths.shape, interleave))
+        ref = fixture.group(f"output.{name}.")
+        valid = ref["valid_mask"]
+        results += [
+            compare_exact(f"{name}.lm_input", out.layout.inputs, ref["lm_input"]),
+            compare_exact(f"{name}.lm_target", out.layout.targets, ref["lm_target"]),
+            compare_exact(f"{name}.lm_input_len", out.layout.lengths, ref["lm_input_len"]),
+            compare_exact(f"{name}.valid_mask", out.layout.mask, valid),
+            compare(f"{name}.lm_output", out.hidden[valid], ref["lm_output"][valid], LOGIT_TOL, LOGIT_TOL),
+            compare(f"{name}.logits", out.logits[valid], ref["logits"][valid], LOGIT_TOL, LOGIT_TOL),
+            compare(f"{name}.loss", out.loss, ref["loss"], 1e-5),
+            compare_exact(f"{name}.acc", out.acc, ref["acc"]),
+        ]
+
+    steps: list[Tensor] = []
+
+    def greedy_recorder(logp: Tensor, history: Tensor) -> Tensor:
+        steps.append(logp[0].clone())
+        return logp.argmax(-1)
+
+    expected = fixture["output.inference.tokens"]
+    generated = model.generate(
+        _tokens(fixture, "inference.text"),
+        prompt_text=_tokens(fixture, "inference.prompt_text"),
+        prompt_speech=_tokens(fixture, "inference.prompt_speech_token"),
+        sampler=greedy_recorder,
+        max_tokens=expected.numel(),
+    )
+    results.append(compare_exact("inference.tokens", generated.tokens[0], expected))
+    results += _compare_finite(
+        "inference.step_logp", torch.stack(steps), fixture["output.inference.step_logp"]
+    )
+    return results
