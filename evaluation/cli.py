@@ -1,0 +1,149 @@
+"""``minmo evaluate``: score predictions or run a model, and write a report directory.
+
+    minmo evaluate --predictions preds.jsonl --task asr [--references data/builtin/asr --split test]
+    minmo evaluate --config recipes/eval/asr_builtin.yaml [--ckpt model.ckpt] [--out DIR]
+    minmo evaluate fdb --task smooth_turn_taking --root DIR [--out DIR] [--no-reference-compat]
+
+A recipe supplies defaults (task, dataset, metric settings, baselines, model and data); flags override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from minmo_lightning.evaluation.tasks import TASKS
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="minmo evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", help="eval recipe YAML (recipes/eval/*.yaml)")
+    p.add_argument("--ckpt", help="checkpoint to load strictly into the recipe's model")
+    p.add_argument("--predictions", help="score this JSONL instead of running a model")
+    p.add_argument("--references", help="references: a JSONL or an HF save_to_disk dataset folder")
+    p.add_argument("--split", help="split of a DatasetDict given as --references")
+    p.add_argument("--task", choices=TASKS)
+    p.add_argument("--out", help="report directory (default runs/eval/<task>-<name>)")
+    p.add_argument("--model-name", help="name shown in the report")
+    p.add_argument("--normalizer", help="asr: whisper_english | basic | chinese | mixed | none")
+    p.add_argument("--unit", choices=("word", "char"), help="asr: WER (word) or CER (char)")
+    p.add_argument(
+        "--crosscheck-torchmetrics", action="store_true", help="asr: also compute torchmetrics' rate"
+    )
+    p.add_argument(
+        "--label-map", help="emotion: map raw labels with this dataset's map (iemocap, meld, crema-d, ...)"
+    )
+    p.add_argument("--labels", nargs="+", help="emotion: the full label set, in order")
+    p.add_argument("--tolerances", nargs="+", type=float, help="duplex: offsets K for F1@K")
+    p.add_argument("--tolerance-unit", choices=("frames", "ms"))
+    p.add_argument("--frame-ms", type=float)
+    p.add_argument("--window", choices=("symmetric", "after"))
+    p.add_argument("--baselines", help="YAML of published figures")
+    p.add_argument("--baseline-key", help="entry of the baselines YAML to compare with")
+    p.add_argument("--limit", type=int, help="model mode: at most this many batches (smoke runs)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="model mode: discard earlier predictions in --out"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _fdb_parser() -> argparse.ArgumentParser:
+    from minmo_lightning.evaluation.fdb import TASKS as FDB_TASKS
+
+    p = argparse.ArgumentParser(
+        prog="minmo evaluate fdb", description="Full-Duplex-Bench v1 metrics on its own folder layout."
+    )
+    p.add_argument("--task", required=True, choices=FDB_TASKS)
+    p.add_argument("--root", required=True, help="one folder per sample (output.json, turn_taking.json, ...)")
+    p.add_argument("--out", help="where metrics.json, report.md and the timeline go (default: --root)")
+    p.add_argument(
+        "--no-reference-compat",
+        action="store_true",
+        help="correct the reference's number-changing quirks (see evaluation/fdb.py)",
+    )
+    return p
+
+
+def fdb_main(argv: list[str]) -> int:
+    from minmo_lightning.evaluation.fdb_report import run_fdb
+
+    args = _fdb_parser().parse_args(argv)
+    result = run_fdb(args.root, args.task, args.out or args.root, not args.no_reference_compat)
+    for key in ("tor", "latency", "freq", "jsd"):
+        if key in result:
+            value = result[key]
+            print(f"{key}: {'null' if value is None else f'{value:.4f}'}")
+    print(f"samples: {result['n_samples']}  (metrics.json in {Path(args.out or args.root)})")
+    return 0
+
+
+def _settings(args: argparse.Namespace, recipe: dict) -> dict:
+    settings = dict(recipe.get("metrics") or {})
+    overrides = {
+        "normalizer": args.normalizer,
+        "unit": args.unit,
+        "label_map": args.label_map,
+        "labels": args.labels,
+        "tolerances": args.tolerances,
+        "tolerance_unit": args.tolerance_unit,
+        "frame_ms": args.frame_ms,
+        "window": args.window,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.crosscheck_torchmetrics:
+        settings["crosscheck_torchmetrics"] = True
+    if "tolerances" in settings:
+        settings["tolerances"] = [int(t) if float(t).is_integer() else t for t in settings["tolerances"]]
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "fdb":
+        return fdb_main(argv[1:])
+    args = _parser().parse_args(argv)
+    recipe: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe {path} not found")
+        recipe = yaml.safe_load(path.read_text()) or {}
+    task = args.task or recipe.get("task")
+    if task is None:
+        raise SystemExit(
+            "minmo evaluate: give --task (asr, emotion, duplex, latency) or a --config with task:"
+        )
+    dataset = dict(recipe.get("dataset") or {})
+    if args.split:
+        dataset["split"] = args.split
+    references = args.references or (dataset.get("path") if args.predictions else None)
+    baselines = recipe.get("baselines") or {}
+    name = dataset.get("name") or (Path(args.predictions).stem if args.predictions else "run")
+    out = args.out or recipe.get("output_dir") or f"runs/eval/{task}-{name}"
+    from minmo_lightning.evaluation.runner import evaluate
+
+    metrics = evaluate(
+        task,
+        out,
+        _settings(args, recipe),
+        predictions=args.predictions,
+        references=references,
+        dataset=dataset,
+        recipe=None if args.predictions else recipe,
+        ckpt=args.ckpt,
+        baselines=args.baselines or baselines.get("file"),
+        baseline_key=args.baseline_key or baselines.get("key"),
+        model_name=args.model_name,
+        limit=args.limit,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(metrics["summary"], indent=2))
+    print(f"report: {Path(out) / 'report.md'}")
+    return 0

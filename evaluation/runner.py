@@ -1,0 +1,429 @@
+"""Run a model over a dataset (or read its predictions), score them and write the report directory.
+
+Model protocol (``--config recipe.yaml --ckpt ...``). The recipe names a LightningModule (``model:``)
+and a LightningDataModule (``data:``) the LightningCLI way (``class_path`` + ``init_args``). The runner
+calls ``data.setup(stage)`` and iterates ``data.<stage>_dataloader()`` (stage ``test`` by default) in
+order, and for each batch calls ``model.predict_step(batch, batch_idx)``, which must return a list with
+one dict per utterance of the batch, each with its ``"id"`` (from ``batch["ids"]``) and:
+
+- task ``asr``: ``"hypothesis"``: str
+- task ``emotion``: ``"prediction"``: a label name, or ``"prediction_text"``: generated text to parse
+- task ``duplex``: ``"predicted_labels"``: one class id per frame (list or 1-D tensor)
+- optionally anything else (kept in ``predictions.jsonl``), e.g. latency fields for ``duplex``.
+
+References come from the batch (``text``; ``emotion`` indexed into ``data.emotion_labels``;
+``frame_labels`` cut at ``frame_lengths``, back-channels from ``events`` of type ``backchannel``), so a
+model never echoes them. The runner times each batch (RTF against the batch's audio), runs under
+``torch.inference_mode`` with a fixed seed and deterministic algorithms, and appends each finished batch
+to ``predictions.jsonl`` at once (flushed and fsynced). Rerunning the same command resumes: batches whose
+ids are all present are skipped without calling the model; a truncated last line from a crash is
+discarded. A different config in the same output directory is refused (the config hash is stored).
+
+Predictions mode (``--predictions file.jsonl``) scores existing outputs; references are taken from the
+records themselves or from ``--references`` (a JSONL or a ``save_to_disk`` HF dataset directory).
+Every reference id needs a prediction and every prediction a reference: mismatches are errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from minmo_lightning.evaluation.report import (
+    baseline_table,
+    config_hash,
+    load_baselines,
+    md_table,
+    write_jsonl,
+    write_report,
+)
+from minmo_lightning.evaluation.tasks import DEFAULT_SETTINGS, TASKS, score
+
+#: reference column in a dataset, per task, and the record field it fills
+REFERENCE_FIELD = {
+    "asr": ("text", "reference"),
+    "emotion": ("emotion", "reference"),
+    "duplex": ("frame_labels", "reference_labels"),
+}
+PREDICTIONS = "predictions.jsonl"
+
+
+# ------------------------------------------------------------------------------------------ I/O
+
+
+def read_jsonl(path: str | Path, allow_truncated_tail: bool = False) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if allow_truncated_tail and number == len(lines):
+                break  # an interrupted write: that batch is redone
+            raise ValueError(
+                f"{path}:{number} is not valid JSON ({error}); fix or remove that line"
+            ) from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number} is not a JSON object")
+        records.append(record)
+    return records
+
+
+def load_references(
+    path: str | Path, task: str, split: str | None = None, id_column: str = "id", column: str | None = None
+) -> dict[str, dict]:
+    """id -> reference fields, from a JSONL (fields as in predictions) or an HF ``save_to_disk`` folder."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return {str(r["id"]): r for r in read_jsonl(path)}
+    column = column or REFERENCE_FIELD[task][0]
+    field = REFERENCE_FIELD[task][1]
+    import datasets
+
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict):
+        if split is None or split not in data:
+            raise ValueError(f"{path} has splits {list(data)}; choose one with --split")
+        data = data[split]
+    for name in (id_column, column):
+        if name not in data.column_names:
+            raise ValueError(
+                f"{path} has no column {name!r} (columns: {data.column_names}); "
+                "set dataset.id_column / dataset.reference_column"
+            )
+    names = getattr(data.features[column], "names", None)
+    data = data.select_columns([id_column, column])
+    out = {}
+    for row in data:
+        value = row[column]
+        out[str(row[id_column])] = {
+            field: names[value] if names is not None and isinstance(value, int) else value
+        }
+    return out
+
+
+def merge_references(predictions: list[dict], references: dict[str, dict], source: str) -> list[dict]:
+    if not references:
+        raise ValueError(f"the references for {source} are empty")
+    pred_ids = {str(p.get("id")) for p in predictions}
+    missing = [i for i in references if i not in pred_ids]
+    if missing:
+        raise ValueError(
+            f"missing prediction ids: {len(missing)} of {len(references)} reference utterances have no prediction "
+            f"in {source} (e.g. {missing[:5]}); finish the run (rerunning resumes) or score a matching subset"
+        )
+    extra = sorted(pred_ids - set(references))
+    if extra:
+        raise ValueError(
+            f"{len(extra)} predictions in {source} have ids that are not in the references "
+            f"(e.g. {extra[:5]}); are the predictions from another dataset or split?"
+        )
+    return [{**p, **references[str(p["id"])]} for p in predictions]
+
+
+# ------------------------------------------------------------------------------ model inference
+
+
+def resolve_class(path: str, base: type) -> type:
+    """A dotted path, or the short name of an imported subclass of ``base`` (as recipes write it)."""
+    if "." in path:
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+    from minmo_lightning.cli import _import_optional
+    from minmo_lightning.registry import import_all_components
+
+    import_all_components()
+    for package in ("minmo_lightning.datamodules", "minmo_lightning.model"):
+        _import_optional(package)
+    found, stack = {}, [base]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            found.setdefault(sub.__name__, sub)
+            stack.append(sub)
+    if path not in found:
+        raise ValueError(
+            f"no {base.__name__} subclass named {path!r}; write a dotted path (package.module.Class)"
+        )
+    return found[path]
+
+
+def build(spec: dict, base: type, what: str) -> Any:
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"the recipe's {what!r} entry needs class_path (and init_args)")
+    return resolve_class(spec["class_path"], base)(**(spec.get("init_args") or {}))
+
+
+def _audio_seconds(batch: dict, i: int) -> float | None:
+    audio = batch.get("audio") or batch.get("user_audio")
+    return None if audio is None else float(audio.lengths[i]) / audio.sample_rate
+
+
+def _references_from_batch(task: str, batch: dict, i: int, emotion_labels) -> dict:
+    if task == "asr":
+        return {"reference": batch["text"][i]}
+    if task == "emotion":
+        if emotion_labels is None:
+            raise ValueError(
+                "the datamodule has no emotion_labels; it must name the classes of batch['emotion']"
+            )
+        return {"reference": emotion_labels[int(batch["emotion"][i])]}
+    n = int(batch["frame_lengths"][i])
+    events = batch["events"][i] if batch.get("events") is not None else []
+    bcs = [[int(e["start"]), int(e["end"])] for e in events if "backchannel" in str(e.get("type", ""))]
+    return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
+
+
+def _clean(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def run_inference(
+    model,
+    datamodule,
+    task: str,
+    out_path: Path,
+    stage: str = "test",
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Predict every batch not already in ``out_path``; returns counts of computed and skipped batches."""
+    import lightning as L
+    import torch
+    from rich.progress import Progress
+
+    done = (
+        {str(r["id"]) for r in read_jsonl(out_path, allow_truncated_tail=True)}
+        if out_path.exists()
+        else set()
+    )
+    if out_path.exists():  # rewrite without a truncated tail before appending
+        write_jsonl(out_path, read_jsonl(out_path, allow_truncated_tail=True))
+    L.seed_everything(seed, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    datamodule.setup(stage)
+    loader = getattr(datamodule, f"{stage}_dataloader")()
+    labels = getattr(datamodule, "emotion_labels", None)
+    model.eval()
+    stats = {"computed_batches": 0, "skipped_batches": 0, "new_utterances": 0}
+    total = len(loader) if hasattr(loader, "__len__") else None
+    with out_path.open("a") as sink, Progress(disable=not progress) as bar, torch.inference_mode():
+        job = bar.add_task(f"evaluate {task}", total=total)
+        for batch_idx, batch in enumerate(loader):
+            if limit is not None and batch_idx >= limit:
+                break
+            ids = [str(i) for i in batch["ids"]]
+            if all(i in done for i in ids):
+                stats["skipped_batches"] += 1
+                bar.advance(job)
+                continue
+            start = time.perf_counter()
+            outputs = model.predict_step(batch, batch_idx)
+            elapsed = time.perf_counter() - start
+            by_id = _check_outputs(outputs, ids, batch_idx)
+            lines = []
+            for i, uid in enumerate(ids):
+                if uid in done:
+                    continue
+                record = {k: _clean(v) for k, v in by_id[uid].items()}
+                record.update(_references_from_batch(task, batch, i, labels))
+                if task == "duplex" and len(record.get("predicted_labels", [])) > len(
+                    record["reference_labels"]
+                ):
+                    record["predicted_labels"] = record["predicted_labels"][: len(record["reference_labels"])]
+                record["processing_s"] = elapsed / len(ids)
+                record["audio_s"] = _audio_seconds(batch, i)
+                lines.append(json.dumps(record, ensure_ascii=False))
+                done.add(uid)
+            sink.write("".join(line + "\n" for line in lines))
+            sink.flush()
+            os.fsync(sink.fileno())
+            stats["computed_batches"] += 1
+            stats["new_utterances"] += len(lines)
+            bar.advance(job)
+    return stats
+
+
+def _check_outputs(outputs, ids: list[str], batch_idx: int) -> dict[str, dict]:
+    if not isinstance(outputs, list | tuple) or not all(isinstance(o, dict) for o in outputs):
+        raise TypeError(
+            f"predict_step must return a list of dicts (one per utterance); batch {batch_idx} "
+            f"returned {type(outputs).__name__}"
+        )
+    by_id = {str(o.get("id")): o for o in outputs}
+    if sorted(by_id) != sorted(ids):
+        raise ValueError(
+            f"predict_step returned ids {sorted(by_id)[:5]} for batch {batch_idx} whose ids are "
+            f"{sorted(ids)[:5]}; return one dict per utterance with its 'id'"
+        )
+    return by_id
+
+
+# ------------------------------------------------------------------------------------ evaluate
+
+
+def evaluate(
+    task: str,
+    out_dir: str | Path,
+    settings: dict | None = None,
+    predictions: str | Path | None = None,
+    references: str | Path | None = None,
+    dataset: dict | None = None,
+    recipe: dict | None = None,
+    ckpt: str | None = None,
+    baselines: str | None = None,
+    baseline_key: str | None = None,
+    model_name: str | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Score ``predictions`` (or run the recipe's model first) and write the report; returns metrics.json."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {**DEFAULT_SETTINGS[task], **(settings or {})}
+    dataset = dict(dataset or {})
+    model_info: dict[str, Any]
+    run: dict[str, Any] = {}
+    if predictions is None:
+        if recipe is None:
+            raise ValueError(
+                "give --predictions FILE to score existing outputs, or --config RECIPE to run a model"
+            )
+        fingerprint = {
+            "task": task,
+            "model": recipe.get("model"),
+            "data": recipe.get("data"),
+            "ckpt": ckpt,
+            "stage": recipe.get("stage", "test"),
+            "seed": recipe.get("seed", 0),
+            "limit": limit,
+        }
+        run = _resume_guard(out_dir, config_hash(fingerprint), overwrite)
+        import lightning as L
+
+        model = build(recipe.get("model"), L.LightningModule, "model")
+        if hasattr(model, "configure_model"):
+            model.configure_model()
+        if ckpt:
+            from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict
+
+            load_state_dict_strict(model, read_state_dict(ckpt), source=str(ckpt))
+        datamodule = build(recipe.get("data"), L.LightningDataModule, "data")
+        run.update(
+            run_inference(
+                model,
+                datamodule,
+                task,
+                out_dir / PREDICTIONS,
+                recipe.get("stage", "test"),
+                recipe.get("seed", 0),
+                limit,
+                progress,
+            )
+        )
+        records = read_jsonl(out_dir / PREDICTIONS)
+        source = str(out_dir / PREDICTIONS)
+        model_info = {
+            "class_path": recipe["model"]["class_path"],
+            "ckpt": ckpt,
+            "name": model_name or recipe["model"]["class_path"],
+        }
+    else:
+        source = str(predictions)
+        records = read_jsonl(predictions)
+        if not records:
+            raise ValueError(f"{predictions} is empty: no predictions to score")
+        model_info = {"predictions": str(predictions), "name": model_name or Path(predictions).stem}
+    for r in records:
+        r["id"] = str(r.get("id"))
+    if references is not None:
+        refs = load_references(
+            references,
+            task,
+            dataset.get("split"),
+            dataset.get("id_column", "id"),
+            dataset.get("reference_column"),
+        )
+        records = merge_references(records, refs, source)
+        dataset.setdefault("path", str(references))
+    scored = score(task, records, settings, out_dir, source)
+    write_jsonl(out_dir / PREDICTIONS, scored.records)
+    dataset["n_utterances"] = len(records)
+    hashed = {
+        "task": task,
+        "settings": settings,
+        "dataset": {k: v for k, v in dataset.items() if k != "n_utterances"},
+        "model": model_info,
+    }
+    metrics = {
+        "task": task,
+        "dataset": dataset,
+        "model": model_info,
+        "config_hash": config_hash(hashed),
+        "settings": settings,
+        "summary": scored.summary,
+        "metrics": scored.metrics,
+    }
+    sections = [
+        (
+            "Run",
+            md_table(
+                ["task", "dataset", "model", "utterances", "config hash"],
+                [
+                    [
+                        task,
+                        dataset.get("name") or dataset.get("path") or "—",
+                        model_info["name"],
+                        len(records),
+                        metrics["config_hash"],
+                    ]
+                ],
+            ),
+        )
+    ]
+    sections += scored.sections
+    if baselines and baseline_key:
+        entry = load_baselines(baselines, baseline_key)
+        metrics["baselines"] = {"file": str(baselines), "key": baseline_key, **entry}
+        sections.append(
+            (
+                f"Comparison with published figures ({baseline_key})",
+                baseline_table(scored.summary, entry, model_info["name"]),
+            )
+        )
+    if run:
+        metrics["inference"] = run
+    metrics["timing"] = {"wall_s": time.perf_counter() - started}
+    settings_text = "\n".join(f"- `{k}`: {v}" for k, v in settings.items())
+    sections.append(("Settings", settings_text or "(defaults)"))
+    write_report(out_dir, metrics, sections, f"{task} evaluation: {model_info['name']}")
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _resume_guard(out_dir: Path, fingerprint: str, overwrite: bool) -> dict:
+    state = out_dir / "run.json"
+    predictions = out_dir / PREDICTIONS
+    if overwrite:
+        predictions.unlink(missing_ok=True)
+    elif predictions.exists():
+        previous = json.loads(state.read_text()).get("config_hash") if state.exists() else None
+        if previous != fingerprint:
+            raise ValueError(
+                f"{out_dir} holds predictions from another config (hash {previous}, now {fingerprint}); "
+                "use another --out or --overwrite"
+            )
+    state.write_text(json.dumps({"config_hash": fingerprint}))
+    return {"run_config_hash": fingerprint, "resumed": predictions.exists()}

@@ -1,0 +1,428 @@
+"""Per-task scoring of prediction records: metrics, per-utterance output records, report sections, plots.
+
+A record is one utterance as a dict (one line of ``predictions.jsonl``). Fields each task reads:
+
+- ``asr``: ``id``, ``reference``, ``hypothesis``.
+- ``emotion``: ``id``, ``reference`` (label), and ``prediction`` (label) or ``prediction_text``
+  (free text, mapped to a label by ``emotion.parse_label``; unmappable text is counted wrong).
+- ``duplex``: ``id``, ``reference_labels`` and ``predicted_labels`` (one class id per frame,
+  ``DuplexPredictor.CLASSES``), optional ``backchannels`` ([[start, end], ...] frames).
+- ``latency``: ``id``, ``first_packet_s``, optional ``components_s``, ``d_llm_s``, ``d_lm_s``, ``d_syn_s``.
+
+Any task: optional ``processing_s`` and ``audio_s`` give the RTF / RTFx of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from minmo_lightning.evaluation import plots
+from minmo_lightning.evaluation.asr import render_alignment, score_asr
+from minmo_lightning.evaluation.duplex import DuplexRecord, score_duplex
+from minmo_lightning.evaluation.emotion import map_label, parse_label, score_emotion
+from minmo_lightning.evaluation.latency import LatencyRecord, score_latency
+from minmo_lightning.evaluation.normalizers import get_scheme
+from minmo_lightning.evaluation.report import image, md_table
+
+TASKS = ("asr", "emotion", "duplex", "latency")
+REQUIRED = {
+    "asr": ("reference", "hypothesis"),
+    "emotion": ("reference",),
+    "duplex": ("reference_labels", "predicted_labels"),
+    "latency": ("first_packet_s",),
+}
+DEFAULT_SETTINGS = {
+    "asr": {"normalizer": "whisper_english", "unit": None, "crosscheck_torchmetrics": False},
+    "emotion": {"labels": None, "label_map": None},
+    "duplex": {"tolerances": [1, 5, 10], "tolerance_unit": "frames", "frame_ms": 80.0, "window": "symmetric"},
+    "latency": {},
+}
+
+
+@dataclass
+class Scored:
+    summary: dict  # headline numbers (flat), what baselines compare against
+    metrics: dict  # everything, as written under "metrics" in metrics.json
+    records: list[dict]  # per-utterance records for predictions.jsonl
+    sections: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_records(task: str, records: list[dict], source: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if not records:
+        raise ValueError(f"{source} holds no predictions (empty file?); nothing to score")
+    seen: set[str] = set()
+    for line, rec in enumerate(records, 1):
+        if "id" not in rec:
+            raise ValueError(f"{source}: record {line} has no 'id' field")
+        if rec["id"] in seen:
+            raise ValueError(f"{source}: utterance id {rec['id']!r} appears twice; ids must be unique")
+        seen.add(rec["id"])
+        fields = REQUIRED[task]
+        if task == "emotion" and "prediction" not in rec and "prediction_text" not in rec:
+            raise ValueError(f"{source}: record {rec['id']!r} has neither 'prediction' nor 'prediction_text'")
+        missing = [f for f in fields if f not in rec]
+        if missing:
+            raise ValueError(
+                f"{source}: record {rec['id']!r} lacks {missing} needed for task {task!r} "
+                f"(it has {sorted(rec)}); give references with --references or add the fields"
+            )
+
+
+def score(
+    task: str, records: list[dict], settings: dict, out_dir: Path, source: str = "predictions"
+) -> Scored:
+    check_records(task, records, source)
+    scored = {"asr": _asr, "emotion": _emotion, "duplex": _duplex, "latency": _latency}[task](
+        records, settings, out_dir
+    )
+    timing = _rtf(records)
+    if timing:
+        scored.summary.update(rtf=timing["rtf"], rtfx=timing["rtfx"])
+        scored.metrics["speed"] = timing
+        scored.sections.append(
+            (
+                "Speed",
+                md_table(
+                    ["audio (s)", "processing (s)", "RTF", "RTFx"],
+                    [[timing["audio_s"], timing["processing_s"], timing["rtf"], timing["rtfx"]]],
+                ),
+            )
+        )
+    return scored
+
+
+def _rtf(records: list[dict]) -> dict | None:
+    timed = [r for r in records if r.get("processing_s") is not None and r.get("audio_s")]
+    if not timed:
+        return None
+    processing = float(sum(r["processing_s"] for r in timed))
+    audio = float(sum(r["audio_s"] for r in timed))
+    return {
+        "rtf": processing / audio,
+        "rtfx": audio / processing if processing else None,
+        "processing_s": processing,
+        "audio_s": audio,
+        "timed_utterances": len(timed),
+    }
+
+
+# ------------------------------------------------------------------------------------------- ASR
+
+
+def _asr(records: list[dict], settings: dict, out_dir: Path) -> Scored:
+    scheme = get_scheme(settings.get("normalizer", "whisper_english"), settings.get("unit"))
+    result = score_asr(
+        [r["reference"] for r in records],
+        [r["hypothesis"] for r in records],
+        ids=[r["id"] for r in records],
+        scheme=scheme,
+    )
+    summary = result.summary()
+    metrics = dict(summary)
+    if settings.get("crosscheck_torchmetrics"):
+        metrics["crosscheck_torchmetrics"] = _torchmetrics_crosscheck(result)
+    out = []
+    for rec, utt in zip(records, result.utterances):
+        out.append({**rec, **utt.to_record(), "alignment_text": render_alignment(utt, scheme.unit)})
+    name = result.metric.upper()
+    c = result.counts
+    n = c.reference_tokens or None
+    headline = md_table(
+        [name, "sub", "del", "ins", "ref tokens", "utterances", "skipped (empty ref)", "normaliser", "unit"],
+        [
+            [
+                result.rate,
+                c.substitutions / n if n else None,
+                c.deletions / n if n else None,
+                c.insertions / n if n else None,
+                c.reference_tokens,
+                len(records),
+                len(result.skipped_empty_reference),
+                scheme.name,
+                scheme.unit,
+            ]
+        ],
+    )
+    sections = [
+        (
+            "Summary",
+            headline + f"\n\n{name} is corpus-level: (S + D + I) / reference tokens, summed over "
+            "utterances. Utterances whose normalised reference is empty are excluded and counted.",
+        )
+    ]
+    rates = [u.counts.rate for u in result.utterances if u.counts.rate is not None]
+    if rates:
+        hist = plots.histogram_png(
+            {f"per-utterance {name}": rates},
+            out_dir / "utterance_error_rate.png",
+            name,
+            f"{name} per utterance",
+        )
+        bars = plots.bar_png(
+            {"substitutions": c.substitutions, "deletions": c.deletions, "insertions": c.insertions},
+            out_dir / "error_types.png",
+            "count",
+            "edit types",
+        )
+        sections.append(
+            ("Plots", image(hist, "per-utterance error rate") + "\n\n" + image(bars, "edit types"))
+        )
+    worst = sorted(result.utterances, key=lambda u: -u.counts.errors)[:10]
+    sections.append(
+        (
+            "Worst utterances",
+            md_table(
+                ["id", "errors", "ref tokens", "alignment"],
+                [
+                    [
+                        u.id,
+                        u.counts.errors,
+                        u.counts.reference_tokens,
+                        render_alignment(u, scheme.unit).replace("|", "\\|"),
+                    ]
+                    for u in worst
+                    if u.counts.errors
+                ],
+            ),
+        )
+    )
+    return Scored({result.metric: result.rate}, metrics, out, sections)
+
+
+def _torchmetrics_crosscheck(result) -> dict:
+    from torchmetrics.text import CharErrorRate, WordErrorRate
+
+    pairs = [
+        (u.hypothesis_normalized, u.reference_normalized)
+        for u in result.utterances
+        if u.counts.reference_tokens
+    ]
+    if not pairs:
+        return {"value": None, "agrees": None}
+    hyps, refs = zip(*pairs)
+    if result.unit == "char":
+        value = float(CharErrorRate()(list(hyps), list(refs)))
+    else:
+        value = float(WordErrorRate()(list(hyps), list(refs)))
+    return {"value": value, "agrees": abs(value - result.rate) < 1e-6}
+
+
+# --------------------------------------------------------------------------------------- emotion
+
+
+def _emotion(records: list[dict], settings: dict, out_dir: Path) -> Scored:
+    label_map = settings.get("label_map")
+    refs = [map_label(r["reference"], label_map) if label_map else r["reference"] for r in records]
+    labels = settings.get("labels") or sorted(set(refs))
+    preds = []
+    for r in records:
+        if "prediction" in r and r["prediction"] is not None:
+            preds.append(map_label(r["prediction"], label_map) if label_map else r["prediction"])
+        else:
+            preds.append(parse_label(r.get("prediction_text") or "", labels))
+    result = score_emotion(refs, preds, labels=labels, ids=[r["id"] for r in records])
+    summary = result.summary()
+    out = [
+        {**r, "reference_label": ref, "predicted_label": pred, "correct": ref == pred}
+        for r, ref, pred in zip(records, refs, preds)
+    ]
+    headline = md_table(
+        ["WA", "UA", "macro-F1", "weighted-F1", "micro-F1", "n", "unparseable"],
+        [
+            [
+                summary["wa"],
+                summary["ua"],
+                summary["macro_f1"],
+                summary["weighted_f1"],
+                summary["micro_f1"],
+                summary["n"],
+                summary["n_unparseable"],
+            ]
+        ],
+    )
+    per_class = md_table(
+        ["class", "support", "predicted", "precision", "recall", "F1"],
+        [
+            [k, v["support"], v["predicted"], v["precision"], v["recall"], v["f1"]]
+            for k, v in summary["per_class"].items()
+        ],
+    )
+    png = plots.confusion_png(labels, result.confusion, out_dir / "confusion.png", "emotion confusion matrix")
+    sections = [
+        ("Summary", headline + "\n\nWA = accuracy; UA = mean per-class recall (EmoBox conventions)."),
+        ("Per class", per_class),
+        ("Confusion matrix", image(png, "confusion matrix")),
+    ]
+    flat = {k: summary[k] for k in ("wa", "ua", "macro_f1", "weighted_f1", "micro_f1")}
+    return Scored(flat, summary, out, sections)
+
+
+# ---------------------------------------------------------------------------------------- duplex
+
+
+def _duplex(records: list[dict], settings: dict, out_dir: Path) -> Scored:
+    s = {**DEFAULT_SETTINGS["duplex"], **settings}
+    dialogues = [
+        DuplexRecord(
+            r["id"],
+            r["reference_labels"],
+            r["predicted_labels"],
+            [tuple(b) for b in r.get("backchannels", [])],
+        )
+        for r in records
+    ]
+    metrics = score_duplex(dialogues, s["tolerances"], s["tolerance_unit"], s["frame_ms"], s["window"])
+    unit = "frames" if s["tolerance_unit"] == "frames" else "ms"
+    rows = []
+    for kind in ("assistant_turn_taking", "user_turn_taking"):
+        m = metrics[kind]
+        rows.append(
+            [kind.replace("_", " ")]
+            + [m["at_k"][str(t)]["f1"] for t in s["tolerances"]]
+            + [m["n_reference_events"], m["n_predicted_events"], m["mean_offset_ms"]]
+        )
+    table = md_table(
+        ["event"]
+        + [f"F1@{t} {unit}" for t in s["tolerances"]]
+        + ["ref events", "pred events", f"mean offset (ms) @{max(s['tolerances'])}"],
+        rows,
+    )
+    bc = metrics["backchannel"]
+    text = (
+        table + f"\n\nBack-channel accuracy: {bc['correct']}/{bc['n']} = {_pct(bc['accuracy'])}. "
+        f"Average response latency (assistant turn-taking, signed, matched events): "
+        f"{_ms(metrics['response_latency_ms'])}. Matching: one-to-one, greedy in time, window "
+        f"{s['window']}, frame {s['frame_ms']} ms."
+    )
+    sections = [("Summary", text)]
+    timeline = plots.duplex_timeline_png(dialogues, out_dir / "timeline.png", s["frame_ms"])
+    figures = [image(timeline, "turn-taking timeline")]
+    offsets = {
+        k.replace("_", " "): np.asarray(metrics[k]["offsets_frames"]) * s["frame_ms"]
+        for k in ("assistant_turn_taking", "user_turn_taking")
+    }
+    if any(len(v) for v in offsets.values()):
+        hist = plots.histogram_png(
+            offsets,
+            out_dir / "onset_offsets.png",
+            "predicted - reference onset (ms)",
+            "onset offsets of matched events",
+        )
+        figures.append(image(hist, "onset offsets"))
+    sections.append(("Plots", "\n\n".join(figures)))
+    primary = str(max(s["tolerances"]))
+    flat = {
+        f"assistant_f1@{t}": metrics["assistant_turn_taking"]["at_k"][str(t)]["f1"] for t in s["tolerances"]
+    } | {f"user_f1@{t}": metrics["user_turn_taking"]["at_k"][str(t)]["f1"] for t in s["tolerances"]}
+    flat |= {
+        "backchannel_accuracy": bc["accuracy"],
+        "response_latency_ms": metrics["response_latency_ms"],
+        f"assistant_precision@{primary}": metrics["assistant_turn_taking"]["at_k"][primary]["precision"],
+    }
+    latency_records = [r for r in records if "first_packet_s" in r]
+    if latency_records:
+        extra = _latency(latency_records, {}, out_dir)
+        metrics["latency"] = extra.metrics
+        sections += extra.sections
+    return Scored(flat, metrics, list(records), sections)
+
+
+# --------------------------------------------------------------------------------------- latency
+
+
+def _latency(records: list[dict], settings: dict, out_dir: Path) -> Scored:
+    recs = [
+        LatencyRecord(
+            r["id"],
+            float(r["first_packet_s"]),
+            dict(r.get("components_s") or {}),
+            r.get("d_llm_s"),
+            r.get("d_lm_s"),
+            r.get("d_syn_s"),
+            r.get("processing_s"),
+            r.get("audio_s"),
+        )
+        for r in records
+    ]
+    metrics = score_latency(recs)
+    fp = metrics["first_packet_s"]
+    rows = [["first packet", fp["n"], fp["mean"], fp["p50"], fp["p90"], fp["p95"], fp["p99"], fp["max"]]]
+    for name, d in metrics.get("components_s", {}).items():
+        rows.append([name, d["n"], d["mean"], d["p50"], d["p90"], d["p95"], d["p99"], d["max"]])
+    sections = [("Latency (s)", md_table(["stage", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))]
+    markers = {}
+    if "theory" in metrics:
+        t = metrics["theory"]
+        markers["theory"] = t["theoretical_s"]
+        sections.append(
+            (
+                "Theoretical vs measured",
+                md_table(
+                    [
+                        "d_llm",
+                        "d_lm",
+                        "d_syn",
+                        "5*d_llm + 15*d_lm + 15*d_syn",
+                        "measured p50",
+                        "overhead",
+                        "ratio",
+                    ],
+                    [
+                        [
+                            t["d_llm_s"],
+                            t["d_lm_s"],
+                            t["d_syn_s"],
+                            t["theoretical_s"],
+                            t["measured_p50_s"],
+                            t["overhead_s"],
+                            t["measured_over_theory"],
+                        ]
+                    ],
+                ),
+            )
+        )
+    series = {"first packet (s)": [r.first_packet_s for r in recs]}
+    series |= {
+        f"{k} (s)": [r.components_s.get(k, 0.0) for r in recs]
+        for k in metrics.get("components_s", {})
+        if k != "other"
+    }
+    png = plots.histogram_png(
+        series, out_dir / "latency_histograms.png", "seconds", "latency per turn", markers=None
+    )
+    if markers:
+        png = plots.histogram_png(
+            {"first packet (s)": series["first packet (s)"]},
+            out_dir / "first_packet.png",
+            "seconds",
+            "first-packet latency vs theory",
+            markers=markers,
+        )
+        sections.append(
+            (
+                "Plots",
+                image(out_dir / "latency_histograms.png", "latency histograms")
+                + "\n\n"
+                + image(png, "first packet vs theory"),
+            )
+        )
+    else:
+        sections.append(("Plots", image(png, "latency histograms")))
+    flat = {
+        "first_packet_p50_s": fp["p50"],
+        "first_packet_p90_s": fp["p90"],
+        "first_packet_mean_s": fp["mean"],
+    }
+    return Scored(flat, metrics, list(records), sections)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} ms"
