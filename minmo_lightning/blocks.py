@@ -158,8 +158,9 @@ class InputProjector(Block):
 class LLMBackbone(Block):
     """Decoder-only LLM reading embeddings.
 
-    ``forward(inputs_embeds [B, T, D], attention_mask [B, T], cache=None) -> LLMOutput`` with logits, the
-    last-layer hidden states and the updated KV cache. ``embed(token_ids)`` gives input embeddings (audio
+    ``forward(inputs_embeds [B, T, D], attention_mask [B, T], cache=None, position_ids=None) -> LLMOutput``
+    with logits, the last-layer hidden states and the updated KV cache (``cache`` is created by
+    ``new_cache()``; positions default to 0.. in the cache; left-padded batches pass ``position_ids``). ``embed(token_ids)`` gives input embeddings (audio
     embeddings are spliced between them). ``decoder_layers()`` lists the repeated layers (activation
     checkpointing and sharding wrap them). ``tokenizer`` is the text tokenizer. ``apply_lora(...)`` wraps
     the weights with adapters; ``lora_parameter_pattern`` names them for the stage rules.
@@ -178,6 +179,9 @@ class LLMBackbone(Block):
     def forward(
         self, inputs_embeds: Tensor, attention_mask: Tensor | None = None, cache: Any = None
     ) -> LLMOutput:
+        raise NotImplementedError
+
+    def new_cache(self) -> Any:
         raise NotImplementedError
 
     def decoder_layers(self) -> list[nn.Module]:

@@ -1,0 +1,111 @@
+"""Batched KV-cached text generation that also returns each token's last-layer hidden state.
+
+The voice decoder needs both the sampled text tokens and their hidden states, so generation is our own
+loop over ``LLMBackbone.forward``: a prefill, then one new position per step (O(1) work per token given
+the cache). ``stream`` yields tokens as they are produced; ``generate`` collects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from minmo_lightning.blocks import LLMBackbone
+
+
+@dataclass
+class SamplingConfig:
+    """``temperature == 0`` means greedy; otherwise top-k / top-p sampling."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class GeneratedStep:
+    tokens: Tensor  # [B] the token produced at this step (pad once finished)
+    hidden: Tensor  # [B, D] that token's last-layer hidden state
+    finished: Tensor  # [B] bool, True once the item has produced eos (inclusive)
+    active: Tensor  # [B] bool, True where ``tokens`` is a real token
+
+
+@dataclass
+class GenerationResult:
+    tokens: Tensor  # [B, N]
+    hidden_states: Tensor  # [B, N, D]
+    lengths: Tensor  # [B] tokens up to and including eos
+
+
+def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None) -> Tensor:
+    if config.temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / config.temperature
+    if config.top_k > 0:
+        kth = torch.topk(logits, min(config.top_k, logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if config.top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) > config.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def stream(
+    llm: LLMBackbone,
+    inputs_embeds: Tensor,
+    attention_mask: Tensor,
+    eos_token_id: int,
+    pad_token_id: int,
+    config: SamplingConfig,
+) -> Iterator[GeneratedStep]:
+    """Yield one ``GeneratedStep`` per new token; prompts must be left padded."""
+    if bool((attention_mask[:, -1] == 0).any()):
+        raise ValueError("generation needs left-padded prompts (the last position of every row must be real)")
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=inputs_embeds.device).manual_seed(config.seed)
+    batch = inputs_embeds.shape[0]
+    cache = llm.new_cache()
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = llm(inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=positions)
+    next_position = positions[:, -1:] + 1
+    finished = torch.zeros(batch, dtype=torch.bool, device=inputs_embeds.device)
+    for _ in range(config.max_new_tokens):
+        tokens = sample_next(out.logits[:, -1], config, generator)
+        active = ~finished
+        tokens = torch.where(active, tokens, torch.full_like(tokens, pad_token_id))
+        finished = finished | (tokens == eos_token_id)
+        attention_mask = torch.cat([attention_mask, active[:, None].long()], dim=1)
+        out = llm(
+            llm.embed(tokens[:, None]), attention_mask=attention_mask, cache=cache, position_ids=next_position
+        )
+        next_position = next_position + 1
+        yield GeneratedStep(tokens, out.hidden_states[:, -1], finished.clone(), active)
+        if bool(finished.all()):
+            return
+
+
+def generate(
+    llm: LLMBackbone,
+    inputs_embeds: Tensor,
+    attention_mask: Tensor,
+    eos_token_id: int,
+    pad_token_id: int,
+    config: SamplingConfig,
+) -> GenerationResult:
+    steps = list(stream(llm, inputs_embeds, attention_mask, eos_token_id, pad_token_id, config))
+    if not steps:
+        empty = inputs_embeds.new_zeros(inputs_embeds.shape[0], 0, dtype=torch.long)
+        return GenerationResult(empty, inputs_embeds[:, :0], empty.sum(-1))
+    tokens = torch.stack([s.tokens for s in steps], dim=1)
+    hidden = torch.stack([s.hidden for s in steps], dim=1)
+    lengths = torch.stack([s.active for s in steps], dim=1).sum(-1)
+    return GenerationResult(tokens, hidden, lengths)

@@ -1,0 +1,274 @@
+"""``HFCausalLM``: any decoder-only transformers model (Qwen2 family first) as MinMo's LLM slot.
+
+The constructor only records a light spec (local folder or config dict, dtype, LoRA settings); the model
+is built in ``configure_model()`` so a 7B checkpoint is never loaded at recipe-parse time or in fp32 on
+every rank. Real presets carry the published config so parameter counts work on the meta device; their
+weights come from a user's local folder (``path``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from minmo_lightning.blocks import LLMBackbone
+from minmo_lightning.checkpoints import require_files
+from minmo_lightning.contracts import LLMOutput
+
+TINY_TOKENIZER = "builtin:tiny-tokenizer"
+
+
+def _qwen2_config(
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    ffn: int,
+    vocab: int,
+    tied: bool,
+    max_pos: int = 32768,
+) -> dict[str, Any]:
+    return {
+        "model_type": "qwen2",
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "intermediate_size": ffn,
+        "vocab_size": vocab,
+        "tie_word_embeddings": tied,
+        "max_position_embeddings": max_pos,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+    }
+
+
+_LORA = {
+    "lora_rank": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
+
+def resolve_tokenizer_path(path: str) -> Path:
+    """``builtin:tiny-tokenizer`` -> the tokenizer folder shipped in the package; anything else is a path."""
+    if path == TINY_TOKENIZER:
+        return Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
+    return Path(path)
+
+
+def load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    folder = resolve_tokenizer_path(path)
+    if not folder.is_dir() or not any((folder / n).exists() for n in ("tokenizer.json", "vocab.json")):
+        raise FileNotFoundError(
+            f"no tokenizer in {folder}: expected tokenizer.json (or vocab.json + merges.txt) and tokenizer_config.json "
+            "from the model folder; set llm.init_args.tokenizer_path to the folder that holds them"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            f"the tokenizer in {folder} has no chat template (tokenizer_config.json 'chat_template')"
+        )
+    return tokenizer
+
+
+class HFCausalLM(LLMBackbone):
+    """Decoder-only LLM from transformers; exposes embeddings, last hidden states and a KV cache."""
+
+    presets = {
+        "qwen2.5-7b-instruct": {
+            "path": None,
+            "config": _qwen2_config(3584, 28, 28, 4, 18944, 152064, tied=False),
+            "tokenizer_path": None,
+            "dtype": "bfloat16",
+            **_LORA,
+        },
+        "qwen2.5-0.5b-instruct": {
+            "path": None,
+            "config": _qwen2_config(896, 24, 14, 2, 4864, 151936, tied=True),
+            "tokenizer_path": None,
+            "dtype": "bfloat16",
+            **_LORA,
+        },
+        "tiny": {
+            "path": None,
+            "config": _qwen2_config(64, 2, 4, 2, 128, 512, tied=True, max_pos=2048),
+            "tokenizer_path": TINY_TOKENIZER,
+            "dtype": "float32",
+            **{**_LORA, "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+        },
+    }
+
+    def __init__(
+        self,
+        path: str | None = None,
+        config: dict[str, Any] | None = None,
+        tokenizer_path: str | None = None,
+        dtype: str = "bfloat16",
+        attn_implementation: str = "sdpa",
+        lora_rank: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if path is None and config is None:
+            raise ValueError(
+                "HFCausalLM needs `path` (a local model folder) or `config` (to build random weights)"
+            )
+        if path is not None:
+            require_files(path, ["config.json"], "transformers causal LM")
+        self.model: nn.Module | None = None
+        self._tokenizer: Any = None
+        self._lora_applied = False
+
+    # ---- construction -----------------------------------------------------------------------
+    def _transformers_config(self) -> Any:
+        from transformers import AutoConfig
+
+        if self.hparams.path is None:
+            values = dict(self.hparams.config)
+            return AutoConfig.for_model(values.pop("model_type"), **values)
+        config = AutoConfig.from_pretrained(self.hparams.path)
+        for key, value in (self.hparams.config or {}).items():
+            if key != "model_type" and getattr(config, key, value) != value:
+                raise ValueError(
+                    f"{self.hparams.path}/config.json has {key}={getattr(config, key)} but the recipe says {value}; "
+                    "pick the preset that matches the checkpoint or drop `config`"
+                )
+        return config
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.hparams.dtype)
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        from transformers import AutoModelForCausalLM
+
+        config = self._transformers_config()
+        config._attn_implementation = self.hparams.attn_implementation
+        on_meta = torch.empty(0).device.type == "meta"
+        if self.hparams.path is not None and not on_meta:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.hparams.path,
+                dtype=self.torch_dtype,
+                attn_implementation=self.hparams.attn_implementation,
+            )
+        else:
+            model = AutoModelForCausalLM.from_config(config, dtype=self.torch_dtype)
+        if self.hparams.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = model
+
+    def _require_model(self) -> nn.Module:
+        if self.model is None:
+            raise RuntimeError("HFCausalLM is not materialised yet: call configure_model() first")
+        return self.model
+
+    def load_pretrained(self, path: str) -> None:
+        """Point at a local transformers folder (config.json + safetensors) and load it."""
+        require_files(path, ["config.json"], "transformers causal LM")
+        self.hparams.path = path
+        self.model = None
+        self.configure_model()
+
+    # ---- the slot contract ------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            source = self.hparams.tokenizer_path or self.hparams.path
+            if source is None:
+                raise ValueError(
+                    "HFCausalLM has no tokenizer: set `tokenizer_path` (or `path` to a model folder)"
+                )
+            self._tokenizer = load_tokenizer(source)
+        return self._tokenizer
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self._transformers_config().hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._transformers_config().vocab_size)
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The transformers model underneath any peft wrapper."""
+        model = self._require_model()
+        return model.get_base_model() if self._lora_applied else model
+
+    def embed(self, token_ids: Tensor) -> Tensor:
+        return self.base_model.get_input_embeddings()(token_ids)
+
+    def forward(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor | None = None,
+        cache: Any = None,
+        position_ids: Tensor | None = None,
+    ) -> LLMOutput:
+        out = self._require_model()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=cache is not None,
+            output_hidden_states=True,
+        )
+        return LLMOutput(logits=out.logits, hidden_states=out.hidden_states[-1], cache=out.cache)
+
+    def new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.base_model.config)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self._transformers_config().max_position_embeddings)
+
+    def decoder_layers(self) -> list[nn.Module]:
+        return list(self.base_model.model.layers)
+
+    # ---- LoRA ---------------------------------------------------------------------------------
+    def apply_lora(self) -> None:
+        """Wrap the target modules with peft LoRA adapters (idempotent)."""
+        if self._lora_applied:
+            return
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=self.hparams.lora_rank,
+            lora_alpha=self.hparams.lora_alpha,
+            lora_dropout=self.hparams.lora_dropout,
+            target_modules=list(self.hparams.lora_target_modules or _LORA["lora_target_modules"]),
+            bias="none",
+        )
+        self.model = get_peft_model(self._require_model(), config)
+        self._lora_applied = True
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights and drop the peft wrapper."""
+        if self._lora_applied:
+            self.model = self._require_model().merge_and_unload()
+            self._lora_applied = False
+
+    @property
+    def has_lora(self) -> bool:
+        return self._lora_applied
+
+    def save_adapters(self, folder: str | Path) -> None:
+        if not self._lora_applied:
+            raise ValueError("no LoRA adapters to save: this LLM was not trained with `lora`")
+        self._require_model().save_pretrained(str(folder))

@@ -1,0 +1,319 @@
+"""``MinMo``: the composite LightningModule that wires blocks into the full model or an ablation.
+
+Blocks arrive as constructor arguments (dependency injection, so a recipe swaps one entry to make an
+ablation). ``trainable`` says per slot ``frozen | full | lora`` (see ``stages.py``); ``objective``
+picks what a training step optimises:
+
+- ``speech_to_text`` (stage 1): voice encoder -> input projector -> LLM, loss on the response text.
+
+Heavy blocks materialise in ``configure_model()`` (once); stage rules are applied right after, before
+any sharding, and re-checked when the optimizer is built. The hyperparameters hold each block's spec,
+so ``MinMo.load_from_checkpoint`` rebuilds the same model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from minmo_lightning.blocks import (
+    Block,
+    DuplexPredictor,
+    InputProjector,
+    LLMBackbone,
+    OutputProjector,
+    Token2Wav,
+    VoiceEncoder,
+    VoiceTokenLM,
+)
+from minmo_lightning.checkpoints import CheckpointMismatchError
+from minmo_lightning.contracts import AudioBatch, SequenceBatch
+from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
+
+SLOT_TYPES: dict[str, type[Block]] = {
+    "voice_encoder": VoiceEncoder,
+    "input_projector": InputProjector,
+    "llm": LLMBackbone,
+    "output_projector": OutputProjector,
+    "voice_token_lm": VoiceTokenLM,
+    "duplex_predictor": DuplexPredictor,
+    "token2wav": Token2Wav,
+}
+OBJECTIVES = ("speech_to_text",)
+IGNORE_INDEX = -100
+
+
+def build_block(spec: Block | Mapping[str, Any] | None, slot: str) -> Block | None:
+    """Accept a block, or the ``{"class_path", "init_args"}`` spec saved in a checkpoint."""
+    if spec is None or isinstance(spec, Block):
+        return spec
+    if not isinstance(spec, Mapping) or "class_path" not in spec:
+        raise TypeError(f"{slot} must be a {SLOT_TYPES[slot].__name__} or a class_path/init_args mapping")
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    if module_name:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    else:
+        from minmo_lightning.registry import get_implementation
+
+        cls = get_implementation(class_name)
+    if not issubclass(cls, SLOT_TYPES[slot]):
+        raise TypeError(f"{slot}: {cls.__name__} is not a {SLOT_TYPES[slot].__name__}")
+    return cls(**dict(spec.get("init_args", {})))
+
+
+class MinMo(L.LightningModule):
+    def __init__(
+        self,
+        llm: LLMBackbone,
+        trainable: dict[str, str],
+        voice_encoder: VoiceEncoder | None = None,
+        input_projector: InputProjector | None = None,
+        output_projector: OutputProjector | None = None,
+        voice_token_lm: VoiceTokenLM | None = None,
+        duplex_predictor: DuplexPredictor | None = None,
+        token2wav: Token2Wav | None = None,
+        objective: str = "speech_to_text",
+        tasks: list[str] | None = None,
+        emotion_labels: list[str] | None = None,
+        user_template: str = "{instruction}\n<|audio|>",
+        train_patterns: list[str] | None = None,
+        freeze_patterns: list[str] | None = None,
+        init_checkpoint: str | None = None,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        max_new_tokens: int = 64,
+    ) -> None:
+        """
+        Args:
+            trainable: per present slot, ``frozen``, ``full`` or ``lora`` (LLM only).
+            objective: what ``training_step`` optimises; one of ``OBJECTIVES``.
+            tasks: speech-to-text tasks to train, cycled over the batch items that support them
+                (``asr`` needs ``text``, ``ser`` needs ``emotion``); see ``TASK_INSTRUCTIONS``.
+            emotion_labels: names of the emotion classes, in the datamodule's index order.
+            init_checkpoint: a previous stage's ``.ckpt``; its block weights initialise this stage.
+        """
+        super().__init__()
+        blocks = {
+            "llm": llm,
+            "voice_encoder": voice_encoder,
+            "input_projector": input_projector,
+            "output_projector": output_projector,
+            "voice_token_lm": voice_token_lm,
+            "duplex_predictor": duplex_predictor,
+            "token2wav": token2wav,
+        }
+        self.save_hyperparameters(ignore=list(blocks))
+        self.slots: list[str] = []
+        for slot, value in blocks.items():
+            block = build_block(value, slot)
+            setattr(self, slot, block)
+            if block is not None:
+                self.slots.append(slot)
+                self.hparams[slot] = block.spec()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+        self._rules = compile_stage(trainable, self.slots, train_patterns or (), freeze_patterns or ())
+        self.tasks = list(tasks or ["asr"])
+        self.emotion_labels = list(emotion_labels or ["neutral", "happy", "sad", "angry"])
+        self._check_wiring()
+        self._configured = False
+        self._prompts: Any = None
+
+    # ---- wiring -------------------------------------------------------------------------------
+    def _check_wiring(self) -> None:
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
+
+        if self.hparams.objective == "speech_to_text":
+            for slot in ("voice_encoder", "input_projector"):
+                if getattr(self, slot) is None:
+                    raise ValueError(
+                        f"objective speech_to_text needs a {slot}; add it under model.init_args.{slot}"
+                    )
+            if self.voice_encoder.output_dim != self.input_projector.input_dim:
+                raise ValueError(
+                    f"voice_encoder.output_dim ({self.voice_encoder.output_dim}) != input_projector.input_dim "
+                    f"({self.input_projector.input_dim}); set the projector's input_dim to the encoder's width"
+                )
+            if self.input_projector.output_dim != self.llm.hidden_size:
+                raise ValueError(
+                    f"input_projector.output_dim ({self.input_projector.output_dim}) != llm hidden size "
+                    f"({self.llm.hidden_size}); set the projector's output_dim to the LLM width"
+                )
+        unknown = [t for t in self.tasks if t not in TASK_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(TASK_INSTRUCTIONS)}")
+
+    def configure_model(self) -> None:
+        if self._configured:
+            return
+        for slot in self.slots:
+            getattr(self, slot).configure_model()
+        if self.hparams.init_checkpoint:
+            self._load_init_checkpoint(self.hparams.init_checkpoint)
+        if self.hparams.trainable.get("llm") == "lora":
+            self.llm.apply_lora()
+        apply_stage(self, self._rules)
+        self._configured = True
+
+    def _load_init_checkpoint(self, path: str) -> None:
+        """Initialise from a previous stage: every block it holds must load fully; new blocks keep theirs."""
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        if any("lora_" in k for k in state) and not self.llm.has_lora:
+            self.llm.apply_lora()  # the previous stage trained adapters: load them, then fold them in below
+        own = self.state_dict()
+        unexpected = sorted(state.keys() - own.keys())
+        loaded_slots = {k.split(".", 1)[0] for k in state}
+        missing = sorted(k for k in own.keys() - state.keys() if k.split(".", 1)[0] in loaded_slots)
+        if unexpected or missing:
+            raise CheckpointMismatchError(
+                f"init_checkpoint {path} does not fit this model: missing {missing[:8]}, unexpected {unexpected[:8]}; "
+                "check that the blocks match the previous stage's recipe"
+            )
+        self.load_state_dict(state, strict=False)
+        if self.hparams.trainable.get("llm") != "lora":
+            self.llm.merge_lora()
+        rank_zero_info(f"initialised {', '.join(sorted(loaded_slots))} from {path}")
+
+    def train(self, mode: bool = True) -> MinMo:
+        """Frozen slots stay in eval mode (no dropout, fixed norm statistics) while the rest trains."""
+        super().train(mode)
+        for slot in self.slots:
+            if self.hparams.trainable.get(slot) == "frozen":
+                getattr(self, slot).eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        rank_zero_info("trainable parameters per slot:\n" + format_summary(self.trainable_summary()))
+
+    def trainable_summary(self) -> list:
+        return summarize(self, self.hparams.trainable, self.slots)
+
+    # ---- speech to text -------------------------------------------------------------------------
+    @property
+    def prompts(self) -> Any:
+        if self._prompts is None:
+            from minmo_lightning.components.llm.prompts import SpeechPromptBuilder
+
+            self._prompts = SpeechPromptBuilder(self.llm.tokenizer, self.hparams.user_template)
+        return self._prompts
+
+    def encode_audio(self, audio: AudioBatch) -> SequenceBatch:
+        """Voice encoder then input projector: LLM-width embeddings, one per projected frame."""
+        return self.input_projector(self.voice_encoder(audio))
+
+    def _item_tasks(self, batch: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Per item (instruction, response): each utterance gets one of the tasks the batch can supervise,
+        chosen from its id and the epoch (deterministic, and the task rotates from epoch to epoch)."""
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
+
+        supported = [
+            t for t in self.tasks if (t != "ser" or "emotion" in batch) and (t == "ser" or "text" in batch)
+        ]
+        if not supported:
+            raise ValueError(f"the batch (keys {sorted(batch)}) supervises none of the tasks {self.tasks}")
+        instructions, responses = [], []
+        labels = ", ".join(self.emotion_labels)
+        for i, item_id in enumerate(batch["ids"]):
+            task = supported[(zlib.crc32(str(item_id).encode()) + self.current_epoch) % len(supported)]
+            instructions.append(TASK_INSTRUCTIONS[task].format(labels=labels, target_language="English"))
+            responses.append(
+                self.emotion_labels[int(batch["emotion"][i])] if task == "ser" else batch["text"][i]
+            )
+        return instructions, responses
+
+    def speech_to_text_loss(self, batch: Mapping[str, Any]) -> Tensor:
+        from minmo_lightning.components.llm.prompts import splice_audio
+
+        audio = self.encode_audio(batch["audio"])
+        instructions, responses = self._item_tasks(batch)
+        prompt = self.prompts.build(instructions, audio.lengths, responses).to_device(self.device)
+        if prompt.token_ids.shape[1] > self.llm.max_positions:
+            raise ValueError(
+                f"prompt of {prompt.token_ids.shape[1]} positions exceeds the LLM context ({self.llm.max_positions}); "
+                "shorten the audio (data.max_seconds) or use an LLM with a longer context"
+            )
+        embeds = splice_audio(self.llm.embed(prompt.token_ids), prompt.audio_mask, audio)
+        logits = self.llm(embeds, attention_mask=prompt.attention_mask).logits
+        return nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), prompt.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+        )
+
+    @torch.no_grad()
+    def transcribe(self, audio: AudioBatch, instruction: str | None = None) -> list[str]:
+        """Greedy speech-to-text with the KV cache (``instruction`` defaults to ASR)."""
+        from minmo_lightning.components.llm.generation import SamplingConfig, generate
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, splice_audio
+
+        instruction = instruction or TASK_INSTRUCTIONS["asr"]
+        frames = self.encode_audio(audio)
+        prompt = self.prompts.build([instruction] * len(frames.lengths), frames.lengths, padding_side="left")
+        prompt = prompt.to_device(self.device)
+        embeds = splice_audio(self.llm.embed(prompt.token_ids), prompt.audio_mask, frames)
+        tokenizer = self.llm.tokenizer
+        result = generate(
+            self.llm,
+            embeds,
+            prompt.attention_mask,
+            eos_token_id=self.prompts.end_id,
+            pad_token_id=self.prompts.pad_id,
+            config=SamplingConfig(max_new_tokens=self.hparams.max_new_tokens),
+        )
+        texts = []
+        for row, length in zip(result.tokens, result.lengths):
+            ids = [t for t in row[: int(length)].tolist() if t != self.prompts.end_id]
+            texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        return texts
+
+    # ---- Lightning hooks ----------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        loss = self.speech_to_text_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        loss = self.speech_to_text_loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        texts = self.transcribe(batch["audio"])
+        references = batch.get("text", [None] * len(texts))
+        return [
+            {"id": i, "task": "asr", "prediction": t, "reference": r}
+            for i, t, r in zip(batch["ids"], texts, references)
+        ]
+
+    def configure_optimizers(self) -> Any:
+        verify_stage(self, self._rules)
+        decay, no_decay = [], []
+        for _, param in self.named_parameters():
+            if param.requires_grad:
+                (decay if param.dim() >= 2 else no_decay).append(param)
+        if not decay and not no_decay:
+            raise ValueError("this stage trains no parameter: set at least one slot to `full` or `lora`")
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.learning_rate,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = self.hparams.warmup_steps
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,138 @@
+"""Training stages as data: per slot ``frozen | full | lora``, compiled to parameter-name rules.
+
+A stage recipe says, for every slot the model holds, whether it trains. That compiles to an ordered list
+of regex rules over parameter names (later rules win, as in NeMo's freeze/keep lists). Rules are applied
+once the model is materialised (before any sharding) and re-checked when the optimizer is built; a rule
+that matches no parameter is an error, because it almost always means a typo or a missing block.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+SlotMode = Literal["frozen", "full", "lora"]
+MODES: tuple[str, ...] = ("frozen", "full", "lora")
+
+
+class StageError(ValueError):
+    """A stage that cannot be applied as written."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    trainable: bool
+    origin: str  # what in the recipe produced it, for error messages
+
+
+def compile_stage(
+    trainable: Mapping[str, str],
+    slots: Iterable[str],
+    train_patterns: Iterable[str] = (),
+    freeze_patterns: Iterable[str] = (),
+    lora_pattern: str = "lora_",
+) -> list[Rule]:
+    """Turn ``{slot: mode}`` plus extra patterns into ordered rules.
+
+    Every present slot must be named (no silent default); naming an absent slot is an error too.
+    """
+    slots = list(slots)
+    unknown = sorted(set(trainable) - set(slots))
+    if unknown:
+        raise StageError(
+            f"stage names slot(s) {', '.join(unknown)} that this model does not have; its slots are {', '.join(slots)}"
+        )
+    unstated = [s for s in slots if s not in trainable]
+    if unstated:
+        raise StageError(
+            "stage does not say whether these slots train: "
+            + ", ".join(unstated)
+            + f"; add `{unstated[0]}: frozen` (or full / lora) under model.init_args.trainable"
+        )
+    rules: list[Rule] = []
+    for slot in slots:
+        mode = trainable[slot]
+        if mode not in MODES:
+            raise StageError(f"trainable.{slot} is {mode!r}; choose one of {', '.join(MODES)}")
+        prefix = rf"^{re.escape(slot)}\."
+        origin = f"trainable.{slot}: {mode}"
+        rules.append(Rule(prefix, mode == "full", origin))
+        if mode == "lora":
+            rules.append(Rule(prefix + rf".*{lora_pattern}", True, origin))
+    rules += [Rule(p, True, f"train_patterns: {p}") for p in train_patterns]
+    rules += [Rule(p, False, f"freeze_patterns: {p}") for p in freeze_patterns]
+    return rules
+
+
+def expected_trainable(model: nn.Module, rules: list[Rule]) -> dict[str, bool]:
+    """Parameter name -> whether the rules make it trainable; raises on a rule matching nothing."""
+    names = [name for name, _ in model.named_parameters()]
+    state = dict.fromkeys(names, True)
+    for rule in rules:
+        regex = re.compile(rule.pattern)
+        matched = [n for n in names if regex.search(n)]
+        if not matched:
+            raise StageError(
+                f"stage rule {rule.pattern!r} (from {rule.origin}) matches no parameter; "
+                f"parameter names look like: {', '.join(names[:3])} ..."
+            )
+        for name in matched:
+            state[name] = rule.trainable
+    return state
+
+
+def apply_stage(model: nn.Module, rules: list[Rule]) -> None:
+    state = expected_trainable(model, rules)
+    for name, param in model.named_parameters():
+        param.requires_grad_(state[name])
+
+
+def verify_stage(model: nn.Module, rules: list[Rule]) -> None:
+    """Raise if anything changed ``requires_grad`` since the stage was applied."""
+    state = expected_trainable(model, rules)
+    wrong = [n for n, p in model.named_parameters() if p.requires_grad != state[n]]
+    if wrong:
+        raise StageError(
+            f"{len(wrong)} parameter(s) no longer follow the stage rules (e.g. {wrong[0]}); "
+            "something changed requires_grad after the stage was applied"
+        )
+
+
+@dataclass(frozen=True)
+class SlotSummary:
+    slot: str
+    mode: str
+    trainable: int
+    total: int
+
+
+def summarize(model: nn.Module, trainable: Mapping[str, str], slots: Iterable[str]) -> list[SlotSummary]:
+    rows = []
+    for slot in slots:
+        params = list(getattr(model, slot).parameters())
+        rows.append(
+            SlotSummary(
+                slot,
+                trainable.get(slot, "-"),
+                sum(p.numel() for p in params if p.requires_grad),
+                sum(p.numel() for p in params),
+            )
+        )
+    return rows
+
+
+def format_summary(rows: list[SlotSummary]) -> str:
+    """Plain-text table (goes to the log and the console)."""
+    header = f"{'slot':<18}{'mode':<8}{'trainable':>16}{'total':>16}{'%':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        share = 100.0 * r.trainable / r.total if r.total else 0.0
+        lines.append(f"{r.slot:<18}{r.mode:<8}{r.trainable:>16,}{r.total:>16,}{share:>7.1f}%")
+    trainable, total = sum(r.trainable for r in rows), sum(r.total for r in rows)
+    lines.append(f"{'all':<26}{trainable:>16,}{total:>16,}{100.0 * trainable / max(total, 1):>7.1f}%")
+    return "\n".join(lines)

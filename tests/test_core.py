@@ -1,0 +1,215 @@
+"""Foundation: imports, registry, stage rules, the composite, checkpoints, the golden harness."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from blocks_for_tests import FramingTestEncoder
+from jsonargparse import ArgumentParser
+from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
+from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+
+from minmo_lightning import blocks, registry
+from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.golden import UnknownGoldenItem, run_golden
+from minmo_lightning.model import MinMo
+from minmo_lightning.stages import StageError, compile_stage, expected_trainable
+
+
+def tiny_minmo(**overrides) -> MinMo:
+    args = {
+        "llm": HFCausalLM.from_preset("tiny"),
+        "voice_encoder": FramingTestEncoder.from_preset("tiny"),
+        "input_projector": TransformerConvProjector.from_preset("tiny"),
+        "trainable": {"voice_encoder": "frozen", "input_projector": "full", "llm": "lora"},
+        "tasks": ["asr", "ser"],
+    }
+    model = MinMo(**{**args, **overrides})
+    model.configure_model()
+    return model
+
+
+def tiny_batch() -> dict:
+    g = torch.Generator().manual_seed(0)
+    audio = AudioBatch.from_list(
+        [0.1 * torch.randn(16000, generator=g), 0.1 * torch.randn(7000, generator=g)], 16000
+    )
+    return {
+        "ids": ["a", "b"],
+        "audio": audio,
+        "text": ["hello there", "stop now"],
+        "emotion": torch.tensor([1, 3]),
+    }
+
+
+def test_every_module_imports() -> None:
+    roots = ["minmo_lightning"]
+    for root in roots:
+        package = importlib.import_module(root)
+        for info in pkgutil.walk_packages(package.__path__, prefix=root + "."):
+            importlib.import_module(info.name)
+
+
+def test_namespace_maps_top_level_folders() -> None:
+    import minmo_lightning.components
+    import minmo_lightning.datamodules
+    import minmo_lightning.evaluation
+    import minmo_lightning.recipes
+
+    repo = Path(minmo_lightning.__file__).resolve().parents[1]
+    assert Path(minmo_lightning.components.__file__).resolve().parent == repo / "components"
+    assert Path(minmo_lightning.recipes.__file__).resolve().parent == repo / "recipes"
+
+
+def test_duplicate_implementation_name_is_rejected() -> None:
+    class SomeDuplicateEncoder(blocks.VoiceEncoder):
+        pass
+
+    try:
+        with pytest.raises(registry.RegistryError, match="already registered"):
+            type("SomeDuplicateEncoder", (blocks.VoiceEncoder,), {"__module__": "elsewhere"})
+    finally:
+        registry.unregister("SomeDuplicateEncoder")
+
+
+def test_every_implementation_resolves_by_short_class_name() -> None:
+    """What a recipe does: ``class_path: ShortName`` against the slot type, with a preset's args."""
+    for name, cls in registry.implementations().items():
+        slot = next((s for s in blocks.SLOTS if issubclass(cls, s)), blocks.Block)
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_argument("--block", type=slot)
+        preset = "tiny" if "tiny" in cls.presets else None
+        init_args = cls.preset_args(preset) if preset else {}
+        config = parser.parse_object({"block": {"class_path": name, "init_args": init_args}})
+        assert config.block.class_path.endswith("." + name)
+        if preset:
+            block = parser.instantiate_classes(config).block
+            assert isinstance(block, cls)
+
+
+def test_presets_count_on_meta_device() -> None:
+    assert registry.count_preset_parameters(HFCausalLM, "qwen2.5-7b-instruct") == 7_615_616_512
+    assert (
+        160e6
+        < registry.count_preset_parameters(TransformerConvProjector, "whisper-large-v3-to-qwen2.5-7b")
+        < 180e6
+    )
+
+
+def test_unknown_preset_lists_available() -> None:
+    with pytest.raises(KeyError, match="available presets: .*tiny"):
+        HFCausalLM.from_preset("huge")
+
+
+def test_stage_rules() -> None:
+    slots = ["voice_encoder", "input_projector", "llm"]
+    with pytest.raises(StageError, match="does not say whether these slots train: llm"):
+        compile_stage({"voice_encoder": "frozen", "input_projector": "full"}, slots)
+    with pytest.raises(StageError, match="does not have"):
+        compile_stage(
+            {"voice_encoder": "frozen", "input_projector": "full", "llm": "full", "token2wav": "full"}, slots
+        )
+    with pytest.raises(StageError, match="choose one of"):
+        compile_stage({"voice_encoder": "frozen", "input_projector": "half", "llm": "full"}, slots)
+
+    model = tiny_minmo()
+    bad = compile_stage(model.hparams.trainable, model.slots, freeze_patterns=["^llm\\.no_such_layer"])
+    with pytest.raises(StageError, match="matches no parameter"):
+        expected_trainable(model, bad)
+
+
+def test_trainable_table_and_lora_freezes_base_weights() -> None:
+    model = tiny_minmo()
+    rows = {r.slot: r for r in model.trainable_summary()}
+    assert rows["voice_encoder"].trainable == 0
+    assert rows["input_projector"].trainable == rows["input_projector"].total > 0
+    assert 0 < rows["llm"].trainable < rows["llm"].total
+    for name, param in model.llm.named_parameters():
+        assert param.requires_grad == ("lora_" in name), name
+
+
+def test_lora_stage_without_lora_support_fails_clearly() -> None:
+    with pytest.raises(StageError, match="matches no parameter"):
+        tiny_minmo(trainable={"voice_encoder": "lora", "input_projector": "full", "llm": "frozen"})
+
+
+def test_frozen_slots_stay_in_eval_mode() -> None:
+    model = tiny_minmo()
+    model.train()
+    assert not model.voice_encoder.training and model.input_projector.training
+
+
+def test_wiring_mismatch_names_the_fix() -> None:
+    with pytest.raises(ValueError, match="set the projector's output_dim to the LLM width"):
+        MinMo(
+            llm=HFCausalLM.from_preset("tiny"),
+            voice_encoder=FramingTestEncoder.from_preset("tiny"),
+            input_projector=TransformerConvProjector.from_preset("tiny", output_dim=48),
+            trainable={"voice_encoder": "frozen", "input_projector": "full", "llm": "frozen"},
+        )
+
+
+class _ListData(L.LightningDataModule):
+    """Pre-collated batches (the real datamodules are tested with the data issue)."""
+
+    def _loader(self, n: int) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader([tiny_batch()] * n, batch_size=None)
+
+    def train_dataloader(self):
+        return self._loader(3)
+
+    def val_dataloader(self):
+        return self._loader(1)
+
+
+def test_fit_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = tiny_minmo(tasks=["asr"])
+    trainer = L.Trainer(
+        max_steps=3,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.fit(model, datamodule=_ListData())
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("input_projector.") or "lora_" in k for k in changed), changed
+
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    restored = MinMo.load_from_checkpoint(path)
+    restored.eval(), model.eval()
+    batch = tiny_batch()
+    with torch.no_grad():
+        assert torch.allclose(restored.speech_to_text_loss(batch), model.speech_to_text_loss(batch))
+    assert restored.hparams.trainable == model.hparams.trainable
+
+
+def test_next_stage_initialises_from_previous_checkpoint(tmp_path: Path) -> None:
+    first = tiny_minmo(trainable={"voice_encoder": "frozen", "input_projector": "full", "llm": "frozen"})
+    with torch.no_grad():
+        first.input_projector.conv.bias.fill_(0.5)
+    trainer = L.Trainer(max_steps=0, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(first)
+    path = tmp_path / "stage1a.ckpt"
+    trainer.save_checkpoint(path)
+    second = tiny_minmo(init_checkpoint=str(path))
+    assert torch.equal(second.input_projector.conv.bias, first.input_projector.conv.bias)
+    assert second.llm.has_lora
+
+
+def test_golden_harness_rejects_unknown_item(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"item": "no_such_block"}')
+    from safetensors.torch import save_file
+
+    save_file({"input.x": torch.zeros(1)}, str(tmp_path / "tensors.safetensors"))
+    with pytest.raises(UnknownGoldenItem, match="no_such_block"):
+        run_golden(tmp_path)
