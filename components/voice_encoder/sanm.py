@@ -84,9 +84,9 @@ class SANMAttention(nn.Module):
         if size % heads:
             raise ValueError(f"SAN-M width {size} is not divisible by {heads} attention heads")
         self.size, self.heads, self.dropout = size, heads, dropout
+        self.linear_out = nn.Linear(size, size)
         self.linear_q_k_v = nn.Linear(in_size, 3 * size)
         self.fsmn_block = nn.Conv1d(size, size, kernel_size, groups=size, bias=False)
-        self.linear_out = nn.Linear(size, size)
         self.pad_left = (kernel_size - 1) // 2 + shift
         self.pad_right = kernel_size - 1 - self.pad_left
         self.drop = nn.Dropout(dropout)
@@ -208,8 +208,8 @@ class SANMEncoder(nn.Module):
 
         self.encoders0 = nn.ModuleList([layer(input_size)])
         self.encoders = nn.ModuleList([layer(output_size) for _ in range(num_blocks - 1)])
-        self.after_norm = nn.LayerNorm(output_size)
         self.tp_encoders = nn.ModuleList([layer(output_size) for _ in range(tp_blocks)])
+        self.after_norm = nn.LayerNorm(output_size)
         self.tp_norm = nn.LayerNorm(output_size)
         self.dropout = nn.Dropout(dropout_rate)
 

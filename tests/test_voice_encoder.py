@@ -1,0 +1,160 @@
+"""SenseVoice voice encoder: golden parity, official key layout, loading, input errors, batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from minmo_lightning.components.voice_encoder.frontend import SenseVoiceFrontend
+from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder
+
+from minmo_lightning.checkpoints import CheckpointMismatchError
+from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.golden import run_golden
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+KEYS = GOLDEN / "checkpoint_keys" / "sensevoice_small" / "keys.tsv"
+
+
+def tiny(**overrides) -> SenseVoiceEncoder:
+    torch.manual_seed(0)
+    args = dict(
+        output_size=32, attention_heads=2, linear_units=64, num_blocks=2, tp_blocks=1, stream_left_frames=8
+    )
+    return SenseVoiceEncoder.from_preset("tiny", **{**args, **overrides}).eval()
+
+
+@pytest.mark.parametrize("item", ["sensevoice_frontend", "sensevoice_encoder", "sensevoice_model"])
+def test_golden(item: str) -> None:
+    _, results = run_golden(GOLDEN / item)
+    failed = [f"{r.name}: {r.max_abs_error:.3g} > {r.tolerance:g}" for r in results if not r.passed]
+    assert results and not failed, failed
+
+
+def _official_keys() -> dict[str, tuple[int, ...]]:
+    rows = [line.split("\t") for line in KEYS.read_text().splitlines()[1:]]
+    return {key: tuple(json.loads(shape)) for key, shape, _ in rows}
+
+
+def test_sensevoice_small_matches_official_keys_and_loads_strictly() -> None:
+    official = _official_keys()
+    with torch.device("meta"):
+        block = SenseVoiceEncoder.from_preset("sensevoice-small")
+    ours = {k: tuple(v.shape) for k, v in block.state_dict().items()}
+    assert list(ours) == list(official)
+    assert ours == official
+    assert sum(p.numel() for p in block.parameters()) == 233_999_167
+    meta_state = {k: torch.empty(shape, device="meta") for k, shape in official.items()}
+    from minmo_lightning.checkpoints import load_state_dict_strict
+
+    load_state_dict_strict(block, meta_state, source="keys.tsv")
+    del meta_state["ctc.ctc_lo.bias"]
+    with pytest.raises(CheckpointMismatchError, match="missing keys .*ctc.ctc_lo.bias"):
+        load_state_dict_strict(block, meta_state, source="keys.tsv")
+
+
+def test_presets_build_on_meta() -> None:
+    with torch.device("meta"):
+        large = SenseVoiceEncoder.from_preset("sensevoice-large-like")
+    count = sum(p.numel() for p in large.encoder.parameters())
+    assert 550e6 < count < 700e6 and large.output_dim == 1280
+    block = SenseVoiceEncoder.from_preset("tiny")
+    assert block.frame_rate == pytest.approx(16000 / 960) and block.sample_rate == 16000
+
+
+def test_forward_contract_and_batch_equals_items() -> None:
+    block = tiny()
+    torch.manual_seed(1)
+    waves = [torch.randn(16000) * 0.1, torch.randn(9000) * 0.1]
+    batch = block(AudioBatch.from_list(waves, 16000))
+    assert batch.values.shape[-1] == block.output_dim
+    expected = [4 + -(-(1 + (len(w) - 400) // 160) // 6) for w in waves]
+    assert batch.lengths.tolist() == expected
+    for i, wave in enumerate(waves):
+        alone = block(AudioBatch.from_list([wave], 16000))
+        torch.testing.assert_close(batch.values[i, : expected[i]], alone.values[0], atol=1e-5, rtol=1e-5)
+
+
+def test_frontend_handles_clips_shorter_than_a_frame() -> None:
+    frontend = SenseVoiceFrontend().eval()
+    feats, lengths = frontend(torch.randn(2, 800) * 0.1, torch.tensor([800, 300]))
+    assert lengths.tolist() == [1, 1] and torch.isfinite(feats).all()
+
+
+def test_input_errors_are_clear() -> None:
+    block = tiny(max_seconds=2.0)
+    with pytest.raises(ValueError, match="expects 16000 Hz"):
+        block(AudioBatch(torch.zeros(1, 8000), torch.tensor([8000]), 8000))
+    with pytest.raises(ValueError, match="mono"):
+        block(AudioBatch(torch.zeros(1, 2, 8000), torch.tensor([8000]), 16000))
+    with pytest.raises(ValueError, match="empty waveform"):
+        block(AudioBatch(torch.zeros(2, 8000), torch.tensor([8000, 0]), 16000))
+    with pytest.raises(ValueError, match="at most 2 s"):
+        block(AudioBatch(torch.zeros(1, 48000), torch.tensor([48000]), 16000))
+    with pytest.raises(ValueError, match="not a SenseVoice language"):
+        SenseVoiceEncoder.from_preset("tiny", language="xx")
+
+
+def _sentencepiece_model(folder: Path) -> Path:
+    import sentencepiece
+    from minmo_lightning.components.voice_encoder.tokenizer import (
+        EMOTIONS,
+        EVENTS,
+        LANGUAGES,
+        TEXT_NORMS,
+        tag,
+    )
+
+    text = folder / "text.txt"
+    text.write_text(
+        "\n".join(["turn on the kitchen lights", "what is the weather in paris", "call anna now"] * 20)
+    )
+    tags = [tag(t) for t in (*LANGUAGES, *EMOTIONS, *EVENTS, *TEXT_NORMS)]
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(folder / "toy.bpe"), vocab_size=60, model_type="bpe",
+        user_defined_symbols=tags, unk_id=0, bos_id=-1, eos_id=-1, minloglevel=2,
+    )  # fmt: skip
+    return folder / "toy.bpe.model"
+
+
+def test_load_pretrained_official_layout(tmp_path: Path) -> None:
+    import sentencepiece
+
+    model = _sentencepiece_model(tmp_path)
+    vocab = sentencepiece.SentencePieceProcessor(model_file=str(model)).get_piece_size()
+    source = tiny(vocab_size=vocab, ctc_slots_per_frame=1, tokenizer=None)
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "model.pt"
+    )
+    (tmp_path / "am.mvn").write_text((GOLDEN / "sensevoice_frontend" / "am.mvn").read_text())
+    conf = {
+        k: source.hparams[k]
+        for k in ("output_size", "attention_heads", "linear_units", "num_blocks", "tp_blocks")
+    }
+    (tmp_path / "config.yaml").write_text(
+        json.dumps({"encoder_conf": conf, "tokenizer_conf": {"bpemodel": "toy.bpe.model"}})
+    )
+    target = tiny(vocab_size=vocab, ctc_slots_per_frame=1, tokenizer=None)
+    target.load_pretrained(str(tmp_path))
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], value)
+    assert target.frontend.cmvn is not None and target.hparams.cmvn_file.endswith("am.mvn")
+    result = target.transcribe(AudioBatch(torch.randn(1, 16000) * 0.1, torch.tensor([16000]), 16000))
+    assert isinstance(result[0].text, str)
+
+    wrong_size = tiny(output_size=48, vocab_size=vocab, ctc_slots_per_frame=1, tokenizer=None)
+    with pytest.raises(ValueError, match="output_size: 32 there, 48 here"):
+        wrong_size.load_pretrained(str(tmp_path))
+    state = source.state_dict()
+    del state["embed.weight"]
+    torch.save(state, tmp_path / "model.pt")
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys \(1\): embed.weight"):
+        target.load_pretrained(str(tmp_path))
+
+
+def test_load_pretrained_wrong_folder_lists_expected_files(tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="missing model.pt, am.mvn, config.yaml.*Found: weights.bin"):
+        tiny().load_pretrained(str(tmp_path))
