@@ -1,0 +1,209 @@
+"""One datamodule per MinMo task family; recipes name them by class name (``class_path: ASRDataModule``).
+
+Every constructor takes the shared arguments of ``SpeechDataModule`` (path, schema, columns, splits,
+batching, workers, seed) plus its own sample rates. Batches are dicts:
+
+- asr: ``{"ids", "audio": AudioBatch, "text": list[str]}``
+- emotion: asr keys + ``"emotion": LongTensor[B]`` (index into ``emotion_labels``)
+- tts: ``{"ids", "text", "audio", "speech_tokens": TokenBatch (when mapped)}``
+- s2s: ``{"ids", "user_audio", "user_text", "answer_text", "answer_audio", "answer_speech_tokens" (when mapped)}``
+- duplex: ``{"ids", "user_audio", "assistant_audio", "frame_labels": LongTensor[B, T] (-100 on padding),
+  "frame_lengths": LongTensor[B], "events": list[list[dict]]}``
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset
+from minmo_lightning.datamodules.base import SpeechDataModule, pad_audio, pad_tokens
+from minmo_lightning.datamodules.schema import EMOTION_LABELS, canonical_emotion
+from minmo_lightning.datamodules.timeline import frame_labels as labels_from_events
+
+IGNORE_INDEX = -100
+
+
+def _texts(columns: dict, mapping: dict, field: str, rows: list[int]) -> list[str]:
+    column = mapping.get(field)
+    return [str(columns[column][r] or "") for r in rows] if column else [""] * len(rows)
+
+
+class ASRDataModule(SpeechDataModule):
+    """Speech -> transcript pairs, audio at ``sample_rate`` (16 kHz for the voice encoders)."""
+
+    task = "asr"
+
+    def __init__(self, path: str = "data/builtin/asr", sample_rate: int = 16000, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.sample_rate = sample_rate
+
+    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
+        waves, rows = self.decode(columns, mapping)
+        return {
+            "ids": self.ids(columns, mapping, rows),
+            "audio": pad_audio(waves["audio"], self.sample_rate),
+            "text": _texts(columns, mapping, "text", rows),
+        }
+
+
+class EmotionDataModule(ASRDataModule):
+    """Speech -> emotion class; rows whose label is not in ``emotion_labels`` are skipped and counted.
+
+    ``emotion_labels`` defaults to the schema's canonical set (``schema.EMOTION_LABELS``); raw spellings
+    (``ang``, ``joy``, IEMOCAP ``exc``...) map onto it through ``schema.EMOTION_ALIASES``. The built-in
+    set's labels are a synthetic prosody-style proxy, not human emotion.
+    """
+
+    task = "emotion"
+
+    def __init__(
+        self,
+        path: str = "data/builtin/emotion",
+        sample_rate: int = 16000,
+        emotion_labels: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, sample_rate, **kwargs)
+        preset = EMOTION_LABELS.get(self.schema, EMOTION_LABELS["generic"])
+        self.emotion_labels = [canonical_emotion(x) for x in (emotion_labels or preset)]
+
+    def screen(self, split: str, dataset: Dataset, mapping: dict[str, str | None]) -> tuple[np.ndarray, dict]:
+        column = mapping["emotion"]
+        raw = dataset[column]
+        feature = dataset.features[column]
+        if isinstance(feature, ClassLabel):
+            raw = [feature.int2str(int(v)) for v in raw]
+        index = {label: i for i, label in enumerate(self.emotion_labels)}
+        ids = np.fromiter(
+            (index.get(canonical_emotion(str(v)), -1) for v in raw), dtype=np.int64, count=len(raw)
+        )
+        keep = ids >= 0
+        reasons = Counter({"label_not_in_emotion_labels": int((~keep).sum())})
+        return keep, {"_emotion": ids, "_reasons": reasons}
+
+    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
+        waves, rows = self.decode(columns, mapping)
+        return {
+            "ids": self.ids(columns, mapping, rows),
+            "audio": pad_audio(waves["audio"], self.sample_rate),
+            "text": _texts(columns, mapping, "text", rows),
+            "emotion": torch.tensor([columns["_emotion"][r] for r in rows], dtype=torch.long),
+        }
+
+
+class TTSDataModule(SpeechDataModule):
+    """Text -> speech pairs, audio at ``sample_rate`` (24 kHz: token2wav targets); speech tokens if mapped."""
+
+    task = "tts"
+
+    def __init__(self, path: str = "data/builtin/tts", sample_rate: int = 24000, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.sample_rate = sample_rate
+
+    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
+        waves, rows = self.decode(columns, mapping)
+        batch = {
+            "ids": self.ids(columns, mapping, rows),
+            "text": _texts(columns, mapping, "text", rows),
+            "audio": pad_audio(waves["audio"], self.sample_rate),
+        }
+        if mapping.get("speech_tokens"):
+            batch["speech_tokens"] = pad_tokens([columns[mapping["speech_tokens"]][r] for r in rows])
+        return batch
+
+
+class S2SDataModule(SpeechDataModule):
+    """Spoken question -> answer text and answer speech (user audio 16 kHz, answer audio 24 kHz)."""
+
+    task = "s2s"
+    audio_rates = {"user_audio": "user_sample_rate", "answer_audio": "answer_sample_rate"}
+    duration_channels = None  # the built-in ``duration`` is the question only: read both headers
+
+    def __init__(
+        self,
+        path: str = "data/builtin/s2s",
+        user_sample_rate: int = 16000,
+        answer_sample_rate: int = 24000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, **kwargs)
+        self.user_sample_rate = user_sample_rate
+        self.answer_sample_rate = answer_sample_rate
+
+    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
+        waves, rows = self.decode(columns, mapping)
+        batch = {
+            "ids": self.ids(columns, mapping, rows),
+            "user_audio": pad_audio(waves["user_audio"], self.user_sample_rate),
+            "user_text": _texts(columns, mapping, "user_text", rows),
+            "answer_text": _texts(columns, mapping, "answer_text", rows),
+            "answer_audio": pad_audio(waves["answer_audio"], self.answer_sample_rate),
+        }
+        if mapping.get("answer_speech_tokens"):
+            batch["answer_speech_tokens"] = pad_tokens(
+                [columns[mapping["answer_speech_tokens"]][r] for r in rows]
+            )
+        return batch
+
+
+class DuplexDataModule(SpeechDataModule):
+    """Two-channel sessions with per-frame turn-taking labels (``timeline.LABELS``).
+
+    ``frame_rate=None`` uses the stored ``frame_labels``; a number recomputes them from ``events`` at
+    that rate (match the duplex predictor's input frame rate), with ``label_span`` seconds per decision.
+    """
+
+    task = "duplex"
+    audio_rates = {"user_audio": "sample_rate", "assistant_audio": "sample_rate"}
+    duration_channels = 2
+
+    def __init__(
+        self,
+        path: str = "data/builtin/duplex",
+        sample_rate: int = 16000,
+        frame_rate: float | None = None,
+        label_span: float = 0.24,
+        max_duration: float = 60.0,
+        max_seconds_per_batch: float = 480.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            path, max_duration=max_duration, max_seconds_per_batch=max_seconds_per_batch, **kwargs
+        )
+        self.sample_rate = sample_rate
+        self.frame_rate = frame_rate
+        self.label_span = label_span
+
+    def screen(self, split: str, dataset: Dataset, mapping: dict[str, str | None]) -> tuple[np.ndarray, dict]:
+        if self.frame_rate is None and not mapping.get("frame_labels"):
+            raise ValueError(
+                f"{self.path!r} split {split!r} has no frame_labels column; set frame_rate (Hz) so the labels "
+                f"are computed from the events, or map columns: {{frame_labels: <column>}}"
+            )
+        return super().screen(split, dataset, mapping)
+
+    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
+        waves, rows = self.decode(columns, mapping)
+        events = [list(columns[mapping["events"]][r]) for r in rows]
+        if self.frame_rate is None:
+            labels = [np.asarray(columns[mapping["frame_labels"]][r], dtype=np.int64) for r in rows]
+        else:
+            seconds = [len(w) / self.sample_rate for w in waves["user_audio"]]
+            labels = [
+                labels_from_events(e, s, self.frame_rate, self.label_span) for e, s in zip(events, seconds)
+            ]
+        lengths = np.fromiter((len(x) for x in labels), dtype=np.int64, count=len(labels))
+        padded = np.full((len(labels), int(lengths.max(initial=0))), IGNORE_INDEX, dtype=np.int64)
+        for row, values in enumerate(labels):
+            padded[row, : len(values)] = values
+        return {
+            "ids": self.ids(columns, mapping, rows),
+            "user_audio": pad_audio(waves["user_audio"], self.sample_rate),
+            "assistant_audio": pad_audio(waves["assistant_audio"], self.sample_rate),
+            "frame_labels": torch.from_numpy(padded),
+            "frame_lengths": torch.from_numpy(lengths),
+            "events": events,
+        }
