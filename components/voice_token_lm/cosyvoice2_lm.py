@@ -624,7 +624,7 @@ class CosyVoice2LM(VoiceTokenLM):
             raise ValueError(
                 f"chunk has batch {chunk.values.shape[0]} but the state was made for {state.batch_size}"
             )
-        if int(lengths.max(initial=0) if lengths.numel() else 0) > a:
+        if bool((lengths > a).any()):
             raise ValueError(
                 f"a chunk holds at most {a} semantic vectors per row (mix ratio {a}:{b}), got {lengths.tolist()}"
             )
@@ -683,4 +683,4 @@ class CosyVoice2LM(VoiceTokenLM):
                 break
             hidden = self.feed(state, self.speech_embedding(token)[:, None], active[:, None])
         trim_cache(state)
-        return TokenBatch(tokens[:, : int(produced.max(initial=0))], produced)
+        return TokenBatch(tokens[:, : int(produced.max())], produced)
