@@ -1,0 +1,89 @@
+"""QueryLinearProjector: MinMo §3.2 input construction (shapes, order, features), ablations, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
+
+from minmo_lightning.contracts import VoiceDecoderInput
+from minmo_lightning.registry import count_preset_parameters
+
+D = 8
+
+
+def inputs(batch: int = 2, rows: int = 1, tokens: int = 5) -> VoiceDecoderInput:
+    return VoiceDecoderInput(
+        query=torch.randn(batch, rows, 2 * D),
+        token_embeddings=torch.randn(batch, tokens, D),
+        token_hidden=torch.randn(batch, tokens, D),
+        lengths=torch.tensor([tokens, tokens - 2][:batch]),
+    )
+
+
+def test_query_then_tokens_on_the_sequence_axis() -> None:
+    proj = QueryLinearProjector(D, 6)
+    x = inputs(rows=2)
+    out = proj(x)
+    assert out.values.shape == (2, 2 + 5, 6) and out.lengths.tolist() == [7, 5]
+    assert proj.query_length(x) == 2
+    # rows 0..1: query (already [user state ; last hidden]); rows 2..: [embedding ; hidden] per token
+    expected = torch.cat([x.query, torch.cat([x.token_embeddings, x.token_hidden], -1)], 1)
+    torch.testing.assert_close(out.values, proj.proj(expected))
+
+
+@pytest.mark.parametrize("features", ["hidden", "embedding"])
+def test_feature_ablations_read_one_half(features: str) -> None:
+    proj = QueryLinearProjector(D, 6, features=features)
+    x = inputs()
+    keep = slice(D, 2 * D) if features == "hidden" else slice(0, D)
+    rows = torch.cat([x.query, torch.cat([x.token_embeddings, x.token_hidden], -1)], 1)
+    masked = torch.zeros_like(rows)
+    masked[..., keep] = rows[..., keep]
+    torch.testing.assert_close(proj(x).values, proj.proj(masked))
+
+
+def test_no_query_ablation() -> None:
+    proj = QueryLinearProjector(D, 6, use_query=False)
+    x = inputs(rows=3)
+    out = proj(x)
+    assert out.values.shape == (2, 5, 6) and out.lengths.tolist() == [5, 3] and proj.query_length(x) == 0
+    torch.testing.assert_close(out.values, proj.proj(torch.cat([x.token_embeddings, x.token_hidden], -1)))
+
+
+def test_streaming_chunks_equal_one_pass() -> None:
+    """A turn projected at once equals the query alone followed by 5-token chunks (what streaming does)."""
+    proj = QueryLinearProjector(D, 6)
+    x = inputs(batch=1, tokens=10)
+    x.lengths = torch.tensor([10])
+    whole = proj(x).values
+    query_only = proj(
+        VoiceDecoderInput(x.query, x.token_embeddings[:, :0], x.token_hidden[:, :0], torch.tensor([0]))
+    )
+    no_query = x.query[:, :0]
+    chunks = [
+        proj(
+            VoiceDecoderInput(
+                no_query, x.token_embeddings[:, i : i + 5], x.token_hidden[:, i : i + 5], torch.tensor([5])
+            )
+        )
+        for i in (0, 5)
+    ]
+    torch.testing.assert_close(whole, torch.cat([query_only.values] + [c.values for c in chunks], 1))
+
+
+def test_full_size_is_about_six_million() -> None:
+    assert count_preset_parameters(QueryLinearProjector, "minmo") == 7168 * 896 + 896
+
+
+def test_errors() -> None:
+    with pytest.raises(ValueError, match="features"):
+        QueryLinearProjector(D, 6, features="both_and_more")
+    proj = QueryLinearProjector(D, 6)
+    x = inputs()
+    with pytest.raises(ValueError, match="query must be"):
+        proj(VoiceDecoderInput(x.query[..., :D], x.token_embeddings, x.token_hidden, x.lengths))
+    with pytest.raises(ValueError, match="token_embeddings and token_hidden"):
+        proj(VoiceDecoderInput(x.query, x.token_embeddings, x.token_hidden[..., :4], x.lengths))
+    with pytest.raises(ValueError, match="lengths"):
+        proj(VoiceDecoderInput(x.query, x.token_embeddings, x.token_hidden, torch.tensor([6, 1])))
