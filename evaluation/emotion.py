@@ -32,7 +32,8 @@ LABEL_MAPS: dict[str, dict[str, str]] = {
         "disgust": "disgust",
         "fear": "fear",
     },
-    "crema-d": {
+    "crema-d": {  # file-name codes, and the full words of the AbstractTTS/CREMA-D ``major_emotion`` column
+        **{w: w for w in ("angry", "disgust", "fear", "happy", "neutral", "sad")},
         "ang": "angry",
         "dis": "disgust",
         "fea": "fear",

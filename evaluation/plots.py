@@ -58,14 +58,20 @@ def histogram_png(
     xlabel: str,
     title: str,
     markers: dict[str, float] | None = None,
+    bin_width: float | None = None,
 ) -> Path:
-    """One histogram panel per series, with the median and p90 marked (and optional reference lines)."""
+    """One histogram panel per series, with the median and p90 marked (and optional reference lines).
+
+    ``bin_width`` centres one bin on each multiple of it (for values on a grid, such as frame offsets)."""
     series = {k: np.asarray(v, dtype=float) for k, v in series.items() if len(v)}
     if not series:
         raise ValueError(f"nothing to plot for {title!r}: every series is empty")
     fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series) + 0.6), squeeze=False)
     for ax, (name, values) in zip(axes[:, 0], series.items()):
-        ax.hist(values, bins=min(40, max(5, len(values) // 3)), color="tab:blue", alpha=0.75)
+        bins = min(40, max(5, len(values) // 3))
+        if bin_width:
+            bins = np.arange(values.min() - bin_width / 2, values.max() + bin_width, bin_width)
+        ax.hist(values, bins=bins, color="tab:blue", alpha=0.75, edgecolor="white")
         for q, style in ((50, "-"), (90, "--")):
             v = float(np.percentile(values, q))
             ax.axvline(v, color="black", linestyle=style, linewidth=1, label=f"p{q} = {v:.3g}")
@@ -102,14 +108,14 @@ def duplex_timeline_png(records: Sequence, path: Path, frame_ms: float, max_dial
     yticks, ylabels = [], []
     for row, rec in enumerate(shown):
         for offset, (name, labels) in enumerate((("ref", rec.reference), ("pred", rec.predicted))):
-            y = row * 3 + (1 - offset)
+            y = row * 3 + offset
             for cls, (_, color) in DUPLEX_COLORS.items():
                 spans = [(s * scale, n * scale) for s, n in _runs(labels, cls)]
                 ax.broken_barh(spans, (y - 0.35, 0.7), color=color, alpha=0.85 if name == "pred" else 0.5)
             yticks.append(y)
             ylabels.append(f"{rec.id} {name}")
         bc = [(s * scale, (e - s + 1) * scale) for s, e in rec.backchannels]
-        ax.broken_barh(bc, (row * 3 + 0.6, 0.8), facecolor="none", edgecolor="tab:purple", hatch="//")
+        ax.broken_barh(bc, (row * 3 - 0.4, 0.8), facecolor="none", edgecolor="tab:purple", hatch="//")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for _, c in DUPLEX_COLORS.values()]
     handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="none", edgecolor="tab:purple", hatch="//"))
     ax.legend(
@@ -122,7 +128,8 @@ def duplex_timeline_png(records: Sequence, path: Path, frame_ms: float, max_dial
     ax.set_yticks(yticks, ylabels, fontsize=8)
     ax.set_xlabel("time (s)")
     ax.set_title("turn-taking timeline: reference (pale) vs predicted (solid)")
-    ax.set_ylim(-1, 3 * len(shown) + 0.5)
+    ax.set_ylim(3 * len(shown) - 0.5, -2.2)  # first dialogue on top, room for the legend
+    ax.set_xlim(left=0)
     return _save(fig, path)
 
 

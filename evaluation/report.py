@@ -63,9 +63,9 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence], digits: int = 4) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(fmt(v, digits) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -85,7 +85,7 @@ def load_baselines(path: str | Path, key: str) -> dict:
 def baseline_table(ours: dict, entry: dict, model_name: str) -> str:
     """Our summary metrics beside the published ones, in the baseline's scale."""
     factor = 100.0 if entry.get("scale") == "percent" else 1.0
-    metrics = sorted({m for values in entry["systems"].values() for m in values})
+    metrics = list(dict.fromkeys(m for values in entry["systems"].values() for m in values))
     missing = [m for m in metrics if m not in ours]
     if missing:
         raise KeyError(f"baseline metrics {missing} are not computed by this task; ours: {sorted(ours)}")
@@ -94,7 +94,7 @@ def baseline_table(ours: dict, entry: dict, model_name: str) -> str:
     note = f"\n\nScale: {entry.get('scale', 'as computed')}." + (
         f" {entry['note']}" if entry.get("note") else ""
     )
-    return md_table(["system"] + metrics, rows) + note
+    return md_table(["system"] + metrics, rows, digits=2 if factor == 100.0 else 4) + note
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:

@@ -6,13 +6,14 @@ calls ``data.setup(stage)`` and iterates ``data.<stage>_dataloader()`` (stage ``
 order, and for each batch calls ``model.predict_step(batch, batch_idx)``, which must return a list with
 one dict per utterance of the batch, each with its ``"id"`` (from ``batch["ids"]``) and:
 
-- task ``asr``: ``"hypothesis"``: str
+- task ``asr``: ``"hypothesis"`` (or ``"prediction"``, as ``MinMo.predict_step`` writes it): str
 - task ``emotion``: ``"prediction"``: a label name, or ``"prediction_text"``: generated text to parse
 - task ``duplex``: ``"predicted_labels"``: one class id per frame (list or 1-D tensor)
 - optionally anything else (kept in ``predictions.jsonl``), e.g. latency fields for ``duplex``.
 
 References come from the batch (``text``; ``emotion`` indexed into ``data.emotion_labels``;
-``frame_labels`` cut at ``frame_lengths``, back-channels from ``events`` of type ``backchannel``), so a
+``frame_labels`` cut at ``frame_lengths``, back-channels from ``events`` of type ``backchannel``, whose
+``start``/``end`` seconds become frames with ``metrics.frame_ms``), so a
 model never echoes them. The runner times each batch (RTF against the batch's audio), runs under
 ``torch.inference_mode`` with a fixed seed and deterministic algorithms, and appends each finished batch
 to ``predictions.jsonl`` at once (flushed and fsynced). Rerunning the same command resumes: batches whose
@@ -79,26 +80,32 @@ def read_jsonl(path: str | Path, allow_truncated_tail: bool = False) -> list[dic
 
 
 def load_references(
-    path: str | Path, task: str, split: str | None = None, id_column: str = "id", column: str | None = None
+    path: str | Path,
+    task: str,
+    split: str | None = None,
+    id_column: str = "id",
+    column: str | None = None,
+    name: str | None = None,
 ) -> dict[str, dict]:
-    """id -> reference fields, from a JSONL (fields as in predictions) or an HF ``save_to_disk`` folder."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
+    """id -> reference fields, from a JSONL (fields as in predictions) or any dataset layout the
+    datamodules read (``save_to_disk`` folder, parquet/json files, audio folder, cached hub id)."""
+    if Path(path).suffix == ".jsonl":
         return {str(r["id"]): r for r in read_jsonl(path)}
+    from minmo_lightning.datamodules.sources import load_source
+
     column = column or REFERENCE_FIELD[task][0]
     field = REFERENCE_FIELD[task][1]
-    import datasets
-
-    data = datasets.load_from_disk(str(path))
-    if isinstance(data, datasets.DatasetDict):
-        if split is None or split not in data:
-            raise ValueError(f"{path} has splits {list(data)}; choose one with --split")
-        data = data[split]
-    for name in (id_column, column):
-        if name not in data.column_names:
+    splits, _ = load_source(str(path), name)
+    if split is None and len(splits) == 1:
+        split = next(iter(splits))
+    if split not in splits:
+        raise ValueError(f"{path} has splits {sorted(splits)}; choose one with --split (or dataset.split)")
+    data = splits[split]
+    for wanted, setting in ((id_column, "dataset.id_column"), (column, "dataset.reference_column")):
+        if wanted not in data.column_names:
             raise ValueError(
-                f"{path} has no column {name!r} (columns: {data.column_names}); "
-                "set dataset.id_column / dataset.reference_column"
+                f"{path} split {split!r} has no column {wanted!r} (columns: {data.column_names}); "
+                f"set {setting}"
             )
     names = getattr(data.features[column], "names", None)
     data = data.select_columns([id_column, column])
@@ -162,12 +169,30 @@ def build(spec: dict, base: type, what: str) -> Any:
     return resolve_class(spec["class_path"], base)(**(spec.get("init_args") or {}))
 
 
+def load_model(spec: dict, ckpt: str | None):
+    """``class_path`` alone + a Lightning checkpoint: ``load_from_checkpoint`` (hyperparameters rebuild the
+    model). With ``init_args``: build, ``configure_model()``, then load the checkpoint's weights strictly."""
+    import lightning as L
+
+    if isinstance(spec, dict) and "init_args" not in spec and ckpt:
+        cls = resolve_class(spec.get("class_path", ""), L.LightningModule)
+        return cls.load_from_checkpoint(ckpt, map_location="cpu")
+    model = build(spec, L.LightningModule, "model")
+    if hasattr(model, "configure_model"):
+        model.configure_model()
+    if ckpt:
+        from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict
+
+        load_state_dict_strict(model, read_state_dict(ckpt), source=str(ckpt))
+    return model
+
+
 def _audio_seconds(batch: dict, i: int) -> float | None:
     audio = batch.get("audio") or batch.get("user_audio")
     return None if audio is None else float(audio.lengths[i]) / audio.sample_rate
 
 
-def _references_from_batch(task: str, batch: dict, i: int, emotion_labels) -> dict:
+def _references_from_batch(task: str, batch: dict, i: int, emotion_labels, frame_ms: float) -> dict:
     if task == "asr":
         return {"reference": batch["text"][i]}
     if task == "emotion":
@@ -178,7 +203,12 @@ def _references_from_batch(task: str, batch: dict, i: int, emotion_labels) -> di
         return {"reference": emotion_labels[int(batch["emotion"][i])]}
     n = int(batch["frame_lengths"][i])
     events = batch["events"][i] if batch.get("events") is not None else []
-    bcs = [[int(e["start"]), int(e["end"])] for e in events if "backchannel" in str(e.get("type", ""))]
+    # events carry seconds; a back-channel covers the frames from its start to its end
+    bcs = [
+        [int(e["start"] * 1000 / frame_ms), int(e["end"] * 1000 / frame_ms)]
+        for e in events
+        if e.get("type") == "backchannel"
+    ]
     return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
 
 
@@ -195,6 +225,7 @@ def run_inference(
     seed: int = 0,
     limit: int | None = None,
     progress: bool = True,
+    frame_ms: float = 80.0,
 ) -> dict:
     """Predict every batch not already in ``out_path``; returns counts of computed and skipped batches."""
     import lightning as L
@@ -213,6 +244,12 @@ def run_inference(
     datamodule.setup(stage)
     loader = getattr(datamodule, f"{stage}_dataloader")()
     labels = getattr(datamodule, "emotion_labels", None)
+    frame_rate = getattr(datamodule, "frame_rate", None)
+    if task == "duplex" and frame_rate and abs(1000 / float(frame_rate) - frame_ms) > 1e-6:
+        raise ValueError(
+            f"the datamodule labels frames at {frame_rate} Hz ({1000 / float(frame_rate):g} ms) but the "
+            f"metric settings say frame_ms {frame_ms}; set metrics.frame_ms to match"
+        )
     model.eval()
     stats = {"computed_batches": 0, "skipped_batches": 0, "new_utterances": 0}
     total = len(loader) if hasattr(loader, "__len__") else None
@@ -235,7 +272,7 @@ def run_inference(
                 if uid in done:
                     continue
                 record = {k: _clean(v) for k, v in by_id[uid].items()}
-                record.update(_references_from_batch(task, batch, i, labels))
+                record.update(_references_from_batch(task, batch, i, labels, frame_ms))
                 if task == "duplex" and len(record.get("predicted_labels", [])) > len(
                     record["reference_labels"]
                 ):
@@ -312,15 +349,9 @@ def evaluate(
             "limit": limit,
         }
         run = _resume_guard(out_dir, config_hash(fingerprint), overwrite)
+        model = load_model(recipe.get("model"), ckpt)
         import lightning as L
 
-        model = build(recipe.get("model"), L.LightningModule, "model")
-        if hasattr(model, "configure_model"):
-            model.configure_model()
-        if ckpt:
-            from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict
-
-            load_state_dict_strict(model, read_state_dict(ckpt), source=str(ckpt))
         datamodule = build(recipe.get("data"), L.LightningDataModule, "data")
         run.update(
             run_inference(
@@ -332,8 +363,12 @@ def evaluate(
                 recipe.get("seed", 0),
                 limit,
                 progress,
+                float(settings.get("frame_ms", 80.0)),
             )
         )
+        run["datamodule_skipped"] = {
+            k: dict(v) for k, v in (getattr(datamodule, "skipped", None) or {}).items()
+        }
         records = read_jsonl(out_dir / PREDICTIONS)
         source = str(out_dir / PREDICTIONS)
         model_info = {

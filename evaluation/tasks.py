@@ -2,7 +2,7 @@
 
 A record is one utterance as a dict (one line of ``predictions.jsonl``). Fields each task reads:
 
-- ``asr``: ``id``, ``reference``, ``hypothesis``.
+- ``asr``: ``id``, ``reference``, ``hypothesis`` (or ``prediction``, as ``MinMo.predict_step`` writes it).
 - ``emotion``: ``id``, ``reference`` (label), and ``prediction`` (label) or ``prediction_text``
   (free text, mapped to a label by ``emotion.parse_label``; unmappable text is counted wrong).
 - ``duplex``: ``id``, ``reference_labels`` and ``predicted_labels`` (one class id per frame,
@@ -21,7 +21,7 @@ import numpy as np
 from minmo_lightning.evaluation import plots
 from minmo_lightning.evaluation.asr import render_alignment, score_asr
 from minmo_lightning.evaluation.duplex import DuplexRecord, score_duplex
-from minmo_lightning.evaluation.emotion import map_label, parse_label, score_emotion
+from minmo_lightning.evaluation.emotion import LABEL_MAPS, map_label, parse_label, score_emotion
 from minmo_lightning.evaluation.latency import LatencyRecord, score_latency
 from minmo_lightning.evaluation.normalizers import get_scheme
 from minmo_lightning.evaluation.report import image, md_table
@@ -56,6 +56,8 @@ def check_records(task: str, records: list[dict], source: str) -> None:
         raise ValueError(f"{source} holds no predictions (empty file?); nothing to score")
     seen: set[str] = set()
     for line, rec in enumerate(records, 1):
+        if task == "asr" and "hypothesis" not in rec and isinstance(rec.get("prediction"), str):
+            rec["hypothesis"] = rec["prediction"]  # MinMo.predict_step names the transcript "prediction"
         if "id" not in rec:
             raise ValueError(f"{source}: record {line} has no 'id' field")
         if rec["id"] in seen:
@@ -216,12 +218,17 @@ def _torchmetrics_crosscheck(result) -> dict:
 
 def _emotion(records: list[dict], settings: dict, out_dir: Path) -> Scored:
     label_map = settings.get("label_map")
-    refs = [map_label(r["reference"], label_map) if label_map else r["reference"] for r in records]
+    canonical = set(LABEL_MAPS[label_map].values()) if label_map else set()
+
+    def to_label(raw: str) -> str:  # raw dataset spellings go through the map, canonical names stay
+        return map_label(raw, label_map) if label_map and raw not in canonical else raw
+
+    refs = [to_label(r["reference"]) for r in records]
     labels = settings.get("labels") or sorted(set(refs))
     preds = []
     for r in records:
-        if "prediction" in r and r["prediction"] is not None:
-            preds.append(map_label(r["prediction"], label_map) if label_map else r["prediction"])
+        if r.get("prediction") is not None:
+            preds.append(to_label(r["prediction"]))
         else:
             preds.append(parse_label(r.get("prediction_text") or "", labels))
     result = score_emotion(refs, preds, labels=labels, ids=[r["id"] for r in records])
@@ -311,6 +318,7 @@ def _duplex(records: list[dict], settings: dict, out_dir: Path) -> Scored:
             out_dir / "onset_offsets.png",
             "predicted - reference onset (ms)",
             "onset offsets of matched events",
+            bin_width=s["frame_ms"],
         )
         figures.append(image(hist, "onset offsets"))
     sections.append(("Plots", "\n\n".join(figures)))
@@ -354,10 +362,8 @@ def _latency(records: list[dict], settings: dict, out_dir: Path) -> Scored:
     for name, d in metrics.get("components_s", {}).items():
         rows.append([name, d["n"], d["mean"], d["p50"], d["p90"], d["p95"], d["p99"], d["max"]])
     sections = [("Latency (s)", md_table(["stage", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))]
-    markers = {}
     if "theory" in metrics:
         t = metrics["theory"]
-        markers["theory"] = t["theoretical_s"]
         sections.append(
             (
                 "Theoretical vs measured",
@@ -391,27 +397,18 @@ def _latency(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         for k in metrics.get("components_s", {})
         if k != "other"
     }
-    png = plots.histogram_png(
-        series, out_dir / "latency_histograms.png", "seconds", "latency per turn", markers=None
-    )
-    if markers:
-        png = plots.histogram_png(
+    hist = plots.histogram_png(series, out_dir / "latency_histograms.png", "seconds", "latency per turn")
+    figures = [image(hist, "latency histograms")]
+    if "theory" in metrics:
+        versus = plots.histogram_png(
             {"first packet (s)": series["first packet (s)"]},
             out_dir / "first_packet.png",
             "seconds",
-            "first-packet latency vs theory",
-            markers=markers,
+            "first-packet latency vs 5*d_llm + 15*d_lm + 15*d_syn",
+            markers={"theory": metrics["theory"]["theoretical_s"]},
         )
-        sections.append(
-            (
-                "Plots",
-                image(out_dir / "latency_histograms.png", "latency histograms")
-                + "\n\n"
-                + image(png, "first packet vs theory"),
-            )
-        )
-    else:
-        sections.append(("Plots", image(png, "latency histograms")))
+        figures.append(image(versus, "first packet vs theory"))
+    sections.append(("Latency plots", "\n\n".join(figures)))
     flat = {
         "first_packet_p50_s": fp["p50"],
         "first_packet_p90_s": fp["p90"],

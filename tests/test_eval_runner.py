@@ -1,0 +1,289 @@
+"""The evaluation runner: predictions mode per task, reports with plots, resumable model runs, bad inputs."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from minmo_lightning.evaluation.cli import main
+from minmo_lightning.evaluation.runner import evaluate, read_jsonl
+
+from minmo_lightning.contracts import AudioBatch
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "eval"
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def png_ok(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+# ------------------------------------------------------------------------------ predictions mode
+
+
+def test_asr_predictions_report(tmp_path):
+    preds = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {
+                "id": "a",
+                "reference": "The cat sat on the mat.",
+                "hypothesis": "the cat sat on a mat",
+                "processing_s": 0.5,
+                "audio_s": 2.0,
+            },
+            {
+                "id": "b",
+                "reference": "Hello world",
+                "hypothesis": "hello",
+                "processing_s": 0.5,
+                "audio_s": 2.0,
+            },
+        ],
+    )
+    out = tmp_path / "report"
+    assert (
+        main(["--predictions", str(preds), "--task", "asr", "--out", str(out), "--crosscheck-torchmetrics"])
+        == 0
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["summary"]["wer"] == pytest.approx(2 / 8)  # 1 substitution + 1 deletion over 8 words
+    assert m["summary"]["rtf"] == pytest.approx(0.25)
+    assert m["metrics"]["crosscheck_torchmetrics"]["agrees"] is True
+    assert (
+        m["versions"]["jiwer"]
+        and len(m["config_hash"]) == 16
+        and m["settings"]["normalizer"] == "whisper_english"
+    )
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert rows[0]["alignment_text"] == "the cat sat on [the->a] mat"
+    assert rows[1]["deletions"] == 1 and rows[1]["alignment"] == [["=", 0, 1, 0, 1], ["D", 1, 2, 1, 1]]
+    report = (out / "report.md").read_text()
+    assert "| WER |" in report and "![per-utterance error rate](utterance_error_rate.png)" in report
+    assert png_ok(out / "utterance_error_rate.png") and png_ok(out / "error_types.png")
+
+
+def test_emotion_predictions_with_references_and_baselines(tmp_path):
+    refs = write_jsonl(
+        tmp_path / "refs.jsonl",
+        [{"id": str(i), "reference": r} for i, r in enumerate(["neu", "neu", "exc", "hap", "ang", "sad"])],
+    )
+    preds = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "0", "prediction_text": "Neutral."},
+            {"id": "1", "prediction_text": "sad"},
+            {"id": "2", "prediction_text": "happy"},
+            {"id": "3", "prediction_text": "I cannot tell"},
+            {"id": "4", "prediction_text": "anger"},
+            {"id": "5", "prediction_text": "sad"},
+        ],
+    )
+    out = tmp_path / "emo"
+    m = evaluate(
+        "emotion",
+        out,
+        {"label_map": "iemocap", "labels": ["neutral", "happy", "sad", "angry"]},
+        predictions=preds,
+        references=refs,
+        baselines=str(RECIPES / "baselines_minmo.yaml"),
+        baseline_key="emotion/iemocap",
+        progress=False,
+    )
+    s = m["summary"]
+    assert s["wa"] == pytest.approx(4 / 6)
+    assert s["ua"] == pytest.approx((1 / 2 + 1 / 2 + 1 + 1) / 4)
+    assert m["metrics"]["n_unparseable"] == 1
+    report = (out / "report.md").read_text()
+    assert "![confusion matrix](confusion.png)" in report and png_ok(out / "confusion.png")
+    assert "| p (this run) | 75.00 | 66.67 | 75.00 |" in report  # ours in percent, beside the published rows
+    assert "| MinMo (arXiv 2501.06282, Table 11) | 74.90 | 75.70 | 74.20 |" in report
+
+
+def test_duplex_and_latency_predictions(tmp_path):
+    preds = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {
+                "id": "s1",
+                "reference_labels": [0, 0, 1, 1, 0, 0, 2, 0, 0, 0],
+                "predicted_labels": [0, 0, 0, 1, 0, 2, 0, 0, 0, 0],
+                "backchannels": [[8, 9]],
+                "first_packet_s": 0.31,
+                "components_s": {"llm": 0.1},
+            },
+            {
+                "id": "s2",
+                "reference_labels": [0, 1, 0, 0],
+                "predicted_labels": [0, 1, 0, 0],
+                "first_packet_s": 0.29,
+            },
+        ],
+    )
+    m = evaluate("duplex", tmp_path / "dx", {"tolerances": [0, 1]}, predictions=preds, progress=False)
+    assert m["summary"]["assistant_f1@1"] == pytest.approx(1.0)
+    assert m["summary"]["assistant_f1@0"] == pytest.approx(0.5)
+    assert m["summary"]["backchannel_accuracy"] == 1.0
+    assert m["metrics"]["latency"]["first_packet_s"]["n"] == 2
+    assert png_ok(tmp_path / "dx" / "timeline.png") and png_ok(tmp_path / "dx" / "onset_offsets.png")
+    assert png_ok(tmp_path / "dx" / "latency_histograms.png")
+
+    lat = write_jsonl(
+        tmp_path / "l.jsonl",
+        [
+            {
+                "id": f"t{k}",
+                "first_packet_s": 0.3 + 0.01 * k,
+                "components_s": {"llm": 0.1, "token2wav": 0.1},
+                "d_llm_s": 0.02,
+                "d_lm_s": 0.005,
+                "d_syn_s": 0.004,
+            }
+            for k in range(20)
+        ],
+    )
+    m = evaluate("latency", tmp_path / "lat", predictions=lat, progress=False)
+    assert m["metrics"]["theory"]["theoretical_s"] == pytest.approx(0.235)
+    assert "5*d_llm + 15*d_lm + 15*d_syn" in (tmp_path / "lat" / "report.md").read_text()
+    assert png_ok(tmp_path / "lat" / "first_packet.png")
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        evaluate("asr", tmp_path / "o", predictions=empty, progress=False)
+    preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "hypothesis": "x"}])
+    refs = write_jsonl(tmp_path / "r.jsonl", [{"id": "a", "reference": "x"}, {"id": "b", "reference": "y"}])
+    with pytest.raises(ValueError, match=r"missing prediction ids: 1 of 2 .*\['b'\]"):
+        evaluate("asr", tmp_path / "o", predictions=preds, references=refs, progress=False)
+    with pytest.raises(ValueError, match=r"lacks \['reference'\]"):
+        evaluate("asr", tmp_path / "o", predictions=preds, progress=False)
+    emo = write_jsonl(tmp_path / "e.jsonl", [{"id": "a", "reference": "happy", "prediction": "joy"}])
+    with pytest.raises(ValueError, match=r"label sets differ: predictions contain \['joy'\]"):
+        evaluate("emotion", tmp_path / "o", predictions=emo, progress=False)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "a"}\n{"id": \n{"id": "c"}\n')
+    with pytest.raises(ValueError, match="broken.jsonl:2 is not valid JSON"):
+        evaluate("asr", tmp_path / "o", predictions=broken, progress=False)
+    dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "reference": "x", "hypothesis": "x"}] * 2)
+    with pytest.raises(ValueError, match="'a' appears twice"):
+        evaluate("asr", tmp_path / "o", predictions=dup, progress=False)
+
+
+def test_references_from_a_saved_hf_dataset(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"id": ["u1", "u2"], "label": [0, 1]},
+        features=datasets.Features(
+            {"id": datasets.Value("string"), "label": datasets.ClassLabel(names=["ang", "hap"])}
+        ),
+    )
+    datasets.DatasetDict({"session1": ds, "session2": ds}).save_to_disk(str(tmp_path / "iemocap"))
+    preds = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": "u1", "prediction": "angry"}, {"id": "u2", "prediction": "sad"}]
+    )
+    m = evaluate(
+        "emotion",
+        tmp_path / "o",
+        {"label_map": "iemocap", "labels": ["angry", "happy", "sad"]},
+        predictions=preds,
+        references=tmp_path / "iemocap",
+        dataset={"split": "session1", "reference_column": "label"},
+        progress=False,
+    )
+    assert m["summary"]["wa"] == 0.5  # ClassLabel ids -> ang/hap -> angry/happy; u2 predicted sad
+    with pytest.raises(ValueError, match=r"has splits \['session1', 'session2'\]; choose one with --split"):
+        evaluate(
+            "emotion", tmp_path / "o2", predictions=preds, references=tmp_path / "iemocap", progress=False
+        )
+
+
+# ------------------------------------------------------------------------------ model mode
+
+
+class EvalTinyData(L.LightningDataModule):
+    """Eight 1-second clips in batches of 3; reference text is the id spelled out."""
+
+    def __init__(self, n: int = 8, batch_size: int = 3):
+        super().__init__()
+        self.n, self.batch_size = n, batch_size
+
+    def test_dataloader(self):
+        items = [f"utt{k}" for k in range(self.n)]
+
+        def collate(ids):
+            waves = [torch.full((16000,), 0.1 * (k + 1)) for k, _ in enumerate(ids)]
+            return {
+                "ids": ids,
+                "audio": AudioBatch.from_list(waves, 16000),
+                "text": [f"word {i}" for i in ids],
+            }
+
+        return torch.utils.data.DataLoader(items, batch_size=self.batch_size, collate_fn=collate)
+
+
+class EvalTinyAsr(L.LightningModule):
+    calls: list = []
+    fail_at: int | None = None
+
+    def __init__(self, suffix: str = ""):
+        super().__init__()
+        self.suffix = suffix
+        self.layer = torch.nn.Linear(1, 1)
+
+    def predict_step(self, batch, batch_idx):
+        if EvalTinyAsr.fail_at == batch_idx:
+            raise KeyboardInterrupt("simulated interruption")
+        EvalTinyAsr.calls.append(batch_idx)
+        return [{"id": i, "hypothesis": f"word {i}{self.suffix}"} for i in batch["ids"]]
+
+
+def test_model_run_is_resumable_and_deterministic(tmp_path):
+    recipe = {
+        "task": "asr",
+        "model": {"class_path": "EvalTinyAsr", "init_args": {"suffix": " extra"}},
+        "data": {"class_path": "EvalTinyData"},
+    }
+    out = tmp_path / "run"
+    EvalTinyAsr.calls, EvalTinyAsr.fail_at = [], 2
+    with pytest.raises(KeyboardInterrupt):
+        evaluate("asr", out, {"normalizer": "none"}, recipe=recipe, progress=False)
+    assert EvalTinyAsr.calls == [0, 1] and len(read_jsonl(out / "predictions.jsonl")) == 6
+    with (out / "predictions.jsonl").open("a") as f:
+        f.write('{"id": "utt6", "hyp')  # a write cut short by the crash
+    EvalTinyAsr.calls, EvalTinyAsr.fail_at = [], None
+    m = evaluate("asr", out, {"normalizer": "none"}, recipe=recipe, progress=False)
+    assert EvalTinyAsr.calls == [2]  # batches 0 and 1 were not recomputed
+    assert m["inference"]["skipped_batches"] == 2 and m["inference"]["computed_batches"] == 1
+    assert m["summary"]["wer"] == pytest.approx(8 / 16)  # one inserted word per 2-word reference
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [r["id"] for r in rows] == [f"utt{k}" for k in range(8)]
+    assert all(r["audio_s"] == 1.0 and r["processing_s"] >= 0 for r in rows)
+    first = {r["id"]: r["hypothesis"] for r in rows}
+    EvalTinyAsr.calls = []
+    again = evaluate("asr", tmp_path / "again", {"normalizer": "none"}, recipe=recipe, progress=False)
+    assert {r["id"]: r["hypothesis"] for r in read_jsonl(tmp_path / "again" / "predictions.jsonl")} == first
+    assert again["summary"]["wer"] == m["summary"]["wer"]
+    other = {**recipe, "model": {"class_path": "EvalTinyAsr", "init_args": {"suffix": ""}}}
+    with pytest.raises(ValueError, match="holds predictions from another config"):
+        evaluate("asr", out, {"normalizer": "none"}, recipe=other, progress=False)
+
+
+def test_eval_recipes_parse():
+    files = sorted(RECIPES.glob("*.yaml"))
+    assert len(files) >= 6
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        if path.name.startswith("baselines"):
+            assert all("systems" in entry for entry in data.values())
+            continue
+        assert data["task"] in ("asr", "emotion", "duplex", "latency"), path
+        assert data["dataset"]["path"] and data["metrics"], path
