@@ -14,7 +14,7 @@ conditional flow-matching loss with random prompt prefixes and random chunk mask
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,10 +26,12 @@ from minmo_lightning.components.token2wav.flow_cache import (
     StreamCache,
     chunk_attention_mask,
     chunk_ids,
+    window_mask,
 )
+from minmo_lightning.components.token2wav.flow_features import log_mel, speaker_embedding
 from torch import Tensor, nn
 
-from minmo_lightning.blocks import Block
+from minmo_lightning.blocks import Block, StreamState
 from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict, require_files
 from minmo_lightning.contracts import TokenBatch, lengths_to_mask
 
@@ -74,6 +76,43 @@ class CFMDraws:
     t: Tensor
     z: Tensor
     keep_condition: Tensor
+
+
+@dataclass
+class FlowStreamState(StreamState):
+    """One streaming session per row: the token stream so far, what is encoded, and the bounded caches.
+
+    ``stream[b]`` holds the prompt tokens then every token received; ``consumed[b]`` counts the tokens
+    already turned into frames (prompt included). The caches hold the left context of every attention and
+    causal conv (encoder: token and frame level, rows B; estimator: one dict per Euler step, rows 2B =
+    conditioned then unconditioned); their "empty" value is zeros, and how much of each window is real
+    follows from ``consumed``.
+    """
+
+    spks: Tensor
+    prompt_lengths: Tensor
+    prompt_mel: list[Tensor]
+    prompt_tokens: list[Tensor]
+    stream: list[Tensor]
+    consumed: Tensor
+    final: Tensor
+    token_cache: dict[str, Tensor] = field(default_factory=dict)
+    frame_cache: dict[str, Tensor] = field(default_factory=dict)
+    step_caches: list[dict[str, Tensor]] = field(default_factory=list)
+
+    def reset(self, items: Tensor | list[int]) -> None:
+        index = torch.as_tensor(items)
+        rows = (torch.nonzero(index).flatten() if index.dtype == torch.bool else index.flatten()).tolist()
+        for row in rows:
+            self.stream[row] = self.prompt_tokens[row].clone()
+        self.consumed[rows] = 0
+        self.final[rows] = False
+        both = rows + [row + self.batch_size for row in rows]
+        for cache, index in [(self.token_cache, rows), (self.frame_cache, rows)] + [
+            (c, both) for c in self.step_caches
+        ]:
+            for value in cache.values():
+                value[index] = 0
 
 
 class ConditionalCFM(nn.Module):
@@ -423,6 +462,146 @@ class CosyVoice2Flow(Block):
             )
         return tokens.tokens, tokens.lengths.to(device), mel
 
+    # ---- streaming -----------------------------------------------------------------------------
+    def init_state(self, batch_size: int, prompt: SpeakerPrompt | None = None) -> FlowStreamState:
+        """A fresh session per row. Without ``prompt`` the speaker is the zero x-vector and there is no prompt."""
+        if self.num_left_chunks < 0:
+            raise ValueError(
+                "streaming keeps a bounded left context: set num_left_chunks >= 0 (num_left_chunks=-1, all of "
+                "the left context, is for offline inference, whose cost grows with the length)"
+            )
+        device = self.input_embedding.weight.device
+        if prompt is None:
+            prompt = SpeakerPrompt(torch.zeros(batch_size, self.hparams.spk_embed_dim, device=device))
+        tokens, lengths, mel = self._prompt_parts(prompt, batch_size)
+        prompt_tokens = [row[:n].to(device) for row, n in zip(tokens, lengths.tolist())]
+        return FlowStreamState(
+            batch_size=batch_size,
+            spks=self.speaker(prompt.embedding.to(device)),
+            prompt_lengths=lengths.to(device),
+            prompt_mel=[row[: self.ratio * n].to(device) for row, n in zip(mel, lengths.tolist())],
+            prompt_tokens=prompt_tokens,
+            stream=[row.clone() for row in prompt_tokens],
+            consumed=torch.zeros(batch_size, dtype=torch.long, device=device),
+            final=torch.zeros(batch_size, dtype=torch.bool, device=device),
+            step_caches=[{} for _ in range(self.decoder.n_timesteps)],
+        )
+
+    def step(
+        self, chunk: TokenBatch, state: FlowStreamState, final: bool | Tensor = False
+    ) -> tuple[Tensor, Tensor]:
+        """Append ``chunk`` to each session and return the mel that became final: ([B, 80, T], lengths [B]).
+
+        A chunk of ``chunk_size`` tokens becomes final once its look-ahead (the next ``pre_lookahead_len``
+        tokens) has arrived, or when the session ends (``final`` True for that row); rows may receive any
+        number of tokens per call (0 included). Work per chunk is bounded by ``num_left_chunks``.
+        """
+        batch = state.batch_size
+        if chunk.tokens.shape[0] != batch:
+            raise ValueError(f"chunk has batch {chunk.tokens.shape[0]}, the stream state has {batch}")
+        if int(chunk.lengths.max()) > 0:
+            valid = chunk.tokens[chunk.mask]
+            if int(valid.min()) < 0 or int(valid.max()) >= self.vocab_size:
+                raise ValueError(
+                    f"CosyVoice2Flow accepts token ids in [0, {self.vocab_size}), got ids in "
+                    f"[{int(valid.min())}, {int(valid.max())}]"
+                )
+        final = torch.as_tensor(final, device=state.final.device).expand(batch)
+        for row, n in enumerate(chunk.lengths.tolist()):
+            if state.final[row] and n:
+                raise ValueError(f"session {row} was finalized; reset it before sending new tokens")
+            state.stream[row] = torch.cat(
+                [state.stream[row], chunk.tokens[row, :n].to(state.stream[row].device)]
+            )
+        state.final |= final
+        if bool(final.any()):
+            empty = [
+                row
+                for row in range(batch)
+                if final[row] and len(state.stream[row]) == state.prompt_lengths[row]
+            ]
+            if empty:
+                raise ValueError(
+                    f"sessions {empty} ended without any speech token; every item needs at least one token"
+                )
+        pieces: list[list[Tensor]] = [[] for _ in range(batch)]
+        while True:
+            plan = self._ready_segments(state)
+            if not plan:
+                break
+            rows = torch.tensor([row for row, _, _ in plan], device=state.consumed.device)
+            mel = self._encode_segment(state, rows, [n for _, n, _ in plan], [la for _, _, la in plan])
+            for index, (row, n, _) in enumerate(plan):
+                if int(state.consumed[row]) >= int(state.prompt_lengths[row]):
+                    pieces[row].append(mel[index, :, : self.ratio * n])
+                state.consumed[row] += n
+        empty_mel = state.spks.new_zeros(self.mel_dim, 0)
+        per_row = [torch.cat(p, dim=1) if p else empty_mel for p in pieces]
+        lengths = torch.tensor([p.shape[1] for p in per_row], device=state.spks.device)
+        padded = nn.utils.rnn.pad_sequence([p.transpose(0, 1) for p in per_row], batch_first=True)
+        return padded.transpose(1, 2), lengths
+
+    def _ready_segments(self, state: FlowStreamState) -> list[tuple[int, int, int]]:
+        """(row, tokens, look-ahead tokens) of the next attention chunk of every row that can encode one."""
+        plan = []
+        for row in range(state.batch_size):
+            done, available = int(state.consumed[row]), len(state.stream[row])
+            prompt = int(state.prompt_lengths[row])
+            size = min(self.chunk_size, prompt - done) if done < prompt else self.chunk_size
+            if done + size + self.lookahead <= available:
+                plan.append((row, size, self.lookahead))
+            elif state.final[row] and available > done:
+                size = min(size, available - done)
+                plan.append((row, size, min(self.lookahead, available - done - size)))
+        return plan
+
+    def _encode_segment(
+        self, state: FlowStreamState, rows: Tensor, sizes: list[int], lookaheads: list[int]
+    ) -> Tensor:
+        """Encode and sample one attention chunk for ``rows`` (right-padded); returns mel [R, 80, ratio*max(sizes)]."""
+        device = state.consumed.device
+        count, longest = len(sizes), max(sizes)
+        consumed = state.consumed[rows]
+        windows = [
+            state.stream[row][done : done + n + la]
+            for row, done, n, la in zip(rows.tolist(), consumed.tolist(), sizes, lookaheads)
+        ]
+        tokens = torch.zeros(count, longest + self.lookahead, dtype=torch.long, device=device)
+        for index, window in enumerate(windows):
+            tokens[index, : len(window)] = window
+        have = torch.tensor([len(w) for w in windows], device=device)
+        present = torch.arange(longest + self.lookahead, device=device)[None, :] < have[:, None]
+        n = torch.tensor(sizes, device=device)
+        token_window = self.num_left_chunks * self.chunk_size
+        frame_window = self.ratio * token_window
+        token_cache = StreamCache(_rows(state.token_cache, rows), n, token_window)
+        frame_cache = StreamCache(_rows(state.frame_cache, rows), self.ratio * n, frame_window)
+        token_mask = window_mask(consumed.clamp(max=token_window), token_window, n, longest)
+        frames = self.ratio * longest
+        frame_cached = (self.ratio * consumed).clamp(max=frame_window)
+        frame_mask = window_mask(frame_cached, frame_window, self.ratio * n, frames)
+        embedded = self.embed_tokens(tokens) * present[:, :, None]
+        h = self.encoder(embedded, present, token_mask, frame_mask, token_cache, frame_cache)
+        mu = self.encoder_proj(h).transpose(1, 2)
+        _put_rows(state.token_cache, rows, token_cache.tensors, state.batch_size)
+        _put_rows(state.frame_cache, rows, frame_cache.tensors, state.batch_size)
+
+        mask = lengths_to_mask(self.ratio * n, frames)[:, None].to(mu)
+        cond = torch.zeros_like(mu)
+        for index, (row, done) in enumerate(zip(rows.tolist(), consumed.tolist())):
+            prompt_frames = state.prompt_mel[row][self.ratio * done : self.ratio * (done + sizes[index])]
+            cond[index, :, : prompt_frames.shape[0]] = prompt_frames.transpose(0, 1)
+        both = torch.cat([rows, rows + state.batch_size])
+        caches = [
+            StreamCache(_rows(c, both), torch.cat([self.ratio * n] * 2), frame_window)
+            for c in state.step_caches
+        ]
+        z = self.decoder.noise(self.ratio * consumed, frames, device, mu.dtype)
+        mel = self.decoder.sample(z, mask, mu * mask, state.spks[rows], cond, frame_mask, caches)
+        for stored, cache in zip(state.step_caches, caches):
+            _put_rows(stored, both, cache.tensors, 2 * state.batch_size)
+        return mel
+
     # ---- training ------------------------------------------------------------------------------
     def flow_matching_loss(
         self,
@@ -475,8 +654,6 @@ class CosyVoice2Flow(Block):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate)
 
     def _batch_loss(self, batch: dict[str, Any]) -> Tensor:
-        from minmo_lightning.components.token2wav.flow_features import mel_batch, speaker_embedding
-
         if "speech_tokens" not in batch:
             raise KeyError(
                 "CosyVoice2Flow trains on (speech tokens, mel) pairs: the batch has no 'speech_tokens'; add the "
@@ -484,7 +661,7 @@ class CosyVoice2Flow(Block):
             )
         tokens: TokenBatch = batch["speech_tokens"]
         self.check_tokens(tokens, "CosyVoice2Flow training")
-        mel, mel_lengths = mel_batch(batch["audio"], self.mel_dim)
+        mel, mel_lengths = log_mel(batch["audio"], self.mel_dim)
         tokens = _fit_tokens_to_mel(tokens, mel_lengths, self.ratio)
         embedding = speaker_embedding(batch, tokens.tokens.shape[0], self.hparams.spk_embed_dim, mel.device)
         hp = self.hparams
@@ -517,3 +694,15 @@ def _fit_tokens_to_mel(tokens: TokenBatch, mel_lengths: Tensor, ratio: int) -> T
             "an item has no mel frame per speech token; check that audio and speech tokens belong together"
         )
     return TokenBatch(tokens.tokens[:, : int(lengths.max())], lengths)
+
+
+def _rows(cache: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    return {key: value[rows] for key, value in cache.items()}
+
+
+def _put_rows(cache: dict[str, Tensor], rows: Tensor, update: dict[str, Tensor], batch: int) -> None:
+    """Write the rows of a chunk's updated windows back into the session caches (allocated on first use)."""
+    for key, value in update.items():
+        if key not in cache:
+            cache[key] = value.new_zeros(batch, *value.shape[1:])
+        cache[key][rows] = value
