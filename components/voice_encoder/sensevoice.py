@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 from minmo_lightning.components.voice_encoder.ctc import greedy_ctc, pad_ids, spec_augment_lfr
 from minmo_lightning.components.voice_encoder.frontend import SenseVoiceFrontend, load_cmvn
 from minmo_lightning.components.voice_encoder.sanm import ChunkLayout, SANMEncoder
@@ -58,6 +59,8 @@ OFFICIAL_TAG_IDS = {
 #: what each query frame's CTC output tags (frame 1 carries the emotion, frame 2 the event)
 RICH_FIELDS = ("language", "emotion", "event", "text_norm")
 IGNORE = -100
+#: datamodule emotion labels whose SenseVoice tag is not just the upper-cased label
+EMOTION_TAGS = {"surprise": "SURPRISED", "fear": "FEARFUL", "disgust": "DISGUSTED", "unknown": "EMO_UNKNOWN"}
 
 
 class CTCHead(nn.Module):
@@ -396,7 +399,8 @@ class SenseVoiceEncoder(VoiceEncoder):
         return self._require_tokenizer().token_to_id(tag(name))
 
     def _emotion_ids(self) -> list[int]:
-        return [self._tag_id(label.upper()) for label in self.hparams.emotion_labels or []]
+        labels = self.hparams.emotion_labels or []
+        return [self._tag_id(EMOTION_TAGS.get(label, label.upper())) for label in labels]
 
     def _rich_targets(self, batch: dict[str, Any], size: int) -> Tensor:
         language, event = self._tag_id(self.hparams.train_language), self._tag_id("Speech")
@@ -501,12 +505,17 @@ class SenseVoiceEncoder(VoiceEncoder):
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = min(self.hparams.warmup_steps, max(total // 10, 1))
+        # with `max_time`, the cosine follows the wall clock (a step budget is unknown up front)
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
 
         def schedule(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+            progress = (step - warmup) / max(total - warmup, 1)
+            if timer is not None and timer.time_remaining("train") is not None:
+                elapsed = timer.time_elapsed("train")
+                progress = max(progress, elapsed / max(elapsed + timer.time_remaining("train"), 1e-9))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -36,12 +36,22 @@ class WhisperEncoder(VoiceEncoder):
     sample_rate = 16000
     presets = {
         "whisper-large-v3": dict(
-            d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
-            num_mel_bins=128, max_source_positions=1500, pretrained_path=None,
+            d_model=1280,
+            encoder_layers=32,
+            encoder_attention_heads=20,
+            encoder_ffn_dim=5120,
+            num_mel_bins=128,
+            max_source_positions=1500,
+            pretrained_path=None,
         ),  # fmt: skip
         "tiny": dict(
-            d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
-            num_mel_bins=80, max_source_positions=1500, pretrained_path=None,
+            d_model=64,
+            encoder_layers=2,
+            encoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            num_mel_bins=80,
+            max_source_positions=1500,
+            pretrained_path=None,
         ),  # fmt: skip
     }
 
@@ -111,14 +121,18 @@ class WhisperEncoder(VoiceEncoder):
         encoder = self._module()
         limit = self.hparams.max_source_positions * 2
         if mel.shape[-1] > limit:
-            raise ValueError(f"Whisper encodes at most {limit} mel frames (30 s), got {mel.shape[-1]}; split the audio")
+            raise ValueError(
+                f"Whisper encodes at most {limit} mel frames (30 s), got {mel.shape[-1]}; split the audio"
+            )
         mel = F.pad(mel, (0, mel.shape[-1] % 2)).to(encoder.conv1.weight.dtype)
         x = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mel)))).transpose(1, 2)
         x = x + encoder.embed_positions.weight[: x.shape[1]]
         x = F.dropout(x, encoder.dropout, self.training)
         lengths = torch.div(frames + 1, 2, rounding_mode="floor")
         valid = lengths_to_mask(lengths, x.shape[1])
-        mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, torch.finfo(x.dtype).min)
+        mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(
+            ~valid, torch.finfo(x.dtype).min
+        )
         for layer in encoder.layers:
             x = layer(x, mask[:, None, None, :])
         return SequenceBatch(encoder.layer_norm(x), lengths)
@@ -145,7 +159,11 @@ class WhisperEncoder(VoiceEncoder):
 
     def _check_config(self, config: dict) -> None:
         keys = ("d_model", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim", "num_mel_bins")
-        wrong = [f"{k}: {config.get(k)} there, {self.hparams[k]} here" for k in keys if config.get(k) != self.hparams[k]]
+        wrong = [
+            f"{k}: {config.get(k)} there, {self.hparams[k]} here"
+            for k in keys
+            if config.get(k) != self.hparams[k]
+        ]
         if wrong:
             raise ValueError(
                 f"the Whisper folder's config.json describes another encoder ({'; '.join(wrong)}); build the block "
@@ -171,4 +189,6 @@ def _encoder_state_dict(folder: Path) -> dict[str, Tensor]:
         picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if picked:
             return picked
-    raise ValueError(f"{folder} holds no encoder weights (keys starting with {' or '.join(_ENCODER_PREFIXES)})")
+    raise ValueError(
+        f"{folder} holds no encoder weights (keys starting with {' or '.join(_ENCODER_PREFIXES)})"
+    )

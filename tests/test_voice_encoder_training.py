@@ -1,0 +1,119 @@
+"""SenseVoiceEncoder as its own LightningModule: CTC + rich-tag training, validation metrics, recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder
+from minmo_lightning.components.voice_encoder.tokenizer import CharTokenizer
+
+from minmo_lightning.contracts import AudioBatch
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "components" / "voice_encoder_ctc.yaml"
+
+
+def _batches(count: int) -> list[dict]:
+    """Tone "words": each text maps to its own pitch pattern, so the encoder can learn them."""
+    generator = torch.Generator().manual_seed(0)
+    texts = ["go", "stop", "no"]
+    pitches = {"go": 300.0, "stop": 700.0, "no": 1300.0}
+    batches = []
+    for i in range(count):
+        chosen = [texts[(i + j) % 3] for j in range(3)]
+        t = torch.arange(12000) / 16000
+        waves = [
+            0.3 * torch.sin(2 * torch.pi * pitches[w] * t) + 0.01 * torch.randn(12000, generator=generator)
+            for w in chosen
+        ]
+        batches.append(
+            {
+                "ids": [f"u{i}-{j}" for j in range(3)],
+                "audio": AudioBatch.from_list(waves, 16000),
+                "text": chosen,
+                "emotion": torch.tensor([(i + j) % 4 for j in range(3)]),
+            }
+        )
+    return batches
+
+
+def _block() -> SenseVoiceEncoder:
+    torch.manual_seed(0)
+    return SenseVoiceEncoder.from_preset(
+        "tiny", output_size=32, attention_heads=2, linear_units=64, num_blocks=2, tp_blocks=1,
+        learning_rate=3e-3, warmup_steps=1, dropout_rate=0.0, spec_augment=False,
+    )  # fmt: skip
+
+
+def test_training_lowers_loss_and_validation_logs_metrics() -> None:
+    block = _block()
+    data = _batches(4)
+    with torch.no_grad():
+        before = block.eval()._step(data[0])["loss"].item()
+    trainer = L.Trainer(
+        max_steps=30, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=2,
+    )  # fmt: skip
+    loaders = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False)
+    trainer.fit(block, loaders, loaders)
+    with torch.no_grad():
+        after = block.eval()._step(data[0])["loss"].item()
+    assert after < 0.7 * before
+    metrics = trainer.validate(block, loaders, verbose=False)[0]
+    assert {"val/wer", "val/cer", "val/emotion_acc", "val/loss"} <= set(metrics)
+    assert 0.0 <= metrics["val/cer"] <= 1.5
+
+
+def test_rich_targets_follow_the_sensevoice_tag_order() -> None:
+    block = _block()
+    tokenizer = CharTokenizer()
+    targets = block._rich_targets({"emotion": torch.tensor([2, 0])}, 2)
+    assert [tokenizer.id_to_token(i) for i in targets[0].tolist()] == [
+        "<|en|>",
+        "<|SAD|>",
+        "<|Speech|>",
+        "<|woitn|>",
+    ]
+    assert targets[1, 1].item() == tokenizer.token_to_id("<|NEUTRAL|>")
+    no_emotion = block._rich_targets({}, 1)
+    assert no_emotion[0, 1].item() == -100
+
+
+def test_char_tokenizer_round_trip_and_errors() -> None:
+    tokenizer = CharTokenizer()
+    assert tokenizer.decode(tokenizer.encode("Turn on the lights, please!")) == "turn on the lights please"
+    with pytest.raises(ValueError, match="cannot encode"):
+        tokenizer.encode("café")
+
+
+def test_two_ctc_slots_double_the_label_rate() -> None:
+    block = _block().eval()
+    out = block(AudioBatch(torch.randn(1, 16000) * 0.1, torch.tensor([16000]), 16000))
+    logits = block.ctc(out.values)
+    assert logits.shape[1] == 2 * out.values.shape[1] and logits.shape[2] == CharTokenizer().vocab_size
+
+
+def test_datamodule_label_mismatch_is_an_error() -> None:
+    block = _block()
+
+    class FakeTrainer:
+        datamodule = type("DM", (), {"emotion_labels": ["angry", "neutral"]})()
+
+    block._trainer = FakeTrainer()
+    with pytest.raises(ValueError, match="emotion_labels"):
+        block.setup("fit")
+
+
+def test_recipe_parses_and_builds_the_tiny_encoder() -> None:
+    from minmo_lightning.cli import lightning_main
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert recipe["model"]["class_path"] == "SenseVoiceEncoder"
+    preset = SenseVoiceEncoder.preset_args("tiny")
+    assert set(preset) == set(recipe["model"]["init_args"])
+    cli = lightning_main(["--config", str(RECIPE), "--trainer.logger", "false"], run=False)
+    assert isinstance(cli.model, SenseVoiceEncoder) and cli.model.ctc.slots == 2
+    assert type(cli.datamodule).__name__ == "ASRDataModule"
