@@ -343,3 +343,14 @@ def test_ras_redraws_repeated_tokens_and_respects_top_k() -> None:
     repeated = torch.tensor([[3, 3, 1, 2], [3, 1, 2, 4]])  # row 0 repeats 3 twice (>= 4 * 0.5)
     drawn = sample_tokens(logp, repeated, config, torch.Generator().manual_seed(0))
     assert drawn[0] != 3 and drawn[1] == 3
+
+
+def test_generate_bistream_streams_and_rejects_empty_text(model) -> None:
+    greedy = lambda logp, history: logp.argmax(-1)  # noqa: E731
+    pieces = [torch.randint(0, 300, (n,)) for n in (3, 4)]
+    tokens = list(model.generate_bistream(iter(pieces), sampler=greedy))
+    assert 15 <= len(tokens) <= 21 and all(
+        0 <= t < V for t in tokens
+    )  # 15 after the first 5 text, capped at 3x
+    with pytest.raises(ValueError, match="empty text"):
+        list(model.generate_bistream(iter([]), sampler=greedy))

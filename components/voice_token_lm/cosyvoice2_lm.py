@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -601,6 +601,87 @@ class CosyVoice2LM(VoiceTokenLM):
                 break
             hidden = self.feed(state, self.speech_embedding(token)[:, None], active[:, None])
         return TokenBatch(tokens[:, : int(state.speech_count.max())], state.speech_count.clone())
+
+    @torch.no_grad()
+    def generate_bistream(
+        self,
+        text_chunks: Iterable[Tensor],
+        prompt_text: Tensor | None = None,
+        prompt_speech: Tensor | None = None,
+        sampler: SpeechSampler | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[int]:
+        """CosyVoice2's ``inference_bistream`` for one utterance: text arrives in pieces, speech streams out.
+
+        Text ids (1-D tensors) are buffered and fed 5 at a time; after each 15 speech tokens the LM gives
+        fill (forced on schedule) and waits for the next 5 text tokens. When the text iterator ends, the
+        rest of the text and task_id follow and speech runs to eos. Prompt speech tokens are interleaved
+        with the first text chunks. This reproduces the released schedule exactly, including its quirk: when
+        the text ends right after a fill, the last speech token is fed a second time before the final text.
+        """
+        a, b = self.ratio.text, self.ratio.speech
+        sampler = sampler or self._default_sampler(generator)
+        model, special = self._require_model(), self.llm_embedding.weight
+        device = special.device
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        prompt_text = empty if prompt_text is None else prompt_text.reshape(-1).to(device)
+        prompt_speech = empty if prompt_speech is None else prompt_speech.reshape(-1).to(device)
+        self._check_speech(
+            TokenBatch(prompt_speech[None], torch.tensor([prompt_speech.numel()])), allow_empty=True
+        )
+        text_cache = model.embed_text(prompt_text)[None]
+        prompt_emb = self.speech_embedding(prompt_speech)[None]
+        lm_input = special[SOS_ROW].reshape(1, 1, -1)
+        state = self.init_state(1)
+        out: list[int] = []  # every id the LM gave, fills included (RAS looks back over them)
+        next_fill = (prompt_speech.numel() // b + 1) * b - prompt_speech.numel()
+        text_total = 0
+
+        def decode(final: bool) -> Iterator[int]:
+            nonlocal lm_input, next_fill
+            while not final or len(out) < max(1, int(text_total * self.hparams.max_token_text_ratio)):
+                logp = self._log_probs(
+                    self.feed(state, lm_input, torch.ones(lm_input.shape[:2], dtype=torch.bool))
+                )
+                if not final and len(out) == next_fill:
+                    token = self.ids.fill
+                else:
+                    if not final:
+                        logp[:, self.ids.eos] = float("-inf")
+                    history = torch.tensor(out[-state.history.shape[1] :] or [-1], device=device)[None]
+                    token = int(sampler(logp, history)[0])
+                if token == self.ids.fill:
+                    next_fill = len(out) + b + 1
+                out.append(token)
+                if token == (self.ids.fill if not final else self.ids.eos):
+                    return
+                if token >= self.speech_vocab_size:
+                    raise ValueError(
+                        f"CosyVoice2LM produced special id {token} mid-speech; check the weights"
+                    )
+                yield token
+                lm_input = self.speech_embedding.weight[token].reshape(1, 1, -1)
+
+        for piece in text_chunks:
+            piece = piece.reshape(-1).to(device)
+            text_total += piece.numel()
+            text_cache = torch.cat([text_cache, model.embed_text(piece)[None]], 1)
+            while prompt_emb.shape[1] and text_cache.shape[1] >= a:
+                lm_input = torch.cat([lm_input, text_cache[:, :a], prompt_emb[:, :b]], 1)
+                text_cache, prompt_emb = text_cache[:, a:], prompt_emb[:, b:]
+            if prompt_emb.shape[1]:
+                continue  # prompt speech still waits for text
+            after_fill = bool(out) and out[-1] == self.ids.fill
+            if after_fill or (not out and lm_input.shape[1] == 1):
+                if text_cache.shape[1] < a:
+                    continue  # wait for 5 text tokens
+                lm_input = text_cache[:, :a] if after_fill else torch.cat([lm_input, text_cache[:, :a]], 1)
+                text_cache = text_cache[:, a:]
+            yield from decode(final=False)
+        if text_total == 0:
+            raise ValueError("empty text: the text stream gave no tokens")
+        lm_input = torch.cat([lm_input, text_cache, special[TASK_ROW].reshape(1, 1, -1)], 1)
+        yield from decode(final=True)
 
     @torch.no_grad()
     def step(

@@ -92,4 +92,35 @@ def check_cosyvoice2_llm(fixture: Fixture) -> list[Comparison]:
     results += _compare_finite(
         "inference.step_logp", torch.stack(steps), fixture["output.inference.step_logp"]
     )
-    return results
+    return results + _check_bistream_inference(model, fixture)
+
+
+def _check_bistream_inference(model: CosyVoice2LM, fixture: Fixture) -> list[Comparison]:
+    """Text arriving in pieces: tokens, sampler inputs and the length of every backbone call."""
+    steps: list[Tensor] = []
+    call_lengths: list[int] = []
+
+    def greedy_recorder(logp: Tensor, history: Tensor) -> Tensor:
+        steps.append(logp[0].clone())
+        return logp.argmax(-1)
+
+    inputs = fixture.group("input.inference_bistream.")
+    chunks = [inputs[f"text_chunk{i}"] for i in range(sum(k.startswith("text_chunk") for k in inputs))]
+    hook = model.llm.register_forward_pre_hook(lambda module, args: call_lengths.append(args[0].shape[1]))
+    try:
+        tokens = list(
+            model.generate_bistream(
+                iter(chunks), inputs["prompt_text"], inputs["prompt_speech_token"], sampler=greedy_recorder
+            )
+        )
+    finally:
+        hook.remove()
+    ref = fixture.group("output.inference_bistream.")
+    lens = "inference_bistream.forward_one_step_input_lens"
+    return [
+        compare_exact("inference_bistream.tokens", torch.tensor(tokens), ref["tokens"]),
+        compare_exact(lens, torch.tensor(call_lengths), ref["forward_one_step_input_lens"]),
+        *_compare_finite(
+            "inference_bistream.sampled_step_logp", torch.stack(steps), ref["sampled_step_logp"]
+        ),
+    ]
