@@ -25,6 +25,7 @@ standalone objective). Conventions every implementation follows:
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -76,6 +77,19 @@ class Block(L.LightningModule):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("_is_slot", False):
             register(cls)
+
+    def save_hyperparameters(
+        self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True
+    ) -> None:
+        """Record this block's own constructor arguments.
+
+        LightningCLI hands every LightningModule it instantiates the *top-level* model's hyperparameters;
+        a block nested in ``MinMo`` must keep its own, so the caller's frame is always used.
+        """
+        from lightning.pytorch.utilities.parsing import save_hyperparameters
+
+        self._log_hyperparams = logger
+        save_hyperparameters(self, *args, ignore=ignore, frame=frame or inspect.currentframe().f_back)
 
     # ---- presets -----------------------------------------------------------------------------
     @classmethod

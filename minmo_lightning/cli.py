@@ -37,9 +37,13 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     _import_optional("minmo_lightning.datamodules")
     _import_optional("minmo_lightning.model")
 
+    from jsonargparse import lazy_instance
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
     trainer_defaults = {
-        "callbacks": [{"class_path": "lightning.pytorch.callbacks.RichProgressBar"}],
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+        "callbacks": [lazy_instance(RichProgressBar)],
+        "logger": lazy_instance(CSVLogger, save_dir="runs"),
     }
     return LightningCLI(
         L.LightningModule,

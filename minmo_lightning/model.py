@@ -34,7 +34,7 @@ from minmo_lightning.blocks import (
     VoiceEncoder,
     VoiceTokenLM,
 )
-from minmo_lightning.checkpoints import CheckpointMismatchError
+from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
 from minmo_lightning.contracts import AudioBatch, SequenceBatch
 from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
 
@@ -87,6 +87,7 @@ class MinMo(L.LightningModule):
         train_patterns: list[str] | None = None,
         freeze_patterns: list[str] | None = None,
         init_checkpoint: str | None = None,
+        init_blocks: dict[str, str] | None = None,
         learning_rate: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
@@ -100,6 +101,8 @@ class MinMo(L.LightningModule):
                 (``asr`` needs ``text``, ``ser`` needs ``emotion``); see ``TASK_INSTRUCTIONS``.
             emotion_labels: names of the emotion classes, in the datamodule's index order.
             init_checkpoint: a previous stage's ``.ckpt``; its block weights initialise this stage.
+            init_blocks: per slot, a checkpoint of that block trained alone (its Lightning ``.ckpt`` or a
+                ``.safetensors`` export), loaded strictly after ``init_checkpoint``.
         """
         super().__init__()
         blocks = {
@@ -159,6 +162,15 @@ class MinMo(L.LightningModule):
             getattr(self, slot).configure_model()
         if self.hparams.init_checkpoint:
             self._load_init_checkpoint(self.hparams.init_checkpoint)
+        for slot, path in (self.hparams.init_blocks or {}).items():
+            if slot not in self.slots:
+                raise ValueError(
+                    f"init_blocks names {slot!r}, which this model does not have ({', '.join(self.slots)})"
+                )
+            load_state_dict_strict(
+                getattr(self, slot), read_state_dict(path), source=f"init_blocks.{slot} ({path})"
+            )
+            rank_zero_info(f"initialised {slot} from {path}")
         if self.hparams.trainable.get("llm") == "lora":
             self.llm.apply_lora()
         apply_stage(self, self._rules)
@@ -166,7 +178,7 @@ class MinMo(L.LightningModule):
 
     def _load_init_checkpoint(self, path: str) -> None:
         """Initialise from a previous stage: every block it holds must load fully; new blocks keep theirs."""
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        state = read_state_dict(path)
         if any("lora_" in k for k in state) and not self.llm.has_lora:
             self.llm.apply_lora()  # the previous stage trained adapters: load them, then fold them in below
         own = self.state_dict()
