@@ -14,7 +14,6 @@ empty, shorter than a frame) are left out of the output, counted, and listed wit
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -23,43 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from minmo_lightning.datamodules.audio import AudioError, decode_audio
 
 from minmo_lightning.contracts import AudioBatch
 
 SAMPLE_RATE = 16000
-
-
-class SkipRow(ValueError):
-    """This row's audio cannot be tokenized; the message is the reason recorded in the report."""
-
-
-def decode_audio(value: dict[str, Any] | None, root: Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """A ``{"bytes","path"}`` struct -> mono float32 waveform at ``sample_rate`` (soundfile + soxr)."""
-    import soundfile as sf
-    import soxr
-
-    if not value or (value.get("bytes") is None and not value.get("path")):
-        raise SkipRow("no audio (neither bytes nor path)")
-    source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else _resolve(value["path"], root)
-    try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
-        raise SkipRow(f"undecodable audio: {error}") from None
-    wave = data.mean(axis=1)
-    if rate != sample_rate and len(wave):
-        wave = soxr.resample(wave, rate, sample_rate).astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(wave))
-
-
-def _resolve(path: str, root: Path) -> str:
-    candidate = Path(path)
-    if not candidate.is_absolute() and not candidate.exists():
-        candidate = root / path
-    if not candidate.exists():
-        raise SkipRow(f"audio file not found: {path}")
-    return str(candidate)
 
 
 @dataclass
@@ -81,12 +49,14 @@ def _tokenize_shard(
     waves: dict[int, torch.Tensor] = {}
     for offset, value in enumerate(rows):
         try:
-            wave = decode_audio(value, root)
-            if len(wave) < min_samples:
-                raise SkipRow(f"audio too short: {len(wave)} samples at {SAMPLE_RATE} Hz, need {min_samples}")
-            waves[offset] = wave
-        except SkipRow as reason:
+            wave, _ = decode_audio(value, SAMPLE_RATE, root)
+        except AudioError as reason:
             skipped[offset] = str(reason)
+            continue
+        if len(wave) < min_samples:
+            skipped[offset] = f"audio too short: {len(wave)} samples at {SAMPLE_RATE} Hz, need {min_samples}"
+        else:
+            waves[offset] = torch.from_numpy(wave)
     # Longest first, so each batch pads little (batched tokens equal per-item tokens).
     order = sorted(waves, key=lambda i: -len(waves[i]))
     for first in range(0, len(order), batch_size):

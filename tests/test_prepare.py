@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
 from minmo_lightning.datamodules import prepare
+from minmo_lightning.datamodules.audio import decode_audio
 
 from minmo_lightning.contracts import AudioBatch
 
@@ -30,7 +31,7 @@ def dataset(tmp_path):
     from datasets import Audio, Dataset, DatasetDict
 
     rows = {
-        "id": ["a", "b", "empty", "c", "garbage", "d"],
+        "id": ["a", "b", "empty", "c", "garbage", "d", "short"],
         "audio": [
             {"bytes": wav_bytes(0.8, 16000, 1), "path": "a.wav"},
             {"bytes": wav_bytes(1.1, 22050, 2), "path": "b.wav"},
@@ -38,8 +39,9 @@ def dataset(tmp_path):
             {"bytes": wav_bytes(0.5, 16000, 4), "path": "c.wav"},
             {"bytes": b"not audio at all", "path": "garbage.wav"},
             {"bytes": wav_bytes(0.3, 16000, 5), "path": "d.wav"},
+            {"bytes": wav_bytes(0.01, 16000, 6), "path": "short.wav"},
         ],
-        "text": ["one", "two", "three", "four", "five", "six"],
+        "text": ["one", "two", "three", "four", "five", "six", "seven"],
     }
     split = Dataset.from_dict(rows).cast_column("audio", Audio(decode=False))
     path = tmp_path / "data"
@@ -54,9 +56,9 @@ def tokenizer():
 
 
 def expected_tokens(tokenizer, audio: dict) -> list[int]:
-    wave = prepare.decode_audio(audio, root=None)
+    wave, _ = decode_audio(audio, 16000)
     with torch.inference_mode():
-        out = tokenizer(AudioBatch.from_list([wave], 16000))
+        out = tokenizer(AudioBatch.from_list([torch.from_numpy(wave)], 16000))
     return out.tokens[0].tolist()
 
 
@@ -67,13 +69,13 @@ def test_adds_columns_and_reports_skipped_rows(dataset, tmp_path, tokenizer):
     report = prepare.prepare_dataset(
         dataset, out, tokenizer, {"test": 1}, batch_size=3, shard_size=4, show_progress=False
     )
-    assert (report.rows, report.tokenized, report.skipped_count()) == (8, 6, 2)
+    assert (report.rows, report.tokenized, report.skipped_count()) == (9, 6, 3)
     result = load_from_disk(str(out))
     train = result["train"]
     assert train["id"] == ["a", "b", "c", "d"]
     source = load_from_disk(str(dataset))["train"].cast_column("audio", train.features["audio"])
     for row in train:
-        original = source[["a", "b", "empty", "c", "garbage", "d"].index(row["id"])]
+        original = source[["a", "b", "empty", "c", "garbage", "d", "short"].index(row["id"])]
         assert row["speech_tokens"] == expected_tokens(tokenizer, original["audio"])
         assert row["speech_tokens_lengths"] == len(row["speech_tokens"]) > 0
     assert len(train[1]["speech_tokens"]) == 28  # 1.1 s resampled from 22.05 kHz -> 110 frames -> 28 tokens
@@ -81,8 +83,8 @@ def test_adds_columns_and_reports_skipped_rows(dataset, tmp_path, tokenizer):
         r["row"]: r["reason"]
         for r in json.loads((out / "prepare_report.json").read_text())["skipped"]["train"]
     }
-    assert set(reasons) == {2, 4}
-    assert "too short" in reasons[2] and "undecodable" in reasons[4]
+    assert set(reasons) == {2, 4, 6}
+    assert "empty audio" in reasons[2] and "unreadable audio" in reasons[4] and "too short" in reasons[6]
     assert not (tmp_path / "out.work").exists()
 
 
@@ -109,7 +111,7 @@ def test_resumes_after_interruption(dataset, tmp_path, tokenizer, monkeypatch):
     with pytest.raises(ValueError, match="different tokenizer"):
         prepare.prepare_dataset(dataset, out, tokenizer, {"test": 2}, shard_size=4, show_progress=False)
     prepare.prepare_dataset(dataset, out, tokenizer, {"test": 1}, shard_size=4, show_progress=False)
-    assert calls == [2, 2]  # train rows 4-5 and the test split; train rows 0-3 came from the finished shard
+    assert calls == [3, 2]  # train rows 4-6 and the test split; train rows 0-3 came from the finished shard
     fresh = tmp_path / "fresh"
     prepare.prepare_dataset(dataset, fresh, tokenizer, {"test": 1}, shard_size=3, show_progress=False)
     assert (
@@ -138,7 +140,7 @@ def test_cli_with_checkpoint(dataset, tmp_path, tokenizer, capsys):
         ]
     )
     assert code == 0
-    assert "6 of 8 rows tokenized" in capsys.readouterr().out
+    assert "6 of 9 rows tokenized" in capsys.readouterr().out
     assert load_from_disk(str(out))["test"]["speech_tokens_lengths"] == [20, 13]
     with pytest.raises(FileExistsError, match="not empty"):
         prepare.main(
