@@ -275,7 +275,7 @@ class SenseVoiceEncoder(VoiceEncoder):
         self._set_tokenizer(build_tokenizer(tokenizer))
         if cmvn_file is not None:
             self.frontend.set_cmvn(load_cmvn(cmvn_file))
-        self._metrics: nn.ModuleDict | None = None
+        self._metrics = nn.ModuleDict()
 
     # ---- inputs -------------------------------------------------------------------------------
     def _set_tokenizer(self, tokenizer: Tokenizer | None) -> None:
@@ -464,19 +464,20 @@ class SenseVoiceEncoder(VoiceEncoder):
         self.log("train/ctc_infeasible", float(out["infeasible"]), batch_size=out["size"], reduce_fx="sum")
         return out["loss"]
 
-    def _validation_metrics(self) -> nn.ModuleDict:
-        if self._metrics is None:
+    def _stage_metrics(self, stage: str) -> nn.ModuleDict:
+        if stage not in self._metrics:
             from torchmetrics.classification import MulticlassAccuracy
             from torchmetrics.text import CharErrorRate, WordErrorRate
 
             metrics = {"wer": WordErrorRate(), "cer": CharErrorRate()}
             if self.hparams.emotion_labels:
                 metrics["emotion_acc"] = MulticlassAccuracy(len(self.hparams.emotion_labels), average="micro")
-            self._metrics = nn.ModuleDict(metrics).to(self.device)
-        return self._metrics
+            self._metrics[stage] = nn.ModuleDict(metrics).to(self.device)
+        return self._metrics[stage]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        tokenizer, metrics = self._require_tokenizer(), self._validation_metrics()
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
+        """Loss, greedy-CTC WER/CER on normalised text, and emotion accuracy from the emotion query frame."""
+        tokenizer, metrics = self._require_tokenizer(), self._stage_metrics(stage)
         out = self._step(batch)
         hypotheses = [
             tokenizer.decode(ids) for ids in greedy_ctc(out["speech"], out["speech_lengths"], BLANK_ID)
@@ -484,13 +485,23 @@ class SenseVoiceEncoder(VoiceEncoder):
         references = [tokenizer.normalize(text) for text in batch["text"]]
         metrics["wer"].update(hypotheses, references)
         metrics["cer"].update(hypotheses, references)
-        logged = {"val/loss": out["loss"], "val/wer": metrics["wer"], "val/cer": metrics["cer"]}
+        logged = {
+            f"{stage}/loss": out["loss"],
+            f"{stage}/wer": metrics["wer"],
+            f"{stage}/cer": metrics["cer"],
+        }
         if "emotion" in batch and "emotion_acc" in metrics:
             emotion_logits = out["rich_logits"][:, RICH_FIELDS.index("emotion")][:, self._emotion_ids()]
             metrics["emotion_acc"].update(emotion_logits.argmax(-1), batch["emotion"])
-            logged["val/emotion_acc"] = metrics["emotion_acc"]
-        self.log_dict(logged, batch_size=out["size"], prog_bar=True)
+            logged[f"{stage}/emotion_acc"] = metrics["emotion_acc"]
+        self.log_dict(logged, batch_size=out["size"], prog_bar=stage == "val")
         return out["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay = [p for n, p in self.named_parameters() if p.requires_grad and p.dim() > 1]
