@@ -8,13 +8,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from minmo_lightning.components.token2wav.flow import CosyVoice2Flow
+from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, SpeakerPrompt
 
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict
+from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.golden import run_golden
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 KEYS = GOLDEN / "checkpoint_keys" / "cosyvoice2_0.5b" / "flow.keys.tsv"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is faster, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("item", ["cosyvoice2_flow_estimator", "cosyvoice2_flow"])
@@ -54,3 +64,169 @@ def test_mismatched_checkpoint_lists_keys() -> None:
     message = str(error.value)
     assert "encoder.after_norm.weight" in message and "encoder.extra.weight" in message
     assert "encoder_proj.weight" in message
+
+
+# ---- streaming ------------------------------------------------------------------------------------
+VOCAB = 100
+
+
+def _tiny_flow(chunk_size: int = 4, num_left_chunks: int = 1, **overrides) -> CosyVoice2Flow:
+    torch.manual_seed(0)
+    flow = CosyVoice2Flow.from_preset(
+        "tiny",
+        vocab_size=VOCAB,
+        chunk_size=chunk_size,
+        num_left_chunks=num_left_chunks,
+        n_timesteps=3,
+        **overrides,
+    ).eval()
+    with torch.no_grad():  # non-zero biases and norms, so that every term of the model matters
+        for parameter in flow.parameters():
+            if parameter.dim() == 1:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    return flow
+
+
+def _pad(rows: list[torch.Tensor]) -> TokenBatch:
+    lengths = torch.tensor([len(r) for r in rows])
+    if int(lengths.max()) == 0:
+        return TokenBatch(torch.zeros(len(rows), 0, dtype=torch.long), lengths)
+    return TokenBatch(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), lengths)
+
+
+def _prompt(lengths: list[int], ratio: int = 2) -> SpeakerPrompt:
+    tokens = [torch.randint(0, VOCAB, (n,)) for n in lengths]
+    mel = torch.randn(len(lengths), ratio * max(lengths), 80)
+    return SpeakerPrompt(torch.randn(len(lengths), 192), _pad(tokens), mel)
+
+
+def _stream(flow, tokens: list[torch.Tensor], prompt, sizes: list[int]) -> list[torch.Tensor]:
+    """Feed every row ``sizes[k]`` tokens at call k (fewer when it runs out); final on the last call."""
+    state = flow.init_state(len(tokens), prompt)
+    out: list[list[torch.Tensor]] = [[] for _ in tokens]
+    position = 0
+    for k, size in enumerate(sizes):
+        rows = [t[position : position + size] for t in tokens]
+        position += size
+        mel, lengths = flow.step(_pad(rows), state, final=k == len(sizes) - 1)
+        for row in range(len(tokens)):
+            out[row].append(mel[row, :, : lengths[row]])
+    return [torch.cat(pieces, dim=1) for pieces in out]
+
+
+@torch.no_grad()
+def test_streaming_equals_offline_with_the_same_chunk_mask() -> None:
+    flow = _tiny_flow(chunk_size=4, num_left_chunks=1)
+    tokens = [torch.randint(0, VOCAB, (19,)), torch.randint(0, VOCAB, (13,))]
+    prompt = _prompt([6, 3])
+    offline, lengths, _ = flow.inference(_pad(tokens), prompt, chunk_size=4, num_left_chunks=1)
+    streamed = _stream(flow, tokens, prompt, [5, 4, 3, 7, 2, 6])  # steps not aligned with the chunks
+    for row, mel in enumerate(streamed):
+        assert mel.shape[1] == int(lengths[row]) == 2 * len(tokens[row])
+        torch.testing.assert_close(mel, offline[row, :, : lengths[row]], atol=1e-5, rtol=1e-5)
+    # the chunk mask matters: full context gives another result
+    full, _, _ = flow.inference(_pad(tokens), prompt, chunk_size=None)
+    assert (full[0, :, : lengths[0]] - offline[0, :, : lengths[0]]).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_fifteen_token_chunks_batch_equals_per_item() -> None:
+    flow = _tiny_flow(chunk_size=15, num_left_chunks=1)
+    tokens = [torch.randint(0, VOCAB, (50,)), torch.randint(0, VOCAB, (37,))]
+    prompt = _prompt([7, 20])
+    batched = _stream(flow, tokens, prompt, [18, 15, 15, 15])
+    for row in range(2):
+        single = SpeakerPrompt(
+            prompt.embedding[row : row + 1],
+            TokenBatch(prompt.tokens.tokens[row : row + 1], prompt.tokens.lengths[row : row + 1]),
+            prompt.mel[row : row + 1],
+        )
+        alone = _stream(flow, tokens[row : row + 1], single, [18, 15, 15, 15])[0]
+        torch.testing.assert_close(batched[row], alone, atol=1e-5, rtol=1e-5)
+        offline, lengths, _ = flow.inference(
+            _pad(tokens[row : row + 1]), single, chunk_size=15, num_left_chunks=1
+        )
+        torch.testing.assert_close(batched[row], offline[0, :, : lengths[0]], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_first_chunk_needs_its_lookahead_then_one_chunk_per_step() -> None:
+    flow = _tiny_flow(chunk_size=15, num_left_chunks=2)
+    state = flow.init_state(1)
+    tokens = torch.randint(0, VOCAB, (1, 48))
+    _, lengths = flow.step(TokenBatch(tokens[:, :15], torch.tensor([15])), state)
+    assert lengths.tolist() == [0]  # the last 3 tokens of the chunk wait for their look-ahead
+    _, lengths = flow.step(TokenBatch(tokens[:, 15:18], torch.tensor([3])), state)
+    assert lengths.tolist() == [30]
+    _, lengths = flow.step(TokenBatch(tokens[:, 18:33], torch.tensor([15])), state)
+    assert lengths.tolist() == [30]
+    _, lengths = flow.step(TokenBatch(tokens[:, 33:48], torch.tensor([15])), state, final=True)
+    assert lengths.tolist() == [36]
+
+
+@torch.no_grad()
+def test_state_is_bounded_and_reset_restarts_a_row() -> None:
+    flow = _tiny_flow(chunk_size=4, num_left_chunks=2)
+    tokens = torch.randint(0, VOCAB, (2, 60))
+    state = flow.init_state(2)
+    shapes = []
+    for k in range(0, 56, 4):
+        flow.step(TokenBatch(tokens[:, k : k + 4], torch.tensor([4, 4])), state)
+        shapes.append({key: tuple(v.shape) for key, v in state.step_caches[0].items()})
+    assert shapes[3] == shapes[-1]  # the caches stop growing once the window is full
+    assert state.token_cache["encoders.0.self_attn.k"].shape[2] == 2 * 4
+    state.reset([0])
+    fresh = flow.init_state(1)
+    mel_reset, lengths = flow.step(TokenBatch(tokens[:, :8], torch.tensor([8, 8])), state)
+    mel_fresh, _ = flow.step(TokenBatch(tokens[:1, :8], torch.tensor([8])), fresh)
+    assert lengths.tolist() == [8, 16]  # row 1 continues its session
+    torch.testing.assert_close(mel_reset[0, :, :8], mel_fresh[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    flow = _tiny_flow()
+    speaker = SpeakerPrompt(torch.zeros(1, 192))
+    with pytest.raises(ValueError, match=r"token ids in \[0, 100\)"):
+        flow.inference(TokenBatch(torch.tensor([[1, 2, 100]]), torch.tensor([3])), speaker)
+    with pytest.raises(ValueError, match="empty token sequence"):
+        flow.inference(TokenBatch(torch.tensor([[1, 2]]), torch.tensor([0])), speaker)
+    state = flow.init_state(1)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 100\)"):
+        flow.step(TokenBatch(torch.tensor([[-1, 2]]), torch.tensor([2])), state)
+    with pytest.raises(ValueError, match="without any speech token"):
+        flow.step(TokenBatch(torch.zeros(1, 0, dtype=torch.long), torch.tensor([0])), state, final=True)
+    bad_prompt = SpeakerPrompt(
+        torch.zeros(1, 192), TokenBatch(torch.tensor([[1, 2, 3]]), torch.tensor([3])), torch.zeros(1, 4, 80)
+    )
+    with pytest.raises(ValueError, match="2 frames per prompt token"):
+        flow.init_state(1, bad_prompt)
+    with pytest.raises(ValueError, match="num_left_chunks >= 0"):
+        _tiny_flow(num_left_chunks=-1).init_state(1)
+
+
+# ---- training -------------------------------------------------------------------------------------
+def test_training_step_learns_on_a_fixed_batch() -> None:
+
+    flow = _tiny_flow(chunk_size=4)
+    flow.train()
+    torch.manual_seed(1)
+    seconds = torch.tensor([0.64, 0.48])
+    samples = (seconds * 24000).long()
+    t = torch.arange(int(samples.max())) / 24000
+    waves = torch.stack([0.3 * torch.sin(2 * torch.pi * 220 * t), 0.3 * torch.sin(2 * torch.pi * 330 * t)])
+    batch = {
+        "audio": AudioBatch(waves, samples, 24000),
+        "speech_tokens": TokenBatch(torch.randint(0, VOCAB, (2, 16)), torch.tensor([16, 12])),
+    }
+    optimizer = flow.configure_optimizers()
+    losses = []
+    for step in range(8):
+        loss = flow.training_step(batch, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) < sum(losses[:3])
+    with pytest.raises(KeyError, match="minmo prepare"):
+        flow.training_step({"audio": batch["audio"]}, 0)
