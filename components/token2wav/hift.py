@@ -326,9 +326,9 @@ class HiFTVocoder(nn.Module):
         window = torch.hann_window(istft_n_fft, periodic=True, dtype=torch.float64).float()
         self.register_buffer("stft_window", window, persistent=False)
 
-        exact = self.exact_context_frames()
-        self.stream_left_context = exact if stream_left_context is None else stream_left_context
-        self.stream_lookahead = exact if stream_lookahead is None else stream_lookahead
+        exact_left, exact_right = self.exact_context_frames()
+        self.stream_left_context = exact_left if stream_left_context is None else stream_left_context
+        self.stream_lookahead = exact_right if stream_lookahead is None else stream_lookahead
         self.stream_crossfade = stream_crossfade
         if self.stream_crossfade > self.stream_lookahead:
             raise ValueError(
@@ -436,37 +436,39 @@ class HiFTVocoder(nn.Module):
         state.start, state.emitted = new_start, end
         return out
 
-    def exact_context_frames(self) -> int:
-        """Mel frames of context per side after which a window's output equals the offline output.
+    def exact_context_frames(self) -> tuple[int, int]:
+        """(left, right) mel frames of context after which a window's inner output equals the offline output.
 
-        Sums, in frames, the one-sided reach of every layer on the mel path (conv_pre, upsamplers, ResBlocks,
-        conv_post, iSTFT) and on the source path (F0 predictor, phase interpolation, STFT, source projections).
+        Sums, in frames, the one-sided reach of every layer on the trunk (conv_pre, upsamplers, ResBlocks,
+        conv_post, iSTFT) and on the source path (STFT, source projections, and on the right also the F0
+        predictor and phase interpolation: on the left, the excitation of emitted frames comes from the cache).
         """
         frames_per_sample = 1.0
-        mel_reach = 3.0  # conv_pre kernel 7
-        stage_reach = []  # reach added at stage i and after, on the trunk
+        trunk = 3.0  # conv_pre, kernel 7
+        stage_reach = []  # ResBlock reach of stage i, in frames
         for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes):
-            mel_reach += math.ceil(k / u) * frames_per_sample
+            trunk += math.ceil(k / u) * frames_per_sample
             frames_per_sample /= u
             stage_reach.append(
                 max(resblock_reach(k2, d) for k2, d in self.resblock_config) * frames_per_sample
             )
-        tail_reach = (
-            4 + self.n_fft // self.hop
-        ) * frames_per_sample  # reflect pad + conv_post + iSTFT overlap
-        mel_reach += sum(stage_reach) + tail_reach
-        source_reach = 0.0
-        f0_reach = F0Predictor.layers + 1 + self.n_fft / self.hop * frames_per_sample
+        # frames_per_sample is now per STFT frame; reflect pad 1 + conv_post 3 + iSTFT overlap n_fft / hop
+        tail = (4 + self.n_fft // self.hop) * frames_per_sample
+        trunk += sum(stage_reach) + tail
+        source = 0.0
         for i, (k, d) in enumerate(self.source_resblock_config):
             down = self.source_downs[i]
-            own = (down.kernel_size[0] + resblock_reach(k, d) * down.stride[0]) * frames_per_sample
-            later = sum(stage_reach[i:]) + sum(
+            own = (
+                self.n_fft / self.hop + down.kernel_size[0] + resblock_reach(k, d) * down.stride[0]
+            ) * frames_per_sample
+            later_ups = sum(
                 math.ceil(k2 / u) / math.prod(self.upsample_rates[:j])
                 for j, (u, k2) in enumerate(zip(self.upsample_rates, self.upsample_kernel_sizes))
                 if j > i
             )
-            source_reach = max(source_reach, f0_reach + own + later + tail_reach)
-        return math.ceil(max(mel_reach, source_reach)) + 1
+            source = max(source, own + sum(stage_reach[i:]) + later_ups + tail)
+        f0 = F0Predictor.layers + 1  # conv stack, then the next frame's phase in the interpolation
+        return math.ceil(max(trunk, source)) + 1, math.ceil(max(trunk, source + f0)) + 1
 
     # ---- checkpoints --------------------------------------------------------------------------
     def load_pretrained(self, path: str | Path) -> None:
