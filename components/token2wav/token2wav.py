@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,9 +57,15 @@ class Token2WavState(StreamState):
 
     flow: FlowStreamState
     vocoder: list[Any]
+    new_vocoder_stream: Callable[[], Any]
 
     def reset(self, items: Tensor | list[int]) -> None:
-        raise RuntimeError("use CosyVoice2Token2Wav.reset_state(state, items): vocoder streams are rebuilt")
+        """Restart the sessions in ``items`` (same speaker prompt) without touching the others."""
+        index = torch.as_tensor(items)
+        rows = (torch.nonzero(index).flatten() if index.dtype == torch.bool else index.flatten()).tolist()
+        self.flow.reset(rows)
+        for row in rows:
+            self.vocoder[row] = self.new_vocoder_stream()
 
 
 class CosyVoice2Token2Wav(Token2Wav):
@@ -145,13 +152,7 @@ class CosyVoice2Token2Wav(Token2Wav):
     def init_state(self, batch_size: int, prompt: SpeakerPrompt | None = None) -> Token2WavState:
         flow_state = self.flow.init_state(batch_size, self._prompt(prompt, batch_size))
         vocoders = [self.vocoder.init_state(1) for _ in range(batch_size)]
-        return Token2WavState(batch_size=batch_size, flow=flow_state, vocoder=vocoders)
-
-    def reset_state(self, state: Token2WavState, items: list[int]) -> None:
-        """Restart the sessions in ``items`` (same prompt) without touching the others."""
-        state.flow.reset(items)
-        for row in items:
-            state.vocoder[row] = self.vocoder.init_state(1)
+        return Token2WavState(batch_size, flow_state, vocoders, lambda: self.vocoder.init_state(1))
 
     def step(self, chunk: TokenBatch, state: Token2WavState, final: bool | Tensor = False) -> AudioBatch:
         """Feed speech tokens (any count per row); returns the audio that became final, per row."""
