@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.cache_utils import Cache, DynamicLayer
 
 from minmo_lightning.blocks import StreamState, VoiceTokenLM
 from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict, require_files
@@ -60,10 +61,14 @@ SpeechSampler = Callable[[Tensor, Tensor], Tensor]
 
 
 def load_cosyvoice2_tokenizer(folder: str | Path, vocab_size: int) -> Any:
-    """The Qwen tokenizer in ``folder`` plus CosyVoice2's special tokens (as ``CosyVoice2Tokenizer`` does)."""
+    """The Qwen tokenizer in ``folder`` plus CosyVoice2's special tokens (as ``CosyVoice2Tokenizer`` does).
+
+    ``builtin:tiny-tokenizer`` names the small byte-level BPE shipped with the LLM component (tiny recipes).
+    """
+    from minmo_lightning.components.llm.hf_causal_lm import resolve_tokenizer_path
     from transformers import AutoTokenizer
 
-    folder = Path(folder)
+    folder = resolve_tokenizer_path(str(folder))
     if not folder.is_dir() or not any((folder / n).is_file() for n in ("tokenizer.json", "vocab.json")):
         raise FileNotFoundError(
             f"no tokenizer in {folder}: expected tokenizer.json (or vocab.json + merges.txt); for the official model "
@@ -85,6 +90,46 @@ def load_cosyvoice2_tokenizer(folder: str | Path, vocab_size: int) -> Any:
     return tokenizer
 
 
+class GrowingKVLayer(DynamicLayer):
+    """A KV-cache layer that appends into a buffer of doubling capacity (O(1) amortised per token).
+
+    transformers' ``DynamicLayer`` concatenates on every step, which copies the whole cache per token;
+    here ``keys``/``values`` are views of the filled part of a preallocated buffer.
+    """
+
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.length, self.buffers = 0, None
+        start, end = self.length, self.length + key_states.shape[-2]
+        if self.buffers is None or end > self.buffers[0].shape[-2]:
+            capacity = max(2 * end, 64)
+            grown = [x.new_empty(*x.shape[:-2], capacity, x.shape[-1]) for x in (key_states, value_states)]
+            for new, old in zip(grown, (self.keys, self.values)):
+                if start:
+                    new[..., :start, :] = old
+            self.buffers = grown
+        self.buffers[0][..., start:end, :] = key_states
+        self.buffers[1][..., start:end, :] = value_states
+        self._set_length(end)
+        return self.keys, self.values
+
+    def _set_length(self, length: int) -> None:
+        self.length = length
+        self.keys, self.values = (x[..., :length, :] for x in self.buffers)
+
+    def drop_front(self, count: int) -> None:
+        """Forget the oldest ``count`` positions (shift the rest to the buffer start)."""
+        if not self.is_initialized or count == 0:
+            return
+        kept = self.length - count
+        for x in self.buffers:
+            x[..., :kept, :] = x[..., count : self.length, :].clone()
+        self._set_length(kept)
+
+
 class Qwen2Stack(nn.Module):
     """transformers' ``Qwen2ForCausalLM`` under ``model`` (the ``llm.model.`` key prefix of llm.pt).
 
@@ -103,9 +148,7 @@ class Qwen2Stack(nn.Module):
         return self.model.model.embed_tokens(token_ids)
 
     def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.config)
+        return Cache(layers=[GrowingKVLayer() for _ in range(self.config.num_hidden_layers)])
 
     def forward(
         self, embeds: Tensor, mask: Tensor, position_ids: Tensor | None = None, cache: Any = None
@@ -177,7 +220,7 @@ def trim_cache(state: VoiceLMState) -> None:
         state.cache = None
         return
     for layer in state.cache.layers:
-        layer.keys, layer.values = layer.keys[..., start:, :], layer.values[..., start:, :]
+        layer.drop_front(start)
 
 
 def label_smoothed_kl(logits: Tensor, targets: Tensor, smoothing: float, normalize_length: bool) -> Tensor:
@@ -268,7 +311,7 @@ class CosyVoice2LM(VoiceTokenLM):
             "min_token_text_ratio": 2.0,
             "max_token_text_ratio": 20.0,
             "pretrained_path": None,
-            "tokenizer_path": None,
+            "tokenizer_path": "builtin:tiny-tokenizer",
             "dtype": "float32",
             "attn_implementation": "sdpa",
             "learning_rate": 1e-3,
@@ -533,7 +576,9 @@ class CosyVoice2LM(VoiceTokenLM):
         steps = valid.long().cumsum(1)
         positions = (state.position[:, None] + steps - 1).clamp(min=0)
         mask = torch.cat([state.mask, valid.long()], 1)
-        hidden, state.cache = model(inputs.to(self.llm_decoder.weight.dtype), mask, positions, state.cache)
+        # without holes a plain causal mask is implied: passing none lets sdpa use its fast GQA kernels
+        holes = None if bool(mask.all()) else mask
+        hidden, state.cache = model(inputs.to(self.llm_decoder.weight.dtype), holes, positions, state.cache)
         state.mask = mask
         state.position = state.position + steps[:, -1]
         last = (steps[:, -1] - 1).clamp(min=0)
