@@ -230,3 +230,13 @@ def test_training_step_learns_on_a_fixed_batch() -> None:
     assert sum(losses[-3:]) < sum(losses[:3])
     with pytest.raises(KeyError, match="minmo prepare"):
         flow.training_step({"audio": batch["audio"]}, 0)
+
+
+def test_recipe_builds_the_flow_and_the_tts_datamodule() -> None:
+    from minmo_lightning.cli import lightning_main
+
+    recipe = Path(__file__).parents[1] / "recipes" / "components" / "token2wav_flow.yaml"
+    cli = lightning_main(["--config", str(recipe), "--trainer.logger=false"], run=False)
+    assert isinstance(cli.model, CosyVoice2Flow)
+    assert cli.model.chunk_size == 15 and cli.model.num_left_chunks == 2
+    assert type(cli.datamodule).__name__ == "TTSDataModule"
