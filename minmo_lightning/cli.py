@@ -36,15 +36,14 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     import_all_components()
     _import_optional("minmo_lightning.datamodules")
     _import_optional("minmo_lightning.model")
+    for config in _config_files(args if args is not None else sys.argv[1:]):
+        check_class_paths(config)
 
     from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
-    trainer_defaults = {
-        "callbacks": [lazy_instance(RichProgressBar)],
-        "logger": lazy_instance(CSVLogger, save_dir="runs"),
-    }
+    # Lightning's default logger already writes CSV under default_root_dir (TensorBoard when installed).
+    trainer_defaults = {"callbacks": [lazy_instance(RichProgressBar)]}
     return LightningCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -57,6 +56,58 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
         run=run,
         auto_configure_optimizers=False,
     )
+
+
+def _config_files(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")]
+
+
+def _known_classes(base: type) -> dict[str, type]:
+    found, todo = {}, [base]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if not sub.__name__.startswith("_"):
+                found[sub.__name__] = sub
+    return found
+
+
+def check_class_paths(config_file: str) -> None:
+    """Fail early, naming the key and the valid choices, on a ``class_path`` that names no known class.
+
+    jsonargparse would also reject it, but its message neither lists what the slot accepts nor suggests
+    the near miss.
+    """
+    import difflib
+
+    import lightning as L
+    import yaml
+
+    from minmo_lightning.model import SLOT_TYPES
+
+    def visit(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            class_path = node.get("class_path")
+            if isinstance(class_path, str) and "." not in class_path:
+                slot = key.rsplit(".", 1)[-1]
+                base = SLOT_TYPES.get(slot) or {
+                    "model": L.LightningModule,
+                    "data": L.LightningDataModule,
+                }.get(slot)
+                if base is not None:
+                    choices = _known_classes(base)
+                    if class_path not in choices:
+                        close = difflib.get_close_matches(class_path, list(choices), n=1)
+                        hint = f" (did you mean {close[0]}?)" if close else ""
+                        raise SystemExit(
+                            f"minmo: {config_file}: {key}.class_path {class_path!r} is not a known "
+                            f"{base.__name__}{hint}; valid choices: {', '.join(sorted(choices))}"
+                        )
+            for child_key, child in node.items():
+                visit(child, f"{key}.{child_key}" if key else str(child_key))
+
+    with open(config_file) as handle:
+        visit(yaml.safe_load(handle), "")
 
 
 def _import_optional(package: str) -> None:

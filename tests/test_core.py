@@ -101,6 +101,12 @@ def test_presets_count_on_meta_device() -> None:
     )
 
 
+def test_every_preset_builds_on_the_meta_device() -> None:
+    """What `minmo list` does; also proves real-size presets need no memory to describe."""
+    rows = registry.list_presets(count=True)
+    assert rows and all(r.parameters is None or r.parameters > 0 for r in rows)
+
+
 def test_unknown_preset_lists_available() -> None:
     with pytest.raises(KeyError, match="available presets: .*tiny"):
         HFCausalLM.from_preset("huge")
