@@ -132,7 +132,8 @@ class LLMOutput:
 class VoiceDecoderInput:
     """What the output projector reads (MinMo §3.2).
 
-    ``query`` [B, Q, Dq]: the per-turn query (user-turn state ; LLM last hidden) on the feature axis.
+    ``query`` [B, Q, Dq]: the per-turn query (user-turn state ; LLM last hidden) on the feature axis, one
+    vector per user-turn position; ``query_lengths`` [B] counts the valid ones (None: all Q are valid).
     ``token_embeddings`` / ``token_hidden`` [B, N, D]: embedding and last-layer hidden state of each sampled
     text token; ``lengths`` [B] counts the valid text tokens.
     """
@@ -141,6 +142,7 @@ class VoiceDecoderInput:
     token_embeddings: Tensor
     token_hidden: Tensor
     lengths: Tensor
+    query_lengths: Tensor | None = None
 
 
 @dataclass
