@@ -219,3 +219,30 @@ def test_golden_harness_rejects_unknown_item(tmp_path: Path) -> None:
     save_file({"input.x": torch.zeros(1)}, str(tmp_path / "tensors.safetensors"))
     with pytest.raises(UnknownGoldenItem, match="no_such_block"):
         run_golden(tmp_path)
+
+
+def test_export_writes_loadable_block_folders(tmp_path: Path) -> None:
+    from minmo_lightning.export import export_blocks
+
+    model = tiny_minmo(tasks=["asr"])
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    model.eval()
+    batch = tiny_batch()
+    with torch.no_grad():
+        expected = model.speech_to_text_loss(batch)
+    folders = export_blocks(model, tmp_path)
+    assert (folders["llm"] / "adapter" / "adapter_config.json").is_file()
+
+    rebuilt = tiny_minmo(
+        tasks=["asr"],
+        llm=HFCausalLM(path=str(folders["llm"]), dtype="float32"),
+        trainable={"voice_encoder": "frozen", "input_projector": "full", "llm": "frozen"},
+        init_blocks={
+            slot: str(folders[slot] / "model.safetensors") for slot in ("voice_encoder", "input_projector")
+        },
+    ).eval()
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.speech_to_text_loss(batch), expected, atol=1e-5)

@@ -1,0 +1,51 @@
+"""``minmo export``: a trained ``MinMo`` checkpoint -> one folder per block.
+
+Each block folder holds ``model.safetensors`` and ``config.json`` (its ``class_path`` and constructor
+arguments), so a later recipe can start that block from it (``MinMo.init_blocks``) or rebuild it alone.
+The LLM is written as a transformers folder (weights, config, tokenizer) that ``HFCausalLM(path=...)``
+and ``from_pretrained`` read; when it was tuned with LoRA the adapters are saved separately
+(``llm/adapter/``) and merged into the weights of ``llm/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from minmo_lightning.model import MinMo
+
+
+def export_blocks(model: MinMo, out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    written = {}
+    for slot in model.slots:
+        block = getattr(model, slot)
+        folder = out / slot
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(block.spec(), indent=2, default=str))
+        if slot == "llm":
+            if block.has_lora:
+                block.save_adapters(folder / "adapter")
+                block.merge_lora()
+            block.base_model.save_pretrained(str(folder))
+            if block.hparams.tokenizer_path or block.hparams.path:
+                block.tokenizer.save_pretrained(str(folder))
+        else:
+            state = {k: v.detach().contiguous().cpu() for k, v in block.state_dict().items()}
+            save_file(state, str(folder / "model.safetensors"))
+        written[slot] = folder
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minmo export", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="a MinMo Lightning checkpoint (.ckpt)")
+    parser.add_argument("--out", required=True, help="output folder (one sub-folder per block)")
+    args = parser.parse_args(argv)
+    model = MinMo.load_from_checkpoint(args.ckpt, map_location="cpu")
+    for slot, folder in export_blocks(model, args.out).items():
+        print(f"{slot:<18} -> {folder}")
+    return 0
