@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import jiwer
 from minmo_lightning.evaluation.normalizers import TextScheme, get_scheme, metric_name
@@ -59,8 +60,14 @@ class UtteranceScore:
     reference_normalized: str
     hypothesis_normalized: str
     counts: ErrorCounts
-    #: one ``[op, ref_start, ref_end, hyp_start, hyp_end]`` per jiwer chunk; op in ``= S D I``
-    alignment: list[list]
+    chunks: list  # jiwer AlignmentChunks (converted lazily: building 100k small lists costs seconds)
+
+    @property
+    def alignment(self) -> list[list]:
+        """One ``[op, ref_start, ref_end, hyp_start, hyp_end]`` per chunk; op in ``= S D I``."""
+        return [
+            [_OP[c.type], c.ref_start_idx, c.ref_end_idx, c.hyp_start_idx, c.hyp_end_idx] for c in self.chunks
+        ]
 
     def to_record(self) -> dict:
         return {
@@ -128,6 +135,27 @@ class _Tokenize:
         return [s.split() for s in sentences]
 
 
+class _Chunk(NamedTuple):
+    """Same fields as jiwer's ``AlignmentChunk`` (for exact matches, which skip jiwer)."""
+
+    type: str
+    ref_start_idx: int
+    ref_end_idx: int
+    hyp_start_idx: int
+    hyp_end_idx: int
+
+
+def _count(chunks: list) -> ErrorCounts:
+    """H/S/D/I of one utterance from its jiwer alignment chunks."""
+    spans = {"equal": 0, "substitute": 0, "delete": 0, "insert": 0}
+    for c in chunks:
+        kind = c.type
+        spans[kind] += (
+            (c.hyp_end_idx - c.hyp_start_idx) if kind == "insert" else (c.ref_end_idx - c.ref_start_idx)
+        )
+    return ErrorCounts(spans["equal"], spans["substitute"], spans["delete"], spans["insert"])
+
+
 def score_asr(
     references: Sequence[str],
     hypotheses: Sequence[str],
@@ -148,20 +176,25 @@ def score_asr(
     ref_norm = [scheme.normalize(t) for t in references]
     hyp_norm = [scheme.normalize(t) for t in hypotheses]
     tokenize = _Tokenize(scheme.unit)
-    out = jiwer.process_words(ref_norm, hyp_norm, reference_transform=tokenize, hypothesis_transform=tokenize)
+    # exact matches need no alignment (often most of a good system's output): one "equal" chunk each
+    differ = [k for k, (r, h) in enumerate(zip(ref_norm, hyp_norm)) if r != h]
+    chunks_of: dict[int, list] = {}
+    if differ:
+        out = jiwer.process_words(
+            [ref_norm[k] for k in differ],
+            [hyp_norm[k] for k in differ],
+            reference_transform=tokenize,
+            hypothesis_transform=tokenize,
+        )
+        chunks_of = dict(zip(differ, out.alignments))
     total, skipped, insertions_on_empty, utterances = ErrorCounts(), [], 0, []
-    for k, chunks in enumerate(out.alignments):
-        counts, alignment = ErrorCounts(), []
-        for c in chunks:
-            if c.type == "equal":
-                counts.hits += c.ref_end_idx - c.ref_start_idx
-            elif c.type == "substitute":
-                counts.substitutions += c.ref_end_idx - c.ref_start_idx
-            elif c.type == "delete":
-                counts.deletions += c.ref_end_idx - c.ref_start_idx
-            else:
-                counts.insertions += c.hyp_end_idx - c.hyp_start_idx
-            alignment.append([_OP[c.type], c.ref_start_idx, c.ref_end_idx, c.hyp_start_idx, c.hyp_end_idx])
+    for k in range(len(ref_norm)):
+        alignment = chunks_of.get(k)
+        if alignment is None:
+            n = len(tokenize([ref_norm[k]])[0])
+            counts, alignment = ErrorCounts(hits=n), ([_Chunk("equal", 0, n, 0, n)] if n else [])
+        else:
+            counts = _count(alignment)
         if counts.reference_tokens == 0:
             skipped.append(ids[k])
             insertions_on_empty += counts.insertions

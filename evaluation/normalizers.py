@@ -61,7 +61,7 @@ def mixed_normalize(text: str) -> str:
 
 
 def none_normalize(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 @cache

@@ -66,11 +66,16 @@ def histogram_png(
     series = {k: np.asarray(v, dtype=float) for k, v in series.items() if len(v)}
     if not series:
         raise ValueError(f"nothing to plot for {title!r}: every series is empty")
-    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series) + 0.6), squeeze=False)
+    # one set of bins for all panels (same unit), so the panels line up and can be compared
+    everything = np.concatenate(list(series.values()))
+    low, high = float(everything.min()), float(everything.max())
+    if bin_width:
+        bins = np.arange(low - bin_width / 2, high + bin_width, bin_width)
+    else:
+        pad = 0.0 if high > low else max(abs(low) * 0.05, 1e-3)
+        bins = np.linspace(low - pad, high + pad, min(40, max(5, everything.size // 3)) + 1)
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.0 * len(series) + 0.8), squeeze=False, sharex=True)
     for ax, (name, values) in zip(axes[:, 0], series.items()):
-        bins = min(40, max(5, len(values) // 3))
-        if bin_width:
-            bins = np.arange(values.min() - bin_width / 2, values.max() + bin_width, bin_width)
         ax.hist(values, bins=bins, color="tab:blue", alpha=0.75, edgecolor="white")
         for q, style in ((50, "-"), (90, "--")):
             v = float(np.percentile(values, q))
