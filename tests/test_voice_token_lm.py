@@ -162,7 +162,15 @@ def test_ratio_that_does_not_divide_is_an_error(model) -> None:
         _plan(10, 29, interleave=True)
     semantic = SequenceBatch(torch.randn(1, 10, 64), torch.tensor([10]))
     with pytest.raises(ValueError, match="does not divide"):
-        model.decoder_forward(semantic, TokenBatch(torch.zeros(1, 20, dtype=torch.long), torch.tensor([20])))
+        model.decoder_forward(
+            semantic,
+            TokenBatch(torch.zeros(1, 20, dtype=torch.long), torch.tensor([20])),
+            interleave=torch.tensor([True]),
+        )
+    short = model.decoder_forward(
+        semantic, TokenBatch(torch.zeros(1, 20, dtype=torch.long), torch.tensor([20]))
+    )
+    assert short.layout.interleaved.tolist() == [False]  # default: unistream where 5:15 cannot fit
     with pytest.raises(ValueError, match="mix_ratio"):
         tiny(mix_ratio=[5, 0])
     with pytest.raises(ValueError, match="mix_ratio"):

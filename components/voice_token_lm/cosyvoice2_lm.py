@@ -504,8 +504,10 @@ class CosyVoice2LM(VoiceTokenLM):
         """MinMo voice decoder, teacher forced: semantic vectors in place of text embeddings.
 
         ``semantic`` [B, N, D] are the output projector's vectors of the text tokens, ``prefix`` its
-        per-turn query vectors. Default layout: 5:15 interleave for every item (what ``step`` streams);
-        an item whose speech is too short for that raises. Loss covers speech tokens, fill and eos only.
+        per-turn query vectors. Default layout: 5:15 interleave (what ``step`` streams) for every item
+        whose speech fills its full chunks, unistream for the rare rest (``layout.interleaved`` tells which;
+        pass ``interleave`` to force one, an impossible interleave raises). Loss covers speech tokens, fill
+        and eos only.
         """
         if semantic.values.shape[-1] != self.hidden_size:
             raise ValueError(
@@ -515,7 +517,7 @@ class CosyVoice2LM(VoiceTokenLM):
         self._check_text(semantic.lengths, "semantic vector sequence")
         self._check_speech(speech)
         if interleave is None:
-            interleave = torch.ones_like(semantic.lengths, dtype=torch.bool)
+            interleave = self.ratio.can_interleave(semantic.lengths, speech.lengths)
         return self(self.build_layout(semantic.values, semantic.lengths, speech, interleave, prefix))
 
     # ---- standalone training (TTS) -----------------------------------------------------------

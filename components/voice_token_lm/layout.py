@@ -70,9 +70,9 @@ class MixRatio:
     def full_chunks(self, text_len: int) -> int:
         return text_len // self.text
 
-    def can_interleave(self, text_len: int, speech_len: int) -> bool:
-        """Whether every full text chunk has its ``speech`` tokens (CosyVoice2 also wants speech/text > b/a)."""
-        return speech_len >= self.full_chunks(text_len) * self.speech
+    def can_interleave(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
+        """Per row: every full text chunk has its ``speech`` tokens (else only unistream fits)."""
+        return speech_lengths.to(text_lengths.device) >= (text_lengths // self.text) * self.speech
 
 
 def plan_row(
@@ -125,6 +125,7 @@ class Layout:
     inputs: Tensor
     targets: Tensor
     lengths: Tensor
+    interleaved: Tensor  # [B] bool: the row uses the 5:15 layout
 
     @property
     def mask(self) -> Tensor:
@@ -182,4 +183,4 @@ def assemble(
     pad_index = bank.shape[0] - 1
     gather = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_index)
     target = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=IGNORE_ID)
-    return Layout(bank[gather], target, lengths)
+    return Layout(bank[gather], target, lengths, interleave.to(lengths.device).bool())
