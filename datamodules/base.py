@@ -48,6 +48,7 @@ class SplitData(torch.utils.data.Dataset):
         positions = np.asarray(positions)
         columns = self.dataset[self.keep[positions].tolist()]
         columns.update({name: values[positions].tolist() for name, values in self.extra.items()})
+        columns["_index"] = self.keep[positions].tolist()
         return columns
 
 
@@ -94,11 +95,6 @@ class SpeechDataModule(L.LightningDataModule):
         shuffle: bool = True,
     ) -> None:
         super().__init__()
-        if max_duration > max_seconds_per_batch:
-            raise ValueError(
-                f"max_duration ({max_duration:g} s) must not exceed max_seconds_per_batch "
-                f"({max_seconds_per_batch:g} s): a clip that long could never fit in a batch"
-            )
         self.path = path
         self.schema = schema
         self.columns = columns
@@ -159,6 +155,9 @@ class SpeechDataModule(L.LightningDataModule):
         too_long = keep & (longest > self.max_duration)
         reasons[f"longer_than_{self.max_duration:g}s"] += int(too_long.sum())
         keep &= ~too_long
+        over_budget = keep & (total > self.max_seconds_per_batch)  # could never be batched
+        reasons[f"over_max_seconds_per_batch_{self.max_seconds_per_batch:g}s"] += int(over_budget.sum())
+        keep &= ~over_budget
         reasons.update({k: v for k, v in extra.pop("_reasons", Counter()).items()})
         indices = np.flatnonzero(keep)
         extra = {name: values[indices] for name, values in extra.items()}
@@ -229,7 +228,7 @@ class SpeechDataModule(L.LightningDataModule):
     def ids(self, columns: dict[str, list], mapping: dict, rows: list[int]) -> list[str]:
         if mapping.get("id"):
             return [str(columns[mapping["id"]][row]) for row in rows]
-        return [f"row {row}" for row in rows]
+        return [f"row {columns['_index'][row]}" for row in rows]
 
     @property
     def _runtime_skips(self) -> Counter:

@@ -18,6 +18,7 @@ import random
 import shutil
 import sys
 import time
+import wave as wave_module
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -116,10 +117,14 @@ def _speak(job: Utterance) -> np.ndarray:
 
 
 def wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
-    import soundfile
-
+    """float32 [-1, 1] -> 16-bit PCM WAV file bytes (stdlib writer: ~15x faster than soundfile here)."""
+    pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype("<i2")
     buffer = io.BytesIO()
-    soundfile.write(buffer, wave, sample_rate, format="WAV", subtype="PCM_16")
+    with wave_module.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
     return buffer.getvalue()
 
 
@@ -157,9 +162,14 @@ def _render_shard(jobs: list[Utterance | SessionJob]) -> list[dict]:
 
 
 def render(jobs: list, workers: int, shard_size: int) -> list[dict]:
-    """Run ``jobs`` in shards, each in a fresh forked process, results in job order."""
+    """Run ``jobs`` in shards, each in a fresh process, results in job order.
+
+    Workers fork from a small fork server (not from this process, which grows with the results), so
+    starting one per shard stays cheap.
+    """
     shards = [jobs[i : i + shard_size] for i in range(0, len(jobs), shard_size)]
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     with context.Pool(max(1, workers), maxtasksperchild=1) as pool:
         return [row for shard in pool.imap(_render_shard, shards) for row in shard]
 

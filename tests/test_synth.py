@@ -1,0 +1,164 @@
+"""The built-in corpus: determinism, contents, dataset card, and the duplex labelling rules."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pkgutil
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from minmo_lightning.datamodules import synth
+from minmo_lightning.datamodules.timeline import (
+    KEEP_LISTENING,
+    RESPOND,
+    STOP_SPEAKING,
+    DuplexConfig,
+    build_session,
+    frame_labels,
+)
+
+TINY = synth.SIZES["tiny"]
+SHORT_SESSIONS = DuplexConfig(min_seconds=6.0, max_seconds=12.0)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    synth.build_corpus(out, TINY, seed=3, workers=2, duplex=SHORT_SESSIONS, log=lambda _: None)
+    return out
+
+
+def test_same_seed_same_bytes_whatever_the_worker_count(corpus, tmp_path):
+    again = tmp_path / "again"
+    synth.build_corpus(again, TINY, seed=3, workers=1, duplex=SHORT_SESSIONS, log=lambda _: None)
+    assert _digest(again) == _digest(corpus)
+    other = tmp_path / "other"
+    synth.build_corpus(other, TINY, seed=4, tasks=["asr"], workers=2, log=lambda _: None)
+    assert _digest(other / "asr") != _digest(corpus / "asr")
+
+
+def test_corpus_layout_and_card(corpus):
+    card = (corpus / "README.md").read_text()
+    assert "synthetic prosody-style proxy, not human emotion" in card.lower()
+    for task in synth.TASKS:
+        data = load_from_disk(str(corpus / task))
+        for split, dataset in data.items():
+            assert f"| {task} | {split} | {len(dataset)} |" in card
+            assert np.all(np.asarray(dataset["duration"]) > 0)
+    asr = load_from_disk(str(corpus / "asr"))
+    assert list(asr) == ["train", "validation", "test"]
+    assert len(asr["train"]) == TINY.asr_train and len(asr["test"]) == TINY.asr_eval
+    assert not set(asr["test"]["text"]) & set(asr["train"]["text"])  # disjoint test sentences
+    emotion = load_from_disk(str(corpus / "emotion"))
+    assert emotion["train"].features["prosody_style"].names == ["neutral", "happy", "sad", "angry"]
+    assert "PROXY" in emotion["train"].info.description
+    assert len(emotion["train"]) == 4 * TINY.emotion_train
+    unseen = set(synth.USER_VOICES[-synth.HELD_OUT_VOICES :])
+    assert set(emotion["test_unseen_voices"]["speaker"]) <= unseen
+    assert not set(emotion["train"]["speaker"]) & unseen
+    assert set(load_from_disk(str(corpus / "tts"))["train"].features) >= {"text", "audio"}
+
+
+def test_duplex_rows_match_their_events(corpus):
+    duplex = load_from_disk(str(corpus / "duplex"))["train"]
+    row = duplex[0]
+    assert SHORT_SESSIONS.min_seconds <= row["duration"] <= SHORT_SESSIONS.max_seconds
+    expected = frame_labels(row["events"], row["duration"], row["frame_rate"], 0.24)
+    np.testing.assert_array_equal(np.asarray(row["frame_labels"]), expected)
+    assert {e["type"] for e in row["events"]} >= {"user_speech", "turn_end", "assistant_speech"}
+
+
+def test_cli_rejects_an_unknown_task(capsys, tmp_path):
+    assert synth.main(["--out", str(tmp_path), "--tasks", "asr,karaoke"]) == 2
+    assert "karaoke" in capsys.readouterr().err
+
+
+def test_package_import_does_not_load_espeak():
+    """espeak-ng is GPL: importing every datamodules module (as the CLI does) must not load it.
+    (Corpus building above ran espeak only in worker processes, never in this one.)"""
+    import minmo_lightning.datamodules as package
+
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+    assert "espeakng_loader" not in sys.modules
+
+
+# ---- labelling rules ---------------------------------------------------------------------------
+def test_frame_labels_on_a_hand_built_timeline():
+    events = [
+        {"type": "user_speech", "start": 0.5, "end": 2.0, "text": "turn on the lights,"},
+        {"type": "pause", "start": 2.0, "end": 2.6, "text": ""},
+        {"type": "user_speech", "start": 2.6, "end": 3.9, "text": "in the kitchen."},
+        {"type": "turn_end", "start": 3.9, "end": 3.9, "text": ""},
+        {"type": "assistant_speech", "start": 4.3, "end": 6.0, "text": "okay."},
+        {"type": "backchannel", "start": 4.8, "end": 5.2, "text": "uh-huh"},
+        {"type": "barge_in", "start": 5.5, "end": 5.5, "text": ""},
+    ]
+    labels = frame_labels(events, duration=7.0, frame_rate=10.0, label_span=0.3)
+    expected = np.zeros(70, dtype=np.int64)
+    expected[39:42] = RESPOND  # the frame holding 3.9 s and the next two (0.3 s)
+    expected[55:58] = STOP_SPEAKING
+    np.testing.assert_array_equal(labels, expected)
+    assert (labels[20:26] == KEEP_LISTENING).all()  # the mid-turn pause
+    assert (labels[48:52] == KEEP_LISTENING).all()  # the back-channel
+    assert len(frame_labels(events, 7.0, 12.5, 0.24)) == 88  # ceil(7.0 * 12.5)
+    assert frame_labels(events, 7.0, 1.0, 0.1).tolist().count(RESPOND) == 1  # at least one frame
+
+
+def _fake_speaker(text: str) -> np.ndarray:
+    """A constant-amplitude burst as long as espeak would roughly take, so rules are checkable."""
+    return np.full(int(16000 * (0.25 + 0.055 * len(text))), 0.25, dtype=np.float32)
+
+
+def test_sessions_follow_the_minmo_rules():
+    config = DuplexConfig()
+    delays, kinds = [], set()
+    for seed in range(40):
+        session = build_session(random.Random(seed), _fake_speaker, _fake_speaker, config, 16000)
+        assert config.min_seconds <= session.duration <= config.max_seconds
+        events = session.events
+        kinds |= {e["type"] for e in events}
+        replies = [e for e in events if e["type"] == "assistant_speech"]
+        for end in (e for e in events if e["type"] == "turn_end"):
+            # every user turn end is followed by an assistant reply after the response gap ...
+            follow = [r for r in replies if 0 <= r["start"] - end["start"] <= config.response_gap[1] + 1e-3]
+            assert follow or end["start"] > session.duration - 12, end
+        for pause in (e for e in events if e["type"] == "pause"):
+            assert not any(
+                e["type"] == "turn_end" and pause["start"] <= e["start"] < pause["end"] for e in events
+            )
+            resumed = [
+                e for e in events if e["type"] == "user_speech" and abs(e["start"] - pause["end"]) < 1e-3
+            ]
+            assert resumed, "a mid-turn pause is followed by more of the same turn"
+        for barge in (e for e in events if e["type"] == "barge_in"):
+            reply = next(r for r in replies if r["start"] < barge["start"] <= r["end"])
+            delays.append(barge["start"] - reply["start"])
+            stop = reply["end"]
+            assert config.stop_latency[0] - 1e-3 <= stop - barge["start"] <= config.stop_latency[1] + 1e-3
+            after = session.assistant[int((stop + 0.01) * 16000) : int((stop + 0.3) * 16000)]
+            assert np.abs(after).max(initial=0) == 0, "the assistant stops after a barge-in"
+        for channel in (e for e in events if e["type"] == "backchannel"):
+            reply = next(r for r in replies if r["start"] < channel["start"] <= r["end"])
+            assert channel["end"] < reply["end"], "a back-channel does not stop the assistant"
+            assert not any(
+                e["type"] == "barge_in" and reply["start"] <= e["start"] <= reply["end"] for e in events
+            )
+        labels = frame_labels(events, session.duration, 12.5, 0.24)
+        assert (labels == RESPOND).sum() == 3 * sum(e["type"] == "turn_end" for e in events)
+    assert kinds == {"user_speech", "pause", "turn_end", "assistant_speech", "barge_in", "backchannel"}
+    assert len(delays) >= 5 and all(d >= 0.1 - 1e-3 for d in delays)
+    assert 0.3 < float(np.mean(delays)) < 1.0  # T ~ N(0.6, 0.4^2), clipped below at 0.1 s
