@@ -24,14 +24,35 @@ def test_recipe_prints_its_config(recipe: Path, capsys: pytest.CaptureFixture) -
     assert printed["model"]["class_path"]
 
 
+LOCAL_PATH_KEYS = ("path", "pretrained_path", "init_checkpoint", "checkpoint", "tokenizer_path", "cmvn_file")
+
+
+def _without_absent_local_files(node: object) -> object:
+    """Full-size recipes point at the user's model folders; this machine has none of them."""
+    if isinstance(node, dict):
+        return {
+            k: None
+            if k in LOCAL_PATH_KEYS and isinstance(v, str) and v.startswith("/") and not Path(v).exists()
+            else _without_absent_local_files(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_without_absent_local_files(v) for v in node]
+    return node
+
+
 @pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_recipe_instantiates(recipe: Path, tmp_path: Path) -> None:
-    """Full-size recipes build on the meta device (no memory); tiny ones for real."""
+    """Full-size recipes build on the meta device (no memory, user paths dropped); tiny ones for real."""
     device = "cpu" if "tiny" in recipe.parts else "meta"
+    config = _without_absent_local_files(yaml.safe_load(recipe.read_text()))
+    config["model"].get("init_args", {}).pop("init_checkpoint", None)
+    if device == "meta":
+        config["trainer"] = {"accelerator": "cpu", "devices": 1}
+    local = tmp_path / recipe.name
+    local.write_text(yaml.safe_dump(config))
     with torch.device(device):
-        cli = lightning_main(
-            ["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)], run=False
-        )
+        cli = lightning_main(["--config", str(local), "--trainer.default_root_dir", str(tmp_path)], run=False)
         cli.model.configure_model()
     assert sum(p.numel() for p in cli.model.parameters()) > 0
 

@@ -132,12 +132,14 @@ class HFCausalLM(LLMBackbone):
         self._lora_applied = False
 
     # ---- construction -----------------------------------------------------------------------
-    def _transformers_config(self) -> Any:
+    def _transformers_config(self, from_folder: bool = False) -> Any:
+        """The recipe's ``config`` when given (no disk access), else the folder's; ``from_folder`` checks both agree."""
         from transformers import AutoConfig
 
-        if self.hparams.path is None:
+        if self.hparams.config is not None and not from_folder:
             values = dict(self.hparams.config)
             return AutoConfig.for_model(values.pop("model_type"), **values)
+        require_files(self.hparams.path, ["config.json"], "transformers causal LM")
         config = AutoConfig.from_pretrained(self.hparams.path)
         for key, value in (self.hparams.config or {}).items():
             if key != "model_type" and getattr(config, key, value) != value:
@@ -156,10 +158,11 @@ class HFCausalLM(LLMBackbone):
             return
         from transformers import AutoModelForCausalLM
 
-        config = self._transformers_config()
-        config._attn_implementation = self.hparams.attn_implementation
         on_meta = torch.empty(0).device.type == "meta"
-        if self.hparams.path is not None and not on_meta:
+        from_folder = self.hparams.path is not None and not on_meta
+        config = self._transformers_config(from_folder=from_folder)
+        config._attn_implementation = self.hparams.attn_implementation
+        if from_folder:
             model = AutoModelForCausalLM.from_pretrained(
                 self.hparams.path,
                 dtype=self.torch_dtype,
@@ -178,8 +181,8 @@ class HFCausalLM(LLMBackbone):
 
     def load_pretrained(self, path: str) -> None:
         """Point at a local transformers folder (config.json + safetensors) and load it."""
-        require_files(path, ["config.json"], "transformers causal LM")
         self.hparams.path = path
+        self.hparams.config = None
         self.model = None
         self.configure_model()
 
