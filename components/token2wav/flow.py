@@ -366,7 +366,7 @@ class CosyVoice2Flow(Block):
         frame_valid = valid.repeat_interleave(self.ratio, dim=1)
         if chunk is None:
             return chunk_attention_mask(None, valid, -1), chunk_attention_mask(None, frame_valid, -1)
-        ids = chunk_ids(lengths, length, chunk, prompt)
+        ids = chunk_ids(lengths, length, chunk, prompt, self.lookahead)
         window = left * chunk if left >= 0 else -1
         token_mask = chunk_attention_mask(ids, valid, window)
         frame_window = window * self.ratio if left >= 0 else -1
@@ -464,7 +464,10 @@ class CosyVoice2Flow(Block):
 
     # ---- streaming -----------------------------------------------------------------------------
     def init_state(self, batch_size: int, prompt: SpeakerPrompt | None = None) -> FlowStreamState:
-        """A fresh session per row. Without ``prompt`` the speaker is the zero x-vector and there is no prompt."""
+        """A fresh session per row, with the prompt already encoded up to its last ``pre_lookahead_len`` tokens.
+
+        Without ``prompt`` the speaker is the zero x-vector and there is no prompt.
+        """
         if self.num_left_chunks < 0:
             raise ValueError(
                 "streaming keeps a bounded left context: set num_left_chunks >= 0 (num_left_chunks=-1, all of "
@@ -475,7 +478,7 @@ class CosyVoice2Flow(Block):
             prompt = SpeakerPrompt(torch.zeros(batch_size, self.hparams.spk_embed_dim, device=device))
         tokens, lengths, mel = self._prompt_parts(prompt, batch_size)
         prompt_tokens = [row[:n].to(device) for row, n in zip(tokens, lengths.tolist())]
-        return FlowStreamState(
+        state = FlowStreamState(
             batch_size=batch_size,
             spks=self.speaker(prompt.embedding.to(device)),
             prompt_lengths=lengths.to(device),
@@ -486,6 +489,8 @@ class CosyVoice2Flow(Block):
             final=torch.zeros(batch_size, dtype=torch.bool, device=device),
             step_caches=[{} for _ in range(self.decoder.n_timesteps)],
         )
+        self._advance(state)  # the prompt (all but its look-ahead tail) is encoded before the first token
+        return state
 
     def step(
         self, chunk: TokenBatch, state: FlowStreamState, final: bool | Tensor = False
@@ -524,7 +529,11 @@ class CosyVoice2Flow(Block):
                 raise ValueError(
                     f"sessions {empty} ended without any speech token; every item needs at least one token"
                 )
-        pieces: list[list[Tensor]] = [[] for _ in range(batch)]
+        return self._advance(state)
+
+    def _advance(self, state: FlowStreamState) -> tuple[Tensor, Tensor]:
+        """Encode every chunk that is ready, batching the rows that have one; returns the new frames per row."""
+        pieces: list[list[Tensor]] = [[] for _ in range(state.batch_size)]
         while True:
             plan = self._ready_segments(state)
             if not plan:
@@ -547,7 +556,11 @@ class CosyVoice2Flow(Block):
         for row in range(state.batch_size):
             done, available = int(state.consumed[row]), len(state.stream[row])
             prompt = int(state.prompt_lengths[row])
-            size = min(self.chunk_size, prompt - done) if done < prompt else self.chunk_size
+            body = max(prompt - self.lookahead, 0)  # the prompt's last tokens form a chunk of their own
+            if done < body:
+                size = min(self.chunk_size, body - done)
+            else:
+                size = prompt - done if done < prompt else self.chunk_size
             if done + size + self.lookahead <= available:
                 plan.append((row, size, self.lookahead))
             elif state.final[row] and available > done:

@@ -15,21 +15,30 @@ from torch import Tensor
 
 
 def chunk_ids(
-    lengths: Tensor, max_length: int, chunk_size: int, prompt_lengths: Tensor | None = None
+    lengths: Tensor,
+    max_length: int,
+    chunk_size: int,
+    prompt_lengths: Tensor | None = None,
+    prompt_tail: int = 0,
 ) -> Tensor:
     """``[B, T]`` chunk index of every token.
 
     Without ``prompt_lengths`` chunks count from position 0 (the reference's ``static_chunk_size``). With
-    them, the prompt is cut into its own chunks and the new tokens start a fresh chunk, which is what a
-    streaming session sees (prompt first, then one chunk per ``step``).
+    them, chunks follow a streaming session: the prompt is cut into chunks of its own, its last
+    ``prompt_tail`` tokens (those that need look-ahead from the first new tokens) form a separate small
+    chunk, and the new tokens start a fresh chunk. So everything but that tail can be encoded before the
+    first new token arrives.
     """
     position = torch.arange(max_length, device=lengths.device).expand(lengths.shape[0], -1)
     if prompt_lengths is None:
         return torch.div(position, chunk_size, rounding_mode="floor")
     prompt = prompt_lengths.to(lengths.device)[:, None]
-    prompt_chunks = torch.div(prompt + chunk_size - 1, chunk_size, rounding_mode="floor")
-    after = prompt_chunks + torch.div(position - prompt, chunk_size, rounding_mode="floor")
-    return torch.where(position < prompt, torch.div(position, chunk_size, rounding_mode="floor"), after)
+    body = (prompt - prompt_tail).clamp(min=0)
+    body_chunks = torch.div(body + chunk_size - 1, chunk_size, rounding_mode="floor")
+    new_start = body_chunks + (prompt > body).long()
+    in_body = torch.div(position, chunk_size, rounding_mode="floor")
+    after = new_start + torch.div(position - prompt, chunk_size, rounding_mode="floor")
+    return torch.where(position < body, in_body, torch.where(position < prompt, body_chunks, after))
 
 
 def chunk_attention_mask(ids: Tensor | None, valid: Tensor, window: int) -> Tensor:

@@ -84,7 +84,7 @@ class CosyVoice2Token2Wav(Token2Wav):
         "tiny": {
             "flow": CosyVoice2Flow.presets["tiny"],
             "vocoder": "griffin_lim",
-            "vocoder_preset": None,
+            "vocoder_preset": "cosyvoice2-0.5b",
             "vocoder_args": {},
             "pretrained_path": None,
         },
