@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from minmo_lightning.components.token2wav.flow_features import mel_filters
+from minmo_lightning.components.token2wav.hift import crossfade
 from torch import Tensor, nn
 
 
@@ -196,16 +197,7 @@ class GriffinLimVocoder(nn.Module):
         wav = self.istft(magnitude * phase)
 
         first, last = (state.emitted - state.start) * self.hop, (end - state.start) * self.hop
-        out = wav[:, first:last]
-        if state.tail.shape[1]:
-            overlap = min(state.tail.shape[1], out.shape[1])
-            t = (
-                torch.arange(state.tail.shape[1], dtype=torch.float64, device=out.device) + 0.5
-            ) / state.tail.shape[1]
-            fade_in = torch.sin(0.5 * math.pi * t).pow(2).to(out)[:overlap]
-            out = torch.cat(
-                [torch.lerp(state.tail[:, :overlap], out[:, :overlap], fade_in), out[:, overlap:]], 1
-            )
+        out = crossfade(state.tail, wav[:, first:last])
         state.tail = wav[:, last : last + self.stream_crossfade * self.hop]
         new_start = max(0, end - self.stream_left_context)
         state.phase = phase[:, :, new_start - state.start : end - state.start]

@@ -126,6 +126,17 @@ def _hash32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
+def crossfade(tail: Tensor, audio: Tensor) -> Tensor:
+    """Fade from ``tail`` (the previous window's audio for these samples) into ``audio`` [B, S] over the tail's
+    length, with raised-cosine weights whose fade-in and fade-out sum to exactly one."""
+    if tail.shape[1] == 0:
+        return audio
+    t = (torch.arange(tail.shape[1], dtype=torch.float64, device=audio.device) + 0.5) / tail.shape[1]
+    overlap = min(tail.shape[1], audio.shape[1])
+    fade_in = torch.sin(0.5 * math.pi * t).pow(2).to(audio)[:overlap]
+    return torch.cat([torch.lerp(tail[:, :overlap], audio[:, :overlap], fade_in), audio[:, overlap:]], dim=1)
+
+
 class HarmonicSource(nn.Module):
     """NSF excitation from frame-level f0 (reference ``SourceModuleHnNSF`` with ``SineGen2``).
 
@@ -421,13 +432,7 @@ class HiFTVocoder(nn.Module):
             wav = self.decode(mel, source)
 
         first, last = (state.emitted - state.start) * scale, (end - state.start) * scale
-        out = wav[:, first:last]
-        if state.tail.shape[1]:
-            overlap = min(state.tail.shape[1], out.shape[1])
-            fade_in = self._fade_in(state.tail.shape[1], out)[:overlap]
-            out = torch.cat(
-                [torch.lerp(state.tail[:, :overlap], out[:, :overlap], fade_in), out[:, overlap:]], 1
-            )
+        out = crossfade(state.tail, wav[:, first:last])
         state.tail = wav[:, last : last + self.stream_crossfade * scale]
         state.phase = phase[:, end - state.emitted - 1] % (2 * math.pi / scale)
         new_start = max(0, end - self.stream_left_context)
@@ -490,11 +495,6 @@ class HiFTVocoder(nn.Module):
     def _noise(self, start_frame: int, length: int, device: torch.device) -> Tensor:
         start = start_frame * self.samples_per_frame
         return positional_normal(start, length, self.m_source.channels, self.noise_seed, device)
-
-    def _fade_in(self, length: int, like: Tensor) -> Tensor:
-        """Raised-cosine weights rising from 0 to 1; fade-in + fade-out sums to exactly one."""
-        t = (torch.arange(length, dtype=torch.float64) + 0.5) / length
-        return torch.sin(0.5 * math.pi * t).pow(2).to(like)
 
     def _check_mel(self, mel: Tensor) -> None:
         if mel.dim() != 3 or mel.shape[1] != self.in_channels:
