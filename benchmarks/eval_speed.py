@@ -93,7 +93,8 @@ WORDS = [
 
 
 def synthetic_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """References of 5-25 words; hypotheses with ~10% substitutions, deletions and insertions."""
+    """Lower-case references of 5-25 words; hypotheses with ~5% substitutions, 3% deletions, 2% insertions
+    (about a quarter of the pairs come out error-free, as in a decent ASR system's output)."""
     rng = random.Random(seed)
     refs, hyps = [], []
     for _ in range(n):
@@ -109,7 +110,7 @@ def synthetic_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
                 hyp.append(word)
             if rng.random() < 0.02:
                 hyp.append(rng.choice(WORDS))
-        refs.append(" ".join(ref).capitalize() + ".")
+        refs.append(" ".join(ref))
         hyps.append(" ".join(hyp))
     return refs, hyps
 
@@ -172,6 +173,7 @@ def main() -> None:
 
     refs, hyps = synthetic_pairs(args.pairs)
     n = len(refs)
+    written = [r.capitalize() + "." for r in refs]  # cased, punctuated references for the normaliser run
     figures: dict[str, float | None] = {}
     runs = (
         ("wer_none", get_scheme("none"), n),
@@ -180,7 +182,8 @@ def main() -> None:
         ("wer_whisper_english", get_scheme("whisper_english"), min(n, args.normalized_pairs)),
     )
     for label, scheme, count in runs:
-        wall, cpu, result = timed(lambda s=scheme, c=count: score_asr(refs[:c], hyps[:c], scheme=s))
+        source = written if scheme.name == "whisper_english" else refs
+        wall, cpu, result = timed(lambda s=scheme, c=count, r=source: score_asr(r[:c], hyps[:c], scheme=s))
         figures[f"{label}_pairs"] = count
         figures[f"{label}_wall_s"] = wall
         figures[f"{label}_cpu_s"] = cpu

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from minmo_lightning.evaluation.report import find_file
 from minmo_lightning.evaluation.tasks import TASKS
 
 
@@ -110,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     recipe: dict = {}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe {path} not found")
-        recipe = yaml.safe_load(path.read_text()) or {}
+        recipe = yaml.safe_load(find_file(args.config).read_text()) or {}
     task = args.task or recipe.get("task")
     if task is None:
         raise SystemExit(

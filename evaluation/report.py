@@ -69,10 +69,22 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence], digits: int = 4) -
     return "\n".join(lines)
 
 
-def load_baselines(path: str | Path, key: str) -> dict:
+def find_file(path: str | Path) -> Path:
+    """A path as given, else one under the installed recipes (``recipes/eval/x.yaml`` works from any folder)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"baselines file {path} not found")
+    if path.is_file():
+        return path
+    import minmo_lightning.recipes as recipes
+
+    parts = path.parts[1:] if path.parts and path.parts[0] == "recipes" else path.parts
+    shipped = Path(recipes.__file__).parent.joinpath(*parts)
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"{path} not found (also looked for {shipped})")
+
+
+def load_baselines(path: str | Path, key: str) -> dict:
+    path = find_file(path)
     data = yaml.safe_load(path.read_text()) or {}
     if key not in data:
         raise KeyError(f"baseline key {key!r} not in {path}; available: {', '.join(data)}")

@@ -287,3 +287,79 @@ def test_eval_recipes_parse():
             continue
         assert data["task"] in ("asr", "emotion", "duplex", "latency"), path
         assert data["dataset"]["path"] and data["metrics"], path
+
+
+class EvalTinyDuplexData(L.LightningDataModule):
+    """Two sessions at 12.5 Hz: labels padded with -100, one user back-channel at 0.8-1.2 s."""
+
+    frame_rate = 12.5
+
+    def test_dataloader(self):
+        labels = torch.tensor(
+            [[0, 0, 1, 0, 0, 0, 2, 0, 0, 0], [0, 1, 0, 0, -100, -100, -100, -100, -100, -100]]
+        )
+        batch = {
+            "ids": ["s1", "s2"],
+            "user_audio": AudioBatch(torch.zeros(2, 16000), torch.tensor([16000, 6400]), 16000),
+            "frame_labels": labels,
+            "frame_lengths": torch.tensor([10, 4]),
+            "events": [
+                [{"type": "backchannel", "start": 0.8, "end": 1.2}, {"type": "turn_end", "start": 0.16}],
+                [],
+            ],
+        }
+        return [batch]
+
+
+class EvalTinyDuplex(L.LightningModule):
+    def predict_step(self, batch, batch_idx):
+        # respond one frame late everywhere; returns the padded width, which the runner cuts at frame_lengths
+        shifted = torch.roll(batch["frame_labels"].clamp(min=0), 1, dims=1)
+        return [{"id": i, "predicted_labels": row} for i, row in zip(batch["ids"], shifted)]
+
+
+class EvalTinyEmotionData(L.LightningDataModule):
+    emotion_labels = ["neutral", "happy", "sad", "angry"]
+
+    def test_dataloader(self):
+        return [
+            {
+                "ids": ["e1", "e2", "e3"],
+                "audio": AudioBatch(torch.zeros(3, 8000), torch.full((3,), 8000), 16000),
+                "emotion": torch.tensor([1, 2, 3]),
+            }
+        ]
+
+
+class EvalTinyEmotion(L.LightningModule):
+    def predict_step(self, batch, batch_idx):
+        return [
+            {"id": i, "prediction_text": t} for i, t in zip(batch["ids"], ["Happy!", "sadness", "no idea"])
+        ]
+
+
+def test_model_mode_duplex_and_emotion_take_references_from_the_batch(tmp_path):
+    recipe = {"model": {"class_path": "EvalTinyDuplex"}, "data": {"class_path": "EvalTinyDuplexData"}}
+    m = evaluate("duplex", tmp_path / "dx", {"tolerances": [0, 1]}, recipe=recipe, progress=False)
+    rows = read_jsonl(tmp_path / "dx" / "predictions.jsonl")
+    assert rows[0]["backchannels"] == [[10, 15]]  # 0.8 s and 1.2 s at 80 ms frames
+    assert len(rows[1]["predicted_labels"]) == 4 and rows[1]["reference_labels"] == [0, 1, 0, 0]
+    assert m["summary"]["assistant_f1@0"] == 0.0 and m["summary"]["assistant_f1@1"] == 1.0
+    assert m["summary"]["response_latency_ms"] == pytest.approx(80.0)
+    with pytest.raises(ValueError, match="labels frames at 12.5 Hz .* frame_ms 40"):
+        evaluate("duplex", tmp_path / "dx40", {"frame_ms": 40.0}, recipe=recipe, progress=False)
+
+    recipe = {"model": {"class_path": "EvalTinyEmotion"}, "data": {"class_path": "EvalTinyEmotionData"}}
+    m = evaluate(
+        "emotion",
+        tmp_path / "emo",
+        {"labels": EvalTinyEmotionData.emotion_labels},
+        recipe=recipe,
+        progress=False,
+    )
+    assert m["summary"]["wa"] == pytest.approx(2 / 3) and m["metrics"]["n_unparseable"] == 1
+    assert [r["reference_label"] for r in read_jsonl(tmp_path / "emo" / "predictions.jsonl")] == [
+        "happy",
+        "sad",
+        "angry",
+    ]
