@@ -149,3 +149,14 @@ def test_streaming_errors() -> None:
         model.step(torch.zeros(2, 80, 3), state)
     with pytest.raises(ValueError, match="cannot exceed stream_lookahead"):
         tiny(stream_lookahead=2, stream_crossfade=3)
+
+
+def test_positional_noise_is_standard_normal_and_addressed_by_position() -> None:
+    from minmo_lightning.components.token2wav.hift import positional_normal
+
+    draws = positional_normal(0, 20000, 9, seed=0, device=torch.device("cpu"))
+    assert draws.shape == (1, 20000, 9)
+    assert abs(float(draws.mean())) < 0.01 and abs(float(draws.std()) - 1) < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([draws[0, :-1, 0], draws[0, 1:, 0]]))[0, 1])) < 0.03
+    torch.testing.assert_close(positional_normal(1234, 100, 9, 0, torch.device("cpu")), draws[:, 1234:1334])
+    assert not torch.equal(positional_normal(0, 100, 9, 1, torch.device("cpu")), draws[:, :100])
