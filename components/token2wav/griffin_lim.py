@@ -100,7 +100,6 @@ class GriffinLimVocoder(nn.Module):
         self.stream_left_context, self.stream_lookahead = stream_left_context, stream_lookahead
         self.stream_crossfade = stream_crossfade
         basis = mel_filters(n_mels, n_fft, sampling_rate, fmin, fmax).double()
-        self.register_buffer("mel_basis", basis.float(), persistent=False)
         self.register_buffer("inverse_basis", torch.linalg.pinv(basis).float(), persistent=False)
         self.register_buffer(
             "window", torch.hann_window(n_fft, dtype=torch.float64).float(), persistent=False
@@ -166,7 +165,7 @@ class GriffinLimVocoder(nn.Module):
     def init_state(self, batch_size: int) -> GriffinLimStreamState:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        device = self.mel_basis.device
+        device = self.inverse_basis.device
         return GriffinLimStreamState(
             batch_size=batch_size,
             mel=torch.zeros(batch_size, self.n_mels, 0, device=device),
