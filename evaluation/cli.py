@@ -76,7 +76,7 @@ def fdb_main(argv: list[str]) -> int:
 
     args = _fdb_parser().parse_args(argv)
     result = run_fdb(args.root, args.task, args.out or args.root, not args.no_reference_compat)
-    for key in ("tor", "latency", "freq", "jsd"):
+    for key in ("tor", "latency", "freq", "jsd", "gpt_score"):
         if key in result:
             value = result[key]
             print(f"{key}: {'null' if value is None else f'{value:.4f}'}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ BC_EPSILON = 1e-10
 BC_LONG_SEGMENT_S = 3.0
 JSD_MAX = math.sqrt(math.log(2))
 TASKS = ("pause_handling", "smooth_turn_taking", "user_interruption", "backchannel")
+#: relevance judge for user interruption: (context, interrupt, response text) -> rating 0-5
+Judge = Callable[[str, str, str], float]
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,27 @@ def response_latency_intervals(
     return sorted((u, m) for m, u in best.items())
 
 
+def v15_latencies(
+    user: list[tuple[float, float]],
+    model: list[tuple[float, float]],
+    user_gap: float = 0.6,
+    model_gap: float = 0.5,
+) -> dict:
+    """FDB v1.5 timing of one sample from VAD segments: merged segments, then stop/response intervals.
+
+    The reference writes only the intervals; means over all intervals of all samples are what the paper
+    reports, so aggregate the returned lists across samples before averaging."""
+    user, model = merge_segments(user, user_gap), merge_segments(model, model_gap)
+    stops = stop_latency_intervals(user, model)
+    responses = response_latency_intervals(user, model)
+    return {
+        "stop_intervals": stops,
+        "response_intervals": responses,
+        "stop_latencies": [e - s for s, e in stops],
+        "response_latencies": [m - u for u, m in responses],
+    }
+
+
 # ---------------------------------------------------------------- reading a root directory
 
 
@@ -257,7 +281,22 @@ def read_vad(folder: Path) -> tuple[list[tuple[float, float]], float]:
     return segments, float(duration)
 
 
-def evaluate_sample(folder: Path, task: str, gt: dict | None = None, reference_compat: bool = True) -> dict:
+def _relevance(folder: Path, meta: dict, words: list[Word], tor: int, judge: Judge | None) -> float | None:
+    """User-interruption relevance (0-5) of a sample that took the turn: ``judge(context, interrupt, response)``
+    when given, else the ``rating.json`` an earlier FDB judge run left in the folder, else None."""
+    if not tor:
+        return None
+    if judge is not None:
+        return judge(
+            str(meta.get("context", "")), str(meta.get("interrupt", "")), " ".join(w.text for w in words)
+        )
+    path = folder / "rating.json"
+    return float(_read_json(path)["rating"]) if path.is_file() else None
+
+
+def evaluate_sample(
+    folder: Path, task: str, gt: dict | None = None, reference_compat: bool = True, judge: Judge | None = None
+) -> dict:
     words = read_words(folder / "output.json")
     row: dict = {"id": folder.name, "n_words": len(words)}
     if task == "pause_handling":
@@ -270,6 +309,8 @@ def evaluate_sample(folder: Path, task: str, gt: dict | None = None, reference_c
         except (IndexError, KeyError, TypeError) as error:
             raise ValueError(f"{folder / name}: expected [{{'timestamp': [start, end], ...}}]") from error
         row.update(t_ref=t_ref, tor=int(take_turn(words)), latency=turn_latency(words, t_ref))
+        if task == "user_interruption":
+            row["rating"] = _relevance(folder, meta[0], words, row["tor"], judge)
     elif task == "backchannel":
         if folder.name not in gt:
             raise KeyError(f"sample {folder.name!r} has no entry in icc_gt_distribution.json")
@@ -289,15 +330,20 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(a.mean()), float(a.std())
 
 
-def evaluate_fdb(root: str | Path, task: str, reference_compat: bool = True) -> dict:
-    """Score every sample folder of ``root``: ``tor``, ``latency`` (+ ``freq``, ``jsd``) and ``per_sample``."""
+def evaluate_fdb(
+    root: str | Path, task: str, reference_compat: bool = True, judge: Judge | None = None
+) -> dict:
+    """Score every sample folder of ``root``: ``tor``, ``latency`` (+ ``freq``, ``jsd``) and ``per_sample``.
+
+    ``judge`` (user interruption only) rates relevance; TOR and latency never depend on it. ``gpt_score`` is
+    the mean rating over the samples that took the turn and have one (once each: FDB counts each twice)."""
     if task not in TASKS:
         raise ValueError(f"unknown FDB task {task!r}; choose one of {', '.join(TASKS)}")
     root = Path(root)
     gt = None
     if task == "backchannel":
         gt = _read_json(root / "icc_gt_distribution.json")
-    rows = [evaluate_sample(folder, task, gt, reference_compat) for folder in sample_dirs(root)]
+    rows = [evaluate_sample(folder, task, gt, reference_compat, judge) for folder in sample_dirs(root)]
     latencies = [r["latency"] for r in rows if r["latency"] is not None]
     tor, tor_std = _mean_std([r["tor"] for r in rows])
     latency, latency_std = _mean_std(latencies)
@@ -311,6 +357,10 @@ def evaluate_fdb(root: str | Path, task: str, reference_compat: bool = True) -> 
         "latency_std": latency_std,
         "n_took_turn": sum(r["tor"] for r in rows),
     }
+    if task == "user_interruption":
+        ratings = [r["rating"] for r in rows if r["rating"] is not None]
+        out["gpt_score"], _ = _mean_std(ratings)
+        out["n_rated"] = len(ratings)
     if task == "backchannel":
         out["freq"], out["freq_std"] = _mean_std([r["freq"] for r in rows])
         out["jsd"], out["jsd_std"] = _mean_std([r["jsd"] for r in rows])

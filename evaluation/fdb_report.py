@@ -74,6 +74,9 @@ def run_fdb(root: str | Path, task: str, out_dir: str | Path, reference_compat: 
     if task == "backchannel":
         header += ["freq (1/s)", "JSD"]
         row += [result["freq"], result["jsd"]]
+    if task == "user_interruption":
+        header += ["relevance (0-5)", "rated"]
+        row += [result["gpt_score"], result["n_rated"]]
     per_sample_cols = ["id", "words", "TOR", "latency (s)"] + (
         ["backchannels", "freq", "JSD"] if task == "backchannel" else []
     )

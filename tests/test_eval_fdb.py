@@ -18,6 +18,7 @@ from minmo_lightning.evaluation.fdb import (
     stop_latency_intervals,
     take_turn,
     turn_latency,
+    v15_latencies,
 )
 
 
@@ -155,3 +156,28 @@ def test_fdb_bad_layouts_name_the_problem(tmp_path):
     _write(tmp_path / "0" / "output.json", {"chunks": [{"text": "x"}]})
     with pytest.raises(ValueError, match="chunk 0 has no 'timestamp'"):
         evaluate_fdb(tmp_path, "pause_handling")
+
+
+def test_v15_latencies_and_interruption_judge(tmp_path):
+    out = v15_latencies([(0.0, 1.0), (1.4, 2.0), (5.0, 6.0)], [(1.5, 3.0), (3.3, 3.5), (6.5, 8.0)])
+    # user merges to (0, 2), (5, 6); model merges to (1.5, 3.5), (6.5, 8)
+    assert out["stop_latencies"] == [pytest.approx(0.5)]
+    # both user ends (2.0, 6.0) map to the next model start 6.5: the latest user end is kept
+    assert out["response_intervals"] == [(6.0, 6.5)] and out["response_latencies"] == [pytest.approx(0.5)]
+
+    root = tmp_path / "ui"
+    meta = [{"context": "books?", "interrupt": "fiction instead?", "timestamp": [10.5, 13.0]}]
+    _write(root / "0" / "output.json", _chunks((13.4, 13.8), (13.9, 14.6)))
+    _write(root / "0" / "interrupt.json", meta)
+    _write(root / "0" / "rating.json", {"analysis": "ok", "rating": 4})
+    _write(root / "1" / "output.json", _chunks((13.2, 13.3)))
+    _write(root / "1" / "interrupt.json", meta)
+    _write(root / "1" / "rating.json", {"analysis": "x", "rating": 0})  # did not take the turn: not counted
+    m = evaluate_fdb(root, "user_interruption")
+    assert (
+        m["tor"] == 0.5 and m["latency"] == pytest.approx(0.4) and m["gpt_score"] == 4.0 and m["n_rated"] == 1
+    )
+    seen = []
+    judged = evaluate_fdb(root, "user_interruption", judge=lambda c, i, r: seen.append((c, i, r)) or 2.0)
+    assert judged["gpt_score"] == 2.0 and seen == [("books?", "fiction instead?", "w0 w1")]
+    assert judged["tor"] == m["tor"] and judged["latency"] == m["latency"]
