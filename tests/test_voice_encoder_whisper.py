@@ -61,7 +61,9 @@ def test_batch_equals_items_and_contract() -> None:
         assert batch.lengths.tolist() == [75, 31] and batch.values.shape[-1] == block.output_dim
         for i, wave in enumerate(waves):
             alone = block(AudioBatch.from_list([wave], 16000))
-            torch.testing.assert_close(batch.values[i, : batch.lengths[i]], alone.values[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                batch.values[i, : batch.lengths[i]], alone.values[0], atol=1e-5, rtol=1e-5
+            )
     assert block.frame_rate == 50.0
 
 
@@ -115,5 +117,7 @@ def test_errors() -> None:
     block = tiny()
     with pytest.raises(ValueError, match="at most 30 s"):
         block(AudioBatch(torch.zeros(1, 16000 * 31), torch.tensor([16000 * 31]), 16000))
+    with pytest.raises(ValueError, match="one 10 ms mel frame"):
+        block(AudioBatch(torch.zeros(1, 100), torch.tensor([100]), 16000))
     with pytest.raises(RuntimeError, match="configure_model"):
         WhisperEncoder.from_preset("tiny")(AudioBatch(torch.zeros(1, 1600), torch.tensor([1600]), 16000))

@@ -113,8 +113,12 @@ class WhisperEncoder(VoiceEncoder):
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, audio: AudioBatch) -> SequenceBatch:
         audio.require(self.sample_rate, self.max_seconds, who=type(self).__name__)
-        mel, frames = self.frontend(audio.waveform, audio.lengths)
-        return self.encode_mel(mel, frames)
+        if int(audio.lengths.min()) < self.frontend.hop:
+            raise ValueError(
+                f"WhisperEncoder needs at least {self.frontend.hop} samples (one 10 ms mel frame) per clip, got "
+                f"lengths {audio.lengths.tolist()}"
+            )
+        return self.encode_mel(*self.frontend(audio.waveform, audio.lengths))
 
     def encode_mel(self, mel: Tensor, frames: Tensor) -> SequenceBatch:
         """``[B, n_mels, T]`` log-mel (zero past ``frames``) -> ``[B, ceil(T/2), d_model]`` frames."""
