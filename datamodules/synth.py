@@ -58,7 +58,7 @@ TASKS = ("asr", "emotion", "tts", "s2s", "duplex")
 class CorpusSize:
     """How many sentences / sessions each task gets (eval = validation and test, each)."""
 
-    asr_train: int = 10000
+    asr_train: int = 8000
     asr_eval: int = 300
     emotion_train: int = 480
     emotion_eval: int = 120
@@ -446,30 +446,38 @@ DESCRIPTIONS = {
 }
 
 
-def write_task(
-    out: Path, task: str, rows_by_split: dict[str, list[dict]], fingerprint: str
-) -> dict[str, dict]:
-    from datasets import Audio, Dataset, DatasetDict
+def split_dataset(task: str, rows: list[dict], fingerprint: str, chunk: int = 500):
+    """Rows -> ``Dataset``, consuming ``rows`` chunk by chunk so the audio is held about once in memory."""
+    from datasets import Audio, Dataset, concatenate_datasets
 
     features = _features(task)
-    splits = {}
-    stats = {}
-    for split, rows in rows_by_split.items():
-        columns = {name: [row[name] for row in rows] for name in features}
-        dataset = Dataset.from_dict(columns, features=features)
-        for i, column in enumerate(AUDIO_COLUMNS[task]):
-            dataset = dataset.cast_column(
-                column, Audio(decode=False), new_fingerprint=f"{fingerprint}-{task}-{split}-{i}"
-            )
-        dataset.info.description = DESCRIPTIONS[task]
-        splits[split] = dataset
-        hours = sum(row["duration"] for row in rows) / 3600
-        stats[split] = {"rows": len(rows), "hours": hours}
-    target = out / task
+    parts = []
+    while rows:
+        head, rows[:chunk] = rows[:chunk], []
+        parts.append(
+            Dataset.from_dict({name: [row[name] for row in head] for name in features}, features=features)
+        )
+    dataset = (
+        concatenate_datasets(parts)
+        if parts
+        else Dataset.from_dict({n: [] for n in features}, features=features)
+    )
+    for i, column in enumerate(AUDIO_COLUMNS[task]):
+        dataset = dataset.cast_column(column, Audio(decode=False), new_fingerprint=f"{fingerprint}-{i}")
+    dataset.info.description = DESCRIPTIONS[task]
+    return dataset
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Swap a finished folder in, so readers never see a half-written dataset."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
     if target.exists():
-        shutil.rmtree(target)
-    DatasetDict(splits).save_to_disk(str(target))
-    return stats
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def dataset_card(stats: dict, args: dict) -> str:
@@ -549,22 +557,29 @@ def build_corpus(
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     plan = plan_corpus(size, seed, tasks, duplex, frame_rate, label_span)
-    stats = {}
+    stats: dict[str, dict] = {}
     for task in tasks:
         started = time.perf_counter()
-        rows_by_split = {}
+        staging = out / f"{task}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        stats[task] = {}
         for split, jobs in plan.jobs[task].items():
             if task == "s2s":
                 flat = render([j for pair in jobs for j in pair], workers, shard_size=200)
                 results = list(zip(flat[0::2], flat[1::2]))
             else:
                 results = render(jobs, workers, shard_size=4 if task == "duplex" else 200)
-            rows_by_split[split] = _rows(task, plan.meta[task][split], results, frame_rate)
-        stats[task] = write_task(out, task, rows_by_split, fingerprint)
+            rows = _rows(task, plan.meta[task][split], results, frame_rate)
+            del results
+            stats[task][split] = {"rows": len(rows), "hours": sum(r["duration"] for r in rows) / 3600}
+            split_dataset(task, rows, f"{fingerprint}-{task}-{split}").save_to_disk(str(staging / split))
+        # The layout DatasetDict.save_to_disk writes; splits were saved one by one to bound memory.
+        (staging / "dataset_dict.json").write_text(json.dumps({"splits": list(plan.jobs[task])}))
+        replace_folder(staging, out / task)
         hours = sum(s["hours"] for s in stats[task].values())
-        log(
-            f"{task}: {sum(s['rows'] for s in stats[task].values())} rows, {hours:.2f} h in {time.perf_counter() - started:.1f} s"
-        )
+        rows_total = sum(s["rows"] for s in stats[task].values())
+        log(f"{task}: {rows_total} rows, {hours:.2f} h in {time.perf_counter() - started:.1f} s")
     (out / "README.md").write_text(dataset_card(stats, settings))
     log(f"built in {time.perf_counter() - begin:.1f} s")
     return stats
