@@ -188,6 +188,8 @@ def test_bad_inputs_are_errors(model) -> None:
     state = model.init_state(1)
     with pytest.raises(ValueError, match="at most 5"):
         model.step(SequenceBatch(torch.randn(1, 6, 64), torch.tensor([6])), state)
+    with pytest.raises(ValueError, match="empty text"):
+        model.step(SequenceBatch(torch.randn(1, 5, 64), torch.tensor([0])), state)
 
 
 def test_empty_text_string_is_an_error(tmp_path, tokenizer_dir) -> None:

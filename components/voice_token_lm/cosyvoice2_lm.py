@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,18 +182,16 @@ class VoiceLMState(StreamState):
     columns stay in the shared cache but are masked out; columns no row uses are trimmed).
     """
 
-    mask: Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
-    position: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # next rotary position
-    pending: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # sampled, not yet fed
-    has_pending: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
-    started: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # sos (+ prefix) fed
-    ended: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # task_id fed
-    finished: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # eos sampled
-    text_count: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-    speech_count: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
-    history: Tensor = field(
-        default_factory=lambda: torch.zeros(0, 0, dtype=torch.long)
-    )  # recent tokens (RAS)
+    mask: Tensor  # [B, L]
+    position: Tensor  # [B] next rotary position
+    pending: Tensor  # [B] last sampled token, fed with the next call
+    has_pending: Tensor  # [B]
+    started: Tensor  # [B] sos (+ prefix) fed
+    ended: Tensor  # [B] task_id ("turn of speech") fed
+    finished: Tensor  # [B] eos sampled (or the length cap reached)
+    text_count: Tensor  # [B] semantic vectors read
+    speech_count: Tensor  # [B] speech tokens written
+    history: Tensor  # [B, W] most recent speech tokens (repetition-aware sampling)
     cache: Any = None
 
     def reset(self, items: Tensor | list[int]) -> None:
@@ -768,11 +766,17 @@ class CosyVoice2LM(VoiceTokenLM):
             )
         sampler = sampler or self._default_sampler(generator)
         live = ~state.finished
+        if not bool(live.any()):
+            return TokenBatch(lengths.new_zeros(state.batch_size, 0), torch.zeros_like(lengths))
         fresh, ending = live & ~state.started, live & ~state.ended & (lengths < a)
+        if bool((fresh & (lengths == 0)).any()):
+            raise ValueError(
+                f"empty text: rows {(fresh & (lengths == 0)).nonzero().flatten().tolist()} start a turn with no "
+                "semantic vectors; a turn needs at least one text token"
+            )
         special = self.llm_embedding.weight
         batch, dim = state.batch_size, self.hidden_size
-        one = lambda rows: (special[SOS_ROW].expand(batch, 1, dim), rows.long())  # noqa: E731
-        parts = [one(fresh)]
+        parts = [(special[SOS_ROW].expand(batch, 1, dim), fresh.long())]
         if prefix is not None:
             parts.append((prefix.values, torch.where(fresh, prefix.lengths.to(lengths.device), 0)))
         parts += [
@@ -787,15 +791,15 @@ class CosyVoice2LM(VoiceTokenLM):
         state.has_pending &= ~live
         max_len = (state.text_count.clamp(min=1) * self.hparams.max_token_text_ratio).long()
 
-        ids = torch.arange(self.ids.num_outputs, device=lengths.device)[None]
         # speech ids only while text is coming; eos too once the turn of speech was given; never fill
-        allowed_ids = lambda ended: (ids < self.speech_vocab_size) | ((ids == self.ids.eos) & ended[:, None])  # noqa: E731
+        ids = torch.arange(self.ids.num_outputs, device=lengths.device)[None]
+        banned = ~((ids < self.speech_vocab_size) | ((ids == self.ids.eos) & state.ended[:, None]))
         tokens = lengths.new_zeros(batch, b)
         produced = torch.zeros_like(lengths)
         active = live.clone()
         hidden = self.feed(state, inputs, valid)
         for g in range(b):
-            logp = self._log_probs(hidden).masked_fill(~allowed_ids(state.ended), float("-inf"))
+            logp = self._log_probs(hidden).masked_fill(banned, float("-inf"))
             token = sampler(logp, state.recent_tokens())
             stop = token == self.ids.eos
             state.finished |= active & stop
