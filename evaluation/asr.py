@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 import jiwer
@@ -59,8 +60,13 @@ class UtteranceScore:
     hypothesis: str
     reference_normalized: str
     hypothesis_normalized: str
-    counts: ErrorCounts
-    chunks: list  # jiwer AlignmentChunks (converted lazily: building 100k small lists costs seconds)
+    chunks: (
+        list  # jiwer AlignmentChunks; counts and alignment lists derive lazily (100k of them cost seconds)
+    )
+
+    @cached_property
+    def counts(self) -> ErrorCounts:
+        return _count(self.chunks)
 
     @property
     def alignment(self) -> list[list]:
@@ -123,16 +129,15 @@ class AsrResult:
         }
 
 
-class _Tokenize:
-    """A jiwer transform: normalised sentences -> token lists (words, or characters)."""
+class _Given:
+    """A jiwer transform that hands back token lists we already made (so nothing is split twice)."""
 
-    def __init__(self, unit: str):
-        self.unit = unit
+    def __init__(self, tokens: list[list[str]]):
+        self.tokens = tokens
 
     def __call__(self, sentences: list[str]) -> list[list[str]]:
-        if self.unit == "char":
-            return [list(s) for s in sentences]
-        return [s.split() for s in sentences]
+        assert len(sentences) == len(self.tokens)
+        return self.tokens
 
 
 class _Chunk(NamedTuple):
@@ -175,33 +180,36 @@ def score_asr(
             raise TypeError(f"{name} of utterance {bad!r} is not a string; write '' for an empty {name}")
     ref_norm = [scheme.normalize(t) for t in references]
     hyp_norm = [scheme.normalize(t) for t in hypotheses]
-    tokenize = _Tokenize(scheme.unit)
+    split = list if scheme.unit == "char" else str.split
+    ref_tokens = [split(t) for t in ref_norm]
     # exact matches need no alignment (often most of a good system's output): one "equal" chunk each
     differ = [k for k, (r, h) in enumerate(zip(ref_norm, hyp_norm)) if r != h]
     chunks_of: dict[int, list] = {}
+    total = ErrorCounts()
     if differ:
+        refs, hyps = [ref_tokens[k] for k in differ], [split(hyp_norm[k]) for k in differ]
         out = jiwer.process_words(
             [ref_norm[k] for k in differ],
             [hyp_norm[k] for k in differ],
-            reference_transform=tokenize,
-            hypothesis_transform=tokenize,
+            reference_transform=_Given(refs),
+            hypothesis_transform=_Given(hyps),
         )
         chunks_of = dict(zip(differ, out.alignments))
-    total, skipped, insertions_on_empty, utterances = ErrorCounts(), [], 0, []
-    for k in range(len(ref_norm)):
-        alignment = chunks_of.get(k)
-        if alignment is None:
-            n = len(tokenize([ref_norm[k]])[0])
-            counts, alignment = ErrorCounts(hits=n), ([_Chunk("equal", 0, n, 0, n)] if n else [])
-        else:
-            counts = _count(alignment)
-        if counts.reference_tokens == 0:
+        total = ErrorCounts(out.hits, out.substitutions, out.deletions, out.insertions)
+    skipped, insertions_on_empty, utterances = [], 0, []
+    for k, tokens in enumerate(ref_tokens):
+        n = len(tokens)
+        chunks = chunks_of.get(k)
+        if chunks is None:
+            total.hits += n
+            chunks = [_Chunk("equal", 0, n, 0, n)] if n else []
+        if n == 0:  # no rate defined: excluded from the corpus totals, counted (see module docstring)
             skipped.append(ids[k])
-            insertions_on_empty += counts.insertions
-        else:
-            total += counts
+            inserted = sum(c.hyp_end_idx - c.hyp_start_idx for c in chunks)
+            insertions_on_empty += inserted
+            total.insertions -= inserted
         utterances.append(
-            UtteranceScore(ids[k], references[k], hypotheses[k], ref_norm[k], hyp_norm[k], counts, alignment)
+            UtteranceScore(ids[k], references[k], hypotheses[k], ref_norm[k], hyp_norm[k], chunks)
         )
     return AsrResult(
         metric_name(scheme), scheme.name, scheme.unit, total, utterances, skipped, insertions_on_empty
