@@ -1,5 +1,6 @@
 """The evaluation runner: predictions mode per task, reports with plots, resumable model runs, bad inputs."""
 
+import inspect
 import json
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 import yaml
 from minmo_lightning.evaluation.cli import main
-from minmo_lightning.evaluation.runner import evaluate, read_jsonl
+from minmo_lightning.evaluation.report import load_baselines
+from minmo_lightning.evaluation.runner import evaluate, read_jsonl, resolve_class
 
 from minmo_lightning.contracts import AudioBatch
 
@@ -287,6 +289,13 @@ def test_eval_recipes_parse():
             continue
         assert data["task"] in ("asr", "emotion", "duplex", "latency"), path
         assert data["dataset"]["path"] and data["metrics"], path
+        # the named classes exist and take the recipe's arguments
+        data_cls = resolve_class(data["data"]["class_path"], L.LightningDataModule)
+        accepted = {p for cls in data_cls.__mro__[:-1] for p in inspect.signature(cls.__init__).parameters}
+        assert set(data["data"]["init_args"]) <= accepted, path
+        resolve_class(data["model"]["class_path"], L.LightningModule)
+        if "baselines" in data:
+            load_baselines(data["baselines"]["file"], data["baselines"]["key"])
 
 
 class EvalTinyDuplexData(L.LightningDataModule):
