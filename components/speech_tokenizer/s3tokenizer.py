@@ -191,6 +191,12 @@ class S3TokenizerV2(SpeechTokenizer):
         self.log(f"{stage}/ctc_loss", loss, prog_bar=True, batch_size=size)
         self.log(f"{stage}/ctc_infeasible", float(infeasible), reduce_fx="sum", batch_size=size)
         self.log(f"{stage}/codebook_perplexity", self.codebook_perplexity(codes, lengths), batch_size=size)
+        if stage != "train":
+            from torchmetrics.functional.text import char_error_rate
+
+            hypotheses = [self.vocab.decode(ids) for ids in self.asr_head.greedy(log_probs, lengths)]
+            references = [self.vocab.normalize(t) for t in batch["text"]]
+            self.log(f"{stage}/cer", char_error_rate(hypotheses, references), prog_bar=True, batch_size=size)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
