@@ -382,8 +382,10 @@ def evaluate(
         if not records:
             raise ValueError(f"{predictions} is empty: no predictions to score")
         model_info = {"predictions": str(predictions), "name": model_name or Path(predictions).stem}
-    for r in records:
-        r["id"] = str(r.get("id"))
+    for line, r in enumerate(records, 1):
+        if r.get("id") is None:
+            raise ValueError(f"{source}: record {line} has no 'id'; every prediction needs its utterance id")
+        r["id"] = str(r["id"])
     if references is not None:
         refs = load_references(
             references,

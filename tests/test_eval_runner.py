@@ -174,6 +174,9 @@ def test_bad_inputs_name_the_problem(tmp_path):
     broken.write_text('{"id": "a"}\n{"id": \n{"id": "c"}\n')
     with pytest.raises(ValueError, match="broken.jsonl:2 is not valid JSON"):
         evaluate("asr", tmp_path / "o", predictions=broken, progress=False)
+    no_id = write_jsonl(tmp_path / "noid.jsonl", [{"reference": "x", "hypothesis": "x"}])
+    with pytest.raises(ValueError, match="record 1 has no 'id'"):
+        evaluate("asr", tmp_path / "o", predictions=no_id, progress=False)
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "reference": "x", "hypothesis": "x"}] * 2)
     with pytest.raises(ValueError, match="'a' appears twice"):
         evaluate("asr", tmp_path / "o", predictions=dup, progress=False)
