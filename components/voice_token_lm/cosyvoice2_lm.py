@@ -451,9 +451,10 @@ class CosyVoice2LM(VoiceTokenLM):
     ) -> Layout:
         """Assemble the rows (see ``layout.py``) from text embeddings or semantic vectors and speech ids."""
         self._require_model()
+        dtype = self.llm_embedding.weight.dtype  # semantic vectors may come in another precision
         return assemble(
             self.llm_embedding.weight[[SOS_ROW, TASK_ROW]],
-            text_vectors,
+            text_vectors.to(dtype),
             text_lengths,
             self.speech_embedding(speech.tokens),
             speech.tokens,
@@ -461,7 +462,7 @@ class CosyVoice2LM(VoiceTokenLM):
             interleave,
             self.ratio,
             self.ids,
-            prefix=None if prefix is None else prefix.values,
+            prefix=None if prefix is None else prefix.values.to(dtype),
             prefix_lengths=None if prefix is None else prefix.lengths,
         )
 
