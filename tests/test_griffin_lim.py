@@ -68,6 +68,8 @@ def test_errors() -> None:
     vocoder = GriffinLimVocoder()
     with pytest.raises(ValueError, match=r"mel must have shape \[batch, 80, frames\]"):
         vocoder(torch.zeros(1, 100, 4))
+    with pytest.raises(ValueError, match="mel has 0 frames"):
+        vocoder(torch.zeros(1, 80, 0))
     state = vocoder.init_state(1)
     vocoder.step(torch.zeros(1, 80, 2), state, final=True)
     with pytest.raises(RuntimeError, match="already received final=True"):

@@ -160,3 +160,8 @@ def test_positional_noise_is_standard_normal_and_addressed_by_position() -> None
     assert abs(float(torch.corrcoef(torch.stack([draws[0, :-1, 0], draws[0, 1:, 0]]))[0, 1])) < 0.03
     torch.testing.assert_close(positional_normal(1234, 100, 9, 0, torch.device("cpu")), draws[:, 1234:1334])
     assert not torch.equal(positional_normal(0, 100, 9, 1, torch.device("cpu")), draws[:, :100])
+
+
+def test_empty_mel_is_an_error() -> None:
+    with pytest.raises(ValueError, match="mel has 0 frames"):
+        tiny()(torch.zeros(1, 80, 0))

@@ -157,6 +157,10 @@ class GriffinLimVocoder(nn.Module):
     def forward(self, mel: Tensor) -> Tensor:
         """Natural-log mel [B, n_mels, T] -> waveform [B, T * hop]."""
         self._check_mel(mel)
+        if mel.shape[2] == 0:
+            raise ValueError(
+                "mel has 0 frames: there is nothing to vocode (drop empty items before the vocoder)"
+            )
         magnitude = self.linear_magnitude(mel)
         phase = self.initial_phase(mel.shape[0], magnitude.shape[1], 0, mel.shape[2], mel.device)
         return self.istft(magnitude * self.griffin_lim(magnitude, phase))

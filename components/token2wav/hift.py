@@ -390,6 +390,10 @@ class HiFTVocoder(nn.Module):
     def forward(self, mel: Tensor, draws: Tensor | None = None) -> Tensor:
         """mel [B, in_channels, T] -> waveform [B, T * 480]."""
         self._check_mel(mel)
+        if mel.shape[2] == 0:
+            raise ValueError(
+                "mel has 0 frames: there is nothing to vocode (drop empty items before the vocoder)"
+            )
         with parametrize.cached():
             f0 = self.f0_predictor(mel)
             return self.decode(mel, self.excitation(f0, draws))
