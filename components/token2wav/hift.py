@@ -21,7 +21,9 @@ Streaming is exact, not cross-faded guesswork: each step vocodes a window of ``s
 frames + the new ones, and returns audio only for frames that have ``stream_lookahead`` frames of future context.
 The excitation of already emitted frames is cached and its harmonic phase carried, and the noise is addressed by
 absolute sample index (not drawn per call), so with the default context (the generator's receptive field,
-``exact_context_frames()``) the concatenated chunks equal ``forward`` up to float rounding. A smaller lookahead
+``exact_context_frames()``: 17 frames left, 22 ahead at CosyVoice2's sizes) the concatenated chunks equal
+``forward`` up to float rounding (offline accumulates the harmonic phase in float32 as the reference does: ~3e-5
+at 60 voiced frames; the stream wraps it). Per-row reset is not supported. A smaller lookahead
 trades accuracy at chunk joins for latency; ``stream_crossfade`` frames then smooth each join. State is bounded:
 left context + look-ahead + one chunk of mel, and that many frames of excitation.
 """
