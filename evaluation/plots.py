@@ -148,6 +148,8 @@ def fdb_timeline_png(per_sample: Sequence[dict], task: str, path: Path, max_samp
         ax.broken_barh(words, (row - 0.3, 0.6), facecolor=color, edgecolor="white", alpha=0.8)
         for s, e in sample.get("segments", []):
             ax.broken_barh([(s, e - s)], (row - 0.42, 0.84), facecolor="none", edgecolor="tab:purple")
+        for s, e in sample.get("backchannels", []):
+            ax.broken_barh([(s, e - s)], (row - 0.42, 0.84), facecolor="tab:purple", alpha=0.25)
         if sample.get("t_ref") is not None:
             ax.plot([sample["t_ref"]] * 2, [row - 0.45, row + 0.45], color="tab:red", linewidth=2)
         if sample.get("latency") is not None:
@@ -167,9 +169,11 @@ def fdb_timeline_png(per_sample: Sequence[dict], task: str, path: Path, max_samp
     if any(s.get("segments") for s in shown):
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="none", edgecolor="tab:purple"))
         names.append("VAD segment")
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="tab:purple", alpha=0.25))
+        names.append("counted as backchannel")
     ax.legend(handles, names, fontsize=8, loc="upper right", ncols=2)
     ax.set_yticks(range(len(shown)), [s["id"] for s in shown], fontsize=8)
-    ax.set_ylim(len(shown) + 0.6, -0.8)  # first sample on top
+    ax.set_ylim(len(shown) - 0.4, -1.3)  # first sample on top, room for the legend
     ax.set_xlabel("time on the input timeline (s)")
     ax.set_ylabel("sample")
     ax.set_title(f"Full-Duplex-Bench {task}: model speech per sample")
