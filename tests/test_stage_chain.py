@@ -1,0 +1,52 @@
+"""The tiny stage-1 recipe chain runs end to end: 1a -> 1b -> 1c, each loading the previous checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from minmo_lightning.cli import lightning_main, main
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
+CHAIN = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft")
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    args = ["synth-data", "--out", str(out), "--size", "tiny", "--tasks", "asr", "--workers", "1"]
+    assert main(args) == 0
+    return out
+
+
+def _recipe(name: str, corpus: Path, runs: Path) -> Path:
+    recipe = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    tag = name.split("_")[0]
+    recipe["trainer"].update(
+        {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "default_root_dir": str(runs / tag)}
+    )
+    recipe["trainer"]["callbacks"][1]["init_args"]["dirpath"] = str(runs / tag / "checkpoints")
+    recipe["trainer"]["callbacks"] = recipe["trainer"]["callbacks"][1:]  # no progress bar in tests
+    init = recipe["model"]["init_args"]["init_checkpoint"]
+    if init:
+        recipe["model"]["init_args"]["init_checkpoint"] = str(runs / init.removeprefix("runs/tiny/"))
+    recipe["data"]["init_args"].update({"path": str(corpus / "asr"), "max_seconds_per_batch": 12.0})
+    path = runs / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path) -> None:
+    previous = None
+    for name in CHAIN:
+        lightning_main(["fit", "--config", str(_recipe(name, tiny_corpus, tmp_path))])
+        checkpoint = tmp_path / name.split("_")[0] / "checkpoints" / "last.ckpt"
+        assert checkpoint.is_file(), f"{name} wrote no last.ckpt"
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if previous is not None:
+            assert state["hyper_parameters"]["init_checkpoint"] == str(previous)
+        previous = checkpoint
+    assert any("lora_" in key for key in state["state_dict"]), "stage 1c trains LoRA adapters"
