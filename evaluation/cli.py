@@ -105,9 +105,17 @@ def _settings(args: argparse.Namespace, recipe: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Input problems (missing files, mismatched ids or labels) print one clear line and exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "fdb":
-        return fdb_main(argv[1:])
+    try:
+        return fdb_main(argv[1:]) if argv and argv[0] == "fdb" else _evaluate_main(argv)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"minmo evaluate: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _evaluate_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     recipe: dict = {}
     if args.config:

@@ -156,9 +156,11 @@ def test_duplex_and_latency_predictions(tmp_path):
     assert png_ok(tmp_path / "lat" / "first_packet.png")
 
 
-def test_bad_inputs_name_the_problem(tmp_path):
+def test_bad_inputs_name_the_problem(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
+    assert main(["--predictions", str(empty), "--task", "asr", "--out", str(tmp_path / "o")]) == 2
+    assert "empty.jsonl is empty: no predictions to score" in capsys.readouterr().err
     with pytest.raises(ValueError, match="empty"):
         evaluate("asr", tmp_path / "o", predictions=empty, progress=False)
     preds = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "hypothesis": "x"}])
