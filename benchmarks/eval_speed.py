@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jiwer
 from minmo_lightning.evaluation.asr import score_asr
 from minmo_lightning.evaluation.normalizers import get_scheme
 
@@ -189,6 +190,9 @@ def main() -> None:
         figures[f"{label}_cpu_s"] = cpu
         figures[f"{label}_utt_per_s"] = count / wall
         figures[f"{label}_rate"] = result.rate
+    # the floor: jiwer's own corpus WER on the same pairs (no per-utterance records)
+    wall, cpu, _ = timed(lambda: jiwer.wer(refs, hyps))
+    figures["plain_jiwer_wer_wall_s"], figures["plain_jiwer_wer_cpu_s"] = wall, cpu
     figures["builtin_evaluate_s"] = builtin_end_to_end(Path(args.builtin))
 
     print(f"{'figure':<34}{'value':>14}")
