@@ -173,7 +173,7 @@ def _asr(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         sections.append(
             ("Plots", image(hist, "per-utterance error rate") + "\n\n" + image(bars, "edit types"))
         )
-    worst = sorted(result.utterances, key=lambda u: -u.counts.errors)[:10]
+    worst = sorted(result.utterances, key=lambda u: (-u.counts.errors, -(u.counts.rate or 0.0)))[:10]
     sections.append(
         (
             "Worst utterances",
