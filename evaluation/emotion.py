@@ -22,7 +22,17 @@ UNPARSEABLE = "<unparseable>"
 
 #: raw dataset label -> canonical label (EmoBox ``data/<dataset>/label_map.json`` conventions).
 LABEL_MAPS: dict[str, dict[str, str]] = {
-    "iemocap": {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"},
+    "iemocap": {  # 4-class: codes, and full words as some copies spell them
+        "neu": "neutral",
+        "hap": "happy",
+        "exc": "happy",
+        "ang": "angry",
+        "sad": "sad",
+        "neutral": "neutral",
+        "happy": "happy",
+        "excited": "happy",
+        "angry": "angry",
+    },
     "meld": {
         "neutral": "neutral",
         "joy": "happy",

@@ -174,6 +174,7 @@ def test_emotion_label_sets_must_agree():
 
 def test_label_mapping_and_parsing():
     assert map_label("exc", "iemocap") == "happy" and map_label("HAP", "crema-d") == "happy"
+    assert map_label("Excited", "iemocap") == "happy" and map_label("angry", "crema-d") == "angry"
     assert map_label("joy", "meld") == "happy"
     with pytest.raises(ValueError, match="'fru' is not in the iemocap label map"):
         map_label("fru", "iemocap")
