@@ -67,6 +67,7 @@ def run_ours(model, prompt, tokens) -> tuple[list[float], int]:
         )
         times.append(time.perf_counter() - start)
         samples += int(audio.lengths[0])
+        print(f"  ours chunk {index}: {times[-1]:.3f} s", flush=True)
     return times, samples
 
 
@@ -93,6 +94,9 @@ def run_reference_style(model, prompt, tokens, mel_cache: int = 8) -> list[float
         cache, done = window[:, :, -mel_cache:], mel.shape[2] // FRAMES_PER_TOKEN
         times.append(time.perf_counter() - start)
         assert audio.shape[1] == new.shape[2] * SAMPLES_PER_FRAME
+        print(
+            f"  reference-style chunk {len(times) - 1} (prefix {end} tokens): {times[-1]:.3f} s", flush=True
+        )
     return times
 
 
@@ -135,7 +139,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=15)
     parser.add_argument("--left-chunks", type=int, default=2)
     parser.add_argument("--timesteps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (1 is fastest on a shared CPU)"
+    )
     parser.add_argument("--json", type=str, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -188,7 +194,13 @@ def main() -> None:
         f"streaming vs offline mel, same chunk mask, {args.compare_seconds:g} s: max |diff| = {mel_diff:.2e}"
     )
     if args.json:
-        payload = {"figures": figures, "targets": targets, "device": device, "args": vars(args)}
+        payload = {
+            "figures": figures,
+            "targets": targets,
+            "device": device,
+            "args": vars(args),
+            "per_chunk_s": {"ours": ours, "reference_style": reference},
+        }
         with open(args.json, "w") as handle:
             json.dump(payload, handle, indent=2)
 
