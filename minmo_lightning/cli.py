@@ -185,6 +185,7 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -194,5 +195,5 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in LIGHTNING_COMMANDS:
         print(f"minmo: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    lightning_main(argv)
+    lightning_main(None if from_command_line else argv)
     return 0

@@ -5,6 +5,10 @@ ablation). ``trainable`` says per slot ``frozen | full | lora`` (see ``stages.py
 picks what a training step optimises:
 
 - ``speech_to_text`` (stage 1): voice encoder -> input projector -> LLM, loss on the response text.
+- ``text_to_speech`` (stage 2): a text prompt and its answer run through the LLM (teacher forced); the
+  output projector turns [query ; answer tokens] into semantic vectors; the voice token LM learns the
+  answer's speech tokens (5:15 interleave). Loss on speech tokens only.
+- ``speech_to_speech`` (stage 3): as stage 2, with the user turn spoken (encoder -> projector -> LLM).
 
 Heavy blocks materialise in ``configure_model()`` (once); stage rules are applied right after, before
 any sharding, and re-checked when the optimizer is built. The hyperparameters hold each block's spec,
@@ -35,7 +39,8 @@ from minmo_lightning.blocks import (
     VoiceTokenLM,
 )
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
-from minmo_lightning.contracts import AudioBatch, SequenceBatch
+from minmo_lightning.components.llm.prompts import PromptBatch
+from minmo_lightning.contracts import AudioBatch, LLMOutput, SequenceBatch, VoiceDecoderInput, lengths_to_mask
 from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
 
 SLOT_TYPES: dict[str, type[Block]] = {
@@ -47,7 +52,13 @@ SLOT_TYPES: dict[str, type[Block]] = {
     "duplex_predictor": DuplexPredictor,
     "token2wav": Token2Wav,
 }
-OBJECTIVES = ("speech_to_text",)
+OBJECTIVES = ("speech_to_text", "text_to_speech", "speech_to_speech")
+#: objective -> slots it needs (beyond the LLM)
+OBJECTIVE_SLOTS = {
+    "speech_to_text": ("voice_encoder", "input_projector"),
+    "text_to_speech": ("output_projector", "voice_token_lm"),
+    "speech_to_speech": ("voice_encoder", "input_projector", "output_projector", "voice_token_lm"),
+}
 IGNORE_INDEX = -100
 
 
@@ -135,12 +146,11 @@ class MinMo(L.LightningModule):
     def _check_wiring(self) -> None:
         from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
 
-        if self.hparams.objective == "speech_to_text":
-            for slot in ("voice_encoder", "input_projector"):
-                if getattr(self, slot) is None:
-                    raise ValueError(
-                        f"objective speech_to_text needs a {slot}; add it under model.init_args.{slot}"
-                    )
+        objective = self.hparams.objective
+        for slot in OBJECTIVE_SLOTS[objective]:
+            if getattr(self, slot) is None:
+                raise ValueError(f"objective {objective} needs a {slot}; add it under model.init_args.{slot}")
+        if self.voice_encoder is not None and self.input_projector is not None:
             if self.voice_encoder.output_dim != self.input_projector.input_dim:
                 raise ValueError(
                     f"voice_encoder.output_dim ({self.voice_encoder.output_dim}) != input_projector.input_dim "
@@ -150,6 +160,13 @@ class MinMo(L.LightningModule):
                 raise ValueError(
                     f"input_projector.output_dim ({self.input_projector.output_dim}) != llm hidden size "
                     f"({self.llm.hidden_size}); set the projector's output_dim to the LLM width"
+                )
+        if self.output_projector is not None and self.voice_token_lm is not None:
+            width = getattr(self.voice_token_lm, "hidden_size", self.output_projector.output_dim)
+            if self.output_projector.output_dim != width:
+                raise ValueError(
+                    f"output_projector.output_dim ({self.output_projector.output_dim}) != the voice token LM "
+                    f"width ({width}); set the output projector's output_dim to it"
                 )
         unknown = [t for t in self.tasks if t not in TASK_INSTRUCTIONS]
         if unknown:
@@ -242,22 +259,102 @@ class MinMo(L.LightningModule):
             )
         return instructions, responses
 
-    def speech_to_text_loss(self, batch: Mapping[str, Any]) -> Tensor:
+    def _prompted_llm(
+        self, instructions: list[str], responses: list[str], audio: SequenceBatch | None
+    ) -> tuple[PromptBatch, Tensor, LLMOutput]:
+        """Build the prompts (audio spliced in where given), run the LLM teacher forced."""
         from minmo_lightning.components.llm.prompts import splice_audio
 
-        audio = self.encode_audio(batch["audio"])
-        instructions, responses = self._item_tasks(batch)
-        prompt = self.prompts.build(instructions, audio.lengths, responses).to_device(self.device)
+        lengths = audio.lengths if audio is not None else torch.zeros(len(instructions), dtype=torch.long)
+        prompt = self.prompts.build(instructions, lengths, responses).to_device(self.device)
         if prompt.token_ids.shape[1] > self.llm.max_positions:
             raise ValueError(
                 f"prompt of {prompt.token_ids.shape[1]} positions exceeds the LLM context ({self.llm.max_positions}); "
                 "shorten the audio (data.max_seconds) or use an LLM with a longer context"
             )
-        embeds = splice_audio(self.llm.embed(prompt.token_ids), prompt.audio_mask, audio)
-        logits = self.llm(embeds, attention_mask=prompt.attention_mask).logits
+        embeds = self.llm.embed(prompt.token_ids)
+        if audio is not None:
+            embeds = splice_audio(embeds, prompt.audio_mask, audio)
+        return prompt, embeds, self.llm(embeds, attention_mask=prompt.attention_mask)
+
+    def speech_to_text_loss(self, batch: Mapping[str, Any]) -> Tensor:
+        audio = self.encode_audio(batch["audio"])
+        instructions, responses = self._item_tasks(batch)
+        prompt, _, out = self._prompted_llm(instructions, responses, audio)
         return nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), prompt.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            out.logits[:, :-1].flatten(0, 1).float(),
+            prompt.labels[:, 1:].flatten(),
+            ignore_index=IGNORE_INDEX,
         )
+
+    # ---- voice decoder (stages 2 and 3) ----------------------------------------------------------
+    def voice_decoder_input(self, prompt: PromptBatch, embeds: Tensor, hidden: Tensor) -> VoiceDecoderInput:
+        """MinMo §3.2: query = [user-turn state ; LLM last hidden], then [embedding ; hidden] per answer token.
+
+        The user-turn state is the mean input embedding of everything before the answer (template, text or
+        spliced audio); the LLM last hidden is the state at the last position before the answer.
+        """
+        answer = (prompt.labels != IGNORE_INDEX) & (prompt.token_ids != self.prompts.end_id)
+        before = prompt.attention_mask.bool() & (prompt.labels == IGNORE_INDEX)
+        counts = answer.sum(1)
+        packed = lengths_to_mask(counts, int(counts.max()))
+        token_embeddings = embeds.new_zeros(*packed.shape, embeds.shape[-1])
+        token_embeddings[packed] = embeds[answer]
+        token_hidden = hidden.new_zeros(*packed.shape, hidden.shape[-1])
+        token_hidden[packed] = hidden[answer]
+        turn_state = (embeds * before[..., None]).sum(1) / before.sum(1, keepdim=True).clamp(min=1)
+        positions = torch.arange(before.shape[1], device=before.device)
+        last_before = (before * positions).argmax(1)
+        turn_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_before]
+        query = torch.cat([turn_state, turn_hidden], dim=-1)[:, None]
+        return VoiceDecoderInput(query, token_embeddings, token_hidden, counts)
+
+    def voice_decoder_forward(self, batch: Mapping[str, Any]) -> Any:
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, TTS_INSTRUCTION
+
+        if self.hparams.objective == "text_to_speech":
+            texts, speech, audio = batch["text"], batch.get("speech_tokens"), None
+            instructions = [TTS_INSTRUCTION.format(text=t) for t in texts]
+        else:
+            texts, speech = batch["answer_text"], batch.get("answer_speech_tokens")
+            instructions = [TASK_INSTRUCTIONS["chat"]] * len(texts)
+        if speech is None:
+            raise KeyError(
+                f"objective {self.hparams.objective} needs speech-token targets in the batch; add them to the "
+                "dataset with `minmo prepare` (speech tokenizer) first"
+            )
+        llm_trains = self.hparams.trainable.get("llm") != "frozen"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and llm_trains):
+            if self.hparams.objective == "speech_to_speech":
+                audio = self.encode_audio(batch["user_audio"])
+            prompt, embeds, out = self._prompted_llm(instructions, list(texts), audio)
+        decoder_input = self.voice_decoder_input(prompt, embeds, out.hidden_states)
+        vectors = self.output_projector(decoder_input)
+        query_rows = vectors.values.shape[1] - decoder_input.token_embeddings.shape[1]
+        prefix = None
+        if query_rows:
+            prefix = SequenceBatch(
+                vectors.values[:, :query_rows], torch.full_like(decoder_input.lengths, query_rows)
+            )
+        semantic = SequenceBatch(vectors.values[:, query_rows:], decoder_input.lengths)
+        return self.voice_token_lm.decoder_forward(semantic, speech, prefix)
+
+    def objective_loss(self, batch: Mapping[str, Any], stage: str) -> Tensor:
+        size = len(batch["ids"])
+        if self.hparams.objective == "speech_to_text":
+            loss = self.speech_to_text_loss(batch)
+        else:
+            out = self.voice_decoder_forward(batch)
+            loss = out.loss
+            self.log(
+                f"{stage}/speech_token_acc",
+                out.acc,
+                prog_bar=True,
+                batch_size=size,
+                sync_dist=stage != "train",
+            )
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        return loss
 
     @torch.no_grad()
     def transcribe(self, audio: AudioBatch, instruction: str | None = None) -> list[str]:
@@ -287,13 +384,10 @@ class MinMo(L.LightningModule):
 
     # ---- Lightning hooks ----------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        loss = self.speech_to_text_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
-        return loss
+        return self.objective_loss(batch, "train")
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        loss = self.speech_to_text_loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=True)
+        self.objective_loss(batch, "val")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         texts = self.transcribe(batch["audio"])

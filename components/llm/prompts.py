@@ -30,6 +30,8 @@ TASK_INSTRUCTIONS: dict[str, str] = {
     "speaker": "Describe the speaker's gender and age.",
     "chat": "Answer the user's spoken question.",
 }
+#: the text-only user turn of text-to-speech alignment (stage 2); the answer is the same text.
+TTS_INSTRUCTION = "Read this text aloud: {text}"
 
 
 @dataclass
