@@ -101,6 +101,7 @@ class FlowStreamState(StreamState):
     step_caches: list[dict[str, Tensor]] = field(default_factory=list)
 
     def reset(self, items: Tensor | list[int]) -> None:
+        """Restart sessions ``items`` with the same prompt (re-encoded on the next ``step``)."""
         index = torch.as_tensor(items)
         rows = (torch.nonzero(index).flatten() if index.dtype == torch.bool else index.flatten()).tolist()
         for row in rows:
