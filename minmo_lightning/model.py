@@ -390,6 +390,13 @@ class MinMo(L.LightningModule):
         self.objective_loss(batch, "val")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One record per utterance (the ``minmo evaluate`` protocol): ASR text, or SER text for emotion data."""
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
+
+        if "emotion" in batch:
+            instruction = TASK_INSTRUCTIONS["ser"].format(labels=", ".join(self.emotion_labels))
+            texts = self.transcribe(batch["audio"], instruction)
+            return [{"id": i, "task": "ser", "prediction_text": t} for i, t in zip(batch["ids"], texts)]
         texts = self.transcribe(batch["audio"])
         references = batch.get("text", [None] * len(texts))
         return [
