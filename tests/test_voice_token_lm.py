@@ -364,3 +364,15 @@ def test_generate_bistream_streams_and_rejects_empty_text(model) -> None:
     )  # 15 after the first 5 text, capped at 3x
     with pytest.raises(ValueError, match="empty text"):
         list(model.generate_bistream(iter([]), sampler=greedy))
+
+
+def test_ras_sampling_is_seeded_and_in_range() -> None:
+    block = tiny(max_token_text_ratio=2.0)  # default sampling: RAS top_p 0.8, top_k 25, window 10
+    semantic = SequenceBatch(torch.randn(2, 5, 64), torch.tensor([5, 3]))
+    runs = []
+    for _ in range(2):
+        state = block.init_state(2)
+        out = block.step(semantic, state, generator=torch.Generator().manual_seed(7))
+        runs.append(out.tokens)
+        assert int(out.tokens.max()) < V and out.lengths[0] == 15
+    assert torch.equal(runs[0], runs[1])
