@@ -158,7 +158,7 @@ class SpeechDataModule(L.LightningDataModule):
         over_budget = keep & (total > self.max_seconds_per_batch)  # could never be batched
         reasons[f"over_max_seconds_per_batch_{self.max_seconds_per_batch:g}s"] += int(over_budget.sum())
         keep &= ~over_budget
-        reasons.update({k: v for k, v in extra.pop("_reasons", Counter()).items()})
+        reasons.update(extra.pop("_reasons", Counter()))
         indices = np.flatnonzero(keep)
         extra = {name: values[indices] for name, values in extra.items()}
         extra["_duration"] = total[indices]

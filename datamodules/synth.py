@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import wave as wave_module
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -157,21 +157,27 @@ def _render_session(job: SessionJob) -> dict:
     }
 
 
-def _render_shard(jobs: list[Utterance | SessionJob]) -> list[dict]:
-    return [_render_session(j) if isinstance(j, SessionJob) else _render_utterance(j) for j in jobs]
+def _render_job(job: Utterance | SessionJob | tuple) -> dict | tuple:
+    if isinstance(job, tuple):
+        return tuple(_render_job(j) for j in job)
+    return _render_session(job) if isinstance(job, SessionJob) else _render_utterance(job)
 
 
-def render(jobs: list, workers: int, shard_size: int) -> list[dict]:
-    """Run ``jobs`` in shards, each in a fresh process, results in job order.
+def _render_shard(jobs: list) -> list:
+    return [_render_job(job) for job in jobs]
 
-    Workers fork from a small fork server (not from this process, which grows with the results), so
-    starting one per shard stays cheap.
+
+def render(jobs: list, workers: int, shard_size: int) -> Iterator:
+    """Results of ``jobs`` in job order; shards of ``shard_size`` jobs each run in a freshly forked process.
+
+    Fork (not spawn/forkserver) so callers need no ``if __name__ == "__main__"`` guard; this process
+    never loads espeak itself, so every child starts from a clean library state.
     """
     shards = [jobs[i : i + shard_size] for i in range(0, len(jobs), shard_size)]
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context = multiprocessing.get_context("fork")
     with context.Pool(max(1, workers), maxtasksperchild=1) as pool:
-        return [row for shard in pool.imap(_render_shard, shards) for row in shard]
+        for shard in pool.imap(_render_shard, shards):
+            yield from shard
 
 
 # ---- planning: every random draw happens here, in the parent, from the seed ----------------------
@@ -273,7 +279,7 @@ def plan_corpus(
                         "id": f"emotion-{split}-{i:05d}-{style}",
                         "text": ex.user,
                         "speaker": voice,
-                        "prosody_style": style,
+                        "prosody_style": STYLES.index(style),
                     }
                     plan.add("emotion", split, job, meta)
     assistant = ASSISTANT_VOICE
@@ -333,9 +339,9 @@ def plan_corpus(
 
 # ---- writing -------------------------------------------------------------------------------------
 def _features(task: str):
-    from datasets import ClassLabel, Features, List, Value
+    from datasets import Audio, ClassLabel, Features, List, Value
 
-    audio = {"bytes": Value("binary"), "path": Value("string")}
+    audio = Audio(decode=False)  # stored as struct<bytes, path>; nothing here encodes or decodes
     common = {"id": Value("string")}
     if task == "asr":
         return Features(
@@ -402,37 +408,28 @@ AUDIO_COLUMNS = {
 }
 
 
-def _rows(task: str, metas: list[dict], results: list, frame_rate: float) -> list[dict]:
-    rows = []
-    for meta, result in zip(metas, results):
-        key = meta["id"]
-        if task == "s2s":
-            question, answer = result
-            row = {
-                **meta,
-                "user_audio": {"bytes": question["bytes"], "path": f"{key}-user.wav"},
-                "answer_audio": {"bytes": answer["bytes"], "path": f"{key}-answer.wav"},
-                "duration": question["duration"],
-                "answer_duration": answer["duration"],
-            }
-        elif task == "duplex":
-            row = {
-                **meta,
-                "user_audio": {"bytes": result["user"], "path": f"{key}-user.wav"},
-                "assistant_audio": {"bytes": result["assistant"], "path": f"{key}-assistant.wav"},
-                "duration": result["duration"],
-                "events": result["events"],
-                "frame_labels": result["frame_labels"].tolist(),
-                "frame_rate": frame_rate,
-            }
-        else:
-            row = {
-                **meta,
-                "audio": {"bytes": result["bytes"], "path": f"{key}.wav"},
-                "duration": result["duration"],
-            }
-        rows.append(row)
-    return rows
+def _row(task: str, meta: dict, result, frame_rate: float) -> dict:
+    key = meta["id"]
+    if task == "s2s":
+        question, answer = result
+        return {
+            **meta,
+            "user_audio": {"bytes": question["bytes"], "path": f"{key}-user.wav"},
+            "answer_audio": {"bytes": answer["bytes"], "path": f"{key}-answer.wav"},
+            "duration": question["duration"],
+            "answer_duration": answer["duration"],
+        }
+    if task == "duplex":
+        return {
+            **meta,
+            "user_audio": {"bytes": result["user"], "path": f"{key}-user.wav"},
+            "assistant_audio": {"bytes": result["assistant"], "path": f"{key}-assistant.wav"},
+            "duration": result["duration"],
+            "events": result["events"],
+            "frame_labels": result["frame_labels"].tolist(),
+            "frame_rate": frame_rate,
+        }
+    return {**meta, "audio": {"bytes": result["bytes"], "path": f"{key}.wav"}, "duration": result["duration"]}
 
 
 DESCRIPTIONS = {
@@ -446,26 +443,39 @@ DESCRIPTIONS = {
 }
 
 
-def split_dataset(task: str, rows: list[dict], fingerprint: str, chunk: int = 500):
-    """Rows -> ``Dataset``, consuming ``rows`` chunk by chunk so the audio is held about once in memory."""
-    from datasets import Audio, Dataset, concatenate_datasets
+def write_split(
+    folder: Path, task: str, rows: Iterable[dict], fingerprint: str, chunk: int = 256
+) -> dict[str, float]:
+    """Stream rows into ``folder`` in the layout ``Dataset.save_to_disk`` writes (one Arrow stream file,
+    ``dataset_info.json``, ``state.json``), a chunk at a time: memory stays at one chunk of audio."""
+    import pyarrow as pa
+    from datasets import DatasetInfo
 
     features = _features(task)
-    parts = []
-    while rows:
-        head, rows[:chunk] = rows[:chunk], []
-        parts.append(
-            Dataset.from_dict({name: [row[name] for row in head] for name in features}, features=features)
-        )
-    dataset = (
-        concatenate_datasets(parts)
-        if parts
-        else Dataset.from_dict({n: [] for n in features}, features=features)
-    )
-    for i, column in enumerate(AUDIO_COLUMNS[task]):
-        dataset = dataset.cast_column(column, Audio(decode=False), new_fingerprint=f"{fingerprint}-{i}")
-    dataset.info.description = DESCRIPTIONS[task]
-    return dataset
+    schema = features.arrow_schema
+    folder.mkdir(parents=True)
+    data_file = "data-00000-of-00001.arrow"
+    count, seconds, pending = 0, 0.0, []
+    with pa.OSFile(str(folder / data_file), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for row in rows:
+            pending.append(row)
+            count, seconds = count + 1, seconds + row["duration"]
+            if len(pending) == chunk:
+                writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+                pending = []
+        writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+    DatasetInfo(description=DESCRIPTIONS[task], features=features).write_to_directory(str(folder))
+    state = {
+        "_data_files": [{"filename": data_file}],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    return {"rows": count, "hours": seconds / 3600}
 
 
 def replace_folder(staging: Path, target: Path) -> None:
@@ -563,17 +573,12 @@ def build_corpus(
         staging = out / f"{task}.partial"
         if staging.exists():
             shutil.rmtree(staging)
+        staging.mkdir(parents=True)
         stats[task] = {}
         for split, jobs in plan.jobs[task].items():
-            if task == "s2s":
-                flat = render([j for pair in jobs for j in pair], workers, shard_size=200)
-                results = list(zip(flat[0::2], flat[1::2]))
-            else:
-                results = render(jobs, workers, shard_size=4 if task == "duplex" else 200)
-            rows = _rows(task, plan.meta[task][split], results, frame_rate)
-            del results
-            stats[task][split] = {"rows": len(rows), "hours": sum(r["duration"] for r in rows) / 3600}
-            split_dataset(task, rows, f"{fingerprint}-{task}-{split}").save_to_disk(str(staging / split))
+            results = render(jobs, workers, shard_size=4 if task == "duplex" else 200)
+            rows = (_row(task, meta, r, frame_rate) for r, meta in zip(results, plan.meta[task][split]))
+            stats[task][split] = write_split(staging / split, task, rows, f"{fingerprint}-{task}-{split}")
         # The layout DatasetDict.save_to_disk writes; splits were saved one by one to bound memory.
         (staging / "dataset_dict.json").write_text(json.dumps({"splits": list(plan.jobs[task])}))
         replace_folder(staging, out / task)
