@@ -507,7 +507,9 @@ def dataset_card(stats: dict, args: dict) -> str:
         for split, s in splits.items():
             lines.append(f"| {task} | {split} | {s['rows']} | {s['hours']:.3f} |")
     lines += ["", "## Tasks", ""]
-    lines += [f"- **{task}**: {DESCRIPTIONS[task]}" for task in stats]
+    for task in stats:
+        columns = ", ".join(f"`{name}`" for name in _features(task))
+        lines.append(f"- **{task}**: {DESCRIPTIONS[task]} Columns: {columns}.")
     lines += [
         "",
         "## The emotion set is a proxy",
