@@ -271,3 +271,16 @@ def test_inference_preset_refuses_to_train():
     batch = {"audio": AudioBatch.from_list(chirps([0.5]), 16000), "text": ["hi"]}
     with pytest.raises(RuntimeError, match="asr_vocab"):
         model.training_step(batch, 0)
+
+
+def test_calibration_centres_fsq_and_penalty_targets_saturation():
+    model = small()
+    hidden = 5.0 + torch.randn(400, 64)  # a shared offset like the encoder's residual stream
+    model.quantizer.calibrate(hidden)
+    z = model.quantizer._codebook.project_down(hidden)
+    assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-4)
+    assert torch.allclose(z.std(0), torch.ones(8), atol=1e-4)
+    digits = model.quantizer.bounded(hidden).round()
+    assert {-1.0, 0.0, 1.0} <= set(digits.unique().tolist())
+    assert float(model.quantizer.saturation_penalty(hidden)) < 0.05
+    assert float(model.quantizer.saturation_penalty(hidden * 10)) > 1.0

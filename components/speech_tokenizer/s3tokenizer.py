@@ -21,7 +21,7 @@ from torch import Tensor
 
 from minmo_lightning.blocks import SpeechTokenizer
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
-from minmo_lightning.contracts import AudioBatch, TokenBatch
+from minmo_lightning.contracts import AudioBatch, TokenBatch, lengths_to_mask
 
 #: files ``load_pretrained`` looks for in a folder, in order.
 CHECKPOINT_NAMES = ("speech_tokenizer_v2.onnx", "model.safetensors", "speech_tokenizer_v2.pt")
@@ -41,6 +41,7 @@ _OFFICIAL = dict(
     asr_vocab="",
     asr_layers=0,
     ctc_slots=2,
+    saturation_weight=0.0,
     learning_rate=1e-3,
     warmup_steps=200,
 )
@@ -62,6 +63,7 @@ class S3TokenizerV2(SpeechTokenizer):
             "n_layers": 2,
             "asr_vocab": " abcdefghijklmnopqrstuvwxyz'",
             "asr_layers": 2,
+            "saturation_weight": 0.1,
         },
     }
 
@@ -81,11 +83,13 @@ class S3TokenizerV2(SpeechTokenizer):
         asr_vocab: str = "",
         asr_layers: int = 0,
         ctc_slots: int = 2,
+        saturation_weight: float = 0.0,
         learning_rate: float = 1e-3,
         warmup_steps: int = 200,
     ):
         """``asr_vocab`` empty: inference only, exactly the official parameters. Otherwise a CTC head
-        over those characters (``asr_layers`` blocks) is added for ``training_step``."""
+        over those characters (``asr_layers`` blocks) is added for ``training_step``; ``saturation_weight``
+        scales ``FSQuantizer.saturation_penalty`` in the training loss."""
         super().__init__()
         self.save_hyperparameters()
         self.frontend = LogMelFrontend(
@@ -104,6 +108,7 @@ class S3TokenizerV2(SpeechTokenizer):
             if self.vocab
             else None
         )
+        self._calibrated = False
 
     # ---- inference -----------------------------------------------------------------------------
     def quantize(self, mel: Tensor, mel_lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -171,7 +176,8 @@ class S3TokenizerV2(SpeechTokenizer):
         load_state_dict_strict(self, read_state_dict(path), source=str(path))
 
     # ---- training (tiny: CTC on the quantized codes) -------------------------------------------
-    def _asr_forward(self, audio: AudioBatch) -> tuple[Tensor, Tensor, Tensor]:
+    def _asr_forward(self, audio: AudioBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """CTC log-probs, token lengths, rounded codes and the saturation penalty."""
         if self.asr_head is None:
             raise RuntimeError(
                 f"{type(self).__name__} was built without a training head; set asr_vocab (e.g. preset 'tiny') to train it"
@@ -180,15 +186,23 @@ class S3TokenizerV2(SpeechTokenizer):
         with torch.no_grad():
             mel, mel_lengths = self.frontend(audio.waveform, audio.lengths)
         hidden, lengths = self.encoder(mel, mel_lengths)
+        valid = hidden[lengths_to_mask(lengths, hidden.shape[1])]
+        if self.training and not self._calibrated:
+            self.quantizer.calibrate(valid)
+            self._calibrated = True
         codes = self.quantizer.quantize(hidden)
-        return self.asr_head(codes, lengths), lengths, codes
+        return self.asr_head(codes, lengths), lengths, codes, self.quantizer.saturation_penalty(valid)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._calibrated = True  # resumed weights are already calibrated
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        log_probs, lengths, codes = self._asr_forward(batch["audio"])
+        log_probs, lengths, codes, saturation = self._asr_forward(batch["audio"])
         targets = [self.vocab.encode(t) for t in batch["text"]]
-        loss, infeasible = self.asr_head.loss(log_probs, lengths, targets)
+        ctc, infeasible = self.asr_head.loss(log_probs, lengths, targets)
         size = len(targets)
-        self.log(f"{stage}/ctc_loss", loss, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/ctc_loss", ctc, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/fsq_saturation", saturation, batch_size=size)
         self.log(f"{stage}/ctc_infeasible", float(infeasible), reduce_fx="sum", batch_size=size)
         self.log(f"{stage}/codebook_perplexity", self.codebook_perplexity(codes, lengths), batch_size=size)
         if stage != "train":
@@ -197,7 +211,7 @@ class S3TokenizerV2(SpeechTokenizer):
             hypotheses = [self.vocab.decode(ids) for ids in self.asr_head.greedy(log_probs, lengths)]
             references = [self.vocab.normalize(t) for t in batch["text"]]
             self.log(f"{stage}/cer", char_error_rate(hypotheses, references), prog_bar=True, batch_size=size)
-        return loss
+        return ctc + self.hparams.saturation_weight * saturation
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
