@@ -137,7 +137,7 @@ class S3TokenizerV2(SpeechTokenizer):
         for first in range(0, len(windows), group):
             chunk = windows[first : first + group]
             lengths = torch.tensor([w.end - w.start for w in chunk], device=mel.device)
-            segments = torch.zeros(len(chunk), mel.shape[1], int(lengths.max()), device=mel.device)
+            segments = mel.new_zeros(len(chunk), mel.shape[1], int(lengths.max()))
             for row, w in enumerate(chunk):
                 segments[row, :, : w.end - w.start] = mel[w.item, :, w.start : w.end]
             tokens, token_lengths = self.quantize(segments, lengths)
@@ -172,8 +172,9 @@ class S3TokenizerV2(SpeechTokenizer):
                 raise CheckpointMismatchError(
                     f"{error}\n  ONNX initializers no conversion rule claimed ({len(unclaimed)}): {unclaimed[:20]}"
                 ) from None
-            return
-        load_state_dict_strict(self, read_state_dict(path), source=str(path))
+        else:
+            load_state_dict_strict(self, read_state_dict(path), source=str(path))
+        self._calibrated = True  # fine-tuning starts from these weights as they are
 
     # ---- training (tiny: CTC on the quantized codes) -------------------------------------------
     def _asr_forward(self, audio: AudioBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
