@@ -465,7 +465,7 @@ class CosyVoice2Flow(Block):
 
     # ---- streaming -----------------------------------------------------------------------------
     def init_state(self, batch_size: int, prompt: SpeakerPrompt | None = None) -> FlowStreamState:
-        """A fresh session per row, with the prompt already encoded up to its last ``pre_lookahead_len`` tokens.
+        """A fresh session per row, the prompt already encoded but for its last ``pre_lookahead_len`` tokens.
 
         Without ``prompt`` the speaker is the zero x-vector and there is no prompt.
         """
@@ -542,8 +542,9 @@ class CosyVoice2Flow(Block):
             rows = torch.tensor([row for row, _, _ in plan], device=state.consumed.device)
             mel = self._encode_segment(state, rows, [n for _, n, _ in plan], [la for _, _, la in plan])
             for index, (row, n, _) in enumerate(plan):
-                if int(state.consumed[row]) >= int(state.prompt_lengths[row]):
-                    pieces[row].append(mel[index, :, : self.ratio * n])
+                done, prompt = int(state.consumed[row]), int(state.prompt_lengths[row])
+                if done + n > prompt:  # frames of prompt tokens are conditions, not output
+                    pieces[row].append(mel[index, :, self.ratio * max(prompt - done, 0) : self.ratio * n])
                 state.consumed[row] += n
         empty_mel = state.spks.new_zeros(self.mel_dim, 0)
         per_row = [torch.cat(p, dim=1) if p else empty_mel for p in pieces]
@@ -557,11 +558,10 @@ class CosyVoice2Flow(Block):
         for row in range(state.batch_size):
             done, available = int(state.consumed[row]), len(state.stream[row])
             prompt = int(state.prompt_lengths[row])
-            body = max(prompt - self.lookahead, 0)  # the prompt's last tokens form a chunk of their own
-            if done < body:
-                size = min(self.chunk_size, body - done)
-            else:
-                size = prompt - done if done < prompt else self.chunk_size
+            body = max(prompt - self.lookahead, 0)  # the prompt's last tokens join the first new chunk
+            size = (
+                min(self.chunk_size, body - done) if done < body else max(prompt - done, 0) + self.chunk_size
+            )
             if done + size + self.lookahead <= available:
                 plan.append((row, size, self.lookahead))
             elif state.final[row] and available > done:

@@ -24,10 +24,10 @@ def chunk_ids(
     """``[B, T]`` chunk index of every token.
 
     Without ``prompt_lengths`` chunks count from position 0 (the reference's ``static_chunk_size``). With
-    them, chunks follow a streaming session: the prompt is cut into chunks of its own, its last
-    ``prompt_tail`` tokens (those that need look-ahead from the first new tokens) form a separate small
-    chunk, and the new tokens start a fresh chunk. So everything but that tail can be encoded before the
-    first new token arrives.
+    them, chunks follow a streaming session: the prompt is cut into chunks of its own except its last
+    ``prompt_tail`` tokens (those whose look-ahead reaches into the new tokens), which join the first chunk
+    of new tokens. So all the rest of the prompt is encoded before the first new token arrives, and the
+    first packet costs one chunk.
     """
     position = torch.arange(max_length, device=lengths.device).expand(lengths.shape[0], -1)
     if prompt_lengths is None:
@@ -35,10 +35,9 @@ def chunk_ids(
     prompt = prompt_lengths.to(lengths.device)[:, None]
     body = (prompt - prompt_tail).clamp(min=0)
     body_chunks = torch.div(body + chunk_size - 1, chunk_size, rounding_mode="floor")
-    new_start = body_chunks + (prompt > body).long()
     in_body = torch.div(position, chunk_size, rounding_mode="floor")
-    after = new_start + torch.div(position - prompt, chunk_size, rounding_mode="floor")
-    return torch.where(position < body, in_body, torch.where(position < prompt, body_chunks, after))
+    after = body_chunks + torch.div((position - prompt).clamp(min=0), chunk_size, rounding_mode="floor")
+    return torch.where(position < body, in_body, after)
 
 
 def chunk_attention_mask(ids: Tensor | None, valid: Tensor, window: int) -> Tensor:
