@@ -673,7 +673,8 @@ class CosyVoice2LM(VoiceTokenLM):
         prompt_text = empty if prompt_text is None else prompt_text.reshape(-1).to(device)
         prompt_speech = empty if prompt_speech is None else prompt_speech.reshape(-1).to(device)
         self._check_speech(
-            TokenBatch(prompt_speech[None], torch.tensor([prompt_speech.numel()])), allow_empty=True
+            TokenBatch(prompt_speech[None], torch.tensor([prompt_speech.numel()], device=device)),
+            allow_empty=True,
         )
         text_cache = model.embed_text(prompt_text)[None]
         prompt_emb = self.speech_embedding(prompt_speech)[None]
@@ -687,7 +688,9 @@ class CosyVoice2LM(VoiceTokenLM):
             nonlocal lm_input, next_fill
             while not final or len(out) < max(1, int(text_total * self.hparams.max_token_text_ratio)):
                 logp = self._log_probs(
-                    self.feed(state, lm_input, torch.ones(lm_input.shape[:2], dtype=torch.bool))
+                    self.feed(
+                        state, lm_input, torch.ones(lm_input.shape[:2], dtype=torch.bool, device=device)
+                    )
                 )
                 if not final and len(out) == next_fill:
                     token = self.ids.fill
