@@ -150,12 +150,12 @@ def list_main(argv: list[str]) -> int:
 
     table = Table(title="minmo-lightning blocks")
     for column in ("slot", "implementation", "preset", "parameters"):
-        table.add_column(column, justify="right" if column == "parameters" else "left")
+        table.add_column(column, justify="right" if column == "parameters" else "left", no_wrap=True)
     for row in list_presets(count=not args.no_count):
         table.add_row(
             row.slot, row.implementation, row.preset, "-" if row.parameters is None else f"{row.parameters:,}"
         )
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
     return 0
 
 

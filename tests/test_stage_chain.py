@@ -28,8 +28,7 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     recipe["trainer"].update(
         {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "default_root_dir": str(runs / tag)}
     )
-    recipe["trainer"]["callbacks"][1]["init_args"]["dirpath"] = str(runs / tag / "checkpoints")
-    recipe["trainer"]["callbacks"] = recipe["trainer"]["callbacks"][1:]  # no progress bar in tests
+    recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(runs / tag / "checkpoints")
     init = recipe["model"]["init_args"]["init_checkpoint"]
     if init:
         recipe["model"]["init_args"]["init_checkpoint"] = str(runs / init.removeprefix("runs/tiny/"))

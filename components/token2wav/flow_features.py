@@ -32,11 +32,15 @@ def _mel_to_hz(mel: Tensor) -> Tensor:
 
 
 def mel_filters(n_mels: int, n_fft: int, sample_rate: int, f_min: float, f_max: float) -> Tensor:
-    """``[n_mels, n_fft // 2 + 1]`` area-normalised triangles (librosa ``filters.mel`` with fmin/fmax)."""
-    fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    edges = torch.tensor([f_min, f_max], dtype=torch.float64)
+    """``[n_mels, n_fft // 2 + 1]`` area-normalised triangles (librosa ``filters.mel`` with fmin/fmax).
+
+    Always computed on the CPU (constants; also when a model is being built on the meta device).
+    """
+    cpu = torch.device("cpu")
+    fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64, device=cpu)
+    edges = torch.tensor([f_min, f_max], dtype=torch.float64, device=cpu)
     low, high = _hz_to_mel(edges)
-    points = _mel_to_hz(torch.linspace(float(low), float(high), n_mels + 2, dtype=torch.float64))
+    points = _mel_to_hz(torch.linspace(float(low), float(high), n_mels + 2, dtype=torch.float64, device=cpu))
     widths = points.diff()
     ramps = points[:, None] - fft_freqs[None, :]
     lower, upper = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
