@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if synth(["--out", str(DATA)]) != 0:
             return 1
 
-    quick = ["--trainer.max_steps", "20", "--trainer.val_check_interval", "10"] if args.quick else []
+    quick = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "4"] if args.quick else []
     encoder_dir = runs / "voice_encoder"
     encoder_ckpt = _newest("**/last.ckpt", encoder_dir)
     if encoder_ckpt is None:

@@ -1,0 +1,96 @@
+"""LLM backbone decode speed with the KV cache, and full-size parameter counts per slot.
+
+Per-token latency at a short and a long context (the ratio shows the cache works: O(1) work per new
+token), batch 1 vs batch N throughput, on a Qwen2.5-0.5B-shaped preset with random weights; then the
+parameter counts of MinMo's full-size presets next to the paper's (~636M encoder, ~170M projector, 7B LLM).
+
+    python benchmarks/llm_decode.py [--preset qwen2.5-0.5b-instruct] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
+from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
+from minmo_lightning.registry import count_preset_parameters
+
+
+@torch.no_grad()
+def per_token_seconds(llm: HFCausalLM, batch: int, context: int, tokens: int) -> float:
+    """Median wall seconds per decoded position after a ``context``-long prefill."""
+    cache = llm.new_cache()
+    prompt = torch.randn(batch, context, llm.hidden_size, dtype=llm.torch_dtype)
+    out = llm(prompt, cache=cache)
+    step = llm.embed(out.logits[:, -1].argmax(-1)[:, None])
+    times = []
+    for _ in range(tokens):
+        start = time.perf_counter()
+        out = llm(step, cache=cache)
+        step = llm.embed(out.logits[:, -1].argmax(-1)[:, None])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="qwen2.5-0.5b-instruct")
+    parser.add_argument("--contexts", type=int, nargs=2, default=[64, 2048])
+    parser.add_argument("--batches", type=int, nargs=2, default=[1, 8])
+    parser.add_argument("--tokens", type=int, default=16, help="decoded positions timed per setting")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--json", help="write figures and targets here")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    llm = HFCausalLM.from_preset(args.preset, dtype=args.dtype)
+    llm.configure_model()
+    llm.eval()
+    figures: dict[str, float] = {}
+    short, long = args.contexts
+    print(f"{args.preset} ({args.dtype}, random weights), torch threads {torch.get_num_threads()}")
+    print(f"{'batch':>6}{'context':>9}{'ms/token':>11}")
+    for batch in args.batches:
+        for context in (short, long):
+            seconds = per_token_seconds(llm, batch, context, args.tokens)
+            figures[f"ms_per_token_b{batch}_ctx{context}"] = 1000 * seconds
+            print(f"{batch:>6}{context:>9}{1000 * seconds:>11.1f}")
+    for batch in args.batches:
+        figures[f"ratio_ctx{long}_vs_ctx{short}_b{batch}"] = (
+            figures[f"ms_per_token_b{batch}_ctx{long}"] / figures[f"ms_per_token_b{batch}_ctx{short}"]
+        )
+    small, big = args.batches
+    figures[f"tokens_per_s_b{big}_over_b{small}"] = (
+        big / figures[f"ms_per_token_b{big}_ctx{short}"] / (small / figures[f"ms_per_token_b{small}_ctx{short}"])
+    )
+    for name, value in figures.items():
+        if name.startswith(("ratio", "tokens")):
+            print(f"{name}: {value:.2f}")
+
+    counts = {
+        "voice_encoder_whisper_large_v3": (count_preset_parameters(WhisperEncoder, "whisper-large-v3"), 636e6),
+        "input_projector": (
+            count_preset_parameters(TransformerConvProjector, "whisper-large-v3-to-qwen2.5-7b"),
+            170e6,
+        ),
+        "llm_qwen2.5_7b": (count_preset_parameters(HFCausalLM, "qwen2.5-7b-instruct"), 7e9),
+    }
+    print(f"\n{'slot':<34}{'ours':>16}{'paper':>12}")
+    for name, (ours, paper) in counts.items():
+        figures[f"params_{name}"] = ours
+        print(f"{name:<34}{ours:>16,}{paper / 1e6:>11,.0f}M")
+
+    if args.json:
+        targets = {f"ratio_ctx{long}_vs_ctx{short}_b{b}": "<= 1.3" for b in args.batches}
+        with open(args.json, "w") as handle:
+            json.dump({"figures": figures, "targets": targets, "device": "cpu"}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
