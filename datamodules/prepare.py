@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tokenizer = build_tokenizer(args.preset, args.checkpoint, args.device)
+    from_ckpt = args.checkpoint.endswith(".ckpt")
     identity = {
-        "preset": args.preset,
+        "preset": "hyperparameters saved in the .ckpt" if from_ckpt else args.preset,
         "checkpoint": str(Path(args.checkpoint).resolve()),
         "column": args.column,
     }
