@@ -26,13 +26,14 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     recipe = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
     tag = name.split("_")[0]
     recipe["trainer"].update(
-        {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 1, "default_root_dir": str(runs / tag)}
+        {"max_steps": 1, "val_check_interval": 1, "limit_val_batches": 1, "default_root_dir": str(runs / tag)}
     )
     recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(runs / tag / "checkpoints")
     init = recipe["model"]["init_args"]["init_checkpoint"]
     if init:
         recipe["model"]["init_args"]["init_checkpoint"] = str(runs / init.removeprefix("runs/tiny/"))
-    recipe["data"]["init_args"].update({"path": str(corpus / "asr"), "max_seconds_per_batch": 12.0})
+    recipe["data"]["init_args"].update({"path": str(corpus / "asr"), "max_seconds_per_batch": 8.0})
+    recipe["model"]["init_args"]["max_new_tokens"] = 4
     path = runs / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path

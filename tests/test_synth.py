@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import pkgutil
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,12 +87,14 @@ def test_cli_rejects_an_unknown_task(capsys, tmp_path):
 
 def test_package_import_does_not_load_espeak():
     """espeak-ng is GPL: importing every datamodules module (as the CLI does) must not load it.
-    (Corpus building above ran espeak only in worker processes, never in this one.)"""
-    import minmo_lightning.datamodules as package
 
-    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        importlib.import_module(module.name)
-    assert "espeakng_loader" not in sys.modules
+    Checked in a fresh interpreter, so tests that build corpora in this process cannot mask it."""
+    code = (
+        "import importlib, pkgutil, sys; import minmo_lightning.datamodules as p\n"
+        "for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.'): importlib.import_module(m.name)\n"
+        "assert 'espeakng_loader' not in sys.modules, 'espeak loaded on import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ---- labelling rules ---------------------------------------------------------------------------
