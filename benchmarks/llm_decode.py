@@ -15,10 +15,10 @@ import statistics
 import time
 
 import torch
-
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
+
 from minmo_lightning.registry import count_preset_parameters
 
 
@@ -67,14 +67,19 @@ def main() -> None:
         )
     small, big = args.batches
     figures[f"tokens_per_s_b{big}_over_b{small}"] = (
-        big / figures[f"ms_per_token_b{big}_ctx{short}"] / (small / figures[f"ms_per_token_b{small}_ctx{short}"])
+        big
+        / figures[f"ms_per_token_b{big}_ctx{short}"]
+        / (small / figures[f"ms_per_token_b{small}_ctx{short}"])
     )
     for name, value in figures.items():
         if name.startswith(("ratio", "tokens")):
             print(f"{name}: {value:.2f}")
 
     counts = {
-        "voice_encoder_whisper_large_v3": (count_preset_parameters(WhisperEncoder, "whisper-large-v3"), 636e6),
+        "voice_encoder_whisper_large_v3": (
+            count_preset_parameters(WhisperEncoder, "whisper-large-v3"),
+            636e6,
+        ),
         "input_projector": (
             count_preset_parameters(TransformerConvProjector, "whisper-large-v3-to-qwen2.5-7b"),
             170e6,

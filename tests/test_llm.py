@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_core import tiny_batch, tiny_minmo
-
 from minmo_lightning.components.llm.generation import SamplingConfig, generate
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from minmo_lightning.components.llm.prompts import (
@@ -16,6 +14,8 @@ from minmo_lightning.components.llm.prompts import (
     SpeechPromptBuilder,
     splice_audio,
 )
+from test_core import tiny_batch, tiny_minmo
+
 from minmo_lightning.contracts import SequenceBatch
 
 
@@ -32,7 +32,9 @@ def test_audio_frames_land_where_the_placeholder_was(llm: HFCausalLM, padding_si
     builder = SpeechPromptBuilder(llm.tokenizer)
     lengths = torch.tensor([5, 2, 7])
     frames = SequenceBatch(torch.randn(3, 7, 64), lengths)
-    prompt = builder.build(["Transcribe the speech."] * 3, lengths, ["hi", "a longer answer", "ok"], padding_side)
+    prompt = builder.build(
+        ["Transcribe the speech."] * 3, lengths, ["hi", "a longer answer", "ok"], padding_side
+    )
     text = llm.embed(prompt.token_ids)
     spliced = splice_audio(text, prompt.audio_mask, frames)
     for b, n in enumerate(lengths.tolist()):
@@ -49,7 +51,9 @@ def test_audio_frames_land_where_the_placeholder_was(llm: HFCausalLM, padding_si
 
 def test_loss_covers_only_the_response(llm: HFCausalLM) -> None:
     builder = SpeechPromptBuilder(llm.tokenizer)
-    prompt = builder.build(["Transcribe the speech.", "What is the emotion?"], torch.tensor([3, 4]), ["yes", "sad"])
+    prompt = builder.build(
+        ["Transcribe the speech.", "What is the emotion?"], torch.tensor([3, 4]), ["yes", "sad"]
+    )
     for b, answer in enumerate(["yes", "sad"]):
         supervised = prompt.labels[b][prompt.labels[b] != IGNORE_INDEX]
         assert llm.tokenizer.decode(supervised) == answer + "<|im_end|>"
@@ -61,7 +65,9 @@ def test_template_without_placeholder_is_rejected(llm: HFCausalLM) -> None:
         SpeechPromptBuilder(llm.tokenizer, user_template="{instruction}")
 
 
-def _greedy_without_cache(llm: HFCausalLM, embeds: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
+def _greedy_without_cache(
+    llm: HFCausalLM, embeds: torch.Tensor, mask: torch.Tensor, steps: int
+) -> torch.Tensor:
     tokens = []
     for _ in range(steps):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)

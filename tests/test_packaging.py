@@ -50,8 +50,8 @@ def test_installed_wheel_imports_from_itself(wheel: Path, tmp_path: Path) -> Non
     )
     code = (
         "import minmo_lightning.components.llm.hf_causal_lm as h; from importlib import resources; "
-        "assert h.__file__.startswith(%r), h.__file__; "
+        f"assert h.__file__.startswith({str(target)!r}), h.__file__; "
         "assert resources.files('minmo_lightning.recipes').joinpath('tiny/stage1c_sft.yaml').is_file(); "
         "assert h.resolve_tokenizer_path(h.TINY_TOKENIZER).is_dir()"
-    ) % str(target)
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env={"PYTHONPATH": str(target)})
