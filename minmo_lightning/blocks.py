@@ -86,8 +86,17 @@ class Block(L.LightningModule):
         LightningCLI hands every LightningModule it instantiates the *top-level* model's hyperparameters;
         a block nested in ``MinMo`` must keep its own, so the caller's frame is always used.
         """
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
         from lightning.pytorch.utilities.parsing import save_hyperparameters
 
+        given = _given_hyperparameters.get()
+        if (
+            given is not None
+            and given.get("_class_path") == f"{type(self).__module__}.{type(self).__qualname__}"
+        ):
+            # This block is the CLI's top-level model: keep Lightning's record, so `--ckpt_path` round-trips.
+            super().save_hyperparameters(*args, ignore=ignore, logger=logger)
+            return
         self._log_hyperparams = logger
         save_hyperparameters(self, *args, ignore=ignore, frame=frame or inspect.currentframe().f_back)
 
@@ -115,7 +124,7 @@ class Block(L.LightningModule):
         """``{"class_path", "init_args"}``: enough to rebuild this block (saved in composite checkpoints)."""
         return {
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
-            "init_args": copy.deepcopy(dict(self.hparams)),
+            "init_args": {k: copy.deepcopy(v) for k, v in self.hparams.items() if not k.startswith("_")},
         }
 
     # ---- lifecycle hooks ---------------------------------------------------------------------

@@ -50,3 +50,28 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path) -> None:
             assert state["hyper_parameters"]["init_checkpoint"] == str(previous)
         previous = checkpoint
     assert any("lora_" in key for key in state["state_dict"]), "stage 1c trains LoRA adapters"
+
+
+def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`minmo test --ckpt_path` on a block's own run rebuilds it from the checkpoint's hyperparameters."""
+    recipe = str(RECIPES.parent / "components" / "voice_encoder_ctc.yaml")
+    common = [
+        "--config",
+        recipe,
+        "--data.init_args.path",
+        str(tiny_corpus / "asr"),
+        "--trainer.default_root_dir",
+    ]
+    fit = ["fit", *common, str(tmp_path), "--trainer.max_steps", "1", "--trainer.max_time", "null"]
+    lightning_main([*fit, "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1"])
+    checkpoint = next(tmp_path.rglob("last.ckpt"))
+    test = [
+        "test",
+        *common,
+        str(tmp_path),
+        "--ckpt_path",
+        str(checkpoint),
+        "--trainer.limit_test_batches",
+        "1",
+    ]
+    lightning_main(test)
