@@ -246,3 +246,18 @@ def test_export_writes_loadable_block_folders(tmp_path: Path) -> None:
     ).eval()
     with torch.no_grad():
         assert torch.allclose(rebuilt.speech_to_text_loss(batch), expected, atol=1e-5)
+
+
+def test_every_dev_fixture_has_a_golden_check() -> None:
+    """Parity itself runs in each block's tests; this catches a fixture nobody checks."""
+    import json
+
+    from minmo_lightning.golden import registered_items
+
+    fixtures = Path(__file__).parent / "fixtures" / "golden"
+    items = {
+        json.loads(p.read_text())["item"]
+        for p in fixtures.glob("*/config.json")
+        if (p.parent / "tensors.safetensors").exists()
+    }
+    assert items and items <= set(registered_items()), items - set(registered_items())
