@@ -18,6 +18,13 @@ def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:
     return x * mask[..., None].to(x.dtype)
 
 
+def _centred_strided_conv(input_dim: int, output_dim: int, kernel_size: int, stride: int) -> nn.Conv1d:
+    """Conv1d whose output frame k is centred on input frame k * stride: ceil(T / stride) frames out."""
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd so frames stay centred, got {kernel_size}")
+    return nn.Conv1d(input_dim, output_dim, kernel_size, stride=stride, padding=(kernel_size - 1) // 2)
+
+
 class TransformerConvProjector(InputProjector):
     """Linear in -> N pre-norm Transformer layers -> strided Conv1d to the LLM width."""
 
@@ -71,8 +78,6 @@ class TransformerConvProjector(InputProjector):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd so frames stay centred, got {kernel_size}")
         self.input_dim, self.output_dim, self.downsample = input_dim, output_dim, downsample
         self.input_proj = nn.Linear(input_dim, hidden_dim) if input_dim != hidden_dim else nn.Identity()
         layer = nn.TransformerEncoderLayer(
@@ -80,9 +85,7 @@ class TransformerConvProjector(InputProjector):
         )
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_dim)
-        self.conv = nn.Conv1d(
-            hidden_dim, output_dim, kernel_size, stride=downsample, padding=(kernel_size - 1) // 2
-        )
+        self.conv = _centred_strided_conv(hidden_dim, output_dim, kernel_size, downsample)
 
     def forward(self, features: SequenceBatch) -> SequenceBatch:
         mask = features.mask
@@ -139,12 +142,8 @@ class ConvProjector(InputProjector):
     def __init__(self, input_dim: int, output_dim: int, kernel_size: int = 5, downsample: int = 2) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd so frames stay centred, got {kernel_size}")
         self.input_dim, self.output_dim, self.downsample = input_dim, output_dim, downsample
-        self.conv = nn.Conv1d(
-            input_dim, output_dim, kernel_size, stride=downsample, padding=(kernel_size - 1) // 2
-        )
+        self.conv = _centred_strided_conv(input_dim, output_dim, kernel_size, downsample)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(output_dim, output_dim))
 
     def forward(self, features: SequenceBatch) -> SequenceBatch:
