@@ -20,8 +20,8 @@ from __future__ import annotations
 import importlib
 import math
 import zlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -42,6 +42,9 @@ from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict
 from minmo_lightning.components.llm.prompts import PromptBatch
 from minmo_lightning.contracts import AudioBatch, LLMOutput, SequenceBatch, VoiceDecoderInput, lengths_to_mask
 from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
+
+if TYPE_CHECKING:
+    from minmo_lightning.streaming import ResponseChunk
 
 SLOT_TYPES: dict[str, type[Block]] = {
     "voice_encoder": VoiceEncoder,
@@ -356,22 +359,55 @@ class MinMo(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
         return loss
 
+    def generation_prompt(
+        self, instructions: list[str], audio: AudioBatch | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt embeddings and attention mask, the user's audio spliced in where given."""
+        from minmo_lightning.components.llm.prompts import splice_audio
+
+        frames = self.encode_audio(audio) if audio is not None else None
+        lengths = frames.lengths if frames is not None else torch.zeros(len(instructions), dtype=torch.long)
+        prompt = self.prompts.build(instructions, lengths, padding_side="left").to_device(self.device)
+        embeds = self.llm.embed(prompt.token_ids)
+        if frames is not None:
+            embeds = splice_audio(embeds, prompt.audio_mask, frames)
+        return embeds, prompt.attention_mask
+
+    def respond(
+        self, audio: AudioBatch | None = None, texts: list[str] | None = None, **options: Any
+    ) -> Iterator[ResponseChunk]:
+        """Stream a spoken answer to the user's ``audio`` (chat), or read ``texts`` aloud (TTS prompt).
+
+        ``options`` go to ``SpeechResponder`` (text sampling, speech sampler, ``synthesize``).
+        """
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, TTS_INSTRUCTION
+        from minmo_lightning.streaming import SpeechResponder
+
+        if (audio is None) == (texts is None):
+            raise ValueError(
+                "respond() takes either the user's audio (a spoken question) or texts to read aloud"
+            )
+        if texts is not None:
+            embeds, mask = self.generation_prompt([TTS_INSTRUCTION.format(text=t) for t in texts])
+        else:
+            embeds, mask = self.generation_prompt(
+                [TASK_INSTRUCTIONS["chat"]] * audio.waveform.shape[0], audio
+            )
+        return SpeechResponder(self, **options).stream(embeds, mask)
+
     @torch.no_grad()
     def transcribe(self, audio: AudioBatch, instruction: str | None = None) -> list[str]:
         """Greedy speech-to-text with the KV cache (``instruction`` defaults to ASR)."""
         from minmo_lightning.components.llm.generation import SamplingConfig, generate
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, splice_audio
+        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
 
         instruction = instruction or TASK_INSTRUCTIONS["asr"]
-        frames = self.encode_audio(audio)
-        prompt = self.prompts.build([instruction] * len(frames.lengths), frames.lengths, padding_side="left")
-        prompt = prompt.to_device(self.device)
-        embeds = splice_audio(self.llm.embed(prompt.token_ids), prompt.audio_mask, frames)
+        embeds, attention_mask = self.generation_prompt([instruction] * audio.waveform.shape[0], audio)
         tokenizer = self.llm.tokenizer
         result = generate(
             self.llm,
             embeds,
-            prompt.attention_mask,
+            attention_mask,
             eos_token_id=self.prompts.end_id,
             pad_token_id=self.prompts.pad_id,
             config=SamplingConfig(max_new_tokens=self.hparams.max_new_tokens),

@@ -278,22 +278,31 @@ def test_streaming_equals_teacher_forced_argmax(model) -> None:
     assert bool(state.finished.all())
     for i in range(2):
         n, p = int(semantic.lengths[i]), int(prefix.lengths[i])
-        speech = torch.tensor(rows[i])[None]
-        out = model.decoder_forward(
-            SequenceBatch(semantic.values[i : i + 1, :n], torch.tensor([n])),
-            TokenBatch(speech, torch.tensor([speech.shape[1]])),
-            prefix=SequenceBatch(prefix.values[i : i + 1, :p], torch.tensor([p])),
-        )
-        task = 1 + p + (n // 5) * 20 + n % 5
-        target = out.layout.targets[0]
-        logits = out.logits[0].clone()
-        logits[:, V:] = float("-inf")
-        logits[task:, EOS] = out.logits[0, task:, EOS]  # eos allowed after the turn of speech
-        scored = (target != IGNORE_ID).nonzero().flatten()
-        ended_by_eos = len(rows[i]) < 3 * n
-        scored = scored if ended_by_eos else scored[:-1]  # capped rows never sampled their final eos
-        scored = scored[target[scored] != FILL]  # fill positions are not sampled: the next chunk follows
-        assert torch.equal(logits[scored].argmax(-1), target[scored])
+        assert_teacher_forced_argmax(model, semantic.values[i, :n], prefix.values[i, :p], rows[i])
+
+
+def assert_teacher_forced_argmax(
+    model, semantic: torch.Tensor, prefix: torch.Tensor, speech: list[int]
+) -> None:
+    """``speech`` (one row's streamed tokens) is the argmax of the teacher-forced voice decoder at every
+    position the streaming decoder sampled (speech ids only; eos once the turn of speech was given)."""
+    n, p = semantic.shape[0], prefix.shape[0]
+    tokens = torch.tensor(speech)[None]
+    out = model.decoder_forward(
+        SequenceBatch(semantic[None], torch.tensor([n])),
+        TokenBatch(tokens, torch.tensor([tokens.shape[1]])),
+        prefix=SequenceBatch(prefix[None], torch.tensor([p])) if p else None,
+    )
+    task = 1 + p + (n // 5) * 20 + n % 5
+    target = out.layout.targets[0]
+    logits = out.logits[0].clone()
+    logits[:, V:] = float("-inf")
+    logits[task:, EOS] = out.logits[0, task:, EOS]  # eos allowed after the turn of speech
+    scored = (target != IGNORE_ID).nonzero().flatten()
+    capped = len(speech) >= int(n * model.hparams.max_token_text_ratio)
+    scored = scored[:-1] if capped else scored  # capped rows never sampled their final eos
+    scored = scored[target[scored] != FILL]  # fill positions are not sampled: the next chunk follows
+    assert torch.equal(logits[scored].argmax(-1), target[scored])
 
 
 def test_streaming_batch_rows_are_independent(model) -> None:

@@ -57,7 +57,64 @@ def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generat
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+class TextStream:
+    """Greedy/sampled generation, one ``GeneratedStep`` per iteration; prompts must be left padded.
+
+    The prompt is prefilled on construction, so ``prompt_hidden`` [B, D] (the last prompt position's
+    last-layer state, which MinMo's voice decoder reads as the turn's "LLM last hidden") is available
+    before the first token.
+    """
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        llm: LLMBackbone,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        eos_token_id: int,
+        pad_token_id: int,
+        config: SamplingConfig,
+    ) -> None:
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError(
+                "generation needs left-padded prompts (the last position of every row must be real)"
+            )
+        self.llm, self.config = llm, config
+        self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
+        self.generator = None
+        if config.seed is not None:
+            self.generator = torch.Generator(device=inputs_embeds.device).manual_seed(config.seed)
+        self.cache = llm.new_cache()
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        self._out = llm(
+            inputs_embeds, attention_mask=attention_mask, cache=self.cache, position_ids=positions
+        )
+        self._next_position = positions[:, -1:] + 1
+        self._attention_mask = attention_mask
+        self.prompt_hidden = self._out.hidden_states[:, -1]
+
+    @torch.no_grad()
+    def __iter__(self) -> Iterator[GeneratedStep]:
+        llm, out, mask = self.llm, self._out, self._attention_mask
+        finished = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+        for _ in range(self.config.max_new_tokens):
+            tokens = sample_next(out.logits[:, -1], self.config, self.generator)
+            active = ~finished
+            tokens = torch.where(active, tokens, torch.full_like(tokens, self.pad_token_id))
+            finished = finished | (tokens == self.eos_token_id)
+            mask = torch.cat([mask, active[:, None].long()], dim=1)
+            out = llm(
+                llm.embed(tokens[:, None]),
+                attention_mask=mask,
+                cache=self.cache,
+                position_ids=self._next_position,
+            )
+            self._next_position = self._next_position + 1
+            yield GeneratedStep(tokens, out.hidden_states[:, -1], finished.clone(), active)
+            if bool(finished.all()):
+                return
+
+
 def stream(
     llm: LLMBackbone,
     inputs_embeds: Tensor,
@@ -66,31 +123,8 @@ def stream(
     pad_token_id: int,
     config: SamplingConfig,
 ) -> Iterator[GeneratedStep]:
-    """Yield one ``GeneratedStep`` per new token; prompts must be left padded."""
-    if bool((attention_mask[:, -1] == 0).any()):
-        raise ValueError("generation needs left-padded prompts (the last position of every row must be real)")
-    generator = None
-    if config.seed is not None:
-        generator = torch.Generator(device=inputs_embeds.device).manual_seed(config.seed)
-    batch = inputs_embeds.shape[0]
-    cache = llm.new_cache()
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = llm(inputs_embeds, attention_mask=attention_mask, cache=cache, position_ids=positions)
-    next_position = positions[:, -1:] + 1
-    finished = torch.zeros(batch, dtype=torch.bool, device=inputs_embeds.device)
-    for _ in range(config.max_new_tokens):
-        tokens = sample_next(out.logits[:, -1], config, generator)
-        active = ~finished
-        tokens = torch.where(active, tokens, torch.full_like(tokens, pad_token_id))
-        finished = finished | (tokens == eos_token_id)
-        attention_mask = torch.cat([attention_mask, active[:, None].long()], dim=1)
-        out = llm(
-            llm.embed(tokens[:, None]), attention_mask=attention_mask, cache=cache, position_ids=next_position
-        )
-        next_position = next_position + 1
-        yield GeneratedStep(tokens, out.hidden_states[:, -1], finished.clone(), active)
-        if bool(finished.all()):
-            return
+    """Yield one ``GeneratedStep`` per new token (``TextStream`` when the prompt state is needed too)."""
+    return iter(TextStream(llm, inputs_embeds, attention_mask, eos_token_id, pad_token_id, config))
 
 
 def generate(

@@ -1,0 +1,161 @@
+"""Streaming spoken responses: LLM text -> semantic vectors -> speech tokens -> audio, chunk by chunk.
+
+MinMo §3.2: as the LLM samples text, every ``mix_ratio[0]`` (5) tokens become semantic vectors through
+the output projector ([token embedding ; last-layer hidden], after the per-turn query); the voice token
+LM reads them and writes ``mix_ratio[1]`` (15) speech tokens with its KV cache kept across chunks; each
+batch of speech tokens goes straight to token2wav, which returns the audio that became final. When a
+row's text ends, its last (shorter) chunk gives the voice LM the turn-of-speech token and the row
+writes speech alone until end-of-speech.
+
+Rows of a batch advance in lockstep (one LLM token per row per step), so every row still speaking has
+exactly 5 new tokens at each chunk boundary; a row whose text ends mid-chunk hands over its tail at the
+next boundary (up to 4 LLM steps later than it would alone). Greedy decoding gives the same text as
+``generate`` and the same speech tokens as the teacher-forced voice decoder's argmax (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from minmo_lightning.components.llm.generation import GeneratedStep, SamplingConfig, TextStream
+from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput
+
+
+@dataclass
+class ResponseChunk:
+    """What one voice-decoder step produced, with wall-clock seconds since the first text token."""
+
+    text: TokenBatch  # the text tokens behind this chunk's semantic vectors (<= 5 per row)
+    speech: TokenBatch  # speech tokens written by the voice token LM (<= 15 per row)
+    audio: AudioBatch | None  # audio that token2wav made final (None without a token2wav block)
+    finished: Tensor  # [B] the row reached end of speech
+    elapsed: float  # seconds from the first sampled text token to the end of this chunk
+    timings: dict[str, float] = field(default_factory=dict)  # seconds spent per block in this chunk
+
+
+@dataclass
+class _TextBuffer:
+    """Text steps since the last chunk boundary: token ids, input embeddings and hidden states."""
+
+    steps: list[tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
+
+    def push(self, step: GeneratedStep, embedding: Tensor, real: Tensor) -> None:
+        self.steps.append((step.tokens, embedding, step.hidden, real))
+
+    def pop(self, batch: int, width: int, like: Tensor) -> tuple[TokenBatch, Tensor, Tensor]:
+        """Left-align each row's real tokens: ids, ``[B, n, D]`` embeddings and hidden states."""
+        if not self.steps:
+            empty = like.new_zeros(batch, 0, width)
+            zero = torch.zeros(batch, dtype=torch.long, device=like.device)
+            return TokenBatch(zero[:, None][:, :0], zero), empty, empty
+        tokens, embeds, hidden, real = (torch.stack(t, 1) for t in zip(*self.steps))
+        self.steps.clear()
+        # real tokens are a prefix of each row's steps (a row only stops), so no reordering is needed
+        lengths = real.sum(1)
+        keep = real[..., None]
+        return TokenBatch(tokens * real, lengths), embeds * keep, hidden * keep
+
+
+class SpeechResponder:
+    """Runs a MinMo model's LLM, output projector, voice token LM and (optional) token2wav as one stream."""
+
+    def __init__(
+        self,
+        model,
+        text_config: SamplingConfig | None = None,
+        speech_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
+        generator: torch.Generator | None = None,
+        synthesize: bool = True,
+        max_speech_steps: int = 10_000,
+    ) -> None:
+        for slot in ("output_projector", "voice_token_lm"):
+            if getattr(model, slot) is None:
+                raise ValueError(f"a spoken response needs a {slot}; add it under model.init_args.{slot}")
+        self.model = model
+        self.text_config = text_config or SamplingConfig(max_new_tokens=model.hparams.max_new_tokens)
+        self.speech_sampler, self.generator = speech_sampler, generator
+        self.token2wav = model.token2wav if synthesize else None
+        self.max_speech_steps = max_speech_steps
+
+    @torch.no_grad()
+    def stream(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Iterator[ResponseChunk]:
+        """Left-padded prompt embeddings -> ``ResponseChunk`` per voice-decoder step until every row ends."""
+        model = self.model
+        llm, projector, voice_lm = model.llm, model.output_projector, model.voice_token_lm
+        batch, per_chunk = inputs_embeds.shape[0], voice_lm.ratio.text
+        prompt_mask = attention_mask[..., None].to(inputs_embeds.dtype)
+        turn_state = (inputs_embeds * prompt_mask).sum(1) / prompt_mask.sum(1).clamp(min=1)
+        text = TextStream(
+            llm, inputs_embeds, attention_mask, model.prompts.end_id, model.prompts.pad_id, self.text_config
+        )
+        query = torch.cat([turn_state, text.prompt_hidden], -1)[:, None]
+        state = voice_lm.init_state(batch)
+        wav_state = self.token2wav.init_state(batch) if self.token2wav is not None else None
+        flushed = torch.zeros(batch, dtype=torch.bool, device=inputs_embeds.device)
+        buffer = _TextBuffer()
+        text_open = torch.ones(batch, dtype=torch.bool, device=inputs_embeds.device)
+
+        def speak(final_text: Tensor) -> ResponseChunk:
+            tokens, embeds, hidden = buffer.pop(batch, llm.hidden_size, inputs_embeds)
+            fresh = ~state.started & ~state.finished
+            state.finished |= fresh & (tokens.lengths == 0) & final_text  # an empty answer says nothing
+            inputs = VoiceDecoderInput(query, embeds, hidden, tokens.lengths)
+            vectors, rows = projector(inputs), projector.query_length(inputs)
+            prefix = None
+            if rows and bool(fresh.any()):
+                prefix = SequenceBatch(vectors.values[:, :rows], torch.where(fresh, rows, 0))
+            semantic = SequenceBatch(vectors.values[:, rows:], tokens.lengths)
+            clock.mark("output_projector")
+            speech = voice_lm.step(semantic, state, prefix, self.speech_sampler, self.generator)
+            clock.mark("voice_token_lm")
+            audio = None
+            if wav_state is not None:
+                final = state.finished & ~flushed
+                audio = self.token2wav.step(speech, wav_state, final)
+                flushed.copy_(flushed | final)
+                clock.mark("token2wav")
+            return ResponseChunk(tokens, speech, audio, state.finished.clone(), clock.elapsed(), clock.take())
+
+        clock = _Clock()  # the prompt is prefilled: the first text token is sampled from here on
+
+        for step in text:
+            clock.mark("llm")
+            real = step.active & (step.tokens != model.prompts.end_id)
+            buffer.push(step, llm.embed(step.tokens), real)
+            text_open &= ~step.finished
+            if len(buffer.steps) == per_chunk:
+                yield speak(~text_open)
+        yield speak(torch.ones_like(text_open))  # every row's text has ended: tails and turn of speech
+        for _ in range(self.max_speech_steps):
+            if bool(state.finished.all()):
+                return
+            yield speak(torch.ones_like(text_open))
+        raise RuntimeError(
+            f"speech did not end within {self.max_speech_steps} voice-decoder steps; check the voice LM's "
+            "max_token_text_ratio"
+        )
+
+
+class _Clock:
+    """Wall-clock seconds per block since the last chunk, and since the clock started."""
+
+    def __init__(self) -> None:
+        self.origin = self.last = time.perf_counter()
+        self.spent: dict[str, float] = {}
+
+    def mark(self, what: str) -> None:
+        now = time.perf_counter()
+        self.spent[what] = self.spent.get(what, 0.0) + now - self.last
+        self.last = now
+
+    def take(self) -> dict[str, float]:
+        spent, self.spent = self.spent, {}
+        return spent
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.origin

@@ -1,0 +1,139 @@
+"""Streaming spoken responses: LLM -> output projector -> voice token LM -> token2wav, batch > 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from minmo_lightning.components.llm.generation import SamplingConfig, generate
+from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
+from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
+from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+from test_core import tiny_batch, tiny_minmo
+from test_voice_token_lm import assert_teacher_forced_argmax
+
+from minmo_lightning.contracts import TokenBatch, VoiceDecoderInput
+from minmo_lightning.streaming import SpeechResponder
+
+
+def GREEDY_SPEECH(logp: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    return logp.argmax(-1)
+
+
+def speaking_minmo(token2wav: bool = False):
+    torch.manual_seed(0)
+    lm = CosyVoice2LM.from_preset("tiny", max_token_text_ratio=3.0)
+    model = tiny_minmo(
+        objective="speech_to_speech",
+        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
+        voice_token_lm=lm,
+        token2wav=CosyVoice2Token2Wav.from_preset("tiny", vocoder="hift", vocoder_preset="tiny")
+        if token2wav
+        else None,
+        trainable={
+            "voice_encoder": "frozen",
+            "input_projector": "frozen",
+            "llm": "frozen",
+            "output_projector": "frozen",
+            "voice_token_lm": "frozen",
+            **({"token2wav": "frozen"} if token2wav else {}),
+        },
+    )
+    return model.eval()
+
+
+def collect(chunks) -> tuple[list[list[int]], list[list[int]], list]:
+    chunks = list(chunks)
+    batch = chunks[0].finished.shape[0]
+    text = [sum((c.text.tokens[i, : c.text.lengths[i]].tolist() for c in chunks), []) for i in range(batch)]
+    speech = [
+        sum((c.speech.tokens[i, : c.speech.lengths[i]].tolist() for c in chunks), []) for i in range(batch)
+    ]
+    return text, speech, chunks
+
+
+def end_early(model, embeds, mask, text_config) -> int:
+    """Make row 0 stop mid-chunk: a sampled token of its, seen there first at step 6-9, becomes the end id
+    (the tiny LLM has random weights). Returns the number of text tokens row 0 then speaks."""
+    tokens = generate(model.llm, embeds, mask, -1, model.prompts.pad_id, text_config).tokens[0].tolist()
+    k = next(k for k in range(6, 10) if tokens[k] not in tokens[:k] and k % 5)
+    model.prompts.end_id = tokens[k]
+    return k
+
+
+@pytest.fixture(scope="module")
+def model():
+    return speaking_minmo()
+
+
+def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
+    model = speaking_minmo()  # its end id is changed below
+    audio = tiny_batch()["audio"]
+    text_config = SamplingConfig(max_new_tokens=14, temperature=1.0, seed=3)
+    with torch.no_grad():
+        embeds, mask = model.generation_prompt(["Answer the user's spoken question."] * 2, audio)
+        row0 = end_early(model, embeds, mask, text_config)
+        expected = generate(model.llm, embeds, mask, model.prompts.end_id, model.prompts.pad_id, text_config)
+    responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
+    text, speech, chunks = collect(responder.stream(embeds, mask))
+
+    lengths = [len(t) for t in text]
+    assert lengths[0] == row0  # row 0 ended mid-chunk (its eos is not spoken)
+    for i in range(2):
+        assert text[i] == expected.tokens[i, : lengths[i]].tolist()
+        ended = bool(expected.tokens[i, : expected.lengths[i]].eq(model.prompts.end_id).any())
+        assert lengths[i] == int(expected.lengths[i]) - ended
+    assert chunks[0].speech.lengths.tolist() == [15, 15]  # a full chunk of text gives exactly 15 tokens
+    assert int(chunks[1].speech.lengths[1]) == 15
+    assert bool(chunks[-1].finished.all())
+    assert all(c.elapsed >= 0 and "voice_token_lm" in c.timings for c in chunks)
+
+    # teacher forced: each row alone, prompt + its text through the LLM, then the projector and voice LM
+    with torch.no_grad():
+        for i in range(2):
+            prompt = embeds[i, mask[i].bool()]
+            ids = torch.tensor(text[i])
+            answer = model.llm.embed(ids[None])[0]
+            hidden = model.llm(torch.cat([prompt, answer])[None]).hidden_states[0]
+            query = torch.cat([prompt.mean(0), hidden[prompt.shape[0] - 1]])[None, None]
+            inputs = VoiceDecoderInput(
+                query, answer[None], hidden[None, prompt.shape[0] :], torch.tensor([len(ids)])
+            )
+            vectors = model.output_projector(inputs).values[0]
+            assert_teacher_forced_argmax(model.voice_token_lm, vectors[1:], vectors[:1], speech[i])
+
+
+def test_batched_rows_speak_as_they_would_alone(model) -> None:
+    audio = tiny_batch()["audio"]
+    text_config = SamplingConfig(max_new_tokens=9)
+    responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
+    with torch.no_grad():
+        embeds, mask = model.generation_prompt(["Answer the user's spoken question."] * 2, audio)
+    _, batched, _ = collect(responder.stream(embeds, mask))
+    for i in range(2):
+        width = int(mask[i].sum())
+        _, alone, _ = collect(responder.stream(embeds[i : i + 1, -width:], mask[i : i + 1, -width:]))
+        assert alone[0] == batched[i]
+
+
+def test_audio_streams_out_and_matches_offline_token2wav() -> None:
+    model = speaking_minmo(token2wav=True)
+    responder = SpeechResponder(model, SamplingConfig(max_new_tokens=6), speech_sampler=GREEDY_SPEECH)
+    _, speech, chunks = collect(model.respond(texts=["stop now", "hello there"], speech_sampler=GREEDY_SPEECH,
+                                              text_config=SamplingConfig(max_new_tokens=6)))  # fmt: skip
+    assert responder.token2wav is model.token2wav
+    first_audio = next(i for i, c in enumerate(chunks) if int(c.audio.lengths.max()) > 0)
+    assert first_audio <= 1  # 15 tokens + the flow's 3 look-ahead tokens: audio by the second chunk
+    for i in range(2):
+        streamed = torch.cat([c.audio.waveform[i, : c.audio.lengths[i]] for c in chunks])
+        tokens = TokenBatch(torch.tensor(speech[i])[None], torch.tensor([len(speech[i])]))
+        offline = model.token2wav(tokens)
+        assert streamed.shape[0] == int(offline.lengths[0])
+        torch.testing.assert_close(streamed, offline.waveform[0], atol=1e-4, rtol=1e-4)
+
+
+def test_respond_errors_name_the_fix(model) -> None:
+    with pytest.raises(ValueError, match="either the user's audio"):
+        model.respond()
+    text_only = tiny_minmo()
+    with pytest.raises(ValueError, match="needs a output_projector"):
+        SpeechResponder(text_only)
