@@ -627,5 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     duplex = DuplexConfig(min_seconds=args.duplex_min_seconds, max_seconds=args.duplex_max_seconds)
     build_corpus(args.out, size, args.seed, tasks, args.workers, args.frame_rate, args.label_span, duplex)
+    if "asr" in tasks:  # the tiny SenseVoice recipes normalise their features with these statistics
+        from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
+
+        asr = Path(args.out) / "asr"
+        cmvn(["--data", str(asr), "--out", str(asr / "am.mvn")])
     print(f"wrote {args.out} (dataset card: {Path(args.out) / 'README.md'})")
     return 0

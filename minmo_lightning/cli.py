@@ -19,6 +19,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "check-golden": ("minmo_lightning.golden:main", "compare a block with reference fixtures"),
     "synth-data": ("minmo_lightning.datamodules.synth:main", "synthesize the built-in espeak-ng corpus"),
     "prepare": ("minmo_lightning.datamodules.prepare:main", "add speech-token columns to an HF dataset"),
+    "cmvn": (
+        "minmo_lightning.components.voice_encoder.cmvn:main",
+        "estimate a SenseVoice am.mvn from a train split",
+    ),
     "evaluate": ("minmo_lightning.evaluation.cli:main", "score a model or predictions and write a report"),
     "export": ("minmo_lightning.export:main", "write per-block safetensors folders from a checkpoint"),
     "demo": ("minmo_lightning.demo:main", "build the corpus and train the tiny pipeline end to end"),

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if synth(["--out", str(DATA)]) != 0:
             return 1
+    if not (DATA / "asr" / "am.mvn").is_file():  # a corpus built before synth-data wrote the statistics
+        from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
+
+        cmvn(["--data", str(DATA / "asr"), "--out", str(DATA / "asr" / "am.mvn")])
 
     quick = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "4"] if args.quick else []
     encoder_dir = runs / "voice_encoder"

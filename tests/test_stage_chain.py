@@ -33,6 +33,7 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     if init:
         recipe["model"]["init_args"]["init_checkpoint"] = str(runs / init.removeprefix("runs/tiny/"))
     recipe["data"]["init_args"].update({"path": str(corpus / "asr"), "max_seconds_per_batch": 8.0})
+    recipe["model"]["init_args"]["voice_encoder"]["init_args"]["cmvn_file"] = str(corpus / "asr" / "am.mvn")
     recipe["model"]["init_args"]["max_new_tokens"] = 4
     path = runs / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -60,6 +61,8 @@ def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_pa
         recipe,
         "--data.init_args.path",
         str(tiny_corpus / "asr"),
+        "--model.init_args.cmvn_file",
+        str(tiny_corpus / "asr" / "am.mvn"),  # synth-data writes the corpus statistics
         "--trainer.default_root_dir",
     ]
     fit = ["fit", *common, str(tmp_path), "--trainer.max_steps", "1", "--trainer.max_time", "null"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from minmo_lightning.components.voice_encoder.frontend import SenseVoiceFrontend
+from minmo_lightning.components.voice_encoder.cmvn import estimate_cmvn, write_cmvn
+from minmo_lightning.components.voice_encoder.frontend import SenseVoiceFrontend, load_cmvn
 from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder
 
 from minmo_lightning.checkpoints import CheckpointMismatchError
@@ -158,3 +159,23 @@ def test_load_pretrained_wrong_folder_lists_expected_files(tmp_path: Path) -> No
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="missing model.pt, am.mvn, config.yaml.*Found: weights.bin"):
         tiny().load_pretrained(str(tmp_path))
+
+
+def test_cmvn_estimate_round_trips_and_normalises(tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        AudioBatch.from_list(
+            [0.3 * torch.randn(16000, generator=g), 0.1 * torch.randn(9000, generator=g)], 16000
+        )
+    ]
+    frontend = SenseVoiceFrontend()
+    cmvn = estimate_cmvn(frontend, batches, max_frames=10**6)
+    write_cmvn(tmp_path / "am.mvn", cmvn)
+    loaded = load_cmvn(tmp_path / "am.mvn")
+    torch.testing.assert_close(loaded, cmvn, rtol=1e-6, atol=0)
+    frontend.set_cmvn(loaded)
+    feats, lengths = frontend(batches[0].waveform, batches[0].lengths)
+    frames = torch.cat([feats[i, :n] for i, n in enumerate(lengths.tolist())])
+    assert frames.mean(0).abs().max() < 1e-3 and (frames.std(0, unbiased=False) - 1).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="has none set"):
+        estimate_cmvn(frontend, batches, max_frames=10)

@@ -27,6 +27,11 @@ _EPS = torch.finfo(torch.float32).eps
 
 def load_cmvn(path: str | Path) -> Tensor:
     """Parse a Kaldi-nnet ``am.mvn`` into ``[2, D]``: row 0 AddShift (added), row 1 Rescale (multiplied)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"CMVN file {path} does not exist; estimate one from your training data with "
+            "`minmo cmvn --data DATASET --out am.mvn` (`minmo synth-data` writes data/builtin/asr/am.mvn)"
+        )
     text = Path(path).read_text()
     rows = []
     for tag in ("AddShift", "Rescale"):
