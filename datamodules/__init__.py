@@ -10,10 +10,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ASRDataModule", "DuplexDataModule", "EmotionDataModule", "S2SDataModule", "TTSDataModule"]
+__all__ = [
+    "ASRDataModule",
+    "DuplexDataModule",
+    "EmotionDataModule",
+    "MixtureDataModule",
+    "S2SDataModule",
+    "TTSDataModule",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        return getattr(importlib.import_module("minmo_lightning.datamodules.tasks"), name)
+        module = "mixture" if name == "MixtureDataModule" else "tasks"
+        return getattr(importlib.import_module(f"minmo_lightning.datamodules.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

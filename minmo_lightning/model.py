@@ -40,7 +40,14 @@ from minmo_lightning.blocks import (
 )
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
 from minmo_lightning.components.llm.prompts import PromptBatch
-from minmo_lightning.contracts import AudioBatch, LLMOutput, SequenceBatch, VoiceDecoderInput, lengths_to_mask
+from minmo_lightning.contracts import (
+    AudioBatch,
+    LLMOutput,
+    SequenceBatch,
+    TokenBatch,
+    VoiceDecoderInput,
+    lengths_to_mask,
+)
 from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
 
 if TYPE_CHECKING:
@@ -374,11 +381,17 @@ class MinMo(L.LightningModule):
         return embeds, prompt.attention_mask
 
     def respond(
-        self, audio: AudioBatch | None = None, texts: list[str] | None = None, **options: Any
+        self,
+        audio: AudioBatch | None = None,
+        texts: list[str] | None = None,
+        verbatim: bool = False,
+        **options: Any,
     ) -> Iterator[ResponseChunk]:
         """Stream a spoken answer to the user's ``audio`` (chat), or read ``texts`` aloud (TTS prompt).
 
-        ``options`` go to ``SpeechResponder`` (text sampling, speech sampler, ``synthesize``).
+        ``verbatim`` (with ``texts``) teacher-forces the LLM's answer to be exactly the text, so only the
+        voice decoder is judged. ``options`` go to ``SpeechResponder`` (text sampling, speech sampler,
+        ``synthesize``).
         """
         from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, TTS_INSTRUCTION
         from minmo_lightning.streaming import SpeechResponder
@@ -387,13 +400,23 @@ class MinMo(L.LightningModule):
             raise ValueError(
                 "respond() takes either the user's audio (a spoken question) or texts to read aloud"
             )
-        if texts is not None:
-            embeds, mask = self.generation_prompt([TTS_INSTRUCTION.format(text=t) for t in texts])
-        else:
-            embeds, mask = self.generation_prompt(
-                [TASK_INSTRUCTIONS["chat"]] * audio.waveform.shape[0], audio
+        if verbatim and texts is None:
+            raise ValueError("verbatim=True reads given texts aloud: pass texts=[...]")
+        with torch.no_grad():
+            if texts is not None:
+                embeds, mask = self.generation_prompt([TTS_INSTRUCTION.format(text=t) for t in texts])
+            else:
+                embeds, mask = self.generation_prompt(
+                    [TASK_INSTRUCTIONS["chat"]] * audio.waveform.shape[0], audio
+                )
+        forced = None
+        if verbatim:
+            ids = [torch.tensor(self.prompts.encode(t), dtype=torch.long) for t in texts]
+            forced = TokenBatch(
+                nn.utils.rnn.pad_sequence(ids, batch_first=True).to(self.device),
+                torch.tensor([len(i) for i in ids], device=self.device),
             )
-        return SpeechResponder(self, **options).stream(embeds, mask)
+        return SpeechResponder(self, **options).stream(embeds, mask, forced)
 
     @torch.no_grad()
     def transcribe(self, audio: AudioBatch, instruction: str | None = None) -> list[str]:
@@ -422,7 +445,7 @@ class MinMo(L.LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         return self.objective_loss(batch, "train")
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.objective_loss(batch, "val")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:

@@ -402,3 +402,16 @@ def test_a_file_that_vanishes_after_setup_is_skipped_at_decode(tmp_path, caplog)
     assert sorted(texts) == sorted(TEXTS[:2] + TEXTS[3:])
     assert module.skipped["decode"] == {"unreadable_audio": 1}
     assert any("does not exist" in r.getMessage() for r in caplog.records)
+
+
+def test_interleaved_loader_runs_every_batch_once_in_a_seeded_order() -> None:
+    from minmo_lightning.datamodules.mixture import InterleavedLoader
+
+    loaders = [[("asr", i) for i in range(6)], [("emotion", i) for i in range(2)]]
+    mixed = InterleavedLoader(loaders, seed=0)
+    first, second = list(mixed), list(mixed)
+    assert len(mixed) == 8 and sorted(first) == sorted(loaders[0] + loaders[1])
+    for epoch in (first, second):  # each source keeps its own order
+        assert [b for b in epoch if b[0] == "asr"] == loaders[0]
+    assert first != second  # the interleaving changes from epoch to epoch
+    assert list(InterleavedLoader(loaders, seed=0)) == first  # and is reproducible

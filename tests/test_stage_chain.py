@@ -17,7 +17,7 @@ CHAIN = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft")
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
-    args = ["synth-data", "--out", str(out), "--size", "tiny", "--tasks", "asr", "--workers", "1"]
+    args = ["synth-data", "--out", str(out), "--size", "tiny", "--tasks", "asr,emotion", "--workers", "1"]
     assert main(args) == 0
     return out
 
@@ -32,7 +32,10 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     init = recipe["model"]["init_args"]["init_checkpoint"]
     if init:
         recipe["model"]["init_args"]["init_checkpoint"] = str(runs / init.removeprefix("runs/tiny/"))
-    recipe["data"]["init_args"].update({"path": str(corpus / "asr"), "max_seconds_per_batch": 8.0})
+    data = recipe["data"]["init_args"]
+    for source in data.get("datamodules", [recipe["data"]]):  # a mixture lists its sources
+        task = Path(source["init_args"]["path"]).name
+        source["init_args"].update({"path": str(corpus / task), "max_seconds_per_batch": 8.0})
     recipe["model"]["init_args"]["voice_encoder"]["init_args"]["cmvn_file"] = str(corpus / "asr" / "am.mvn")
     recipe["model"]["init_args"]["max_new_tokens"] = 4
     path = runs / f"{name}.yaml"
