@@ -20,7 +20,6 @@ from typing import Any
 
 import lightning as L
 import torch
-
 from minmo_lightning.datamodules.base import SpeechDataModule
 
 
