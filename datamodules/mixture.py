@@ -1,7 +1,7 @@
 """``MixtureDataModule``: several task datamodules trained as one (MinMo's multi-task SFT, stage 1c).
 
-Each training step takes one batch from one source; an epoch runs every batch of every source once, in
-an order shuffled from ``(seed, epoch)`` so the tasks interleave in proportion to their sizes. The
+Each training step takes one batch from one source; an epoch runs every batch of every source once (or
+``repeats[i]`` times, to upsample a small task), in an order shuffled from ``(seed, epoch)``. The
 model sees which task a batch supervises from its keys (``emotion`` -> SER, ``text`` -> ASR...).
 Validation and test run each source's loader in turn (``dataloader_idx`` tells them apart).
 
@@ -24,35 +24,57 @@ from minmo_lightning.datamodules.base import SpeechDataModule
 
 
 class InterleavedLoader:
-    """Every batch of every loader once per pass, sources interleaved in a seeded random order."""
+    """Every batch of every loader ``repeats[i]`` times per pass, sources interleaved in a seeded order."""
 
-    def __init__(self, loaders: list[Any], seed: int) -> None:
+    def __init__(self, loaders: list[Any], seed: int, repeats: list[int] | None = None) -> None:
         self.loaders, self.seed, self.epoch = loaders, seed, 0
+        self.repeats = list(repeats or [1] * len(loaders))
+        if len(self.repeats) != len(loaders) or min(self.repeats) < 1:
+            raise ValueError(
+                f"repeats must give a count >= 1 per datamodule ({len(loaders)}), got {self.repeats}"
+            )
 
     def __len__(self) -> int:
-        return sum(len(loader) for loader in self.loaders)
+        return sum(len(loader) * r for loader, r in zip(self.loaders, self.repeats))
+
+    def _fresh(self, source: int, round_: int) -> Iterator[Any]:
+        """A new pass over one loader; Lightning only sets the epoch on loaders it sees directly."""
+        sampler = getattr(self.loaders[source], "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch * self.repeats[source] + round_)
+        return iter(self.loaders[source])
 
     def __iter__(self) -> Iterator[Any]:
-        for loader in self.loaders:  # Lightning only sets the epoch on loaders it sees directly
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.epoch)
-        sources = torch.cat([torch.full((len(loader),), i) for i, loader in enumerate(self.loaders)])
-        order = sources[
-            torch.randperm(len(sources), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        ]
+        sources = torch.cat(
+            [
+                torch.full((len(loader) * r,), i)
+                for i, (loader, r) in enumerate(zip(self.loaders, self.repeats))
+            ]
+        )
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = sources[torch.randperm(len(sources), generator=generator)].tolist()
+        rounds = [0] * len(self.loaders)
+        iterators = [self._fresh(i, 0) for i in range(len(self.loaders))]
+        for source in order:
+            try:
+                batch = next(iterators[source])
+            except StopIteration:
+                rounds[source] += 1
+                iterators[source] = self._fresh(source, rounds[source])
+                batch = next(iterators[source])
+            yield batch
         self.epoch += 1
-        iterators = [iter(loader) for loader in self.loaders]
-        for source in order.tolist():
-            yield next(iterators[source])
 
 
 class MixtureDataModule(L.LightningDataModule):
-    def __init__(self, datamodules: list[SpeechDataModule], seed: int = 0) -> None:
+    def __init__(
+        self, datamodules: list[SpeechDataModule], repeats: list[int] | None = None, seed: int = 0
+    ) -> None:
+        """``repeats``: passes over each source per epoch (upsample a small task, e.g. ``[1, 3]``)."""
         super().__init__()
         if not datamodules:
             raise ValueError("MixtureDataModule needs at least one datamodule under `datamodules`")
-        self.datamodules, self.seed = list(datamodules), seed
+        self.datamodules, self.repeats, self.seed = list(datamodules), repeats, seed
         self._train: InterleavedLoader | None = None
 
     def setup(self, stage: str) -> None:
@@ -62,7 +84,9 @@ class MixtureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> InterleavedLoader:
         if self._train is None:  # one object, so its epoch counter survives reloads
-            self._train = InterleavedLoader([dm.train_dataloader() for dm in self.datamodules], self.seed)
+            self._train = InterleavedLoader(
+                [dm.train_dataloader() for dm in self.datamodules], self.seed, self.repeats
+            )
         return self._train
 
     def val_dataloader(self) -> list[Any]:

@@ -415,3 +415,7 @@ def test_interleaved_loader_runs_every_batch_once_in_a_seeded_order() -> None:
         assert [b for b in epoch if b[0] == "asr"] == loaders[0]
     assert first != second  # the interleaving changes from epoch to epoch
     assert list(InterleavedLoader(loaders, seed=0)) == first  # and is reproducible
+    upsampled = list(InterleavedLoader(loaders, seed=0, repeats=[1, 3]))
+    assert len(upsampled) == 12 and upsampled.count(("emotion", 1)) == 3
+    with pytest.raises(ValueError, match="repeats"):
+        InterleavedLoader(loaders, seed=0, repeats=[1])
