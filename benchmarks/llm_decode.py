@@ -27,7 +27,7 @@ def per_token_seconds(llm: HFCausalLM, batch: int, context: int, tokens: int) ->
     """Median wall seconds per decoded position after a ``context``-long prefill."""
     cache = llm.new_cache()
     prompt = torch.randn(batch, context, llm.hidden_size, dtype=llm.torch_dtype)
-    out = llm(prompt, cache=cache)
+    out = llm(prompt, cache=cache, logits_to_keep=1)
     step = llm.embed(out.logits[:, -1].argmax(-1)[:, None])
     times = []
     for _ in range(tokens):

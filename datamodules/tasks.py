@@ -105,11 +105,9 @@ class TTSDataModule(SpeechDataModule):
 
     def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
         waves, rows = self.decode(columns, mapping)
-        batch = {
-            "ids": self.ids(columns, mapping, rows),
-            "text": _texts(columns, mapping, "text", rows),
-            "audio": pad_audio(waves["audio"], self.sample_rate),
-        }
+        batch = {"ids": self.ids(columns, mapping, rows), "text": _texts(columns, mapping, "text", rows)}
+        if "audio" in waves:  # `columns: {audio: null}` skips decoding when only speech tokens are used
+            batch["audio"] = pad_audio(waves["audio"], self.sample_rate)
         if mapping.get("speech_tokens"):
             batch["speech_tokens"] = pad_tokens([columns[mapping["speech_tokens"]][r] for r in rows])
         return batch
@@ -140,8 +138,9 @@ class S2SDataModule(SpeechDataModule):
             "user_audio": pad_audio(waves["user_audio"], self.user_sample_rate),
             "user_text": _texts(columns, mapping, "user_text", rows),
             "answer_text": _texts(columns, mapping, "answer_text", rows),
-            "answer_audio": pad_audio(waves["answer_audio"], self.answer_sample_rate),
         }
+        if "answer_audio" in waves:  # not decoded when unmapped (stage 3 reads answer speech tokens)
+            batch["answer_audio"] = pad_audio(waves["answer_audio"], self.answer_sample_rate)
         if mapping.get("answer_speech_tokens"):
             batch["answer_speech_tokens"] = pad_tokens(
                 [columns[mapping["answer_speech_tokens"]][r] for r in rows]

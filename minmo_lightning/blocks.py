@@ -181,8 +181,9 @@ class InputProjector(Block):
 class LLMBackbone(Block):
     """Decoder-only LLM reading embeddings.
 
-    ``forward(inputs_embeds [B, T, D], attention_mask [B, T], cache=None, position_ids=None) -> LLMOutput``
-    with logits, the last-layer hidden states and the updated KV cache (``cache`` is created by
+    ``forward(inputs_embeds [B, T, D], attention_mask [B, T], cache=None, position_ids=None,
+    logits_to_keep=0) -> LLMOutput`` with logits (of the last ``logits_to_keep`` positions; 0 keeps all),
+    the last-layer hidden states of every position and the updated KV cache (``cache`` is created by
     ``new_cache()``; positions default to 0.. in the cache; left-padded batches pass ``position_ids``). ``embed(token_ids)`` gives input embeddings (audio
     embeddings are spliced between them). ``decoder_layers()`` lists the repeated layers (activation
     checkpointing and sharding wrap them). ``tokenizer`` is the text tokenizer. ``apply_lora(...)`` wraps
@@ -200,7 +201,12 @@ class LLMBackbone(Block):
         raise NotImplementedError
 
     def forward(
-        self, inputs_embeds: Tensor, attention_mask: Tensor | None = None, cache: Any = None
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor | None = None,
+        cache: Any = None,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> LLMOutput:
         raise NotImplementedError
 

@@ -83,15 +83,26 @@ class SpeechResponder:
         self.max_speech_steps = max_speech_steps
 
     @torch.no_grad()
-    def stream(self, inputs_embeds: Tensor, attention_mask: Tensor) -> Iterator[ResponseChunk]:
-        """Left-padded prompt embeddings -> ``ResponseChunk`` per voice-decoder step until every row ends."""
+    def stream(
+        self, inputs_embeds: Tensor, attention_mask: Tensor, forced_text: TokenBatch | None = None
+    ) -> Iterator[ResponseChunk]:
+        """Left-padded prompt embeddings -> ``ResponseChunk`` per voice-decoder step until every row ends.
+
+        ``forced_text`` voices the given answer tokens instead of sampled ones (the LLM is teacher forced).
+        """
         model = self.model
         llm, projector, voice_lm = model.llm, model.output_projector, model.voice_token_lm
         batch, per_chunk = inputs_embeds.shape[0], voice_lm.ratio.text
         prompt_mask = attention_mask[..., None].to(inputs_embeds.dtype)
         turn_state = (inputs_embeds * prompt_mask).sum(1) / prompt_mask.sum(1).clamp(min=1)
         text = TextStream(
-            llm, inputs_embeds, attention_mask, model.prompts.end_id, model.prompts.pad_id, self.text_config
+            llm,
+            inputs_embeds,
+            attention_mask,
+            model.prompts.end_id,
+            model.prompts.pad_id,
+            self.text_config,
+            forced_text,
         )
         query = torch.cat([turn_state, text.prompt_hidden], -1)[:, None]
         state = voice_lm.init_state(batch)

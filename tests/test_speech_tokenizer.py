@@ -12,7 +12,7 @@ from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV
 from minmo_lightning.components.speech_tokenizer.windows import WindowPolicy
 
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict
-from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.golden import run_golden
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -264,6 +264,19 @@ def test_training_step_reaches_the_encoder_through_fsq():
     assert model.quantizer._codebook.project_down.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="outside asr_vocab: '7'"):
         model.training_step({**batch, "text": ["room 7", "x"]}, 0)
+
+
+def test_transcribe_tokens_reads_what_the_ctc_head_reads_from_audio():
+    model = small().eval()
+    audio = AudioBatch.from_list(chirps([1.2, 0.8]), 16000)
+    with torch.no_grad():
+        log_probs, lengths, _, _ = model._asr_forward(audio)
+    expected = [model.vocab.decode(ids) for ids in model.asr_head.greedy(log_probs, lengths)]
+    assert model.transcribe_tokens(model(audio)) == expected
+    with pytest.raises(ValueError):
+        model.transcribe_tokens(TokenBatch(torch.tensor([[model.codebook_size]]), torch.tensor([1])))
+    with pytest.raises(RuntimeError, match="no CTC head"):
+        small(asr_vocab="", asr_layers=0).transcribe_tokens(model(audio))
 
 
 def test_inference_preset_refuses_to_train():

@@ -137,3 +137,28 @@ def test_respond_errors_name_the_fix(model) -> None:
     text_only = tiny_minmo()
     with pytest.raises(ValueError, match="needs a output_projector"):
         SpeechResponder(text_only)
+
+
+def test_verbatim_voices_exactly_the_given_text(model) -> None:
+    texts = ["stop now", "turn on the kitchen lights please"]
+    text, speech, chunks = collect(
+        model.respond(texts=texts, verbatim=True, synthesize=False, speech_sampler=GREEDY_SPEECH)
+    )
+    assert text == [model.prompts.encode(t) for t in texts]
+    assert bool(chunks[-1].finished.all()) and all(speech)
+    with pytest.raises(ValueError, match="pass texts"):
+        model.respond(audio=tiny_batch()["audio"], verbatim=True)
+
+
+def test_speech_token_intelligibility_report(model) -> None:
+    from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
+    from minmo_lightning.evaluation.speech_tokens import evaluate
+
+    torch.manual_seed(0)
+    tokenizer = S3TokenizerV2.from_preset("tiny").eval()
+    speech = TokenBatch(torch.randint(0, 6561, (2, 30)), torch.tensor([30, 21]))
+    batch = {"ids": ["a", "b"], "text": ["stop now", "call peter"], "speech_tokens": speech}
+    result = evaluate(model, tokenizer, [batch, batch], limit=2, seed=0)
+    assert result["utterances"] == 2  # the limit stops after the first batch
+    assert result["wer_generated_tokens"] >= 0 and result["wer_reference_tokens"] >= 0
+    assert [e["text"] for e in result["examples"]] == batch["text"]

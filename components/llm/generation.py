@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from minmo_lightning.blocks import LLMBackbone
+from minmo_lightning.contracts import TokenBatch
 
 
 @dataclass
@@ -62,7 +63,8 @@ class TextStream:
 
     The prompt is prefilled on construction, so ``prompt_hidden`` [B, D] (the last prompt position's
     last-layer state, which MinMo's voice decoder reads as the turn's "LLM last hidden") is available
-    before the first token.
+    before the first token. ``forced`` teacher-forces the answer instead of sampling it (each row's
+    tokens, then eos): the states are those of the given text, e.g. to voice a known text.
     """
 
     @torch.no_grad()
@@ -74,12 +76,15 @@ class TextStream:
         eos_token_id: int,
         pad_token_id: int,
         config: SamplingConfig,
+        forced: TokenBatch | None = None,
     ) -> None:
         if bool((attention_mask[:, -1] == 0).any()):
             raise ValueError(
                 "generation needs left-padded prompts (the last position of every row must be real)"
             )
-        self.llm, self.config = llm, config
+        if forced is not None:  # one spare column, so a row's eos step never indexes past the end
+            forced = TokenBatch(torch.nn.functional.pad(forced.tokens, (0, 1)), forced.lengths)
+        self.llm, self.config, self.forced = llm, config, forced
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
         self.generator = None
         if config.seed is not None:
@@ -87,7 +92,11 @@ class TextStream:
         self.cache = llm.new_cache()
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         self._out = llm(
-            inputs_embeds, attention_mask=attention_mask, cache=self.cache, position_ids=positions
+            inputs_embeds,
+            attention_mask=attention_mask,
+            cache=self.cache,
+            position_ids=positions,
+            logits_to_keep=1,
         )
         self._next_position = positions[:, -1:] + 1
         self._attention_mask = attention_mask
@@ -97,8 +106,14 @@ class TextStream:
     def __iter__(self) -> Iterator[GeneratedStep]:
         llm, out, mask = self.llm, self._out, self._attention_mask
         finished = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
-        for _ in range(self.config.max_new_tokens):
-            tokens = sample_next(out.logits[:, -1], self.config, self.generator)
+        steps = self.config.max_new_tokens if self.forced is None else int(self.forced.lengths.max()) + 1
+        for i in range(steps):
+            if self.forced is None:
+                tokens = sample_next(out.logits[:, -1], self.config, self.generator)
+            else:
+                given = self.forced.tokens[:, i].to(mask.device)
+                ended = i >= self.forced.lengths.to(mask.device)
+                tokens = torch.where(ended, torch.full_like(given, self.eos_token_id), given)
             active = ~finished
             tokens = torch.where(active, tokens, torch.full_like(tokens, self.pad_token_id))
             finished = finished | (tokens == self.eos_token_id)

@@ -221,7 +221,10 @@ class HFCausalLM(LLMBackbone):
         attention_mask: Tensor | None = None,
         cache: Any = None,
         position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> LLMOutput:
+        """``logits_to_keep=1`` when only the next token matters: a 2048-token prefill of Qwen's 152k vocab
+        would otherwise materialise 1.2 GB of fp32 logits per sequence."""
         out = self._require_model()(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -229,13 +232,22 @@ class HFCausalLM(LLMBackbone):
             cache=cache,
             use_cache=cache is not None,
             output_hidden_states=True,
+            logits_to_keep=logits_to_keep,
         )
         return LLMOutput(logits=out.logits, hidden_states=out.hidden_states[-1], cache=out.cache)
 
     def new_cache(self) -> Any:
-        from transformers import DynamicCache
+        """Grows in place (no per-token copy); transformers' own cache where layers use sliding windows."""
+        config = self.base_model.config
+        if getattr(config, "use_sliding_window", False) or "sliding_attention" in (
+            getattr(config, "layer_types", None) or []
+        ):
+            from transformers import DynamicCache
 
-        return DynamicCache(config=self.base_model.config)
+            return DynamicCache(config=config)
+        from minmo_lightning.components.llm.kv_cache import growing_cache
+
+        return growing_cache(config.num_hidden_layers)
 
     @property
     def max_positions(self) -> int:

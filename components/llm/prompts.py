@@ -74,7 +74,7 @@ class SpeechPromptBuilder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def _prompt_halves(self, instruction: str) -> tuple[list[int], list[int]]:
@@ -85,7 +85,7 @@ class SpeechPromptBuilder:
         if text.count(AUDIO_PLACEHOLDER) != 1:
             raise ValueError(f"the chat template lost or repeated the audio placeholder: {text!r}")
         left, right = text.split(AUDIO_PLACEHOLDER)
-        return self._encode(left), self._encode(right)
+        return self.encode(left), self.encode(right)
 
     def build(
         self,
@@ -105,7 +105,7 @@ class SpeechPromptBuilder:
             is_audio = [False] * len(left) + [True] * n_audio + [False] * len(right)
             labels = [IGNORE_INDEX] * len(ids)
             if responses is not None:
-                answer = self._encode(responses[i]) + [self.end_id]
+                answer = self.encode(responses[i]) + [self.end_id]
                 ids, is_audio, labels = ids + answer, is_audio + [False] * len(answer), labels + answer
             rows.append((ids, is_audio, labels))
         return self._pad(rows, padding_side)

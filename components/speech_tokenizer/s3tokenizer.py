@@ -149,6 +149,20 @@ class S3TokenizerV2(SpeechTokenizer):
             torch.tensor([m.numel() for m in merged], device=mel.device),
         )
 
+    @torch.no_grad()
+    def transcribe_tokens(self, tokens: TokenBatch) -> list[str]:
+        """The text the CTC head reads from speech tokens: checks generated speech without a vocoder."""
+        if self.asr_head is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no CTC head (asr_vocab unset): only a tokenizer trained with one "
+                "(recipes/components/speech_tokenizer.yaml) can read text from tokens"
+            )
+        tokens.require_range(self.codebook_size, type(self).__name__)
+        codes = self.quantizer.decode(tokens.tokens.to(self.device))
+        lengths = tokens.lengths.to(self.device)
+        log_probs = self.asr_head(codes, lengths)
+        return [self.vocab.decode(ids) for ids in self.asr_head.greedy(log_probs, lengths)]
+
     # ---- loading -------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
         """Load the official ``speech_tokenizer_v2.onnx`` or a torch/safetensors state dict (file or folder)."""

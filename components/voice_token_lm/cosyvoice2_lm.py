@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from minmo_lightning.components.llm.kv_cache import growing_cache
 from torch import Tensor, nn
-from transformers.cache_utils import Cache, DynamicLayer
 
 from minmo_lightning.blocks import StreamState, VoiceTokenLM
 from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict, require_files
@@ -90,46 +90,6 @@ def load_cosyvoice2_tokenizer(folder: str | Path, vocab_size: int) -> Any:
     return tokenizer
 
 
-class GrowingKVLayer(DynamicLayer):
-    """A KV-cache layer that appends into a buffer of doubling capacity (O(1) amortised per token).
-
-    transformers' ``DynamicLayer`` concatenates on every step, which copies the whole cache per token;
-    here ``keys``/``values`` are views of the filled part of a preallocated buffer.
-    """
-
-    def update(
-        self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[Tensor, Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            self.length, self.buffers = 0, None
-        start, end = self.length, self.length + key_states.shape[-2]
-        if self.buffers is None or end > self.buffers[0].shape[-2]:
-            capacity = max(2 * end, 64)
-            grown = [x.new_empty(*x.shape[:-2], capacity, x.shape[-1]) for x in (key_states, value_states)]
-            for new, old in zip(grown, (self.keys, self.values)):
-                if start:
-                    new[..., :start, :] = old
-            self.buffers = grown
-        self.buffers[0][..., start:end, :] = key_states
-        self.buffers[1][..., start:end, :] = value_states
-        self._set_length(end)
-        return self.keys, self.values
-
-    def _set_length(self, length: int) -> None:
-        self.length = length
-        self.keys, self.values = (x[..., :length, :] for x in self.buffers)
-
-    def drop_front(self, count: int) -> None:
-        """Forget the oldest ``count`` positions (shift the rest to the buffer start)."""
-        if not self.is_initialized or count == 0:
-            return
-        kept = self.length - count
-        for x in self.buffers:
-            x[..., :kept, :] = x[..., count : self.length, :].clone()
-        self._set_length(kept)
-
-
 class Qwen2Stack(nn.Module):
     """transformers' ``Qwen2ForCausalLM`` under ``model`` (the ``llm.model.`` key prefix of llm.pt).
 
@@ -148,7 +108,7 @@ class Qwen2Stack(nn.Module):
         return self.model.model.embed_tokens(token_ids)
 
     def new_cache(self) -> Any:
-        return Cache(layers=[GrowingKVLayer() for _ in range(self.config.num_hidden_layers)])
+        return growing_cache(self.config.num_hidden_layers)
 
     def forward(
         self, embeds: Tensor, mask: Tensor, position_ids: Tensor | None = None, cache: Any = None

@@ -1,0 +1,121 @@
+"""Voice-decoder intelligibility from speech tokens, no vocoder needed.
+
+A MinMo stage-2/3 checkpoint reads each test text aloud (``MinMo.respond(texts, verbatim=True)``: the LLM
+is teacher forced on the text, so only the output projector and voice token LM are judged; speech tokens
+sampled as CosyVoice2 does, seeded). A speech tokenizer trained with a CTC head on its codes
+(``recipes/components/speech_tokenizer.yaml``) then reads the tokens back to text, and the WER against
+the text is reported next to the same tokenizer's WER on the reference tokens (the ceiling: what the
+tokens of real speech give). Useful while no trained token2wav exists for the tiny models, and cheaper
+than a vocoder + ASR round trip at any size.
+
+    python -m minmo_lightning.evaluation.speech_tokens --ckpt runs/tiny/stage2b/checkpoints/last.ckpt \\
+        --tokenizer runs/speech_tokenizer/checkpoints/last.ckpt --data data/builtin-tokens/tts --out report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from minmo_lightning.evaluation.asr import score_asr
+from minmo_lightning.evaluation.normalizers import get_scheme
+
+from minmo_lightning.contracts import TokenBatch
+
+
+def _rows(batch: TokenBatch) -> list[list[int]]:
+    return [batch.tokens[i, : batch.lengths[i]].tolist() for i in range(batch.tokens.shape[0])]
+
+
+def _pad(rows: list[list[int]]) -> TokenBatch:
+    lengths = torch.tensor([len(r) for r in rows])
+    tokens = torch.zeros(len(rows), max(int(lengths.max()), 1), dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return TokenBatch(tokens, lengths)
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, loader, limit: int | None, seed: int) -> dict:
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    ids, texts, generated, reference, lengths = [], [], [], [], []
+    started = time.perf_counter()
+    for batch in loader:
+        speech: list[list[int]] = [[] for _ in batch["text"]]
+        for chunk in model.respond(
+            texts=list(batch["text"]), verbatim=True, synthesize=False, generator=generator
+        ):
+            for i, row in enumerate(_rows(chunk.speech)):
+                speech[i] += row
+        generated += tokenizer.transcribe_tokens(_pad(speech))
+        reference += tokenizer.transcribe_tokens(batch["speech_tokens"])
+        ids += batch["ids"]
+        texts += batch["text"]
+        lengths += [(len(s), int(n)) for s, n in zip(speech, batch["speech_tokens"].lengths)]
+        if limit is not None and len(ids) >= limit:
+            break
+    scheme = get_scheme("whisper_english", "word")
+    ours, ceiling = score_asr(texts, generated, ids, scheme), score_asr(texts, reference, ids, scheme)
+    ratio = sum(g for g, _ in lengths) / max(sum(r for _, r in lengths), 1)
+    return {
+        "utterances": len(ids),
+        "wer_generated_tokens": ours.rate,
+        "wer_reference_tokens": ceiling.rate,
+        "generated_over_reference_length": ratio,
+        "seconds": time.perf_counter() - started,
+        "examples": [
+            {"id": i, "text": t, "from_generated": g, "from_reference": r}
+            for i, t, g, r in list(zip(ids, texts, generated, reference))[:10]
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
+    from minmo_lightning.datamodules.tasks import TTSDataModule
+
+    from minmo_lightning.model import MinMo
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--ckpt", required=True, help="MinMo checkpoint with an output projector and voice token LM"
+    )
+    parser.add_argument(
+        "--tokenizer", required=True, help="S3TokenizerV2 checkpoint trained with its CTC head"
+    )
+    parser.add_argument(
+        "--data", required=True, help="TTS dataset with speech-token columns (`minmo prepare`)"
+    )
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=None, help="stop after about this many utterances")
+    parser.add_argument("--seconds-per-batch", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    model = MinMo.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
+    tokenizer = S3TokenizerV2.load_from_checkpoint(args.tokenizer, map_location="cpu").eval()
+    data = TTSDataModule(
+        args.data,
+        train_split=None,
+        val_split=None,
+        test_split=args.split,
+        max_seconds_per_batch=args.seconds_per_batch,
+        shuffle=False,
+    )
+    data.setup("test")
+    result = evaluate(model, tokenizer, data.test_dataloader(), args.limit, args.seed)
+    for key, value in result.items():
+        if key != "examples":
+            print(f"{key:34s} {value}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
