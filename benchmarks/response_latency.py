@@ -1,7 +1,7 @@
 """Spoken-response latency: MinMo's ``5*d_llm + 15*d_lm + 15*d_syn`` against the streaming pipeline.
 
-d_llm, d_lm and d_syn are per-token costs measured in isolation (LLM decode step, voice token LM decode
-step, token2wav work per speech token of a 15-token chunk). The pipeline (``MinMo.respond``, one
+d_llm, d_lm and d_syn are per-token costs measured in isolation (LLM decode step; voice token LM ``step``
+per speech token: 5 vectors in, 15 tokens out, RAS sampling; token2wav work per token of a 15-token chunk). The pipeline (``MinMo.respond``, one
 request) is then timed from the first sampled text token to the first audio it returns.
 
 The paper's formula assumes token2wav voices the first 15 tokens at once. CosyVoice2's flow also needs
@@ -33,9 +33,8 @@ from minmo_lightning.components.llm.hf_causal_lm import TINY_TOKENIZER, HFCausal
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
-from voice_token_lm import decode_ms
 
-from minmo_lightning.contracts import TokenBatch
+from minmo_lightning.contracts import SequenceBatch, TokenBatch
 from minmo_lightning.model import MinMo
 
 TEXT = "Turn on the kitchen lights and set the timer for twenty minutes, then remind me to call Peter."
@@ -43,8 +42,8 @@ TEXT = "Turn on the kitchen lights and set the timer for twenty minutes, then re
 
 def build(args: argparse.Namespace) -> MinMo:
     torch.manual_seed(0)
-    llm = HFCausalLM.from_preset(args.llm, tokenizer_path=TINY_TOKENIZER)
-    voice_lm = CosyVoice2LM.from_preset(args.voice_lm)
+    llm = HFCausalLM.from_preset(args.llm, tokenizer_path=TINY_TOKENIZER, dtype=args.dtype)
+    voice_lm = CosyVoice2LM.from_preset(args.voice_lm, dtype=args.dtype)
     model = MinMo(
         llm=llm,
         output_projector=QueryLinearProjector(llm.hidden_size, voice_lm.hidden_size),
@@ -70,6 +69,28 @@ def d_llm_seconds(model: MinMo, steps: int) -> float:
         times.append(now - last)
         last = now
     return statistics.median(times[2:])
+
+
+@torch.no_grad()
+def d_lm_seconds(voice_lm: CosyVoice2LM, repeats: int) -> float:
+    """Seconds per speech token of ``CosyVoice2LM.step`` in steady state: 5 semantic vectors in, 15 tokens out,
+    with the block's own sampler (RAS), so per-chunk input and sampling costs are part of d_lm."""
+    a = voice_lm.ratio.text
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(repeats):
+        state = voice_lm.init_state(1)
+        for call in range(3):  # the first call also reads sos and the query; time the next ones
+            chunk = SequenceBatch(
+                0.02 * torch.randn(1, a, voice_lm.hidden_size, generator=generator), torch.tensor([a])
+            )
+            start = time.perf_counter()
+            tokens = voice_lm.step(chunk, state, generator=generator)
+            if call:
+                times.append((time.perf_counter() - start) / int(tokens.lengths[0]))
+    if any(t <= 0 for t in times):
+        raise RuntimeError("the voice LM wrote no tokens")
+    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -106,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice-lm", default="cosyvoice2-0.5b")
     parser.add_argument("--token2wav", default="cosyvoice2-0.5b")
     parser.add_argument("--text-tokens", type=int, default=16, help="text tokens the LLM samples")
+    parser.add_argument("--dtype", default="float32", help="LLM and voice LM dtype (bfloat16 on GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="timed pipeline runs (median)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -114,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     voice_lm, token2wav = model.voice_token_lm, model.token2wav
     a, b = voice_lm.ratio.text, voice_lm.ratio.speech
     d_llm = d_llm_seconds(model, steps=10)
-    d_lm = decode_ms(voice_lm, 1, 40, 15)[0] / 1000
+    d_lm = d_lm_seconds(voice_lm, args.repeats)
     d_syn, lookahead = d_syn_seconds(token2wav, args.repeats)
     chunk = token2wav.flow.chunk_size
     steps_needed = math.ceil((chunk + lookahead) / b)
@@ -137,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     described = (
         f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads), torch {torch.__version__}"
     )
-    print(f"{args.llm} + {args.voice_lm} + {args.token2wav}, fp32, random weights; {described}")
+    print(f"{args.llm} + {args.voice_lm} + {args.token2wav}, {args.dtype}, random weights; {described}")
     print(f"paper formula: {a}*d_llm + {b}*d_lm + {b}*d_syn")
     print(
         f"critical path: {steps_needed}*({a}*d_llm + {b}*d_lm) + {chunk}*d_syn (flow look-ahead {lookahead})"

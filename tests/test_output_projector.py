@@ -87,3 +87,20 @@ def test_errors() -> None:
         proj(VoiceDecoderInput(x.query, x.token_embeddings, x.token_hidden[..., :4], x.lengths))
     with pytest.raises(ValueError, match="lengths"):
         proj(VoiceDecoderInput(x.query, x.token_embeddings, x.token_hidden, torch.tensor([6, 1])))
+
+
+def test_low_precision_llm_states_meet_an_fp32_projector() -> None:
+    from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
+
+    from minmo_lightning.contracts import VoiceDecoderInput
+
+    projector = QueryLinearProjector.from_preset("tiny")
+    d = projector.llm_hidden_size
+    inputs = VoiceDecoderInput(
+        torch.randn(2, 1, 2 * d).bfloat16(),
+        torch.randn(2, 3, d).bfloat16(),
+        torch.randn(2, 3, d).bfloat16(),
+        torch.tensor([3, 2]),
+    )
+    out = projector(inputs)
+    assert out.values.dtype == torch.float32 and out.values.shape == (2, 4, projector.output_dim)

@@ -73,6 +73,7 @@ class QueryLinearProjector(OutputProjector):
     def _project(self, first: Tensor, second: Tensor) -> Tensor:
         """Linear over [first ; second] reading only the halves that ``features`` selects."""
         d, weight = self.llm_hidden_size, self.proj.weight
+        first, second = first.to(weight.dtype), second.to(weight.dtype)  # e.g. a bf16 LLM, fp32 projector
         out = self.proj.bias.expand(*first.shape[:-1], -1)
         if self.features in ("both", "embedding"):
             out = out + F.linear(first, weight[:, :d])
