@@ -30,14 +30,6 @@ def _rows(batch: TokenBatch) -> list[list[int]]:
     return [batch.tokens[i, : batch.lengths[i]].tolist() for i in range(batch.tokens.shape[0])]
 
 
-def _pad(rows: list[list[int]]) -> TokenBatch:
-    lengths = torch.tensor([len(r) for r in rows])
-    tokens = torch.zeros(len(rows), max(int(lengths.max()), 1), dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return TokenBatch(tokens, lengths)
-
-
 @torch.no_grad()
 def evaluate(model, tokenizer, loader, limit: int | None, seed: int) -> dict:
     generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -50,7 +42,7 @@ def evaluate(model, tokenizer, loader, limit: int | None, seed: int) -> dict:
         ):
             for i, row in enumerate(_rows(chunk.speech)):
                 speech[i] += row
-        generated += tokenizer.transcribe_tokens(_pad(speech))
+        generated += tokenizer.transcribe_tokens(TokenBatch.from_list(speech))
         reference += tokenizer.transcribe_tokens(batch["speech_tokens"])
         ids += batch["ids"]
         texts += batch["text"]

@@ -19,6 +19,12 @@ def lengths_to_mask(lengths: Tensor, max_length: int | None = None) -> Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` [B, T, D] over the positions where ``mask`` [B, T] is set (0 for an empty row)."""
+    weights = mask[..., None].to(values.dtype)
+    return (values * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 def _check_lengths(name: str, lengths: Tensor, batch: int, max_length: int) -> None:
     if lengths.dim() != 1 or lengths.shape[0] != batch:
         raise ValueError(
@@ -105,6 +111,16 @@ class TokenBatch:
         if self.tokens.dim() != 2:
             raise ValueError(f"TokenBatch.tokens must be [batch, time], got shape {tuple(self.tokens.shape)}")
         _check_lengths("TokenBatch", self.lengths, self.tokens.shape[0], self.tokens.shape[1])
+
+    @classmethod
+    def from_list(
+        cls, rows: list[list[int]] | list[Tensor], device: torch.device | str | None = None
+    ) -> TokenBatch:
+        """Right-pad variable-length id sequences with 0 (lengths say where each row ends)."""
+        tensors = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in rows]
+        lengths = torch.tensor([t.numel() for t in tensors], dtype=torch.long, device=device)
+        padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True).to(device)
+        return cls(padded, lengths)
 
     @property
     def mask(self) -> Tensor:

@@ -47,6 +47,7 @@ from minmo_lightning.contracts import (
     TokenBatch,
     VoiceDecoderInput,
     lengths_to_mask,
+    masked_mean,
 )
 from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
 
@@ -312,7 +313,7 @@ class MinMo(L.LightningModule):
         token_embeddings[packed] = embeds[answer]
         token_hidden = hidden.new_zeros(*packed.shape, hidden.shape[-1])
         token_hidden[packed] = hidden[answer]
-        turn_state = (embeds * before[..., None]).sum(1) / before.sum(1, keepdim=True).clamp(min=1)
+        turn_state = masked_mean(embeds, before)
         positions = torch.arange(before.shape[1], device=before.device)
         last_before = (before * positions).argmax(1)
         turn_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_before]
@@ -411,11 +412,7 @@ class MinMo(L.LightningModule):
                 )
         forced = None
         if verbatim:
-            ids = [torch.tensor(self.prompts.encode(t), dtype=torch.long) for t in texts]
-            forced = TokenBatch(
-                nn.utils.rnn.pad_sequence(ids, batch_first=True).to(self.device),
-                torch.tensor([len(i) for i in ids], device=self.device),
-            )
+            forced = TokenBatch.from_list([self.prompts.encode(t) for t in texts], self.device)
         return SpeechResponder(self, **options).stream(embeds, mask, forced)
 
     @torch.no_grad()

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from minmo_lightning.components.llm.generation import GeneratedStep, SamplingConfig, TextStream
-from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput
+from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput, masked_mean
 
 
 @dataclass
@@ -44,8 +44,8 @@ class _TextBuffer:
 
     steps: list[tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)
 
-    def push(self, step: GeneratedStep, embedding: Tensor, real: Tensor) -> None:
-        self.steps.append((step.tokens, embedding, step.hidden, real))
+    def push(self, step: GeneratedStep, real: Tensor) -> None:
+        self.steps.append((step.tokens, step.embedding, step.hidden, real))
 
     def pop(self, batch: int, width: int, like: Tensor) -> tuple[TokenBatch, Tensor, Tensor]:
         """Left-align each row's real tokens: ids, ``[B, n, D]`` embeddings and hidden states."""
@@ -93,8 +93,7 @@ class SpeechResponder:
         model = self.model
         llm, projector, voice_lm = model.llm, model.output_projector, model.voice_token_lm
         batch, per_chunk = inputs_embeds.shape[0], voice_lm.ratio.text
-        prompt_mask = attention_mask[..., None].to(inputs_embeds.dtype)
-        turn_state = (inputs_embeds * prompt_mask).sum(1) / prompt_mask.sum(1).clamp(min=1)
+        turn_state = masked_mean(inputs_embeds, attention_mask.bool())
         text = TextStream(
             llm,
             inputs_embeds,
@@ -109,12 +108,12 @@ class SpeechResponder:
         wav_state = self.token2wav.init_state(batch) if self.token2wav is not None else None
         flushed = torch.zeros(batch, dtype=torch.bool, device=inputs_embeds.device)
         buffer = _TextBuffer()
-        text_open = torch.ones(batch, dtype=torch.bool, device=inputs_embeds.device)
 
-        def speak(final_text: Tensor) -> ResponseChunk:
+        def speak() -> ResponseChunk:
             tokens, embeds, hidden = buffer.pop(batch, llm.hidden_size, inputs_embeds)
             fresh = ~state.started & ~state.finished
-            state.finished |= fresh & (tokens.lengths == 0) & final_text  # an empty answer says nothing
+            # rows still talking always bring a full chunk, so a fresh row with none answered nothing
+            state.finished |= fresh & (tokens.lengths == 0)
             inputs = VoiceDecoderInput(query, embeds, hidden, tokens.lengths)
             vectors, rows = projector(inputs), projector.query_length(inputs)
             prefix = None
@@ -136,16 +135,14 @@ class SpeechResponder:
 
         for step in text:
             clock.mark("llm")
-            real = step.active & (step.tokens != model.prompts.end_id)
-            buffer.push(step, llm.embed(step.tokens), real)
-            text_open &= ~step.finished
+            buffer.push(step, step.active & (step.tokens != model.prompts.end_id))
             if len(buffer.steps) == per_chunk:
-                yield speak(~text_open)
-        yield speak(torch.ones_like(text_open))  # every row's text has ended: tails and turn of speech
+                yield speak()
+        yield speak()  # every row's text has ended: tails and turn of speech
         for _ in range(self.max_speech_steps):
             if bool(state.finished.all()):
                 return
-            yield speak(torch.ones_like(text_open))
+            yield speak()
         raise RuntimeError(
             f"speech did not end within {self.max_speech_steps} voice-decoder steps; check the voice LM's "
             "max_token_text_ratio"

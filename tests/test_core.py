@@ -261,3 +261,13 @@ def test_every_dev_fixture_has_a_golden_check() -> None:
         if (p.parent / "tensors.safetensors").exists()
     }
     assert items and items <= set(registered_items()), items - set(registered_items())
+
+
+def test_token_batch_from_list_pads_and_masked_mean_skips_padding() -> None:
+    from minmo_lightning.contracts import TokenBatch, masked_mean
+
+    batch = TokenBatch.from_list([[5, 6, 7], [], [9]])
+    assert batch.tokens.tolist() == [[5, 6, 7], [0, 0, 0], [9, 0, 0]] and batch.lengths.tolist() == [3, 0, 1]
+    values = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    assert masked_mean(values, mask).flatten().tolist() == [2.0, 0.0]

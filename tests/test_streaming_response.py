@@ -152,6 +152,7 @@ def test_verbatim_voices_exactly_the_given_text(model) -> None:
 
 def test_speech_token_intelligibility_report(model) -> None:
     from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
+    from minmo_lightning.evaluation.asr import score_asr
     from minmo_lightning.evaluation.speech_tokens import evaluate
 
     torch.manual_seed(0)
@@ -162,3 +163,6 @@ def test_speech_token_intelligibility_report(model) -> None:
     assert result["utterances"] == 2  # the limit stops after the first batch
     assert result["wer_generated_tokens"] >= 0 and result["wer_reference_tokens"] >= 0
     assert [e["text"] for e in result["examples"]] == batch["text"]
+    read_back = tokenizer.transcribe_tokens(speech)  # the ceiling is the reader on the reference tokens
+    assert [e["from_reference"] for e in result["examples"]] == read_back
+    assert result["wer_reference_tokens"] == score_asr(batch["text"], read_back).rate

@@ -2,7 +2,7 @@
 
 The voice decoder needs both the sampled text tokens and their hidden states, so generation is our own
 loop over ``LLMBackbone.forward``: a prefill, then one new position per step (O(1) work per token given
-the cache). ``stream`` yields tokens as they are produced; ``generate`` collects them.
+the cache). Iterating a ``TextStream`` yields tokens as they are produced; ``generate`` collects them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class SamplingConfig:
 @dataclass
 class GeneratedStep:
     tokens: Tensor  # [B] the token produced at this step (pad once finished)
+    embedding: Tensor  # [B, D] that token's input embedding (what the LLM was fed)
     hidden: Tensor  # [B, D] that token's last-layer hidden state
     finished: Tensor  # [B] bool, True once the item has produced eos (inclusive)
     active: Tensor  # [B] bool, True where ``tokens`` is a real token
@@ -118,28 +119,14 @@ class TextStream:
             tokens = torch.where(active, tokens, torch.full_like(tokens, self.pad_token_id))
             finished = finished | (tokens == self.eos_token_id)
             mask = torch.cat([mask, active[:, None].long()], dim=1)
+            embedding = llm.embed(tokens)
             out = llm(
-                llm.embed(tokens[:, None]),
-                attention_mask=mask,
-                cache=self.cache,
-                position_ids=self._next_position,
+                embedding[:, None], attention_mask=mask, cache=self.cache, position_ids=self._next_position
             )
             self._next_position = self._next_position + 1
-            yield GeneratedStep(tokens, out.hidden_states[:, -1], finished.clone(), active)
+            yield GeneratedStep(tokens, embedding, out.hidden_states[:, -1], finished.clone(), active)
             if bool(finished.all()):
                 return
-
-
-def stream(
-    llm: LLMBackbone,
-    inputs_embeds: Tensor,
-    attention_mask: Tensor,
-    eos_token_id: int,
-    pad_token_id: int,
-    config: SamplingConfig,
-) -> Iterator[GeneratedStep]:
-    """Yield one ``GeneratedStep`` per new token (``TextStream`` when the prompt state is needed too)."""
-    return iter(TextStream(llm, inputs_embeds, attention_mask, eos_token_id, pad_token_id, config))
 
 
 def generate(
@@ -150,7 +137,7 @@ def generate(
     pad_token_id: int,
     config: SamplingConfig,
 ) -> GenerationResult:
-    steps = list(stream(llm, inputs_embeds, attention_mask, eos_token_id, pad_token_id, config))
+    steps = list(TextStream(llm, inputs_embeds, attention_mask, eos_token_id, pad_token_id, config))
     if not steps:
         empty = inputs_embeds.new_zeros(inputs_embeds.shape[0], 0, dtype=torch.long)
         return GenerationResult(empty, inputs_embeds[:, :0], empty.sum(-1))
