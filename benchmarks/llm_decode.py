@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
@@ -20,21 +19,24 @@ from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
 
 from minmo_lightning.registry import count_preset_parameters
+from minmo_lightning.timing import describe_device, synchronized_time
 
 
 @torch.no_grad()
-def per_token_seconds(llm: HFCausalLM, batch: int, context: int, tokens: int) -> float:
+def per_token_seconds(llm: HFCausalLM, batch: int, context: int, tokens: int, warmup: int = 2) -> float:
     """Median wall seconds per decoded position after a ``context``-long prefill."""
+    device = llm.base_model.device
     cache = llm.new_cache()
-    prompt = torch.randn(batch, context, llm.hidden_size, dtype=llm.torch_dtype)
+    prompt = 0.02 * torch.randn(batch, context, llm.hidden_size, dtype=llm.torch_dtype, device=device)
     out = llm(prompt, cache=cache, logits_to_keep=1)
     step = llm.embed(out.logits[:, -1].argmax(-1)[:, None])
     times = []
-    for _ in range(tokens):
-        start = time.perf_counter()
+    for i in range(warmup + tokens):
+        start = synchronized_time(device)
         out = llm(step, cache=cache)
         step = llm.embed(out.logits[:, -1].argmax(-1)[:, None])
-        times.append(time.perf_counter() - start)
+        if i >= warmup:
+            times.append(synchronized_time(device) - start)
     return statistics.median(times)
 
 
@@ -44,17 +46,21 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs=2, default=[64, 2048])
     parser.add_argument("--batches", type=int, nargs=2, default=[1, 8])
     parser.add_argument("--tokens", type=int, default=16, help="decoded positions timed per setting")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on GPU, float32 on CPU")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="write figures and targets here")
     args = parser.parse_args()
 
+    device = torch.device(args.device)
+    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     torch.manual_seed(0)
     llm = HFCausalLM.from_preset(args.preset, dtype=args.dtype)
-    llm.configure_model()
+    with device:  # random weights made where they run (a 7B preset takes minutes to initialise on a CPU)
+        llm.configure_model()
     llm.eval()
     figures: dict[str, float] = {}
     short, long = args.contexts
-    print(f"{args.preset} ({args.dtype}, random weights), torch threads {torch.get_num_threads()}")
+    print(f"{args.preset} ({args.dtype}, random weights) on {describe_device(device)}")
     print(f"{'batch':>6}{'context':>9}{'ms/token':>11}")
     for batch in args.batches:
         for context in (short, long):
@@ -94,7 +100,8 @@ def main() -> None:
     if args.json:
         targets = {f"ratio_ctx{long}_vs_ctx{short}_b{b}": "<= 1.3" for b in args.batches}
         with open(args.json, "w") as handle:
-            json.dump({"figures": figures, "targets": targets, "device": "cpu"}, handle, indent=2)
+            described = f"{describe_device(device)}, {args.preset}, {args.dtype}"
+            json.dump({"figures": figures, "targets": targets, "device": described}, handle, indent=2)
 
 
 if __name__ == "__main__":

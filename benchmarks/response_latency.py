@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -36,12 +34,18 @@ from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
 from minmo_lightning.contracts import SequenceBatch, TokenBatch
 from minmo_lightning.model import MinMo
+from minmo_lightning.timing import describe_device, synchronized_time
 
 TEXT = "Turn on the kitchen lights and set the timer for twenty minutes, then remind me to call Peter."
 
 
-def build(args: argparse.Namespace) -> MinMo:
+def build(args: argparse.Namespace, device: torch.device) -> MinMo:
     torch.manual_seed(0)
+    with device:  # random weights made where they run
+        return _build(args)
+
+
+def _build(args: argparse.Namespace) -> MinMo:
     llm = HFCausalLM.from_preset(args.llm, tokenizer_path=TINY_TOKENIZER, dtype=args.dtype)
     voice_lm = CosyVoice2LM.from_preset(args.voice_lm, dtype=args.dtype)
     model = MinMo(
@@ -63,9 +67,10 @@ def d_llm_seconds(model: MinMo, steps: int) -> float:
     text = TextStream(
         model.llm, embeds, mask, -1, model.prompts.pad_id, SamplingConfig(max_new_tokens=steps + 2)
     )
-    times, last = [], time.perf_counter()
+    device = embeds.device
+    times, last = [], synchronized_time(device)
     for _ in text:
-        now = time.perf_counter()
+        now = synchronized_time(device)
         times.append(now - last)
         last = now
     return statistics.median(times[2:])
@@ -75,19 +80,18 @@ def d_llm_seconds(model: MinMo, steps: int) -> float:
 def d_lm_seconds(voice_lm: CosyVoice2LM, repeats: int) -> float:
     """Seconds per speech token of ``CosyVoice2LM.step`` in steady state: 5 semantic vectors in, 15 tokens out,
     with the block's own sampler (RAS), so per-chunk input and sampling costs are part of d_lm."""
-    a = voice_lm.ratio.text
-    generator = torch.Generator().manual_seed(0)
+    a, device = voice_lm.ratio.text, voice_lm.llm_decoder.weight.device
+    generator = torch.Generator(device).manual_seed(0)
     times = []
     for _ in range(repeats):
         state = voice_lm.init_state(1)
         for call in range(3):  # the first call also reads sos and the query; time the next ones
-            chunk = SequenceBatch(
-                0.02 * torch.randn(1, a, voice_lm.hidden_size, generator=generator), torch.tensor([a])
-            )
-            start = time.perf_counter()
+            vectors = 0.02 * torch.randn(1, a, voice_lm.hidden_size, generator=generator, device=device)
+            chunk = SequenceBatch(vectors, torch.tensor([a], device=device))
+            start = synchronized_time(device)
             tokens = voice_lm.step(chunk, state, generator=generator)
             if call:
-                times.append((time.perf_counter() - start) / int(tokens.lengths[0]))
+                times.append((synchronized_time(device) - start) / int(tokens.lengths[0]))
     if any(t <= 0 for t in times):
         raise RuntimeError("the voice LM wrote no tokens")
     return statistics.median(times)
@@ -98,13 +102,15 @@ def d_syn_seconds(token2wav: CosyVoice2Token2Wav, repeats: int) -> tuple[float, 
     """Seconds per token to voice one chunk once its look-ahead tokens exist (fresh session each time)."""
     flow = token2wav.flow
     chunk, lookahead = flow.chunk_size, flow.hparams.pre_lookahead_len
+    device = next(flow.parameters()).device
     times = []
     for seed in range(repeats + 1):
         tokens = torch.randint(0, 6561, (1, chunk + lookahead), generator=torch.Generator().manual_seed(seed))
+        tokens = TokenBatch(tokens.to(device), torch.tensor([tokens.shape[1]], device=device))
         state = token2wav.init_state(1)
-        start = time.perf_counter()
-        audio = token2wav.step(TokenBatch(tokens, torch.tensor([tokens.shape[1]])), state)
-        times.append(time.perf_counter() - start)
+        start = synchronized_time(device)
+        audio = token2wav.step(tokens, state)
+        times.append(synchronized_time(device) - start)
         if int(audio.lengths[0]) == 0:
             raise RuntimeError("token2wav gave no audio for a chunk with its look-ahead; check chunk_size")
     return statistics.median(times[1:]) / chunk, lookahead
@@ -127,12 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice-lm", default="cosyvoice2-0.5b")
     parser.add_argument("--token2wav", default="cosyvoice2-0.5b")
     parser.add_argument("--text-tokens", type=int, default=16, help="text tokens the LLM samples")
-    parser.add_argument("--dtype", default="float32", help="LLM and voice LM dtype (bfloat16 on GPUs)")
+    parser.add_argument("--dtype", default=None, help="LLM and voice LM dtype (default: bfloat16 on GPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed pipeline runs (median)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    model = build(args)
+    device = torch.device(args.device)
+    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    model = build(args, device)
     voice_lm, token2wav = model.voice_token_lm, model.token2wav
     a, b = voice_lm.ratio.text, voice_lm.ratio.speech
     d_llm = d_llm_seconds(model, steps=10)
@@ -156,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "measured_over_critical_path": measured / critical,
         "measured_over_paper_formula": measured / paper,
     }
-    described = (
-        f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads), torch {torch.__version__}"
-    )
+    described = describe_device(device)
     print(f"{args.llm} + {args.voice_lm} + {args.token2wav}, {args.dtype}, random weights; {described}")
     print(f"paper formula: {a}*d_llm + {b}*d_lm + {b}*d_syn")
     print(

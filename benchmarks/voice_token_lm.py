@@ -18,10 +18,7 @@ from pathlib import Path
 import torch
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM, VoiceLMState
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from minmo_lightning.timing import describe_device, synchronized_time
 
 
 def decode_ms(
@@ -40,13 +37,12 @@ def decode_ms(
         valid = torch.ones(batch, 1, dtype=torch.bool, device=device)
         wall, cpu = [], []
         for i in range(warmup + steps):
-            _sync(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
+            start, start_cpu = synchronized_time(device), time.process_time()
             token = model.llm_decoder(hidden).float().log_softmax(-1)[:, : model.speech_vocab_size].argmax(-1)
             hidden = model.feed(state, model.speech_embedding(token)[:, None], valid)
-            _sync(device)
+            end = synchronized_time(device)
             if i >= warmup:
-                wall.append((time.perf_counter() - start) * 1000)
+                wall.append((end - start) * 1000)
                 cpu.append((time.process_time() - start_cpu) * 1000)
     return statistics.median(wall), statistics.median(cpu)
 
@@ -89,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_token_cpu_ms_at_2000": far_cpu,
             "cpu_time_ratio_2000_vs_50": far_cpu / near_cpu,
         }
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)"
-    )
-    described = f"{name}, {args.preset}, {dtype}, torch {torch.__version__}"
+    described = f"{describe_device(device)}, {args.preset}, {dtype}"
     print(f"CosyVoice2LM decode: {described}")
     for key, value in figures.items():
         print(f"  {key:34s} {value:10.2f}")

@@ -77,6 +77,17 @@ class MixtureDataModule(L.LightningDataModule):
         self.datamodules, self.repeats, self.seed = list(datamodules), repeats, seed
         self._train: InterleavedLoader | None = None
 
+    @property
+    def emotion_labels(self) -> list[str] | None:
+        """The sources' emotion classes (they must agree): what a model checks its own labels against."""
+        found = {tuple(dm.emotion_labels) for dm in self.datamodules if getattr(dm, "emotion_labels", None)}
+        if len(found) > 1:
+            raise ValueError(
+                f"the mixture's datamodules disagree on emotion_labels {sorted(found)}; give each the same "
+                "`emotion_labels` list"
+            )
+        return list(found.pop()) if found else None
+
     def setup(self, stage: str) -> None:
         for datamodule in self.datamodules:
             datamodule.trainer = self.trainer

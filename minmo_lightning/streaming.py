@@ -15,7 +15,6 @@ next boundary (up to 4 LLM steps later than it would alone). Greedy decoding giv
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from minmo_lightning.components.llm.generation import GeneratedStep, SamplingConfig, TextStream
 from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput, masked_mean
+from minmo_lightning.timing import synchronized_time
 
 
 @dataclass
@@ -131,7 +131,8 @@ class SpeechResponder:
                 clock.mark("token2wav")
             return ResponseChunk(tokens, speech, audio, state.finished.clone(), clock.elapsed(), clock.take())
 
-        clock = _Clock()  # the prompt is prefilled: the first text token is sampled from here on
+        # the prompt is prefilled: the first text token is sampled from here on
+        clock = _Clock(inputs_embeds.device)
 
         for step in text:
             clock.mark("llm")
@@ -150,14 +151,22 @@ class SpeechResponder:
 
 
 class _Clock:
-    """Wall-clock seconds per block since the last chunk, and since the clock started."""
+    """Wall-clock seconds per block since the last chunk, and since the clock started.
 
-    def __init__(self) -> None:
-        self.origin = self.last = time.perf_counter()
+    On CUDA it waits for the queued kernels before reading the time: a block's time is when its output
+    exists, not when its kernels were launched (a chunk's audio is ready when it is yielded).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.origin = self.last = self.now()
         self.spent: dict[str, float] = {}
 
+    def now(self) -> float:
+        return synchronized_time(self.device)
+
     def mark(self, what: str) -> None:
-        now = time.perf_counter()
+        now = self.now()
         self.spent[what] = self.spent.get(what, 0.0) + now - self.last
         self.last = now
 
@@ -166,4 +175,4 @@ class _Clock:
         return spent
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.origin
+        return self.now() - self.origin

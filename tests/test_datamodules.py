@@ -419,3 +419,16 @@ def test_interleaved_loader_runs_every_batch_once_in_a_seeded_order() -> None:
     assert len(upsampled) == 12 and upsampled.count(("emotion", 1)) == 3
     with pytest.raises(ValueError, match="repeats"):
         InterleavedLoader(loaders, seed=0, repeats=[1])
+
+
+def test_mixture_reports_its_sources_emotion_labels() -> None:
+    from minmo_lightning.datamodules.mixture import MixtureDataModule
+
+    def source(labels: list[str] | None) -> object:
+        return type("DM", (), {"emotion_labels": labels})()
+
+    four = ["neutral", "happy", "sad", "angry"]
+    assert MixtureDataModule([source(None), source(four)]).emotion_labels == four
+    assert MixtureDataModule([source(None)]).emotion_labels is None
+    with pytest.raises(ValueError, match="disagree on emotion_labels"):
+        _ = MixtureDataModule([source(four), source(four[:2])]).emotion_labels

@@ -67,6 +67,23 @@ def test_training_lowers_loss_and_validation_logs_metrics() -> None:
     assert 0.0 <= metrics["val/cer"] <= 1.5
 
 
+def test_each_validation_source_is_scored_on_its_own() -> None:
+    """A mixture's second source (the emotion set) logs under ``val_1/``; the first keeps ``val/``."""
+    block = _block()
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    asr_only = [{k: v for k, v in b.items() if k != "emotion"} for b in _batches(2)]
+    loader = torch.utils.data.DataLoader
+    metrics = trainer.validate(
+        block,
+        [loader(asr_only, batch_size=None), loader(_batches(2), batch_size=None)],
+        verbose=False,
+    )
+    assert {"val/wer", "val/loss"} <= set(metrics[0]) and "val/emotion_acc" not in metrics[0]
+    assert {"val_1/wer", "val_1/emotion_acc"} <= set(metrics[1])
+
+
 def test_rich_targets_follow_the_sensevoice_tag_order() -> None:
     block = _block()
     tokenizer = CharTokenizer()
@@ -120,4 +137,6 @@ def test_recipe_parses_and_builds_the_tiny_encoder() -> None:
         run=False,
     )
     assert isinstance(cli.model, SenseVoiceEncoder) and cli.model.ctc.slots == 2
-    assert type(cli.datamodule).__name__ == "ASRDataModule"
+    sources = [type(dm).__name__ for dm in cli.datamodule.datamodules]
+    assert sources == ["ASRDataModule", "EmotionDataModule"]
+    assert cli.datamodule.emotion_labels == cli.model.hparams.emotion_labels

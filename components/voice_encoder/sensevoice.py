@@ -476,7 +476,11 @@ class SenseVoiceEncoder(VoiceEncoder):
         return self._metrics[stage]
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
-        """Loss, greedy-CTC WER/CER on normalised text, and emotion accuracy from the emotion query frame."""
+        """Loss, greedy-CTC WER/CER on normalised text, and emotion accuracy from the emotion query frame.
+
+        ``stage`` names the metric set: ``val`` for the first (or only) source, ``val_1``... for the
+        others of a ``MixtureDataModule``, so every source is scored on its own.
+        """
         tokenizer, metrics = self._require_tokenizer(), self._stage_metrics(stage)
         out = self._step(batch)
         hypotheses = [
@@ -485,23 +489,21 @@ class SenseVoiceEncoder(VoiceEncoder):
         references = [tokenizer.normalize(text) for text in batch["text"]]
         metrics["wer"].update(hypotheses, references)
         metrics["cer"].update(hypotheses, references)
-        logged = {
-            f"{stage}/loss": out["loss"],
-            f"{stage}/wer": metrics["wer"],
-            f"{stage}/cer": metrics["cer"],
-        }
-        if "emotion" in batch and "emotion_acc" in metrics:
+        options = dict(batch_size=out["size"], prog_bar=stage == "val", add_dataloader_idx=False)
+        self.log(f"{stage}/loss", out["loss"], **options)
+        names = ["wer", "cer"] + (["emotion_acc"] if "emotion" in batch and "emotion_acc" in metrics else [])
+        if "emotion_acc" in names:
             emotion_logits = out["rich_logits"][:, RICH_FIELDS.index("emotion")][:, self._emotion_ids()]
             metrics["emotion_acc"].update(emotion_logits.argmax(-1), batch["emotion"])
-            logged[f"{stage}/emotion_acc"] = metrics["emotion_acc"]
-        self.log_dict(logged, batch_size=out["size"], prog_bar=stage == "val")
+        for name in names:  # a source's metrics are created on first use: name their attribute for Lightning
+            self.log(f"{stage}/{name}", metrics[name], metric_attribute=f"_metrics.{stage}.{name}", **options)
         return out["loss"]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self._evaluate(batch, _source_stage("val", dataloader_idx))
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        return self._evaluate(batch, _source_stage("test", dataloader_idx))
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay = [p for n, p in self.named_parameters() if p.requires_grad and p.dim() > 1]
@@ -621,6 +623,11 @@ class SenseVoiceEncoder(VoiceEncoder):
         padded = torch.cat([out, out.new_zeros(out.shape[0], NUM_QUERIES, out.shape[2])], dim=1)
         values = torch.where(fresh[:, None, None], torch.cat([queries, out], dim=1), padded)
         return SequenceBatch(values, frames_per_chunk + NUM_QUERIES * fresh.long())
+
+
+def _source_stage(stage: str, dataloader_idx: int) -> str:
+    """Metric prefix of one evaluation source: ``val`` for the first, ``val_1``, ``val_2``... after it."""
+    return stage if dataloader_idx == 0 else f"{stage}_{dataloader_idx}"
 
 
 def _repeats(targets: Tensor, lengths: Tensor) -> Tensor:
