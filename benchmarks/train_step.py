@@ -8,7 +8,7 @@ per device) cut into ``--clip-seconds`` clips, each with a transcript of ~2.5 wo
 out-of-memory error the batch is halved until a step fits, so the report says what fits.
 
     python benchmarks/train_step.py --recipe recipes/minmo/stage1c_sft.yaml [--seconds-per-batch 400]
-                                    [--clip-seconds 20] [--steps 5] [--llm-checkpointing on|off|recipe]
+                                    [--clip-seconds 20] [--steps 5] [--gradient-checkpointing on|off]
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ WORDS = [
 WEIGHT_PATHS = ("path", "pretrained_path", "checkpoint_path")
 
 
-def random_weight_spec(recipe: dict[str, Any], llm_checkpointing: str) -> dict[str, Any]:
-    """The recipe's MinMo arguments with nothing to load from disk."""
+def random_weight_spec(recipe: dict[str, Any], checkpointing: str) -> dict[str, Any]:
+    """The recipe's MinMo arguments with nothing to load from disk (``checkpointing`` on/off overrides the
+    LLM's and the voice encoder's ``gradient_checkpointing``)."""
     args = dict(recipe["model"]["init_args"])
     args["init_checkpoint"], args["init_blocks"] = None, None
     for slot, spec in args.items():
@@ -64,8 +65,8 @@ def random_weight_spec(recipe: dict[str, Any], llm_checkpointing: str) -> dict[s
                 block[key] = None
         if slot == "llm":
             block["tokenizer_path"] = block.get("tokenizer_path") or TINY_TOKENIZER
-            if llm_checkpointing != "recipe":
-                block["gradient_checkpointing"] = llm_checkpointing == "on"
+        if slot in ("llm", "voice_encoder") and checkpointing != "recipe":
+            block["gradient_checkpointing"] = checkpointing == "on"
         args[slot] = {**spec, "init_args": block}
     return args
 
@@ -96,6 +97,7 @@ class StepTimer(L.Callback):
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.start = 0.0
+        self.peak_gib: float | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, batch: Any, idx: int
@@ -106,6 +108,8 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         self.seconds.append(synchronized_time(module.device) - self.start)
+        if module.device.type == "cuda":  # read here: after fit, Lightning moves the model back to the CPU
+            self.peak_gib = torch.cuda.max_memory_allocated(module.device) / 2**30
 
 
 def run_steps(spec: dict[str, Any], trainer_args: dict[str, Any], batches: list[dict]) -> dict[str, float]:
@@ -125,15 +129,14 @@ def run_steps(spec: dict[str, Any], trainer_args: dict[str, Any], batches: list[
         callbacks=[timer],
     )
     trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
-    device = model.device
     figures = {
         "seconds_per_step": statistics.median(timer.seconds[1:] or timer.seconds),
         "first_step_seconds": timer.seconds[0],
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in model.parameters()),
     }
-    if device.type == "cuda":
-        figures["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if timer.peak_gib is not None:
+        figures["peak_memory_gib"] = timer.peak_gib
     return figures
 
 
@@ -143,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds-per-batch", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--clip-seconds", type=float, default=20.0)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--llm-checkpointing", choices=["recipe", "on", "off"], default="recipe")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        choices=["recipe", "on", "off"],
+        default="recipe",
+        help="LLM and voice encoder activation recomputation (default: as the recipe says)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     recipe = yaml.safe_load(args.recipe.read_text())
-    spec = random_weight_spec(recipe, args.llm_checkpointing)
+    spec = random_weight_spec(recipe, args.gradient_checkpointing)
     seconds = args.seconds_per_batch or recipe["data"]["init_args"].get("max_seconds_per_batch", 100.0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tried: dict[str, str] = {}

@@ -14,6 +14,7 @@ from minmo_lightning.components.llm.prompts import (
     SpeechPromptBuilder,
     splice_audio,
 )
+from saved_activations import run_counting_saved
 from test_core import tiny_batch, tiny_minmo
 
 from minmo_lightning.contracts import SequenceBatch
@@ -147,3 +148,24 @@ def test_audio_longer_than_context_is_an_error() -> None:
     model = tiny_minmo(llm=HFCausalLM.from_preset("tiny", config=config))
     with pytest.raises(ValueError, match="exceeds the LLM context"):
         model.speech_to_text_loss(tiny_batch())
+
+
+def test_frozen_llm_recomputes_activations_when_gradients_flow_through_it() -> None:
+    """Stage 1a: the LLM is frozen (eval mode) but the projector's gradient passes through it; with
+    ``gradient_checkpointing`` its layer activations are recomputed, and the input gradient is unchanged."""
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        llm = HFCausalLM.from_preset("tiny", gradient_checkpointing=recompute)
+        llm.configure_model()
+        llm.requires_grad_(False).eval()
+        inputs = torch.randn(2, 12, llm.hidden_size, generator=torch.Generator().manual_seed(1))
+        inputs.requires_grad_(True)
+        out, saved = run_counting_saved(lambda: llm(inputs))  # noqa: B023 (called at once)
+        out.hidden_states.square().mean().backward()
+        results.append((out.hidden_states.detach(), inputs.grad, saved))
+        assert all(not layer.training for layer in llm.decoder_layers())  # eval mode restored
+    (plain, plain_grad, plain_saved), (recomputed, recomputed_grad, recomputed_saved) = results
+    assert recomputed_saved < 0.5 * plain_saved
+    torch.testing.assert_close(recomputed, plain)
+    torch.testing.assert_close(recomputed_grad, plain_grad)

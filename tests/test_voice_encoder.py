@@ -10,9 +10,10 @@ import torch
 from minmo_lightning.components.voice_encoder.cmvn import estimate_cmvn, write_cmvn
 from minmo_lightning.components.voice_encoder.frontend import SenseVoiceFrontend, load_cmvn
 from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder
+from saved_activations import run_counting_saved
 
 from minmo_lightning.checkpoints import CheckpointMismatchError
-from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.contracts import AudioBatch, lengths_to_mask
 from minmo_lightning.golden import run_golden
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -179,3 +180,31 @@ def test_cmvn_estimate_round_trips_and_normalises(tmp_path) -> None:
     assert frames.mean(0).abs().max() < 1e-3 and (frames.std(0, unbiased=False) - 1).abs().max() < 1e-3
     with pytest.raises(ValueError, match="has none set"):
         estimate_cmvn(frontend, batches, max_frames=10)
+
+
+@pytest.mark.parametrize("name", ["SenseVoiceEncoder", "WhisperEncoder"])
+def test_gradient_checkpointing_keeps_outputs_and_gradients(name: str) -> None:
+    """Recomputing layer activations in backward is a memory trade, never a numerical change."""
+    from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
+
+    cls = {"SenseVoiceEncoder": SenseVoiceEncoder, "WhisperEncoder": WhisperEncoder}[name]
+    audio = AudioBatch(0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)),
+                       torch.tensor([16000, 11000]), 16000)  # fmt: skip
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        extra = {"dropout_rate": 0.0, "dither": 0.0} if name == "SenseVoiceEncoder" else {}
+        block = cls.from_preset("tiny", gradient_checkpointing=recompute, **extra)
+        block.configure_model()
+        block.train()
+        out, saved = run_counting_saved(lambda: block(audio))  # noqa: B023 (called at once)
+        valid = lengths_to_mask(out.lengths, out.values.shape[1])
+        out.values[valid].square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in block.named_parameters() if p.grad is not None}
+        results.append((out.values.detach(), grads, saved))
+    (plain, plain_grads, plain_saved), (recomputed, recomputed_grads, recomputed_saved) = results
+    assert recomputed_saved < 0.5 * plain_saved  # activations are really dropped until backward
+    torch.testing.assert_close(recomputed, plain)
+    assert plain_grads.keys() == recomputed_grads.keys() and len(plain_grads) > 10
+    for key, grad in plain_grads.items():
+        torch.testing.assert_close(recomputed_grads[key], grad, msg=key)

@@ -8,6 +8,8 @@ weights come from a user's local folder (``path``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,16 +227,34 @@ class HFCausalLM(LLMBackbone):
     ) -> LLMOutput:
         """``logits_to_keep=1`` when only the next token matters: a 2048-token prefill of Qwen's 152k vocab
         would otherwise materialise 1.2 GB of fp32 logits per sequence."""
-        out = self._require_model()(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=cache is not None,
-            output_hidden_states=True,
-            logits_to_keep=logits_to_keep,
-        )
+        model = self._require_model()
+        with self._recompute_when_frozen(model, cache is None and inputs_embeds.requires_grad):
+            out = model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=cache is not None,
+                output_hidden_states=True,
+                logits_to_keep=logits_to_keep,
+            )
         return LLMOutput(logits=out.logits, hidden_states=out.hidden_states[-1], cache=out.cache)
+
+    @contextmanager
+    def _recompute_when_frozen(self, model: nn.Module, needs_backward: bool) -> Iterator[None]:
+        """transformers recomputes a decoder layer only in train mode, but a frozen LLM stays in eval mode
+        while gradients still flow through it to the projector (stage 1a): its activations for minutes of
+        audio would all be kept. Flip only the decoder layers' own flag, which gates recomputation; their
+        attention and MLP submodules keep eval behaviour (no dropout)."""
+        layers = self.decoder_layers()
+        flip = self.hparams.gradient_checkpointing and needs_backward and not model.training
+        for layer in layers if flip else []:
+            layer.training = True
+        try:
+            yield
+        finally:
+            for layer in layers if flip else []:
+                layer.training = False
 
     def new_cache(self) -> Any:
         """Grows in place (no per-token copy); transformers' own cache where layers use sliding windows."""

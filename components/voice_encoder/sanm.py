@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minmo_lightning.activation_checkpointing import call_layer
 from minmo_lightning.contracts import lengths_to_mask
 
 
@@ -188,10 +189,12 @@ class SANMEncoder(nn.Module):
         sanm_shift: int = 0,
         dropout_rate: float = 0.1,
         attention_dropout_rate: float = 0.1,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1 (encoders0 is the first block), got {num_blocks}")
+        self.gradient_checkpointing = gradient_checkpointing  # recompute layer activations in backward
         self.output_size = output_size
 
         def layer(in_size: int) -> SANMLayer:
@@ -231,8 +234,9 @@ class SANMEncoder(nn.Module):
             allowed = allowed & chunk_allowed[None, None]
         x = self._embed(x, torch.arange(1, x.shape[1] + 1, device=x.device))
         mask = valid[..., None].to(x.dtype)
+        recompute = self.gradient_checkpointing and self.training
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, allowed, chunk_end)
+            x = call_layer(layer, x, mask, allowed, chunk_end, recompute=recompute)
             if i == len(self.encoders0) + len(self.encoders) - 1:
                 x = self.after_norm(x)
         return self.tp_norm(x)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from minmo_lightning.components.voice_encoder.frontend import WhisperLogMel
 from torch import Tensor, nn
 
+from minmo_lightning.activation_checkpointing import call_layer
 from minmo_lightning.blocks import VoiceEncoder
 from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict
 from minmo_lightning.contracts import AudioBatch, SequenceBatch, lengths_to_mask
@@ -64,7 +65,10 @@ class WhisperEncoder(VoiceEncoder):
         num_mel_bins: int = 128,
         max_source_positions: int = 1500,
         pretrained_path: str | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
+        """``gradient_checkpointing`` recomputes each layer's activations in backward (full-size fine-tuning
+        on minutes of audio per batch does not fit one GPU without it)."""
         super().__init__()
         self.save_hyperparameters()
         self.frontend = WhisperLogMel(self.sample_rate, num_mel_bins)
@@ -137,8 +141,9 @@ class WhisperEncoder(VoiceEncoder):
         mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(
             ~valid, torch.finfo(x.dtype).min
         )
+        recompute = self.hparams.gradient_checkpointing and self.training
         for layer in encoder.layers:
-            x = layer(x, mask[:, None, None, :])
+            x = call_layer(layer, x, mask[:, None, None, :], recompute=recompute)
         return SequenceBatch(encoder.layer_norm(x), lengths)
 
     # ---- official checkpoint --------------------------------------------------------------------
