@@ -19,7 +19,7 @@ from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
 
 from minmo_lightning.registry import count_preset_parameters
-from minmo_lightning.timing import describe_device, synchronized_time
+from minmo_lightning.timing import describe_device, synchronized_time, warm_up
 
 
 @torch.no_grad()
@@ -58,6 +58,7 @@ def main() -> None:
     with device:  # random weights made where they run (a 7B preset takes minutes to initialise on a CPU)
         llm.configure_model()
     llm.eval()
+    warm_up(device)
     figures: dict[str, float] = {}
     short, long = args.contexts
     print(f"{args.preset} ({args.dtype}, random weights) on {describe_device(device)}")

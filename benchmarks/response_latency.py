@@ -11,7 +11,9 @@ from the voice LM's second step, after 5 more text tokens. So the pipeline's own
 benchmark prints both formulas, and the measured time should sit within 1.1x of the critical path (no
 hidden overhead).
 
-Random weights (speed does not depend on them); the tiny tokenizer stands in for Qwen's.
+Random weights (speed does not depend on them); the tiny tokenizer stands in for Qwen's. The pipeline
+reads a fixed text verbatim (the LLM still runs every step, teacher-forced): a random LLM free to sample
+may end its answer after a few tokens, which once made the measured time look shorter than the formula.
 
     python benchmarks/response_latency.py [--llm qwen2.5-0.5b-instruct] [--voice-lm cosyvoice2-0.5b]
                                           [--token2wav cosyvoice2-0.5b] [--repeats 3] [--json PATH]
@@ -34,7 +36,7 @@ from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
 from minmo_lightning.contracts import SequenceBatch, TokenBatch
 from minmo_lightning.model import MinMo
-from minmo_lightning.timing import describe_device, synchronized_time
+from minmo_lightning.timing import describe_device, synchronized_time, warm_up
 
 TEXT = "Turn on the kitchen lights and set the timer for twenty minutes, then remind me to call Peter."
 
@@ -119,7 +121,7 @@ def d_syn_seconds(token2wav: CosyVoice2Token2Wav, repeats: int) -> tuple[float, 
 @torch.no_grad()
 def first_audio_seconds(model: MinMo) -> tuple[float, dict[str, float]]:
     spent: dict[str, float] = {}
-    for chunk in model.respond(texts=[TEXT]):
+    for chunk in model.respond(texts=[TEXT], verbatim=True):  # fixed text: random weights may end early
         for name, seconds in chunk.timings.items():
             spent[name] = spent.get(name, 0.0) + seconds
         if int(chunk.audio.lengths.max()) > 0:
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     model = build(args, device)
+    warm_up(device)
     voice_lm, token2wav = model.voice_token_lm, model.token2wav
     a, b = voice_lm.ratio.text, voice_lm.ratio.speech
     d_llm = d_llm_seconds(model, steps=10)

@@ -25,3 +25,16 @@ def describe_device(device: torch.device | str) -> str:
     else:
         name = f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)"
     return f"{name}, torch {torch.__version__}"
+
+
+def warm_up(device: torch.device | str, seconds: float = 3.0) -> None:
+    """Keep a GPU busy for ``seconds`` before timing: an idle GPU runs at low clocks and ramps up under
+    load, so the first seconds of a benchmark would otherwise read slow. No-op on a CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    end = synchronized_time(device) + seconds
+    while synchronized_time(device) < end:
+        for _ in range(20):
+            a = (a @ a).clamp_(-1, 1)
