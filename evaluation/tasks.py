@@ -264,7 +264,25 @@ def _emotion(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         ("Per class", per_class),
         ("Confusion matrix", image(png, "confusion matrix")),
     ]
-    flat = {k: summary[k] for k in ("wa", "ua", "macro_f1", "weighted_f1", "micro_f1")}
+    headline_keys = ("wa", "ua", "macro_f1", "weighted_f1", "micro_f1")
+    flat = {k: summary[k] for k in headline_keys}
+    scored = [r.get("scored_prediction") for r in records]
+    if all(label is not None for label in scored):  # the model also ranked the closed label set
+        ranked = score_emotion(
+            refs, [to_label(x) for x in scored], labels=labels, ids=[r["id"] for r in records]
+        )
+        closed = {k: ranked.summary()[k] for k in headline_keys}
+        summary["closed_set"] = closed
+        flat |= {f"closed_set_{k}": v for k, v in closed.items()}
+        sections.insert(
+            1,
+            (
+                "Closed set (label scoring)",
+                md_table(["WA", "UA", "macro-F1", "weighted-F1", "micro-F1"], [list(closed.values())])
+                + "\n\nThe label the model gives the highest log-probability (answer tokens and end of turn) "
+                "after the same prompt: what it tells apart, whether or not it spells the answer.",
+            ),
+        )
     return Scored(flat, summary, out, sections)
 
 

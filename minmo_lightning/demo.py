@@ -3,7 +3,7 @@
 1. synthesize the corpus (``minmo synth-data``) unless it is there;
 2. train the tiny voice encoder alone (CTC + rich heads: ``recipes/components/voice_encoder_ctc.yaml``);
 3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a;
-4. score ASR on the test split (``minmo evaluate``) and print where the report is.
+4. score ASR and the emotion proxy on the test splits (``minmo evaluate``) and print where the reports are.
 
 Every step is skipped when its output exists, so an interrupted demo resumes where it stopped.
 ``--quick`` shrinks everything to a smoke run of a few minutes.
@@ -87,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from minmo_lightning.evaluation.cli import main as evaluate
 
-    report = runs / "eval-asr"
     limit = ["--limit", "2"] if args.quick else []
-    evaluate(
-        ["--config", recipe("eval/asr_builtin.yaml"), "--ckpt", str(previous), "--out", str(report), *limit]
-    )
-    print(f"demo finished in {(time.time() - started) / 60:.1f} min; report: {report / 'report.md'}")
+    reports = []
+    for task in ("asr", "emotion"):
+        report = runs / f"eval-{task}"
+        config = recipe(f"eval/{task}_builtin.yaml")
+        evaluate(["--config", config, "--ckpt", str(previous), "--out", str(report), *limit])
+        reports.append(str(report / "report.md"))
+    print(f"demo finished in {(time.time() - started) / 60:.1f} min; reports: {', '.join(reports)}")
     return 0

@@ -445,14 +445,42 @@ class MinMo(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.objective_loss(batch, "val")
 
+    @torch.no_grad()
+    def score_answers(self, audio: AudioBatch, instruction: str, answers: list[str]) -> Tensor:
+        """``[B, K]`` log-probability of each closed-set answer (its tokens and the end of turn) after the
+        prompt: rank classification, which judges what the model tells apart, not how well it spells."""
+        frames = self.encode_audio(audio)
+        size, count = frames.values.shape[0], len(answers)
+        repeated = SequenceBatch(
+            frames.values.repeat_interleave(count, 0), frames.lengths.repeat_interleave(count)
+        )
+        prompt, _, out = self._prompted_llm([instruction] * (size * count), answers * size, repeated)
+        targets = prompt.labels[:, 1:]
+        answer = targets != IGNORE_INDEX
+        logp = out.logits[:, :-1][answer].float().log_softmax(-1)
+        picked = logp.gather(-1, targets[answer][:, None]).squeeze(-1)
+        rows = torch.arange(size * count, device=targets.device)[:, None].expand_as(targets)[answer]
+        return torch.zeros(size * count, device=picked.device).index_add_(0, rows, picked).view(size, count)
+
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """One record per utterance (the ``minmo evaluate`` protocol): ASR text, or SER text for emotion data."""
+        """One record per utterance (the ``minmo evaluate`` protocol): ASR text, or for emotion data the
+        generated SER answer plus the closed-set pick (``scored_prediction``, from ``score_answers``)."""
         from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
 
         if "emotion" in batch:
             instruction = TASK_INSTRUCTIONS["ser"].format(labels=", ".join(self.emotion_labels))
             texts = self.transcribe(batch["audio"], instruction)
-            return [{"id": i, "task": "ser", "prediction_text": t} for i, t in zip(batch["ids"], texts)]
+            scores = self.score_answers(batch["audio"], instruction, self.emotion_labels)
+            return [
+                {
+                    "id": i,
+                    "task": "ser",
+                    "prediction_text": t,
+                    "scored_prediction": self.emotion_labels[int(row.argmax())],
+                    "answer_logprobs": dict(zip(self.emotion_labels, row.tolist())),
+                }
+                for i, t, row in zip(batch["ids"], texts, scores)
+            ]
         texts = self.transcribe(batch["audio"])
         references = batch.get("text", [None] * len(texts))
         return [

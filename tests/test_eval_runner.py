@@ -352,6 +352,28 @@ class EvalTinyEmotion(L.LightningModule):
         ]
 
 
+def test_emotion_closed_set_picks_are_scored_beside_the_generated_answers(tmp_path):
+    rows = [
+        {"id": "0", "reference": "happy", "prediction_text": "hapy", "scored_prediction": "happy"},
+        {"id": "1", "reference": "sad", "prediction_text": "sad", "scored_prediction": "sad"},
+        {"id": "2", "reference": "angry", "prediction_text": "sad", "scored_prediction": "neutral"},
+        {"id": "3", "reference": "neutral", "prediction_text": "neutral", "scored_prediction": "neutral"},
+    ]
+    out = tmp_path / "emo"
+    labels = ["neutral", "happy", "sad", "angry"]
+    m = evaluate(
+        "emotion",
+        out,
+        {"labels": labels},
+        predictions=write_jsonl(tmp_path / "p.jsonl", rows),
+        progress=False,
+    )
+    assert m["summary"]["wa"] == pytest.approx(2 / 4)  # generated: "hapy" is unparseable, one wrong
+    assert m["summary"]["closed_set_wa"] == pytest.approx(3 / 4)
+    assert m["summary"]["closed_set_ua"] == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert "## Closed set (label scoring)" in (out / "report.md").read_text()
+
+
 def test_model_mode_duplex_and_emotion_take_references_from_the_batch(tmp_path):
     recipe = {"model": {"class_path": "EvalTinyDuplex"}, "data": {"class_path": "EvalTinyDuplexData"}}
     m = evaluate("duplex", tmp_path / "dx", {"tolerances": [0, 1]}, recipe=recipe, progress=False)

@@ -17,7 +17,7 @@ from minmo_lightning.components.llm.prompts import (
 from saved_activations import run_counting_saved
 from test_core import tiny_batch, tiny_minmo
 
-from minmo_lightning.contracts import SequenceBatch
+from minmo_lightning.contracts import AudioBatch, SequenceBatch
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +169,25 @@ def test_frozen_llm_recomputes_activations_when_gradients_flow_through_it() -> N
     assert recomputed_saved < 0.5 * plain_saved
     torch.testing.assert_close(recomputed, plain)
     torch.testing.assert_close(recomputed_grad, plain_grad)
+
+
+def test_closed_set_scores_are_each_answers_log_probability() -> None:
+    """``score_answers`` batches every (utterance, answer) pair; each score must equal the summed
+    log-probability of that answer's tokens (and end of turn) computed alone, and padding must not leak."""
+    torch.manual_seed(0)
+    model = tiny_minmo().eval()
+    batch = tiny_batch()
+    answers = ["happy", "sad", "neutral"]
+    instruction = "What is the speaker's emotion?"
+    scores = model.score_answers(batch["audio"], instruction, answers)
+    assert scores.shape == (2, 3) and bool((scores < 0).all())
+    for row in range(2):
+        one = AudioBatch.from_list([batch["audio"].waveform[row, : int(batch["audio"].lengths[row])]], 16000)
+        for k, answer in enumerate(answers):
+            frames = model.encode_audio(one)
+            prompt, _, out = model._prompted_llm([instruction], [answer], frames)
+            targets = prompt.labels[0, 1:]
+            keep = targets != -100
+            logp = out.logits[0, :-1][keep].log_softmax(-1).gather(-1, targets[keep][:, None]).sum()
+            assert keep.sum() == len(model.prompts.encode(answer)) + 1  # the answer and its end of turn
+            torch.testing.assert_close(scores[row, k], logp, atol=1e-4, rtol=1e-4)

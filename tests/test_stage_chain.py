@@ -58,26 +58,15 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path) -> None:
 
 def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_path: Path) -> None:
     """`minmo test --ckpt_path` on a block's own run rebuilds it from the checkpoint's hyperparameters."""
-    recipe = str(RECIPES.parent / "components" / "voice_encoder_ctc.yaml")
-    common = [
-        "--config",
-        recipe,
-        "--data.init_args.path",
-        str(tiny_corpus / "asr"),
-        "--model.init_args.cmvn_file",
-        str(tiny_corpus / "asr" / "am.mvn"),  # synth-data writes the corpus statistics
-        "--trainer.default_root_dir",
-    ]
-    fit = ["fit", *common, str(tmp_path), "--trainer.max_steps", "1", "--trainer.max_time", "null"]
+    recipe = yaml.safe_load((RECIPES.parent / "components" / "voice_encoder_ctc.yaml").read_text())
+    for source in recipe["data"]["init_args"]["datamodules"]:  # ASR + emotion sets of the tiny corpus
+        task = Path(source["init_args"]["path"]).name
+        source["init_args"].update({"path": str(tiny_corpus / task), "max_seconds_per_batch": 8.0})
+    recipe["model"]["init_args"]["cmvn_file"] = str(tiny_corpus / "asr" / "am.mvn")  # synth-data writes it
+    config = tmp_path / "voice_encoder_ctc.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    common = ["--config", str(config), "--trainer.default_root_dir", str(tmp_path)]
+    fit = ["fit", *common, "--trainer.max_steps", "1", "--trainer.max_time", "null"]
     lightning_main([*fit, "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1"])
     checkpoint = next(tmp_path.rglob("last.ckpt"))
-    test = [
-        "test",
-        *common,
-        str(tmp_path),
-        "--ckpt_path",
-        str(checkpoint),
-        "--trainer.limit_test_batches",
-        "1",
-    ]
-    lightning_main(test)
+    lightning_main(["test", *common, "--ckpt_path", str(checkpoint), "--trainer.limit_test_batches", "1"])
