@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = yaml.safe_load(args.recipe.read_text())
     spec = random_weight_spec(recipe, args.gradient_checkpointing)
-    seconds = args.seconds_per_batch or recipe["data"]["init_args"].get("max_seconds_per_batch", 100.0)
+    requested = args.seconds_per_batch or recipe["data"]["init_args"].get("max_seconds_per_batch", 100.0)
+    seconds = requested
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tried: dict[str, str] = {}
     figures = None
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = {
             "figures": figures,
-            "targets": {"seconds_of_audio_per_batch": f">= {args.seconds_per_batch or 'the recipe batch'}"},
+            "targets": {"seconds_of_audio_per_batch": f">= {requested:g}"},
             "out_of_memory": tried,
             "device": described,
         }
