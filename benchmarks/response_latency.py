@@ -13,7 +13,7 @@ hidden overhead).
 
 Random weights (speed does not depend on them); the tiny tokenizer stands in for Qwen's. The pipeline
 reads a fixed text verbatim (the LLM still runs every step, teacher-forced): a random LLM free to sample
-may end its answer after a few tokens, which once made the measured time look shorter than the formula.
+may end its answer after a few tokens, and the first audio would then wait for fewer LLM steps.
 
     python benchmarks/response_latency.py [--llm qwen2.5-0.5b-instruct] [--voice-lm cosyvoice2-0.5b]
                                           [--token2wav cosyvoice2-0.5b] [--repeats 3] [--json PATH]
