@@ -337,7 +337,11 @@ class SenseVoiceEncoder(VoiceEncoder):
         return self.tokenizer
 
     def transcribe(self, audio: AudioBatch) -> list[Transcript]:
-        """Rich tags from the query frames and greedy CTC text from the speech frames."""
+        """Rich tags from the query frames and greedy CTC text from the speech frames.
+
+        Only for an encoder whose CTC head trained with it: MinMo's stages 1b/1c move the encoder through the
+        LLM's loss and never train this head, which then reads stale features (its emotion tag fell to chance).
+        """
         tokenizer = self._require_tokenizer()
         encoded = self(audio)
         logits = self.ctc(encoded.values)
