@@ -368,12 +368,12 @@ class MinMo(L.LightningModule):
         return loss
 
     def generation_prompt(
-        self, instructions: list[str], audio: AudioBatch | None = None
+        self, instructions: list[str], frames: SequenceBatch | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Left-padded prompt embeddings and attention mask, the user's audio spliced in where given."""
+        """Left-padded prompt embeddings and attention mask, the user's encoded audio (``encode_audio``)
+        spliced in where given."""
         from minmo_lightning.components.llm.prompts import splice_audio
 
-        frames = self.encode_audio(audio) if audio is not None else None
         lengths = frames.lengths if frames is not None else torch.zeros(len(instructions), dtype=torch.long)
         prompt = self.prompts.build(instructions, lengths, padding_side="left").to_device(self.device)
         embeds = self.llm.embed(prompt.token_ids)
@@ -408,7 +408,7 @@ class MinMo(L.LightningModule):
                 embeds, mask = self.generation_prompt([TTS_INSTRUCTION.format(text=t) for t in texts])
             else:
                 embeds, mask = self.generation_prompt(
-                    [TASK_INSTRUCTIONS["chat"]] * audio.waveform.shape[0], audio
+                    [TASK_INSTRUCTIONS["chat"]] * audio.waveform.shape[0], self.encode_audio(audio)
                 )
         forced = None
         if verbatim:
@@ -418,11 +418,16 @@ class MinMo(L.LightningModule):
     @torch.no_grad()
     def transcribe(self, audio: AudioBatch, instruction: str | None = None) -> list[str]:
         """Greedy speech-to-text with the KV cache (``instruction`` defaults to ASR)."""
+        return self.generate_text(self.encode_audio(audio), instruction)
+
+    @torch.no_grad()
+    def generate_text(self, frames: SequenceBatch, instruction: str | None = None) -> list[str]:
+        """``transcribe`` on already encoded audio (``encode_audio``), so one encoding serves several prompts."""
         from minmo_lightning.components.llm.generation import SamplingConfig, generate
         from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
 
         instruction = instruction or TASK_INSTRUCTIONS["asr"]
-        embeds, attention_mask = self.generation_prompt([instruction] * audio.waveform.shape[0], audio)
+        embeds, attention_mask = self.generation_prompt([instruction] * frames.values.shape[0], frames)
         tokenizer = self.llm.tokenizer
         result = generate(
             self.llm,
@@ -446,10 +451,10 @@ class MinMo(L.LightningModule):
         self.objective_loss(batch, "val")
 
     @torch.no_grad()
-    def score_answers(self, audio: AudioBatch, instruction: str, answers: list[str]) -> Tensor:
+    def score_answers(self, frames: SequenceBatch, instruction: str, answers: list[str]) -> Tensor:
         """``[B, K]`` log-probability of each closed-set answer (its tokens and the end of turn) after the
-        prompt: rank classification, which judges what the model tells apart, not how well it spells."""
-        frames = self.encode_audio(audio)
+        prompt, for encoded audio (``encode_audio``): rank classification, which judges what the model tells
+        apart, not how well it spells."""
         size, count = frames.values.shape[0], len(answers)
         repeated = SequenceBatch(
             frames.values.repeat_interleave(count, 0), frames.lengths.repeat_interleave(count)
@@ -467,10 +472,11 @@ class MinMo(L.LightningModule):
         generated SER answer plus the closed-set pick (``scored_prediction``, from ``score_answers``)."""
         from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
 
+        frames = self.encode_audio(batch["audio"])  # once, for every prompt below
         if "emotion" in batch:
             instruction = TASK_INSTRUCTIONS["ser"].format(labels=", ".join(self.emotion_labels))
-            texts = self.transcribe(batch["audio"], instruction)
-            scores = self.score_answers(batch["audio"], instruction, self.emotion_labels)
+            texts = self.generate_text(frames, instruction)
+            scores = self.score_answers(frames, instruction, self.emotion_labels)
             return [
                 {
                     "id": i,
@@ -481,7 +487,7 @@ class MinMo(L.LightningModule):
                 }
                 for i, t, row in zip(batch["ids"], texts, scores)
             ]
-        texts = self.transcribe(batch["audio"])
+        texts = self.generate_text(frames)
         references = batch.get("text", [None] * len(texts))
         return [
             {"id": i, "task": "asr", "prediction": t, "reference": r}

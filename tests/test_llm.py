@@ -179,7 +179,7 @@ def test_closed_set_scores_are_each_answers_log_probability() -> None:
     batch = tiny_batch()
     answers = ["happy", "sad", "neutral"]
     instruction = "What is the speaker's emotion?"
-    scores = model.score_answers(batch["audio"], instruction, answers)
+    scores = model.score_answers(model.encode_audio(batch["audio"]), instruction, answers)
     assert scores.shape == (2, 3) and bool((scores < 0).all())
     for row in range(2):
         one = AudioBatch.from_list([batch["audio"].waveform[row, : int(batch["audio"].lengths[row])]], 16000)

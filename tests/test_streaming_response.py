@@ -70,7 +70,9 @@ def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
     audio = tiny_batch()["audio"]
     text_config = SamplingConfig(max_new_tokens=14, temperature=1.0, seed=3)
     with torch.no_grad():
-        embeds, mask = model.generation_prompt(["Answer the user's spoken question."] * 2, audio)
+        embeds, mask = model.generation_prompt(
+            ["Answer the user's spoken question."] * 2, model.encode_audio(audio)
+        )
         row0 = end_early(model, embeds, mask, text_config)
         expected = generate(model.llm, embeds, mask, model.prompts.end_id, model.prompts.pad_id, text_config)
     responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
@@ -107,7 +109,9 @@ def test_batched_rows_speak_as_they_would_alone(model) -> None:
     text_config = SamplingConfig(max_new_tokens=9)
     responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
     with torch.no_grad():
-        embeds, mask = model.generation_prompt(["Answer the user's spoken question."] * 2, audio)
+        embeds, mask = model.generation_prompt(
+            ["Answer the user's spoken question."] * 2, model.encode_audio(audio)
+        )
     _, batched, _ = collect(responder.stream(embeds, mask))
     for i in range(2):
         width = int(mask[i].sum())

@@ -15,11 +15,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 
 class GrowingKVLayer(DynamicLayer):
-    """A KV-cache layer that appends into a buffer of doubling capacity (O(1) amortised per token).
-
-    transformers' ``DynamicLayer`` concatenates on every step, which copies the whole cache per token;
-    here ``keys``/``values`` are views of the filled part of a preallocated buffer.
-    """
+    """``DynamicLayer`` whose ``keys``/``values`` are views of a doubling buffer (see the module docstring)."""
 
     def update(
         self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
