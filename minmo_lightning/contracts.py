@@ -12,6 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+#: label value that losses skip (prompt positions, padding), as in ``torch.nn.functional.cross_entropy``.
+IGNORE_INDEX = -100
+
 
 def lengths_to_mask(lengths: Tensor, max_length: int | None = None) -> Tensor:
     """``[B]`` lengths -> ``[B, T]`` bool mask, True on valid positions."""
