@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import lightning as L
@@ -48,22 +48,57 @@ from minmo_lightning.registry import register
 class StreamState:
     """Per-session streaming state of one block, for a batch of independent sessions.
 
+    One shape for every streaming block: ``init_state(batch_size, options=None)`` makes it (``options`` is
+    the block's typed ``StreamOptions`` dataclass: sampling, speaker prompt, ...; it stays on the state as
+    ``options``), ``step(chunk, state)`` feeds one chunk. End of stream is said the same way everywhere:
+    ``end_input(rows)`` marks rows whose input is complete, and the next ``step`` flushes what the block
+    still holds back for them (a look-ahead, the voice LM's turn of speech). ``reset(rows)`` restarts rows
+    as new sessions.
+
     Subclasses add batch-first tensor fields (caches, counters). The default ``reset`` zeroes the rows of
     every such field; a state whose "empty" value is not zero (e.g. a cache with a length pointer)
     overrides it.
     """
 
     batch_size: int
+    #: [B] the caller sent the row's last input (``end_input``); ``step`` flushes it
+    input_ended: Tensor = field(default=None, kw_only=True)  # type: ignore[assignment]
+    options: Any = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.input_ended is None:
+            self.input_ended = torch.zeros(self.batch_size, dtype=torch.bool, device=self._device())
+
+    def _device(self) -> torch.device:
+        """Where the state's tensors live (the first batch-first tensor field), so flags sit beside them."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor) and f.name != "input_ended":
+                return value.device
+        return torch.device("cpu")
+
+    def rows(self, items: Tensor | list[int]) -> Tensor:
+        """``items`` (bool mask [B] or indices) as a bool mask [B] on the state's device."""
+        index = torch.as_tensor(items, device=self.input_ended.device)
+        if index.dtype == torch.bool:
+            if index.shape != (self.batch_size,):
+                raise ValueError(f"a row mask must have shape [{self.batch_size}], got {tuple(index.shape)}")
+            return index
+        mask = torch.zeros(self.batch_size, dtype=torch.bool, device=index.device)
+        mask[index.long().flatten()] = True
+        return mask
+
+    def end_input(self, items: Tensor | list[int]) -> None:
+        """The rows in ``items`` have sent their last input: the next ``step`` flushes them."""
+        self.input_ended |= self.rows(items)
 
     def reset(self, items: Tensor | list[int]) -> None:
         """Restart the sessions in ``items`` (bool mask [B] or indices) as if ``init_state`` had just run."""
-        index = torch.as_tensor(items)
-        if index.dtype == torch.bool and index.shape != (self.batch_size,):
-            raise ValueError(f"reset mask must have shape [{self.batch_size}], got {tuple(index.shape)}")
-        for field in fields(self):
-            value = getattr(self, field.name)
+        mask = self.rows(items)
+        for f in fields(self):
+            value = getattr(self, f.name)
             if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == self.batch_size:
-                value[index] = 0
+                value[mask.to(value.device)] = 0
 
 
 class Block(L.LightningModule):
@@ -136,7 +171,8 @@ class Block(L.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} has no official checkpoint to load")
 
     # ---- streaming protocol ------------------------------------------------------------------
-    def init_state(self, batch_size: int) -> StreamState:
+    def init_state(self, batch_size: int, options: Any = None) -> StreamState:
+        """A fresh session per row; ``options`` is the block's ``StreamOptions`` (None: its defaults)."""
         raise NotImplementedError(f"{type(self).__name__} does not stream; use forward()")
 
     def step(self, chunk: Any, state: StreamState) -> Any:
