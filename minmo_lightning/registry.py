@@ -1,13 +1,16 @@
-"""The alias index: every block implementation and its named presets, nothing more.
+"""Names to classes: the one resolver, the alias index of block implementations, and their presets.
 
-Implementations register themselves by subclassing a slot (see ``blocks.py``); jsonargparse resolves
-them in YAML by short class name once they are imported (``minmo_lightning.cli`` imports them all).
-This index only lists them, rejects duplicate names, and turns a preset name into plain constructor
-arguments that a recipe can show in full.
+``resolve_class`` turns a recipe's ``class_path`` (a short class name, a class's short ``alias``, or a
+dotted ``module.Class`` path) into a class of a given base; the model, the CLI, the evaluation runner and
+the vocoder choice all resolve through it, so every unknown name gets the same near-miss message.
+Block implementations register themselves by subclassing a slot (see ``blocks.py``); the index rejects
+duplicate names (YAML resolves implementations by short class name) and turns a preset name into plain
+constructor arguments that a recipe can show in full.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -21,8 +24,82 @@ if TYPE_CHECKING:
 _IMPLEMENTATIONS: dict[str, type[Block]] = {}
 
 
+#: where the classes a recipe names by short name live; imported before a short name is looked up
+SEARCHED_MODULES = ("minmo_lightning.components", "minmo_lightning.datamodules", "minmo_lightning.model")
+
+
 class RegistryError(ValueError):
     """A name that is registered twice, or looked up but unknown."""
+
+
+def import_modules(package: str) -> None:
+    """Import a module and, if it is a package, every module under it, so that its subclasses exist."""
+    root = importlib.import_module(package)
+    for info in pkgutil.walk_packages(getattr(root, "__path__", []), prefix=package + "."):
+        importlib.import_module(info.name)
+
+
+def resolve_class(name: str, base: type, what: str | None = None) -> type:
+    """The subclass of ``base`` that ``name`` means: a dotted ``module.Class`` path, a short class name, or
+    the ``alias`` a class declares (e.g. ``alias = "hift"``). ``what`` names where the name came from
+    (a recipe key, ``"vocoder"``) in the error, which suggests the near miss and lists the valid choices."""
+    subject = f"{what} {name!r}" if what else repr(name)
+    if "." in name:
+        cls = _import_dotted(name, subject)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise RegistryError(f"{subject} is not a {base.__name__} subclass")
+        return cls
+    for module in SEARCHED_MODULES:
+        import_modules(module)
+    choices = named_subclasses(base)
+    found = choices.get(name)
+    if found is None:
+        close = difflib.get_close_matches(name, list(choices), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise RegistryError(
+            f"{subject} is not a known {base.__name__}{hint}; valid choices: {', '.join(sorted(choices))}"
+        )
+    if len(found) > 1:
+        raise RegistryError(
+            f"{subject} names several {base.__name__} classes ({', '.join(_qualname(cls) for cls in found)}); "
+            "write the dotted path (package.module.Class)"
+        )
+    return found[0]
+
+
+def named_subclasses(base: type) -> dict[str, list[type]]:
+    """Every public subclass of ``base`` (at any depth) under its class name and under its own ``alias``.
+
+    A class defined again under the same qualified name (a reloaded module, a test's throw-away class)
+    replaces the earlier one, as in :func:`register`.
+    """
+    found: dict[str, dict[str, type]] = {}
+    seen, todo = set(), [base]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub in seen:
+                continue
+            seen.add(sub)
+            todo.append(sub)
+            if sub.__name__.startswith("_"):
+                continue
+            for key in (sub.__name__, sub.__dict__.get("alias")):
+                if isinstance(key, str):
+                    found.setdefault(key, {})[_qualname(sub)] = sub
+    return {key: list(classes.values()) for key, classes in found.items()}
+
+
+def _import_dotted(path: str, subject: str) -> object:
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and (module_name + ".").startswith(error.name + "."):
+            raise RegistryError(f"{subject}: there is no module {module_name!r}") from error
+        raise
+    if not hasattr(module, attribute):
+        raise RegistryError(f"{subject}: module {module_name!r} has no {attribute!r}")
+    return getattr(module, attribute)
 
 
 def register(cls: type[Block]) -> None:
@@ -59,10 +136,7 @@ def get_implementation(name: str) -> type[Block]:
 
 def import_all_components() -> None:
     """Import every module under ``minmo_lightning.components`` so that all subclasses register."""
-    import minmo_lightning.components as root
-
-    for info in pkgutil.walk_packages(root.__path__, prefix=root.__name__ + "."):
-        importlib.import_module(info.name)
+    import_modules("minmo_lightning.components")
 
 
 @dataclass(frozen=True)
