@@ -1,11 +1,12 @@
 """What every task's datamodule shares: opening the source, the column mapping, screening bad rows,
 duration-bucketed loaders, and the skip report.
 
-A subclass names its ``task`` (a key of ``schema.TASK_FIELDS``) and implements ``collate``: the
-column dict of one planned batch -> the batch dict of the project's layout (see the brief in
-``DESIGN.md`` and each subclass). Bad rows are screened once in ``setup`` (missing/unreadable/empty
-audio, empty text, clips over ``max_duration``, labels outside the label set) and listed in
-``skipped``; the counts are logged at the end of every epoch, so nothing disappears silently.
+A subclass names its ``task`` (a key of ``schema.TASK_FIELDS``) and implements ``batch_fields``:
+the decoded rows of one planned batch -> the task's fields of the batch dict (see ``tasks.py``);
+``collate`` decodes the audio and puts the row ``ids`` first. Bad rows are screened once in ``setup``
+(missing/unreadable/empty audio, empty text, clips over ``max_duration``, labels outside the label
+set) and listed in ``skipped``; the counts are logged at the end of every epoch, so nothing
+disappears silently.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ from minmo_lightning.datamodules.schema import resolve_columns
 from minmo_lightning.datamodules.sources import load_source
 from torch.utils.data import DataLoader
 
-from minmo_lightning.contracts import AudioBatch, TokenBatch
+from minmo_lightning.contracts import AudioBatch
 
 log = logging.getLogger(__name__)
+
+Columns = dict[str, list]
+"""Column name -> the values of one planned batch's rows."""
+ColumnMapping = dict[str, str | None]
+"""Task field -> the dataset column holding it (None: not mapped)."""
+Waves = dict[str, list[np.ndarray]]
+"""Audio field -> the decoded waveforms of a batch's rows."""
 
 TEXT_REQUIRED = {"asr": ("text",), "tts": ("text",), "s2s": ("answer_text",)}
 
@@ -58,14 +66,6 @@ def pad_audio(waves: list[np.ndarray], sample_rate: int) -> AudioBatch:
     for row, wave in enumerate(waves):
         padded[row, : len(wave)] = wave
     return AudioBatch(torch.from_numpy(padded), torch.from_numpy(lengths), sample_rate)
-
-
-def pad_tokens(sequences: list[list[int]], pad: int = 0) -> TokenBatch:
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    padded = np.full((len(sequences), int(lengths.max(initial=0))), pad, dtype=np.int64)
-    for row, sequence in enumerate(sequences):
-        padded[row, : len(sequence)] = sequence
-    return TokenBatch(torch.from_numpy(padded), torch.from_numpy(lengths))
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -113,11 +113,13 @@ class SpeechDataModule(L.LightningDataModule):
         self._base_dir: Path | None = None
 
     # ---- hooks for subclasses ----------------------------------------------------------------
-    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
-        """Columns of one planned batch -> the batch dict."""
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
+        """The task's fields of the decoded ``rows`` of ``columns`` (``waves``: their audio per field)."""
         raise NotImplementedError
 
-    def screen(self, split: str, dataset: Dataset, mapping: dict[str, str | None]) -> tuple[np.ndarray, dict]:
+    def screen(self, split: str, dataset: Dataset, mapping: ColumnMapping) -> tuple[np.ndarray, dict]:
         """Task-specific row checks: (bool keep mask, extra per-row arrays). Default: none."""
         return np.ones(len(dataset), dtype=bool), {}
 
@@ -196,16 +198,19 @@ class SpeechDataModule(L.LightningDataModule):
         return longest, total
 
     # ---- decoding ----------------------------------------------------------------------------
-    def decode(
-        self, columns: dict[str, list], mapping: dict[str, str | None]
-    ) -> tuple[dict[str, list[np.ndarray]], list[int]]:
+    def collate(self, columns: Columns, mapping: ColumnMapping) -> dict[str, Any]:
+        """One planned batch's columns -> the batch: the decoded rows' ``ids``, then ``batch_fields``."""
+        waves, rows = self.decode(columns, mapping)
+        return {"ids": self.ids(columns, mapping, rows), **self.batch_fields(columns, mapping, waves, rows)}
+
+    def decode(self, columns: Columns, mapping: ColumnMapping) -> tuple[Waves, list[int]]:
         """Decode every mapped audio field; returns the waveforms of the rows that decoded, and those rows.
 
         A row that fails here (corrupt data behind a valid header) is dropped from this batch and
         logged with its id; in worker processes its count stays in the worker.
         """
         fields = [(f, getattr(self, arg)) for f, arg in self.audio_rates.items() if mapping.get(f)]
-        waves: dict[str, list[np.ndarray]] = {field: [] for field, _ in fields}
+        waves: Waves = {field: [] for field, _ in fields}
         good: list[int] = []
         for row in range(len(columns["_duration"])):
             try:
@@ -225,7 +230,7 @@ class SpeechDataModule(L.LightningDataModule):
             )
         return waves, good
 
-    def ids(self, columns: dict[str, list], mapping: dict, rows: list[int]) -> list[str]:
+    def ids(self, columns: Columns, mapping: dict, rows: list[int]) -> list[str]:
         if mapping.get("id"):
             return [str(columns[mapping["id"]][row]) for row in rows]
         return [f"row {columns['_index'][row]}" for row in rows]

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
-from minmo_lightning.datamodules.base import SpeechDataModule, pad_audio, pad_tokens
+from minmo_lightning.datamodules.base import ColumnMapping, Columns, SpeechDataModule, Waves, pad_audio
 from minmo_lightning.datamodules.schema import EMOTION_LABELS, canonical_emotion
 from minmo_lightning.datamodules.timeline import frame_labels as labels_from_events
 
-IGNORE_INDEX = -100
+from minmo_lightning.contracts import IGNORE_INDEX, TokenBatch
 
 
 def _texts(columns: dict, mapping: dict, field: str, rows: list[int]) -> list[str]:
@@ -40,10 +40,10 @@ class ASRDataModule(SpeechDataModule):
         super().__init__(path, **kwargs)
         self.sample_rate = sample_rate
 
-    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
-        waves, rows = self.decode(columns, mapping)
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
         return {
-            "ids": self.ids(columns, mapping, rows),
             "audio": pad_audio(waves["audio"], self.sample_rate),
             "text": _texts(columns, mapping, "text", rows),
         }
@@ -70,7 +70,7 @@ class EmotionDataModule(ASRDataModule):
         preset = EMOTION_LABELS.get(self.schema, EMOTION_LABELS["generic"])
         self.emotion_labels = [canonical_emotion(x) for x in (emotion_labels or preset)]
 
-    def screen(self, split: str, dataset: Dataset, mapping: dict[str, str | None]) -> tuple[np.ndarray, dict]:
+    def screen(self, split: str, dataset: Dataset, mapping: ColumnMapping) -> tuple[np.ndarray, dict]:
         column = mapping["emotion"]
         raw = dataset[column]
         feature = dataset.features[column]
@@ -84,14 +84,13 @@ class EmotionDataModule(ASRDataModule):
         reasons = Counter({"label_not_in_emotion_labels": int((~keep).sum())})
         return keep, {"_emotion": ids, "_reasons": reasons}
 
-    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
-        waves, rows = self.decode(columns, mapping)
-        return {
-            "ids": self.ids(columns, mapping, rows),
-            "audio": pad_audio(waves["audio"], self.sample_rate),
-            "text": _texts(columns, mapping, "text", rows),
-            "emotion": torch.tensor([columns["_emotion"][r] for r in rows], dtype=torch.long),
-        }
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
+        """The ASR fields plus the emotion class ids."""
+        batch = super().batch_fields(columns, mapping, waves, rows)
+        batch["emotion"] = torch.tensor([columns["_emotion"][r] for r in rows], dtype=torch.long)
+        return batch
 
 
 class TTSDataModule(SpeechDataModule):
@@ -103,13 +102,16 @@ class TTSDataModule(SpeechDataModule):
         super().__init__(path, **kwargs)
         self.sample_rate = sample_rate
 
-    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
-        waves, rows = self.decode(columns, mapping)
-        batch = {"ids": self.ids(columns, mapping, rows), "text": _texts(columns, mapping, "text", rows)}
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
+        batch = {"text": _texts(columns, mapping, "text", rows)}
         if "audio" in waves:  # `columns: {audio: null}` skips decoding when only speech tokens are used
             batch["audio"] = pad_audio(waves["audio"], self.sample_rate)
         if mapping.get("speech_tokens"):
-            batch["speech_tokens"] = pad_tokens([columns[mapping["speech_tokens"]][r] for r in rows])
+            batch["speech_tokens"] = TokenBatch.from_list(
+                [columns[mapping["speech_tokens"]][r] for r in rows]
+            )
         return batch
 
 
@@ -131,10 +133,10 @@ class S2SDataModule(SpeechDataModule):
         self.user_sample_rate = user_sample_rate
         self.answer_sample_rate = answer_sample_rate
 
-    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
-        waves, rows = self.decode(columns, mapping)
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
         batch = {
-            "ids": self.ids(columns, mapping, rows),
             "user_audio": pad_audio(waves["user_audio"], self.user_sample_rate),
             "user_text": _texts(columns, mapping, "user_text", rows),
             "answer_text": _texts(columns, mapping, "answer_text", rows),
@@ -142,7 +144,7 @@ class S2SDataModule(SpeechDataModule):
         if "answer_audio" in waves:  # not decoded when unmapped (stage 3 reads answer speech tokens)
             batch["answer_audio"] = pad_audio(waves["answer_audio"], self.answer_sample_rate)
         if mapping.get("answer_speech_tokens"):
-            batch["answer_speech_tokens"] = pad_tokens(
+            batch["answer_speech_tokens"] = TokenBatch.from_list(
                 [columns[mapping["answer_speech_tokens"]][r] for r in rows]
             )
         return batch
@@ -176,7 +178,7 @@ class DuplexDataModule(SpeechDataModule):
         self.frame_rate = frame_rate
         self.label_span = label_span
 
-    def screen(self, split: str, dataset: Dataset, mapping: dict[str, str | None]) -> tuple[np.ndarray, dict]:
+    def screen(self, split: str, dataset: Dataset, mapping: ColumnMapping) -> tuple[np.ndarray, dict]:
         if self.frame_rate is None and not mapping.get("frame_labels"):
             raise ValueError(
                 f"{self.path!r} split {split!r} has no frame_labels column; set frame_rate (Hz) so the labels "
@@ -184,25 +186,22 @@ class DuplexDataModule(SpeechDataModule):
             )
         return super().screen(split, dataset, mapping)
 
-    def collate(self, columns: dict[str, list], mapping: dict[str, str | None]) -> dict[str, Any]:
-        waves, rows = self.decode(columns, mapping)
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
         events = [list(columns[mapping["events"]][r]) for r in rows]
         if self.frame_rate is None:
-            labels = [np.asarray(columns[mapping["frame_labels"]][r], dtype=np.int64) for r in rows]
+            labels = [columns[mapping["frame_labels"]][r] for r in rows]
         else:
             seconds = [len(w) / self.sample_rate for w in waves["user_audio"]]
             labels = [
                 labels_from_events(e, s, self.frame_rate, self.label_span) for e, s in zip(events, seconds)
             ]
-        lengths = np.fromiter((len(x) for x in labels), dtype=np.int64, count=len(labels))
-        padded = np.full((len(labels), int(lengths.max(initial=0))), IGNORE_INDEX, dtype=np.int64)
-        for row, values in enumerate(labels):
-            padded[row, : len(values)] = values
+        frames = TokenBatch.from_list(labels)
         return {
-            "ids": self.ids(columns, mapping, rows),
             "user_audio": pad_audio(waves["user_audio"], self.sample_rate),
             "assistant_audio": pad_audio(waves["assistant_audio"], self.sample_rate),
-            "frame_labels": torch.from_numpy(padded),
-            "frame_lengths": torch.from_numpy(lengths),
+            "frame_labels": frames.tokens.masked_fill(~frames.mask, IGNORE_INDEX),
+            "frame_lengths": frames.lengths,
             "events": events,
         }

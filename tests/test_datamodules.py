@@ -193,6 +193,27 @@ def test_emotion_labels_from_classlabel_and_strings(tmp_path):
     assert sorted(rows) == [0, 1, 3]
 
 
+def test_emotion_batch_is_the_asr_batch_plus_the_emotion_ids(tmp_path):
+    data = asr_dataset().add_column("emotion", ["angry", "happy", "neutral", "sad"])
+    data.save_to_disk(str(tmp_path / "emotion"))
+    options = {"val_split": None, "test_split": None, "shuffle": False, "max_seconds_per_batch": 2.0}
+    asr = ASRDataModule(str(tmp_path / "emotion"), **options)
+    emotion = EmotionDataModule(str(tmp_path / "emotion"), **options)
+    asr.setup("fit")
+    emotion.setup("fit")
+    asr_batches, emotion_batches = collect(asr.train_dataloader()), collect(emotion.train_dataloader())
+    assert len(asr_batches) == len(emotion_batches) > 1
+    for plain, labelled in zip(asr_batches, emotion_batches):
+        assert list(labelled) == [*plain, "emotion"]
+        assert labelled["ids"] == plain["ids"] and labelled["text"] == plain["text"]
+        assert torch.equal(labelled["audio"].waveform, plain["audio"].waveform)
+        assert torch.equal(labelled["audio"].lengths, plain["audio"].lengths)
+        assert labelled["audio"].sample_rate == plain["audio"].sample_rate
+        assert labelled["emotion"].dtype == torch.long
+        expected = [emotion.emotion_labels.index(data[int(i[1:])]["emotion"]) for i in labelled["ids"]]
+        assert labelled["emotion"].tolist() == expected
+
+
 def test_tts_and_s2s_batches_with_speech_tokens(tmp_path):
     audio = audio_struct([encode(tone(s, 22050), 22050) for s in SECONDS], [None] * 4)
     tokens = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
