@@ -28,7 +28,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from minmo_lightning.components.llm.generation import SamplingConfig, TextStream
+from minmo_lightning.generation import TextSamplingConfig, TextStream
 from minmo_lightning.components.llm.hf_causal_lm import TINY_TOKENIZER, HFCausalLM
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
@@ -67,7 +67,7 @@ def _build(args: argparse.Namespace) -> MinMo:
 def d_llm_seconds(model: MinMo, steps: int) -> float:
     embeds, mask = model.generation_prompt([f"Read this text aloud: {TEXT}"])
     text = TextStream(
-        model.llm, embeds, mask, -1, model.prompts.pad_id, SamplingConfig(max_new_tokens=steps + 2)
+        model.llm, embeds, mask, -1, model.prompts.pad_id, TextSamplingConfig(max_new_tokens=steps + 2)
     )
     device = embeds.device
     times, last = [], synchronized_time(device)

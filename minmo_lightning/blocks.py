@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from abc import abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -35,8 +36,11 @@ from torch import Tensor, nn
 
 from minmo_lightning.contracts import (
     AudioBatch,
+    DecoderLoss,
     DuplexOutput,
     LLMOutput,
+    MixRatio,
+    SemanticChunk,
     SequenceBatch,
     TokenBatch,
     VoiceDecoderInput,
@@ -101,8 +105,35 @@ class StreamState:
                 value[mask.to(value.device)] = 0
 
 
-class Block(L.LightningModule):
-    """Common base of every slot: presets, pretrained loading, streaming protocol, spec round-trip."""
+class IncompleteBlockError(TypeError):
+    """An implementation that lacks a member its slot declares (the composite would fail on it later)."""
+
+
+class _SlotContract(type):
+    """Checks, right after an implementation is constructed, the attributes its slot declares as data.
+
+    Methods and properties are checked earlier, when the class is defined (``Block.__init_subclass__``);
+    plain attributes such as ``sample_rate`` are usually set in ``__init__``, so this is their first chance.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        block = super().__call__(*args, **kwargs)
+        missing = [name for name in cls.declared_attributes() if not hasattr(block, name)]
+        if missing:
+            raise IncompleteBlockError(
+                f"{cls.__name__} (a {cls.slot_name()}) does not set {', '.join(missing)}, which the "
+                f"{cls.slot_name()} slot declares; set them in __init__ (see {cls.slot_name()}'s docstring)"
+            )
+        return block
+
+
+class Block(L.LightningModule, metaclass=_SlotContract):
+    """Common base of every slot: presets, pretrained loading, streaming protocol, spec round-trip.
+
+    A slot declares what the composite and the streaming engine call: methods and properties as
+    ``abc.abstractmethod`` (an implementation lacking one fails when its class is defined) and data
+    attributes as annotations (checked when the implementation is constructed).
+    """
 
     _is_slot: ClassVar[bool] = True
     #: preset name -> constructor arguments (plain data). ``minmo list`` shows them with parameter counts.
@@ -110,8 +141,27 @@ class Block(L.LightningModule):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("_is_slot", False):
-            register(cls)
+        if cls.__dict__.get("_is_slot", False):
+            return
+        missing = sorted(
+            name for name in dir(cls) if getattr(getattr(cls, name, None), "__isabstractmethod__", False)
+        )
+        if missing:
+            raise IncompleteBlockError(
+                f"{cls.__name__} (a {cls.slot_name()}) does not define {', '.join(missing)}, which the "
+                f"{cls.slot_name()} slot declares; implement them (see {cls.slot_name()}'s docstring)"
+            )
+        register(cls)
+
+    @classmethod
+    def declared_attributes(cls) -> list[str]:
+        """Data attributes the slots above this class declare (annotated, not ClassVar)."""
+        names = []
+        for klass in cls.__mro__:
+            if klass.__dict__.get("_is_slot", False) and klass is not Block:
+                hints = klass.__dict__.get("__annotations__", {})
+                names += [n for n, hint in hints.items() if "ClassVar" not in str(hint) and n not in names]
+        return names
 
     def save_hyperparameters(
         self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True
@@ -182,9 +232,9 @@ class Block(L.LightningModule):
 class VoiceEncoder(Block):
     """Audio -> acoustic vectors. ``forward(AudioBatch) -> SequenceBatch`` at ``frame_rate`` Hz.
 
-    Attributes every implementation sets: ``sample_rate`` (input Hz), ``output_dim``, ``frame_rate``
-    (output frames per second). Streaming: ``step(AudioBatch chunk, state) -> SequenceBatch`` of the
-    frames that became final with this chunk.
+    ``sample_rate`` (input Hz), ``output_dim``, ``frame_rate`` (output frames per second). Streaming, where
+    the encoder supports it: ``step(AudioBatch chunk, state) -> SequenceBatch`` of the frames that became
+    final with this chunk.
     """
 
     _is_slot = True
@@ -192,8 +242,8 @@ class VoiceEncoder(Block):
     output_dim: int
     frame_rate: float
 
-    def forward(self, audio: AudioBatch) -> SequenceBatch:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, audio: AudioBatch) -> SequenceBatch: ...
 
 
 class InputProjector(Block):
@@ -207,35 +257,48 @@ class InputProjector(Block):
     output_dim: int
     downsample: int
 
-    def forward(self, features: SequenceBatch) -> SequenceBatch:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, features: SequenceBatch) -> SequenceBatch: ...
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return torch.div(lengths + self.downsample - 1, self.downsample, rounding_mode="floor")
 
 
 class LLMBackbone(Block):
-    """Decoder-only LLM reading embeddings.
+    """Decoder-only LLM reading embeddings; audio embeddings are spliced between the text embeddings.
 
-    ``forward(inputs_embeds [B, T, D], attention_mask [B, T], cache=None, position_ids=None,
-    logits_to_keep=0) -> LLMOutput`` with logits (of the last ``logits_to_keep`` positions; 0 keeps all),
-    the last-layer hidden states of every position and the updated KV cache (``cache`` is created by
-    ``new_cache()``; positions default to 0.. in the cache; left-padded batches pass ``position_ids``). ``embed(token_ids)`` gives input embeddings (audio
-    embeddings are spliced between them). ``decoder_layers()`` lists the repeated layers (activation
-    checkpointing and sharding wrap them). ``tokenizer`` is the text tokenizer. ``apply_lora(...)`` wraps
-    the weights with adapters; ``lora_parameter_pattern`` names them for the stage rules.
+    LoRA: ``apply_lora()`` wraps the weights with adapters whose parameter names match
+    ``lora_parameter_pattern`` (the stage rules train them), ``merge_lora()`` folds them back in.
     """
 
     _is_slot = True
     lora_parameter_pattern: ClassVar[str] = r"lora_"
 
     @property
+    @abstractmethod
     def hidden_size(self) -> int:
-        raise NotImplementedError
+        """Width of the embeddings and the last-layer hidden states."""
 
+    @property
+    @abstractmethod
+    def max_positions(self) -> int:
+        """Longest sequence (prompt + answer) the model takes."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Any:
+        """The text tokenizer (a transformers tokenizer: ``encode``, ``decode``, special ids)."""
+
+    @property
+    @abstractmethod
+    def has_lora(self) -> bool:
+        """Whether LoRA adapters are applied (and not merged)."""
+
+    @abstractmethod
     def embed(self, token_ids: Tensor) -> Tensor:
-        raise NotImplementedError
+        """``[B, T]`` ids -> ``[B, T, hidden_size]`` input embeddings."""
 
+    @abstractmethod
     def forward(
         self,
         inputs_embeds: Tensor,
@@ -244,38 +307,69 @@ class LLMBackbone(Block):
         position_ids: Tensor | None = None,
         logits_to_keep: int = 0,
     ) -> LLMOutput:
-        raise NotImplementedError
+        """Logits of the last ``logits_to_keep`` positions (0: all), last-layer hidden states of every
+        position, the updated KV cache (made by ``new_cache()``). Positions default to 0.. after what the
+        cache holds; left-padded batches pass ``position_ids``."""
 
+    @abstractmethod
     def new_cache(self) -> Any:
-        raise NotImplementedError
+        """An empty KV cache for ``forward(cache=...)``."""
 
+    @abstractmethod
     def decoder_layers(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """The repeated layers (activation checkpointing and sharding wrap them)."""
 
-    def apply_lora(self) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not support LoRA")
+    @abstractmethod
+    def apply_lora(self) -> None: ...
+
+    @abstractmethod
+    def merge_lora(self) -> None:
+        """Fold the adapters into the weights (a no-op without adapters)."""
 
 
 class OutputProjector(Block):
-    """LLM states -> semantic vectors for the voice token LM: ``forward(VoiceDecoderInput) -> SequenceBatch``."""
+    """LLM states -> semantic vectors for the voice token LM: ``forward(VoiceDecoderInput) -> SequenceBatch``.
+
+    The output rows are ``query_length(inputs)`` query rows (the voice LM's per-turn prefix) followed by
+    one vector per text token.
+    """
 
     _is_slot = True
     output_dim: int
 
-    def forward(self, inputs: VoiceDecoderInput) -> SequenceBatch:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, inputs: VoiceDecoderInput) -> SequenceBatch: ...
+
+    @abstractmethod
+    def query_length(self, inputs: VoiceDecoderInput) -> int:
+        """How many leading output rows are the per-turn query (0 when the projector uses none)."""
 
 
 class VoiceTokenLM(Block):
-    """Semantic vectors (or text) -> speech tokens, autoregressive with a KV cache.
+    """Semantic vectors -> speech tokens, autoregressive with a KV cache, ``ratio`` (text:speech) interleaved.
 
-    ``speech_vocab_size`` counts the codec codes (6561 for CosyVoice2); implementations document their
-    special ids (eos, fill, turn-of-speech). Training layout and generation are implementation specific;
-    the streaming step consumes semantic vectors and yields speech tokens.
+    ``hidden_size`` is the width of the semantic vectors it reads; ``speech_vocab_size`` counts the codec
+    codes (6561 for CosyVoice2). Streaming: ``step(SemanticChunk, state) -> TokenBatch`` reads
+    ``ratio.text`` vectors per row and writes up to ``ratio.speech`` tokens; after ``state.end_input(rows)``
+    the rows get the turn of speech and write speech until end of speech (``state.finished``).
     """
 
     _is_slot = True
     speech_vocab_size: int
+    hidden_size: int
+    ratio: MixRatio
+
+    @abstractmethod
+    def decoder_forward(
+        self, semantic: SequenceBatch, speech: TokenBatch, prefix: SequenceBatch | None = None
+    ) -> DecoderLoss:
+        """Teacher-forced loss of ``speech`` after ``semantic`` vectors (``prefix``: per-turn query rows)."""
+
+    @abstractmethod
+    def init_state(self, batch_size: int, options: Any = None) -> StreamState: ...
+
+    @abstractmethod
+    def step(self, chunk: SemanticChunk, state: StreamState) -> TokenBatch: ...
 
 
 class DuplexPredictor(Block):
@@ -287,22 +381,29 @@ class DuplexPredictor(Block):
     _is_slot = True
     CLASSES: ClassVar[tuple[str, ...]] = ("keep_listening", "respond", "stop_speaking")
 
-    def forward(self, hidden: SequenceBatch) -> DuplexOutput:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, hidden: SequenceBatch) -> DuplexOutput: ...
 
 
 class Token2Wav(Block):
     """Speech tokens -> waveform: ``forward(TokenBatch) -> AudioBatch`` at ``sample_rate``.
 
-    Streaming ``step(TokenBatch chunk, state) -> AudioBatch`` emits the audio that became final.
+    Streaming ``step(TokenBatch chunk, state) -> AudioBatch`` emits the audio that became final; rows
+    marked with ``state.end_input(rows)`` are flushed.
     """
 
     _is_slot = True
     sample_rate: int
     token_rate: float
 
-    def forward(self, tokens: TokenBatch) -> AudioBatch:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, tokens: TokenBatch) -> AudioBatch: ...
+
+    @abstractmethod
+    def init_state(self, batch_size: int, options: Any = None) -> StreamState: ...
+
+    @abstractmethod
+    def step(self, chunk: TokenBatch, state: StreamState) -> AudioBatch: ...
 
 
 class SpeechTokenizer(Block):
@@ -313,8 +414,8 @@ class SpeechTokenizer(Block):
     token_rate: float
     codebook_size: int
 
-    def forward(self, audio: AudioBatch) -> TokenBatch:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, audio: AudioBatch) -> TokenBatch: ...
 
 
 SLOTS: tuple[type[Block], ...] = (

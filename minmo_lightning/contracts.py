@@ -173,3 +173,41 @@ class DuplexOutput:
 
     def decisions(self) -> Tensor:
         return self.logits.argmax(-1)
+
+
+@dataclass(frozen=True)
+class MixRatio:
+    """``text`` vectors are followed by ``speech`` tokens in each interleaved chunk (CosyVoice2 and MinMo: 5:15)."""
+
+    text: int = 5
+    speech: int = 15
+
+    def __post_init__(self) -> None:
+        if self.text < 1 or self.speech < 1:
+            raise ValueError(
+                f"mix_ratio must be two positive integers [text, speech], got [{self.text}, {self.speech}]"
+            )
+
+    def full_chunks(self, text_len: int) -> int:
+        return text_len // self.text
+
+    def can_interleave(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
+        """Per row: every full text chunk has its ``speech`` tokens (else only unistream fits)."""
+        return speech_lengths.to(text_lengths.device) >= (text_lengths // self.text) * self.speech
+
+
+@dataclass
+class SemanticChunk:
+    """One streaming input of a voice token LM: up to ``ratio.text`` semantic vectors per row, and the
+    per-turn query rows (``prefix``) that a row reads once, before its first vectors."""
+
+    vectors: SequenceBatch
+    prefix: SequenceBatch | None = None
+
+
+@dataclass
+class DecoderLoss:
+    """A teacher-forced pass: token-averaged ``loss`` and next-token accuracy ``acc`` on scored positions."""
+
+    loss: Tensor
+    acc: Tensor

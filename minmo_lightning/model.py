@@ -10,6 +10,9 @@ picks what a training step optimises:
   answer's speech tokens (5:15 interleave). Loss on speech tokens only.
 - ``speech_to_speech`` (stage 3): as stage 2, with the user turn spoken (encoder -> projector -> LLM).
 
+``OBJECTIVES`` maps each name to its ``Objective``: the slots it needs, the batch fields it reads and the
+method that computes its loss.
+
 Heavy blocks materialise in ``configure_model()`` (once); stage rules are applied right after, before
 any sharding, and re-checked when the optimizer is built. The hyperparameters hold each block's spec,
 so ``MinMo.load_from_checkpoint`` rebuilds the same model.
@@ -17,11 +20,11 @@ so ``MinMo.load_from_checkpoint`` rebuilds the same model.
 
 from __future__ import annotations
 
-import importlib
-import math
+import re
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -39,20 +42,28 @@ from minmo_lightning.blocks import (
     VoiceTokenLM,
 )
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
-from minmo_lightning.components.llm.prompts import PromptBatch
 from minmo_lightning.contracts import (
+    IGNORE_INDEX,
     AudioBatch,
+    DecoderLoss,
     LLMOutput,
     SequenceBatch,
     TokenBatch,
     VoiceDecoderInput,
     lengths_to_mask,
-    masked_mean,
 )
+from minmo_lightning.generation import TextSamplingConfig, generate
+from minmo_lightning.optim import OptimizerConfig, configure_adamw
+from minmo_lightning.prompts import (
+    SPEECH_TASKS,
+    TTS_INSTRUCTION,
+    PromptBatch,
+    SpeechPromptBuilder,
+    splice_audio,
+)
+from minmo_lightning.registry import resolve_class
 from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
-
-if TYPE_CHECKING:
-    from minmo_lightning.streaming import ResponseChunk
+from minmo_lightning.streaming import ResponseChunk, SpeechResponder, turn_query
 
 SLOT_TYPES: dict[str, type[Block]] = {
     "voice_encoder": VoiceEncoder,
@@ -63,14 +74,40 @@ SLOT_TYPES: dict[str, type[Block]] = {
     "duplex_predictor": DuplexPredictor,
     "token2wav": Token2Wav,
 }
-OBJECTIVES = ("speech_to_text", "text_to_speech", "speech_to_speech")
-#: objective -> slots it needs (beyond the LLM)
-OBJECTIVE_SLOTS = {
-    "speech_to_text": ("voice_encoder", "input_projector"),
-    "text_to_speech": ("output_projector", "voice_token_lm"),
-    "speech_to_speech": ("voice_encoder", "input_projector", "output_projector", "voice_token_lm"),
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One training objective: the slots it needs beyond the LLM and the ``MinMo`` method that returns
+    its loss and the metrics logged beside it.
+
+    The voice-decoder objectives also name the batch fields of the text the model speaks, its speech-token
+    targets and the user's audio (None: the user turn is text), and the instruction the LLM is given.
+    """
+
+    slots: tuple[str, ...]
+    loss: str
+    answer_text: str | None = None
+    answer_speech: str | None = None
+    user_audio: str | None = None
+    instruction: str | None = None
+
+
+VOICE_DECODER = ("output_projector", "voice_token_lm")
+OBJECTIVES: dict[str, Objective] = {
+    "speech_to_text": Objective(("voice_encoder", "input_projector"), "speech_to_text_objective"),
+    "text_to_speech": Objective(
+        VOICE_DECODER, "voice_decoder_objective", "text", "speech_tokens", None, TTS_INSTRUCTION
+    ),
+    "speech_to_speech": Objective(
+        ("voice_encoder", "input_projector", *VOICE_DECODER),
+        "voice_decoder_objective",
+        "answer_text",
+        "answer_speech_tokens",
+        "user_audio",
+        SPEECH_TASKS["chat"].instruction,
+    ),
 }
-IGNORE_INDEX = -100
 
 
 def build_block(spec: Block | Mapping[str, Any] | None, slot: str) -> Block | None:
@@ -79,15 +116,7 @@ def build_block(spec: Block | Mapping[str, Any] | None, slot: str) -> Block | No
         return spec
     if not isinstance(spec, Mapping) or "class_path" not in spec:
         raise TypeError(f"{slot} must be a {SLOT_TYPES[slot].__name__} or a class_path/init_args mapping")
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    if module_name:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    else:
-        from minmo_lightning.registry import get_implementation
-
-        cls = get_implementation(class_name)
-    if not issubclass(cls, SLOT_TYPES[slot]):
-        raise TypeError(f"{slot}: {cls.__name__} is not a {SLOT_TYPES[slot].__name__}")
+    cls = resolve_class(spec["class_path"], SLOT_TYPES[slot], what=slot)
     return cls(**dict(spec.get("init_args", {})))
 
 
@@ -120,7 +149,7 @@ class MinMo(L.LightningModule):
             trainable: per present slot, ``frozen``, ``full`` or ``lora`` (LLM only).
             objective: what ``training_step`` optimises; one of ``OBJECTIVES``.
             tasks: speech-to-text tasks to train, cycled over the batch items that support them
-                (``asr`` needs ``text``, ``ser`` needs ``emotion``); see ``TASK_INSTRUCTIONS``.
+                (``asr`` needs ``text``, ``ser`` needs ``emotion``); see ``prompts.SPEECH_TASKS``.
             emotion_labels: names of the emotion classes, in the datamodule's index order.
             init_checkpoint: a previous stage's ``.ckpt``; its block weights initialise this stage.
             init_blocks: per slot, a checkpoint of that block trained alone (its Lightning ``.ckpt`` or a
@@ -146,7 +175,14 @@ class MinMo(L.LightningModule):
                 self.hparams[slot] = block.spec()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-        self._rules = compile_stage(trainable, self.slots, train_patterns or (), freeze_patterns or ())
+        self.objective = OBJECTIVES[objective]
+        self._rules = compile_stage(
+            trainable,
+            self.slots,
+            train_patterns or (),
+            freeze_patterns or (),
+            lora_pattern=self.llm.lora_parameter_pattern,
+        )
         self.tasks = list(tasks or ["asr"])
         self.emotion_labels = list(emotion_labels or ["neutral", "happy", "sad", "angry"])
         self._check_wiring()
@@ -155,12 +191,11 @@ class MinMo(L.LightningModule):
 
     # ---- wiring -------------------------------------------------------------------------------
     def _check_wiring(self) -> None:
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
-
-        objective = self.hparams.objective
-        for slot in OBJECTIVE_SLOTS[objective]:
+        for slot in self.objective.slots:
             if getattr(self, slot) is None:
-                raise ValueError(f"objective {objective} needs a {slot}; add it under model.init_args.{slot}")
+                raise ValueError(
+                    f"objective {self.hparams.objective} needs a {slot}; add it under model.init_args.{slot}"
+                )
         if self.voice_encoder is not None and self.input_projector is not None:
             if self.voice_encoder.output_dim != self.input_projector.input_dim:
                 raise ValueError(
@@ -173,15 +208,15 @@ class MinMo(L.LightningModule):
                     f"({self.llm.hidden_size}); set the projector's output_dim to the LLM width"
                 )
         if self.output_projector is not None and self.voice_token_lm is not None:
-            width = getattr(self.voice_token_lm, "hidden_size", self.output_projector.output_dim)
+            width = self.voice_token_lm.hidden_size
             if self.output_projector.output_dim != width:
                 raise ValueError(
                     f"output_projector.output_dim ({self.output_projector.output_dim}) != the voice token LM "
                     f"width ({width}); set the output projector's output_dim to it"
                 )
-        unknown = [t for t in self.tasks if t not in TASK_INSTRUCTIONS]
+        unknown = [t for t in self.tasks if t not in SPEECH_TASKS]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(TASK_INSTRUCTIONS)}")
+            raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(SPEECH_TASKS)}")
 
     def configure_model(self) -> None:
         if self._configured:
@@ -207,7 +242,7 @@ class MinMo(L.LightningModule):
     def _load_init_checkpoint(self, path: str) -> None:
         """Initialise from a previous stage: every block it holds must load fully; new blocks keep theirs."""
         state = read_state_dict(path)
-        if any("lora_" in k for k in state) and not self.llm.has_lora:
+        if any(re.search(self.llm.lora_parameter_pattern, k) for k in state) and not self.llm.has_lora:
             self.llm.apply_lora()  # the previous stage trained adapters: load them, then fold them in below
         own = self.state_dict()
         unexpected = sorted(state.keys() - own.keys())
@@ -239,10 +274,8 @@ class MinMo(L.LightningModule):
 
     # ---- speech to text -------------------------------------------------------------------------
     @property
-    def prompts(self) -> Any:
+    def prompts(self) -> SpeechPromptBuilder:
         if self._prompts is None:
-            from minmo_lightning.components.llm.prompts import SpeechPromptBuilder
-
             self._prompts = SpeechPromptBuilder(self.llm.tokenizer, self.hparams.user_template)
         return self._prompts
 
@@ -253,29 +286,23 @@ class MinMo(L.LightningModule):
     def _item_tasks(self, batch: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Per item (instruction, response): each utterance gets one of the tasks the batch can supervise,
         chosen from its id and the epoch (deterministic, and the task rotates from epoch to epoch)."""
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
-
-        supported = [
-            t for t in self.tasks if (t != "ser" or "emotion" in batch) and (t == "ser" or "text" in batch)
-        ]
+        supported = [t for t in self.tasks if SPEECH_TASKS[t].answer_field in batch]
         if not supported:
             raise ValueError(f"the batch (keys {sorted(batch)}) supervises none of the tasks {self.tasks}")
         instructions, responses = [], []
         labels = ", ".join(self.emotion_labels)
         for i, item_id in enumerate(batch["ids"]):
-            task = supported[(zlib.crc32(str(item_id).encode()) + self.current_epoch) % len(supported)]
-            instructions.append(TASK_INSTRUCTIONS[task].format(labels=labels, target_language="English"))
-            responses.append(
-                self.emotion_labels[int(batch["emotion"][i])] if task == "ser" else batch["text"][i]
-            )
+            task = SPEECH_TASKS[
+                supported[(zlib.crc32(str(item_id).encode()) + self.current_epoch) % len(supported)]
+            ]
+            instructions.append(task.instruction.format(labels=labels, target_language="English"))
+            responses.append(task.answer(batch, i, self.emotion_labels))
         return instructions, responses
 
     def _prompted_llm(
         self, instructions: list[str], responses: list[str], audio: SequenceBatch | None
     ) -> tuple[PromptBatch, Tensor, LLMOutput]:
         """Build the prompts (audio spliced in where given), run the LLM teacher forced."""
-        from minmo_lightning.components.llm.prompts import splice_audio
-
         lengths = audio.lengths if audio is not None else torch.zeros(len(instructions), dtype=torch.long)
         prompt = self.prompts.build(instructions, lengths, responses).to_device(self.device)
         if prompt.token_ids.shape[1] > self.llm.max_positions:
@@ -298,6 +325,9 @@ class MinMo(L.LightningModule):
             ignore_index=IGNORE_INDEX,
         )
 
+    def speech_to_text_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.speech_to_text_loss(batch), {}
+
     # ---- voice decoder (stages 2 and 3) ----------------------------------------------------------
     def voice_decoder_input(self, prompt: PromptBatch, embeds: Tensor, hidden: Tensor) -> VoiceDecoderInput:
         """MinMo §3.2: query = [user-turn state ; LLM last hidden], then [embedding ; hidden] per answer token.
@@ -313,31 +343,25 @@ class MinMo(L.LightningModule):
         token_embeddings[packed] = embeds[answer]
         token_hidden = hidden.new_zeros(*packed.shape, hidden.shape[-1])
         token_hidden[packed] = hidden[answer]
-        turn_state = masked_mean(embeds, before)
         positions = torch.arange(before.shape[1], device=before.device)
         last_before = (before * positions).argmax(1)
         turn_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_before]
-        query = torch.cat([turn_state, turn_hidden], dim=-1)[:, None]
-        return VoiceDecoderInput(query, token_embeddings, token_hidden, counts)
+        return VoiceDecoderInput(
+            turn_query(embeds, before, turn_hidden), token_embeddings, token_hidden, counts
+        )
 
-    def voice_decoder_forward(self, batch: Mapping[str, Any]) -> Any:
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, TTS_INSTRUCTION
-
-        if self.hparams.objective == "text_to_speech":
-            texts, speech, audio = batch["text"], batch.get("speech_tokens"), None
-            instructions = [TTS_INSTRUCTION.format(text=t) for t in texts]
-        else:
-            texts, speech = batch["answer_text"], batch.get("answer_speech_tokens")
-            instructions = [TASK_INSTRUCTIONS["chat"]] * len(texts)
+    def voice_decoder_forward(self, batch: Mapping[str, Any]) -> DecoderLoss:
+        objective = self.objective
+        texts, speech = batch[objective.answer_text], batch.get(objective.answer_speech)
         if speech is None:
             raise KeyError(
-                f"objective {self.hparams.objective} needs speech-token targets in the batch; add them to the "
-                "dataset with `minmo prepare` (speech tokenizer) first"
+                f"objective {self.hparams.objective} needs speech-token targets ({objective.answer_speech}) in the "
+                "batch; add them to the dataset with `minmo prepare` (speech tokenizer) first"
             )
+        instructions = [objective.instruction.format(text=t) for t in texts]
         llm_trains = self.hparams.trainable.get("llm") != "frozen"
         with torch.set_grad_enabled(torch.is_grad_enabled() and llm_trains):
-            if self.hparams.objective == "speech_to_speech":
-                audio = self.encode_audio(batch["user_audio"])
+            audio = self.encode_audio(batch[objective.user_audio]) if objective.user_audio else None
             prompt, embeds, out = self._prompted_llm(instructions, list(texts), audio)
         decoder_input = self.voice_decoder_input(prompt, embeds, out.hidden_states)
         vectors = self.output_projector(decoder_input)
@@ -350,21 +374,16 @@ class MinMo(L.LightningModule):
         semantic = SequenceBatch(vectors.values[:, query_rows:], decoder_input.lengths)
         return self.voice_token_lm.decoder_forward(semantic, speech, prefix)
 
-    def objective_loss(self, batch: Mapping[str, Any], stage: str) -> Tensor:
+    def voice_decoder_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.voice_decoder_forward(batch)
+        return out.loss, {"speech_token_acc": out.acc}
+
+    def objective_loss(self, batch: Mapping[str, Any], split: str) -> Tensor:
+        """The objective's loss on ``batch``, logged with its metrics under ``split`` (train / val)."""
+        loss, metrics = getattr(self, self.objective.loss)(batch)
         size = len(batch["ids"])
-        if self.hparams.objective == "speech_to_text":
-            loss = self.speech_to_text_loss(batch)
-        else:
-            out = self.voice_decoder_forward(batch)
-            loss = out.loss
-            self.log(
-                f"{stage}/speech_token_acc",
-                out.acc,
-                prog_bar=True,
-                batch_size=size,
-                sync_dist=stage != "train",
-            )
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        for name, value in {**metrics, "loss": loss}.items():
+            self.log(f"{split}/{name}", value, prog_bar=True, batch_size=size, sync_dist=split != "train")
         return loss
 
     def generation_prompt(
@@ -372,8 +391,6 @@ class MinMo(L.LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """Left-padded prompt embeddings and attention mask, the user's encoded audio (``encode_audio``)
         spliced in where given."""
-        from minmo_lightning.components.llm.prompts import splice_audio
-
         lengths = frames.lengths if frames is not None else torch.zeros(len(instructions), dtype=torch.long)
         prompt = self.prompts.build(instructions, lengths, padding_side="left").to_device(self.device)
         embeds = self.llm.embed(prompt.token_ids)
@@ -394,9 +411,6 @@ class MinMo(L.LightningModule):
         voice decoder is judged. ``options`` go to ``SpeechResponder`` (text sampling, speech sampler,
         ``synthesize``).
         """
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS, TTS_INSTRUCTION
-        from minmo_lightning.streaming import SpeechResponder
-
         if (audio is None) == (texts is None):
             raise ValueError(
                 "respond() takes either the user's audio (a spoken question) or texts to read aloud"
@@ -408,7 +422,7 @@ class MinMo(L.LightningModule):
                 embeds, mask = self.generation_prompt([TTS_INSTRUCTION.format(text=t) for t in texts])
             else:
                 embeds, mask = self.generation_prompt(
-                    [TASK_INSTRUCTIONS["chat"]] * audio.waveform.shape[0], self.encode_audio(audio)
+                    [SPEECH_TASKS["chat"].instruction] * audio.waveform.shape[0], self.encode_audio(audio)
                 )
         forced = None
         if verbatim:
@@ -423,10 +437,7 @@ class MinMo(L.LightningModule):
     @torch.no_grad()
     def generate_text(self, frames: SequenceBatch, instruction: str | None = None) -> list[str]:
         """``transcribe`` on already encoded audio (``encode_audio``), so one encoding serves several prompts."""
-        from minmo_lightning.components.llm.generation import SamplingConfig, generate
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
-
-        instruction = instruction or TASK_INSTRUCTIONS["asr"]
+        instruction = instruction or SPEECH_TASKS["asr"].instruction
         embeds, attention_mask = self.generation_prompt([instruction] * frames.values.shape[0], frames)
         tokenizer = self.llm.tokenizer
         result = generate(
@@ -435,7 +446,7 @@ class MinMo(L.LightningModule):
             attention_mask,
             eos_token_id=self.prompts.end_id,
             pad_token_id=self.prompts.pad_id,
-            config=SamplingConfig(max_new_tokens=self.hparams.max_new_tokens),
+            config=TextSamplingConfig(max_new_tokens=self.hparams.max_new_tokens),
         )
         texts = []
         for row, length in zip(result.tokens, result.lengths):
@@ -470,11 +481,9 @@ class MinMo(L.LightningModule):
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One record per utterance (the ``minmo evaluate`` protocol): ASR text, or for emotion data the
         generated SER answer plus the closed-set pick (``scored_prediction``, from ``score_answers``)."""
-        from minmo_lightning.components.llm.prompts import TASK_INSTRUCTIONS
-
         frames = self.encode_audio(batch["audio"])  # once, for every prompt below
         if "emotion" in batch:
-            instruction = TASK_INSTRUCTIONS["ser"].format(labels=", ".join(self.emotion_labels))
+            instruction = SPEECH_TASKS["ser"].instruction.format(labels=", ".join(self.emotion_labels))
             texts = self.generate_text(frames, instruction)
             scores = self.score_answers(frames, instruction, self.emotion_labels)
             return [
@@ -496,27 +505,10 @@ class MinMo(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         verify_stage(self, self._rules)
-        decay, no_decay = [], []
-        for _, param in self.named_parameters():
-            if param.requires_grad:
-                (decay if param.dim() >= 2 else no_decay).append(param)
-        if not decay and not no_decay:
-            raise ValueError("this stage trains no parameter: set at least one slot to `full` or `lora`")
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.learning_rate,
+        config = OptimizerConfig(
+            learning_rate=self.hparams.learning_rate,
+            weight_decay=self.hparams.weight_decay,
+            warmup_steps=self.hparams.warmup_steps,
+            floor=0.1,
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = self.hparams.warmup_steps
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_adamw(self, config)

@@ -21,9 +21,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from minmo_lightning.components.llm.generation import GeneratedStep, SamplingConfig, TextStream
+from minmo_lightning.generation import GeneratedStep, TextSamplingConfig, TextStream
 from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput, masked_mean
 from minmo_lightning.timing import synchronized_time
+
+
+def turn_query(embeds: Tensor, turn_mask: Tensor, turn_hidden: Tensor) -> Tensor:
+    """The voice decoder's per-turn query (MinMo §3.2), ``[B, 1, 2D]``: the mean input embedding of the
+    user turn (``turn_mask`` [B, T] over ``embeds`` [B, T, D]) beside the LLM's last hidden state before
+    the answer (``turn_hidden`` [B, D]). Training and streaming both build it here."""
+    return torch.cat([masked_mean(embeds, turn_mask), turn_hidden], dim=-1)[:, None]
 
 
 @dataclass
@@ -67,7 +74,7 @@ class SpeechResponder:
     def __init__(
         self,
         model,
-        text_config: SamplingConfig | None = None,
+        text_config: TextSamplingConfig | None = None,
         speech_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
         generator: torch.Generator | None = None,
         synthesize: bool = True,
@@ -77,7 +84,7 @@ class SpeechResponder:
             if getattr(model, slot) is None:
                 raise ValueError(f"a spoken response needs a {slot}; add it under model.init_args.{slot}")
         self.model = model
-        self.text_config = text_config or SamplingConfig(max_new_tokens=model.hparams.max_new_tokens)
+        self.text_config = text_config or TextSamplingConfig(max_new_tokens=model.hparams.max_new_tokens)
         self.speech_sampler, self.generator = speech_sampler, generator
         self.token2wav = model.token2wav if synthesize else None
         self.max_speech_steps = max_speech_steps
@@ -93,7 +100,6 @@ class SpeechResponder:
         model = self.model
         llm, projector, voice_lm = model.llm, model.output_projector, model.voice_token_lm
         batch, per_chunk = inputs_embeds.shape[0], voice_lm.ratio.text
-        turn_state = masked_mean(inputs_embeds, attention_mask.bool())
         text = TextStream(
             llm,
             inputs_embeds,
@@ -103,7 +109,7 @@ class SpeechResponder:
             self.text_config,
             forced_text,
         )
-        query = torch.cat([turn_state, text.prompt_hidden], -1)[:, None]
+        query = turn_query(inputs_embeds, attention_mask.bool(), text.prompt_hidden)
         state = voice_lm.init_state(batch)
         wav_state = self.token2wav.init_state(batch) if self.token2wav is not None else None
         flushed = torch.zeros(batch, dtype=torch.bool, device=inputs_embeds.device)

@@ -66,15 +66,63 @@ def test_namespace_maps_top_level_folders() -> None:
     assert Path(minmo_lightning.recipes.__file__).resolve().parent == repo / "recipes"
 
 
-def test_duplicate_implementation_name_is_rejected() -> None:
-    class SomeDuplicateEncoder(blocks.VoiceEncoder):
-        pass
+def _forward(self, audio):  # a complete VoiceEncoder needs only forward beyond its attributes
+    raise NotImplementedError
 
+
+def test_duplicate_implementation_name_is_rejected() -> None:
+    members = {"forward": _forward}
+    type("SomeDuplicateEncoder", (blocks.VoiceEncoder,), {**members, "__module__": __name__})
     try:
         with pytest.raises(registry.RegistryError, match="already registered"):
-            type("SomeDuplicateEncoder", (blocks.VoiceEncoder,), {"__module__": "elsewhere"})
+            type("SomeDuplicateEncoder", (blocks.VoiceEncoder,), {**members, "__module__": "elsewhere"})
     finally:
         registry.unregister("SomeDuplicateEncoder")
+
+
+def test_incomplete_implementation_fails_at_class_definition() -> None:
+    """A voice LM without the streaming step: the slot names what is missing, and nothing registers."""
+    with pytest.raises(
+        blocks.IncompleteBlockError, match=r"HalfVoiceLM \(a VoiceTokenLM\).* init_state, step"
+    ):
+
+        class HalfVoiceLM(blocks.VoiceTokenLM):
+            def decoder_forward(self, semantic, speech, prefix=None):
+                raise NotImplementedError
+
+    assert "HalfVoiceLM" not in registry.implementations()
+
+
+def test_every_slot_member_the_composite_calls_is_declared() -> None:
+    """LLM properties the composite reads are abstract on the slot, so a backbone without them cannot exist."""
+    abstract = {
+        n
+        for n in dir(blocks.LLMBackbone)
+        if getattr(getattr(blocks.LLMBackbone, n), "__isabstractmethod__", False)
+    }
+    assert {"max_positions", "tokenizer", "has_lora", "merge_lora", "apply_lora", "hidden_size"} <= abstract
+    assert {"query_length", "forward"} <= {
+        n
+        for n in dir(blocks.OutputProjector)
+        if getattr(getattr(blocks.OutputProjector, n), "__isabstractmethod__", False)
+    }
+
+
+def test_missing_data_attribute_fails_at_construction() -> None:
+    """``frame_rate`` is declared by the VoiceEncoder slot: an encoder that never sets it cannot be built."""
+
+    class NoFrameRateEncoder(blocks.VoiceEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sample_rate, self.output_dim = 16000, 8
+
+        forward = _forward
+
+    try:
+        with pytest.raises(blocks.IncompleteBlockError, match="NoFrameRateEncoder .*does not set frame_rate"):
+            NoFrameRateEncoder()
+    finally:
+        registry.unregister("NoFrameRateEncoder")
 
 
 def test_every_implementation_resolves_by_short_class_name() -> None:
@@ -271,3 +319,11 @@ def test_token_batch_from_list_pads_and_masked_mean_skips_padding() -> None:
     values = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
     mask = torch.tensor([[True, True, False], [False, False, False]])
     assert masked_mean(values, mask).flatten().tolist() == [2.0, 0.0]
+
+
+def test_every_objective_names_a_loss_method_and_known_slots() -> None:
+    from minmo_lightning.model import OBJECTIVES, SLOT_TYPES
+
+    for name, objective in OBJECTIVES.items():
+        assert callable(getattr(MinMo, objective.loss)), name
+        assert set(objective.slots) <= set(SLOT_TYPES), name

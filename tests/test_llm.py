@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from minmo_lightning.components.llm.generation import SamplingConfig, generate
+from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
-from minmo_lightning.components.llm.prompts import (
+from minmo_lightning.prompts import (
     AUDIO_PLACEHOLDER,
     IGNORE_INDEX,
     SpeechPromptBuilder,
@@ -86,7 +86,7 @@ def test_kv_cached_generation_equals_full_recompute(llm: HFCausalLM) -> None:
     frames = SequenceBatch(torch.randn(2, 9, 64), lengths)
     prompt = builder.build(["Transcribe the speech."] * 2, lengths, padding_side="left")
     embeds = splice_audio(llm.embed(prompt.token_ids), prompt.audio_mask, frames)
-    config = SamplingConfig(max_new_tokens=12)
+    config = TextSamplingConfig(max_new_tokens=12)
     with torch.no_grad():
         cached = generate(llm, embeds, prompt.attention_mask, eos_token_id=-1, pad_token_id=0, config=config)
         reference = _greedy_without_cache(llm, embeds, prompt.attention_mask, 12)
@@ -100,7 +100,7 @@ def test_generation_stops_per_item_at_eos(llm: HFCausalLM) -> None:
     mask = torch.ones(2, 5, dtype=torch.long)
     with torch.no_grad():
         first = _greedy_without_cache(llm, prompt_embeds, mask, 1)[:, 0]
-        result = generate(llm, prompt_embeds, mask, int(first[0]), 0, SamplingConfig(max_new_tokens=6))
+        result = generate(llm, prompt_embeds, mask, int(first[0]), 0, TextSamplingConfig(max_new_tokens=6))
     assert result.lengths[0] == 1
 
 

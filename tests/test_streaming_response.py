@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from minmo_lightning.components.llm.generation import SamplingConfig, generate
+from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
@@ -68,7 +68,7 @@ def model():
 def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
     model = speaking_minmo()  # its end id is changed below
     audio = tiny_batch()["audio"]
-    text_config = SamplingConfig(max_new_tokens=14, temperature=1.0, seed=3)
+    text_config = TextSamplingConfig(max_new_tokens=14, temperature=1.0, seed=3)
     with torch.no_grad():
         embeds, mask = model.generation_prompt(
             ["Answer the user's spoken question."] * 2, model.encode_audio(audio)
@@ -106,7 +106,7 @@ def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
 
 def test_batched_rows_speak_as_they_would_alone(model) -> None:
     audio = tiny_batch()["audio"]
-    text_config = SamplingConfig(max_new_tokens=9)
+    text_config = TextSamplingConfig(max_new_tokens=9)
     responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
     with torch.no_grad():
         embeds, mask = model.generation_prompt(
@@ -121,9 +121,9 @@ def test_batched_rows_speak_as_they_would_alone(model) -> None:
 
 def test_audio_streams_out_and_matches_offline_token2wav() -> None:
     model = speaking_minmo(token2wav=True)
-    responder = SpeechResponder(model, SamplingConfig(max_new_tokens=6), speech_sampler=GREEDY_SPEECH)
+    responder = SpeechResponder(model, TextSamplingConfig(max_new_tokens=6), speech_sampler=GREEDY_SPEECH)
     _, speech, chunks = collect(model.respond(texts=["stop now", "hello there"], speech_sampler=GREEDY_SPEECH,
-                                              text_config=SamplingConfig(max_new_tokens=6)))  # fmt: skip
+                                              text_config=TextSamplingConfig(max_new_tokens=6)))  # fmt: skip
     assert responder.token2wav is model.token2wav
     first_audio = next(i for i, c in enumerate(chunks) if int(c.audio.lengths.max()) > 0)
     assert first_audio <= 1  # 15 tokens + the flow's 3 look-ahead tokens: audio by the second chunk

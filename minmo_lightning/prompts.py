@@ -8,27 +8,43 @@ the closing ``<|im_end|>``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from minmo_lightning.contracts import SequenceBatch
+from minmo_lightning.contracts import IGNORE_INDEX, SequenceBatch
 
 AUDIO_PLACEHOLDER = "<|audio|>"
-IGNORE_INDEX = -100
 
-#: task -> instruction; ``{...}`` fields come from per-item arguments (e.g. target_language, labels).
-TASK_INSTRUCTIONS: dict[str, str] = {
-    "asr": "Transcribe the speech.",
-    "s2tt": "Translate the speech into {target_language}.",
-    "lid": "Which language is spoken?",
-    "ser": "What is the emotion of the speaker? Answer with one of: {labels}.",
-    "aed": "Which audio events occur in the recording?",
-    "speaker": "Describe the speaker's gender and age.",
-    "chat": "Answer the user's spoken question.",
+
+@dataclass(frozen=True)
+class SpeechTask:
+    """A speech-to-text task: the instruction the user turn carries and the batch field its answer comes
+    from (``label_field``: the field holds class indices, answered with the class name)."""
+
+    instruction: str
+    answer_field: str
+    label_field: bool = False
+
+    def answer(self, batch: Mapping[str, Any], item: int, labels: Sequence[str]) -> str:
+        value = batch[self.answer_field][item]
+        return labels[int(value)] if self.label_field else value
+
+
+#: task -> spec; ``{...}`` fields of the instruction come from per-item arguments (target_language, labels).
+#: Only asr and ser have answers of their own in today's data; the others read the transcript until the
+#: task-range work (#16) gives them theirs.
+SPEECH_TASKS: dict[str, SpeechTask] = {
+    "asr": SpeechTask("Transcribe the speech.", "text"),
+    "s2tt": SpeechTask("Translate the speech into {target_language}.", "text"),
+    "lid": SpeechTask("Which language is spoken?", "text"),
+    "ser": SpeechTask("What is the emotion of the speaker? Answer with one of: {labels}.", "emotion", True),
+    "aed": SpeechTask("Which audio events occur in the recording?", "text"),
+    "speaker": SpeechTask("Describe the speaker's gender and age.", "text"),
+    "chat": SpeechTask("Answer the user's spoken question.", "text"),
 }
 #: the text-only user turn of text-to-speech alignment (stage 2); the answer is the same text.
 TTS_INSTRUCTION = "Read this text aloud: {text}"

@@ -18,7 +18,7 @@ from minmo_lightning.contracts import TokenBatch
 
 
 @dataclass
-class SamplingConfig:
+class TextSamplingConfig:
     """``temperature == 0`` means greedy; otherwise top-k / top-p sampling."""
 
     max_new_tokens: int = 128
@@ -44,7 +44,7 @@ class GenerationResult:
     lengths: Tensor  # [B] tokens up to and including eos
 
 
-def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None) -> Tensor:
+def sample_next(logits: Tensor, config: TextSamplingConfig, generator: torch.Generator | None) -> Tensor:
     if config.temperature <= 0:
         return logits.argmax(-1)
     logits = logits.float() / config.temperature
@@ -76,7 +76,7 @@ class TextStream:
         attention_mask: Tensor,
         eos_token_id: int,
         pad_token_id: int,
-        config: SamplingConfig,
+        config: TextSamplingConfig,
         forced: TokenBatch | None = None,
     ) -> None:
         if bool((attention_mask[:, -1] == 0).any()):
@@ -135,7 +135,7 @@ def generate(
     attention_mask: Tensor,
     eos_token_id: int,
     pad_token_id: int,
-    config: SamplingConfig,
+    config: TextSamplingConfig,
 ) -> GenerationResult:
     steps = list(TextStream(llm, inputs_embeds, attention_mask, eos_token_id, pad_token_id, config))
     if not steps:
