@@ -28,13 +28,13 @@ import statistics
 from pathlib import Path
 
 import torch
-from minmo_lightning.generation import TextSamplingConfig, TextStream
 from minmo_lightning.components.llm.hf_causal_lm import TINY_TOKENIZER, HFCausalLM
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
 from minmo_lightning.contracts import SequenceBatch, TokenBatch
+from minmo_lightning.generation import TextSamplingConfig, TextStream
 from minmo_lightning.model import MinMo
 from minmo_lightning.timing import describe_device, synchronized_time, warm_up
 

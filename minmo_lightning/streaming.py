@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from minmo_lightning.generation import GeneratedStep, TextSamplingConfig, TextStream
 from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput, masked_mean
+from minmo_lightning.generation import GeneratedStep, TextSamplingConfig, TextStream
 from minmo_lightning.timing import synchronized_time
 
 

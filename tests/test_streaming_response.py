@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
@@ -12,6 +11,7 @@ from test_core import tiny_batch, tiny_minmo
 from test_voice_token_lm import assert_teacher_forced_argmax
 
 from minmo_lightning.contracts import TokenBatch, VoiceDecoderInput
+from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.streaming import SpeechResponder
 
 
