@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from minmo_lightning.datamodules.corpus_text import Exchange, punctuate, unique_exchanges, vocabulary
-from minmo_lightning.datamodules.timeline import LABELS, DuplexConfig, build_session, frame_labels
+from minmo_lightning.datamodules.timeline import LABELS, DuplexConfig, Speaker, build_session, frame_labels
 
 ESPEAK_RATE = 22050
 ENCODER_RATE = 16000
@@ -103,7 +103,7 @@ class SessionJob:
     sample_rate: int = ENCODER_RATE
 
 
-def _speak(job: Utterance) -> np.ndarray:
+def _synthesize(job: Utterance) -> np.ndarray:
     """Synthesise, apply the gain and resample; float32 in [-1, 1]."""
     import soxr
     from minmo_lightning.datamodules.espeak import Espeak, Voice
@@ -129,25 +129,26 @@ def wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
 
 
 def _render_utterance(job: Utterance) -> dict:
-    wave = _speak(job)
+    wave = _synthesize(job)
     return {"bytes": wav_bytes(wave, job.sample_rate), "duration": len(wave) / job.sample_rate}
 
 
 def _render_session(job: SessionJob) -> dict:
     rng = random.Random(job.seed)
 
-    def speaker(voice: str, rate: int, pitch: int) -> Callable[[str], np.ndarray]:
-        def speak(text: str) -> np.ndarray:
-            return _speak(
+    def speaker(voice: str, rate: int, pitch: int) -> Speaker:
+        """Text -> waveform in this voice; every utterance draws its seed from the session's ``rng``."""
+
+        def synthesize(text: str) -> np.ndarray:
+            return _synthesize(
                 Utterance(text, voice, rate, pitch, rng.getrandbits(31), sample_rate=job.sample_rate)
             )
 
-        return speak
+        return synthesize
 
+    user = speaker(job.voice, job.rate, job.pitch)
     assistant = speaker(ASSISTANT_VOICE["name"], ASSISTANT_VOICE["rate"], ASSISTANT_VOICE["pitch"])
-    session = build_session(
-        rng, speaker(job.voice, job.rate, job.pitch), assistant, job.config, job.sample_rate
-    )
+    session = build_session(rng, user, assistant, job.config, job.sample_rate)
     return {
         "user": wav_bytes(session.user, job.sample_rate),
         "assistant": wav_bytes(session.assistant, job.sample_rate),
@@ -197,6 +198,21 @@ def _user_voice(rng: random.Random, voices: tuple[str, ...] = USER_VOICES) -> tu
     return rng.choice(voices), rng.randint(130, 200), rng.randint(30, 70)
 
 
+def _deal(exchanges: list[Exchange], counts: dict[str, int]) -> dict[str, list[Exchange]]:
+    """Consecutive slices of ``exchanges``, ``counts[task]`` long each, in the order of ``counts``."""
+    pools, start = {}, 0
+    for task, count in counts.items():
+        pools[task], start = exchanges[start : start + count], start + count
+    return pools
+
+
+def _train_validation_test(
+    train: list[Exchange], held_out: list[Exchange], eval_size: int
+) -> dict[str, list[Exchange]]:
+    """A task's splits: its training sentences, and its held-out ones cut into validation and test."""
+    return {"train": train, "validation": held_out[:eval_size], "test": held_out[eval_size:]}
+
+
 def plan_corpus(
     size: CorpusSize,
     seed: int,
@@ -215,33 +231,20 @@ def plan_corpus(
         "s2s": 2 * size.s2s_eval,
     }
     held = unique_exchanges(rng, sum(eval_counts.values()))
-    pools: dict[str, list[Exchange]] = {}
-    start = 0
-    for task, count in eval_counts.items():
-        pools[task], start = held[start : start + count], start + count
-    exclude = {ex.user for ex in held}
-    train = unique_exchanges(
-        rng, size.asr_train + size.emotion_train + size.tts_train + size.s2s_train, exclude
-    )
+    held_pools = _deal(held, eval_counts)
     train_counts = {
         "asr": size.asr_train,
         "emotion": size.emotion_train,
         "tts": size.tts_train,
         "s2s": size.s2s_train,
     }
-    start = 0
-    train_pools = {}
-    for task, count in train_counts.items():
-        train_pools[task], start = train[start : start + count], start + count
+    train = unique_exchanges(rng, sum(train_counts.values()), {ex.user for ex in held})
+    train_pools = _deal(train, train_counts)
 
     plan = Plan()
     tasks = set(tasks)
     if "asr" in tasks:
-        splits = {
-            "train": train_pools["asr"],
-            "validation": pools["asr"][: size.asr_eval],
-            "test": pools["asr"][size.asr_eval :],
-        }
+        splits = _train_validation_test(train_pools["asr"], held_pools["asr"], size.asr_eval)
         for split, exchanges in splits.items():
             for i, ex in enumerate(exchanges):
                 voice, rate, pitch = _user_voice(rng)
@@ -252,7 +255,7 @@ def plan_corpus(
                 plan.add("asr", split, job, {"id": f"asr-{split}-{i:05d}", "text": ex.user, "speaker": voice})
     if "emotion" in tasks:
         half = size.emotion_eval // 2
-        held_emotion = pools["emotion"]
+        held_emotion = held_pools["emotion"]
         seen_voices, unseen_voices = USER_VOICES[:-HELD_OUT_VOICES], USER_VOICES[-HELD_OUT_VOICES:]
         splits = {
             "train": (train_pools["emotion"], seen_voices),
@@ -284,11 +287,7 @@ def plan_corpus(
                     plan.add("emotion", split, job, meta)
     assistant = ASSISTANT_VOICE
     if "tts" in tasks:
-        splits = {
-            "train": train_pools["tts"],
-            "validation": pools["tts"][: size.tts_eval],
-            "test": pools["tts"][size.tts_eval :],
-        }
+        splits = _train_validation_test(train_pools["tts"], held_pools["tts"], size.tts_eval)
         for split, exchanges in splits.items():
             for i, ex in enumerate(exchanges):
                 # Alternate answers and questions so the TTS set covers the whole vocabulary.
@@ -303,11 +302,7 @@ def plan_corpus(
                 )
                 plan.add("tts", split, job, {"id": f"tts-{split}-{i:05d}", "text": text})
     if "s2s" in tasks:
-        splits = {
-            "train": train_pools["s2s"],
-            "validation": pools["s2s"][: size.s2s_eval],
-            "test": pools["s2s"][size.s2s_eval :],
-        }
+        splits = _train_validation_test(train_pools["s2s"], held_pools["s2s"], size.s2s_eval)
         for split, exchanges in splits.items():
             for i, ex in enumerate(exchanges):
                 voice, rate, pitch = _user_voice(rng)
