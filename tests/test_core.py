@@ -9,42 +9,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from blocks_for_tests import FramingTestEncoder
+from builders import FramingTestEncoder, tiny_batch, tiny_minmo
 from jsonargparse import ArgumentParser
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 
 from minmo_lightning import blocks, registry
-from minmo_lightning.contracts import AudioBatch
 from minmo_lightning.golden import UnknownGoldenItem, run_golden
 from minmo_lightning.model import MinMo
 from minmo_lightning.stages import StageError, compile_stage, expected_trainable
-
-
-def tiny_minmo(**overrides) -> MinMo:
-    args = {
-        "llm": HFCausalLM.from_preset("tiny"),
-        "voice_encoder": FramingTestEncoder.from_preset("tiny"),
-        "input_projector": TransformerConvProjector.from_preset("tiny"),
-        "trainable": {"voice_encoder": "frozen", "input_projector": "full", "llm": "lora"},
-        "tasks": ["asr", "ser"],
-    }
-    model = MinMo(**{**args, **overrides})
-    model.configure_model()
-    return model
-
-
-def tiny_batch() -> dict:
-    g = torch.Generator().manual_seed(0)
-    audio = AudioBatch.from_list(
-        [0.1 * torch.randn(16000, generator=g), 0.1 * torch.randn(7000, generator=g)], 16000
-    )
-    return {
-        "ids": ["a", "b"],
-        "audio": audio,
-        "text": ["hello there", "stop now"],
-        "emotion": torch.tensor([1, 3]),
-    }
 
 
 def test_every_module_imports() -> None:

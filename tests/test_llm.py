@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import tiny_batch, tiny_minmo
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from saved_activations import run_counting_saved
-from test_core import tiny_batch, tiny_minmo
 
 from minmo_lightning.contracts import AudioBatch, SequenceBatch
 from minmo_lightning.generation import TextSamplingConfig, generate

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from builders import tiny_batch, tiny_minmo
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
-from test_core import tiny_batch, tiny_minmo
 
 from minmo_lightning.contracts import TokenBatch
 

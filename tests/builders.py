@@ -1,0 +1,57 @@
+"""Tiny models and batches the tests share: a framing voice encoder, a tiny MinMo and a two-item batch."""
+
+from __future__ import annotations
+
+import torch
+from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
+from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+from torch import nn
+
+from minmo_lightning.blocks import VoiceEncoder
+from minmo_lightning.contracts import AudioBatch, SequenceBatch
+from minmo_lightning.model import MinMo
+
+
+class FramingTestEncoder(VoiceEncoder):
+    """Cuts 16 kHz audio into 40 ms frames and projects them: enough to exercise the composite."""
+
+    presets = {"tiny": {"output_dim": 32, "frame_samples": 640}}
+
+    def __init__(self, output_dim: int = 32, frame_samples: int = 640) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.sample_rate, self.output_dim = 16000, output_dim
+        self.frame_rate = self.sample_rate / frame_samples
+        self.proj = nn.Linear(frame_samples, output_dim)
+
+    def forward(self, audio: AudioBatch) -> SequenceBatch:
+        audio.require(self.sample_rate, who="FramingTestEncoder")
+        size = self.hparams.frame_samples
+        frames = audio.waveform[:, : audio.waveform.shape[1] // size * size].unflatten(1, (-1, size))
+        return SequenceBatch(self.proj(frames), audio.lengths // size)
+
+
+def tiny_minmo(**overrides) -> MinMo:
+    args = {
+        "llm": HFCausalLM.from_preset("tiny"),
+        "voice_encoder": FramingTestEncoder.from_preset("tiny"),
+        "input_projector": TransformerConvProjector.from_preset("tiny"),
+        "trainable": {"voice_encoder": "frozen", "input_projector": "full", "llm": "lora"},
+        "tasks": ["asr", "ser"],
+    }
+    model = MinMo(**{**args, **overrides})
+    model.configure_model()
+    return model
+
+
+def tiny_batch() -> dict:
+    g = torch.Generator().manual_seed(0)
+    audio = AudioBatch.from_list(
+        [0.1 * torch.randn(16000, generator=g), 0.1 * torch.randn(7000, generator=g)], 16000
+    )
+    return {
+        "ids": ["a", "b"],
+        "audio": audio,
+        "text": ["hello there", "stop now"],
+        "emotion": torch.tensor([1, 3]),
+    }
