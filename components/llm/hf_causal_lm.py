@@ -84,27 +84,19 @@ def load_tokenizer(path: str) -> Any:
 class HFCausalLM(LLMBackbone):
     """Decoder-only LLM from transformers; exposes embeddings, last hidden states and a KV cache."""
 
+    #: a local Qwen2.5 folder in bf16 with LoRA on the attention projections; presets change only the config
+    _BASE = {"path": None, "tokenizer_path": None, "dtype": "bfloat16", **_LORA}
     presets = {
-        "qwen2.5-7b-instruct": {
-            "path": None,
-            "config": _qwen2_config(3584, 28, 28, 4, 18944, 152064, tied=False),
-            "tokenizer_path": None,
-            "dtype": "bfloat16",
-            **_LORA,
-        },
-        "qwen2.5-0.5b-instruct": {
-            "path": None,
-            "config": _qwen2_config(896, 24, 14, 2, 4864, 151936, tied=True),
-            "tokenizer_path": None,
-            "dtype": "bfloat16",
-            **_LORA,
-        },
+        "qwen2.5-7b-instruct": {**_BASE, "config": _qwen2_config(3584, 28, 28, 4, 18944, 152064, tied=False)},
+        "qwen2.5-0.5b-instruct": {**_BASE, "config": _qwen2_config(896, 24, 14, 2, 4864, 151936, tied=True)},
         "tiny": {
-            "path": None,
+            **_BASE,
             "config": _qwen2_config(64, 2, 4, 2, 128, 512, tied=True, max_pos=2048),
             "tokenizer_path": TINY_TOKENIZER,
             "dtype": "float32",
-            **{**_LORA, "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+            "lora_rank": 4,
+            "lora_alpha": 8,
+            "lora_dropout": 0.0,
         },
     }
 
