@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 from minmo_lightning.evaluation.report import find_file
-from minmo_lightning.evaluation.tasks import TASKS
+from minmo_lightning.evaluation.tasks import TASK_SPECS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="score this JSONL instead of running a model")
     p.add_argument("--references", help="references: a JSONL or an HF save_to_disk dataset folder")
     p.add_argument("--split", help="split of a DatasetDict given as --references")
-    p.add_argument("--task", choices=TASKS)
+    p.add_argument("--task", choices=tuple(TASK_SPECS))
     p.add_argument("--out", help="report directory (default runs/eval/<task>-<name>)")
     p.add_argument("--model-name", help="name shown in the report")
     p.add_argument("--normalizer", help="asr: whisper_english | basic | chinese | mixed | none")
@@ -55,12 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fdb_parser() -> argparse.ArgumentParser:
-    from minmo_lightning.evaluation.fdb import TASKS as FDB_TASKS
+    from minmo_lightning.evaluation.fdb import FDB_TASKS
 
     p = argparse.ArgumentParser(
         prog="minmo evaluate fdb", description="Full-Duplex-Bench v1 metrics on its own folder layout."
     )
-    p.add_argument("--task", required=True, choices=FDB_TASKS)
+    p.add_argument("--task", required=True, choices=tuple(FDB_TASKS))
     p.add_argument("--root", required=True, help="one folder per sample (output.json, turn_taking.json, ...)")
     p.add_argument("--out", help="where metrics.json, report.md and the timeline go (default: --root)")
     p.add_argument(
@@ -122,9 +122,7 @@ def _evaluate_main(argv: list[str]) -> int:
         recipe = yaml.safe_load(find_file(args.config).read_text()) or {}
     task = args.task or recipe.get("task")
     if task is None:
-        raise SystemExit(
-            "minmo evaluate: give --task (asr, emotion, duplex, latency) or a --config with task:"
-        )
+        raise SystemExit(f"minmo evaluate: give --task ({', '.join(TASK_SPECS)}) or a --config with task:")
     dataset = dict(recipe.get("dataset") or {})
     if args.split:
         dataset["split"] = args.split

@@ -46,7 +46,6 @@ BC_WINDOW_S = 0.2
 BC_EPSILON = 1e-10
 BC_LONG_SEGMENT_S = 3.0
 JSD_MAX = math.sqrt(math.log(2))
-TASKS = ("pause_handling", "smooth_turn_taking", "user_interruption", "backchannel")
 #: relevance judge for user interruption: (context, interrupt, response text) -> rating 0-5
 Judge = Callable[[str, str, str], float]
 
@@ -294,31 +293,108 @@ def _relevance(folder: Path, meta: dict, words: list[Word], tor: int, judge: Jud
     return float(_read_json(path)["rating"]) if path.is_file() else None
 
 
-def evaluate_sample(
-    folder: Path, task: str, gt: dict | None = None, reference_compat: bool = True, judge: Judge | None = None
-) -> dict:
+@dataclass(frozen=True)
+class SampleInputs:
+    """What a task's sample scorer may read besides the sample folder and its words."""
+
+    gt: dict | None  # icc_gt_distribution.json (backchannel)
+    reference_compat: bool
+    judge: Judge | None
+
+
+def _pause_handling(folder: Path, words: list[Word], inputs: SampleInputs) -> dict:
+    return {"tor": int(take_turn(words)), "latency": None}
+
+
+def _turn_after(folder: Path, words: list[Word], name: str, index: int) -> tuple[dict, dict]:
+    """TOR and latency against the time stamp ``index`` (0 start, 1 end) of the first entry of ``name``;
+    returns the row fields and that entry."""
+    meta = _read_json(folder / name)
+    try:
+        t_ref = float(meta[0]["timestamp"][index])
+    except (IndexError, KeyError, TypeError) as error:
+        raise ValueError(f"{folder / name}: expected [{{'timestamp': [start, end], ...}}]") from error
+    return {"t_ref": t_ref, "tor": int(take_turn(words)), "latency": turn_latency(words, t_ref)}, meta[0]
+
+
+def _smooth_turn_taking(folder: Path, words: list[Word], inputs: SampleInputs) -> dict:
+    return _turn_after(folder, words, "turn_taking.json", 0)[0]
+
+
+def _user_interruption(folder: Path, words: list[Word], inputs: SampleInputs) -> dict:
+    row, meta = _turn_after(folder, words, "interrupt.json", 1)
+    return {**row, "rating": _relevance(folder, meta, words, row["tor"], inputs.judge)}
+
+
+def _backchannel(folder: Path, words: list[Word], inputs: SampleInputs) -> dict:
+    if folder.name not in inputs.gt:
+        raise KeyError(f"sample {folder.name!r} has no entry in icc_gt_distribution.json")
+    segments, duration = read_vad(folder)
+    row = score_backchannel(words, segments, duration, inputs.gt[folder.name], inputs.reference_compat)
+    return {**row, "latency": None, "duration": duration, "segments": [list(s) for s in segments]}
+
+
+def _relevance_summary(rows: list[dict]) -> dict:
+    ratings = [r["rating"] for r in rows if r["rating"] is not None]
+    return {"gpt_score": _mean_std(ratings)[0], "n_rated": len(ratings)}
+
+
+def _backchannel_summary(rows: list[dict]) -> dict:
+    freq, freq_std = _mean_std([r["freq"] for r in rows])
+    jsd, jsd_std = _mean_std([r["jsd"] for r in rows])
+    return {"freq": freq, "freq_std": freq_std, "jsd": jsd, "jsd_std": jsd_std}
+
+
+@dataclass(frozen=True)
+class FDBTask:
+    """One Full-Duplex-Bench task: what it adds to TOR and latency, per sample and overall, and the report
+    columns for it."""
+
+    name: str
+    #: the task's fields of one sample's row (``tor`` and ``latency`` among them)
+    score_sample: Callable[[Path, list[Word], SampleInputs], dict]
+    #: figures over all rows beyond TOR and latency
+    summarize: Callable[[list[dict]], dict] | None = None
+    #: reads ``ROOT/icc_gt_distribution.json``
+    reads_gt: bool = False
+    #: extra report columns, (header, key): of the summary, and of each sample's row
+    summary_columns: tuple[tuple[str, str], ...] = ()
+    sample_columns: tuple[tuple[str, str], ...] = ()
+
+
+FDB_TASKS: dict[str, FDBTask] = {
+    spec.name: spec
+    for spec in (
+        FDBTask("pause_handling", _pause_handling),
+        FDBTask("smooth_turn_taking", _smooth_turn_taking),
+        FDBTask(
+            "user_interruption",
+            _user_interruption,
+            _relevance_summary,
+            summary_columns=(("relevance (0-5)", "gpt_score"), ("rated", "n_rated")),
+        ),
+        FDBTask(
+            "backchannel",
+            _backchannel,
+            _backchannel_summary,
+            reads_gt=True,
+            summary_columns=(("freq (1/s)", "freq"), ("JSD", "jsd")),
+            sample_columns=(("backchannels", "n_backchannels"), ("freq", "freq"), ("JSD", "jsd")),
+        ),
+    )
+}
+
+
+def fdb_task(task: str) -> FDBTask:
+    if task not in FDB_TASKS:
+        raise ValueError(f"unknown FDB task {task!r}; choose one of {', '.join(FDB_TASKS)}")
+    return FDB_TASKS[task]
+
+
+def evaluate_sample(folder: Path, spec: FDBTask, inputs: SampleInputs) -> dict:
     words = read_words(folder / "output.json")
     row: dict = {"id": folder.name, "n_words": len(words)}
-    if task == "pause_handling":
-        row.update(tor=int(take_turn(words)), latency=None)
-    elif task in ("smooth_turn_taking", "user_interruption"):
-        name, index = ("turn_taking.json", 0) if task == "smooth_turn_taking" else ("interrupt.json", 1)
-        meta = _read_json(folder / name)
-        try:
-            t_ref = float(meta[0]["timestamp"][index])
-        except (IndexError, KeyError, TypeError) as error:
-            raise ValueError(f"{folder / name}: expected [{{'timestamp': [start, end], ...}}]") from error
-        row.update(t_ref=t_ref, tor=int(take_turn(words)), latency=turn_latency(words, t_ref))
-        if task == "user_interruption":
-            row["rating"] = _relevance(folder, meta[0], words, row["tor"], judge)
-    elif task == "backchannel":
-        if folder.name not in gt:
-            raise KeyError(f"sample {folder.name!r} has no entry in icc_gt_distribution.json")
-        segments, duration = read_vad(folder)
-        row.update(score_backchannel(words, segments, duration, gt[folder.name], reference_compat))
-        row.update(latency=None, duration=duration, segments=[list(s) for s in segments])
-    else:
-        raise ValueError(f"unknown FDB task {task!r}; choose one of {', '.join(TASKS)}")
+    row.update(spec.score_sample(folder, words, inputs))
     row["words"] = [[w.text, w.start, w.end] for w in words]
     return row
 
@@ -337,13 +413,11 @@ def evaluate_fdb(
 
     ``judge`` (user interruption only) rates relevance; TOR and latency never depend on it. ``gpt_score`` is
     the mean rating over the samples that took the turn and have one (once each: FDB counts each twice)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown FDB task {task!r}; choose one of {', '.join(TASKS)}")
+    spec = fdb_task(task)
     root = Path(root)
-    gt = None
-    if task == "backchannel":
-        gt = _read_json(root / "icc_gt_distribution.json")
-    rows = [evaluate_sample(folder, task, gt, reference_compat, judge) for folder in sample_dirs(root)]
+    gt = _read_json(root / "icc_gt_distribution.json") if spec.reads_gt else None
+    inputs = SampleInputs(gt, reference_compat, judge)
+    rows = [evaluate_sample(folder, spec, inputs) for folder in sample_dirs(root)]
     latencies = [r["latency"] for r in rows if r["latency"] is not None]
     tor, tor_std = _mean_std([r["tor"] for r in rows])
     latency, latency_std = _mean_std(latencies)
@@ -357,12 +431,7 @@ def evaluate_fdb(
         "latency_std": latency_std,
         "n_took_turn": sum(r["tor"] for r in rows),
     }
-    if task == "user_interruption":
-        ratings = [r["rating"] for r in rows if r["rating"] is not None]
-        out["gpt_score"], _ = _mean_std(ratings)
-        out["n_rated"] = len(ratings)
-    if task == "backchannel":
-        out["freq"], out["freq_std"] = _mean_std([r["freq"] for r in rows])
-        out["jsd"], out["jsd_std"] = _mean_std([r["jsd"] for r in rows])
+    if spec.summarize is not None:
+        out.update(spec.summarize(rows))
     out["per_sample"] = rows
     return out

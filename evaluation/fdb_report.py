@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minmo_lightning.evaluation import plots
-from minmo_lightning.evaluation.fdb import evaluate_fdb
+from minmo_lightning.evaluation.fdb import evaluate_fdb, fdb_task
 from minmo_lightning.evaluation.report import config_hash, image, md_table, write_report
 
 #: FDB v1 README figures (§1.1.7 of the evaluation reference) for the report's comparison table.
@@ -60,9 +60,11 @@ PUBLISHED = {
 
 def run_fdb(root: str | Path, task: str, out_dir: str | Path, reference_compat: bool = True) -> dict:
     result = evaluate_fdb(root, task, reference_compat)
+    spec = fdb_task(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     header = ["samples", "TOR", "TOR std", "latency (s)", "latency std", "took the turn"]
+    header += [name for name, _ in spec.summary_columns]
     row = [
         result["n_samples"],
         result["tor"],
@@ -71,18 +73,10 @@ def run_fdb(root: str | Path, task: str, out_dir: str | Path, reference_compat: 
         result["latency_std"],
         result["n_took_turn"],
     ]
-    if task == "backchannel":
-        header += ["freq (1/s)", "JSD"]
-        row += [result["freq"], result["jsd"]]
-    if task == "user_interruption":
-        header += ["relevance (0-5)", "rated"]
-        row += [result["gpt_score"], result["n_rated"]]
-    per_sample_cols = ["id", "words", "TOR", "latency (s)"] + (
-        ["backchannels", "freq", "JSD"] if task == "backchannel" else []
-    )
+    row += [result[key] for _, key in spec.summary_columns]
+    per_sample_cols = ["id", "words", "TOR", "latency (s)"] + [name for name, _ in spec.sample_columns]
     per_sample_rows = [
-        [r["id"], r["n_words"], r["tor"], r["latency"]]
-        + ([r["n_backchannels"], r["freq"], r["jsd"]] if task == "backchannel" else [])
+        [r["id"], r["n_words"], r["tor"], r["latency"]] + [r[key] for _, key in spec.sample_columns]
         for r in result["per_sample"]
     ]
     png = plots.fdb_timeline_png(result["per_sample"], task, out_dir / f"fdb_{task}_timeline.png")

@@ -27,7 +27,6 @@ Every reference id needs a prediction and every prediction a reference: mismatch
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
@@ -42,14 +41,10 @@ from minmo_lightning.evaluation.report import (
     write_jsonl,
     write_report,
 )
-from minmo_lightning.evaluation.tasks import DEFAULT_SETTINGS, TASKS, score
+from minmo_lightning.evaluation.tasks import BatchLabels, TaskSpec, score, task_spec
 
-#: reference column in a dataset, per task, and the record field it fills
-REFERENCE_FIELD = {
-    "asr": ("text", "reference"),
-    "emotion": ("emotion", "reference"),
-    "duplex": ("frame_labels", "reference_labels"),
-}
+from minmo_lightning.registry import resolve_class
+
 PREDICTIONS = "predictions.jsonl"
 
 
@@ -81,7 +76,7 @@ def read_jsonl(path: str | Path, allow_truncated_tail: bool = False) -> list[dic
 
 def load_references(
     path: str | Path,
-    task: str,
+    spec: TaskSpec,
     split: str | None = None,
     id_column: str = "id",
     column: str | None = None,
@@ -93,8 +88,10 @@ def load_references(
         return {str(r["id"]): r for r in read_jsonl(path)}
     from minmo_lightning.datamodules.sources import load_source
 
-    column = column or REFERENCE_FIELD[task][0]
-    field = REFERENCE_FIELD[task][1]
+    if spec.reference_field is None:
+        raise ValueError(f"task {spec.name!r} reads its references from the records, not from a dataset")
+    column = column or spec.reference_column
+    field = spec.reference_field
     splits, _ = load_source(str(path), name)
     if split is None and len(splits) == 1:
         split = next(iter(splits))
@@ -140,33 +137,10 @@ def merge_references(predictions: list[dict], references: dict[str, dict], sourc
 # ------------------------------------------------------------------------------ model inference
 
 
-def resolve_class(path: str, base: type) -> type:
-    """A dotted path, or the short name of an imported subclass of ``base`` (as recipes write it)."""
-    if "." in path:
-        module, _, name = path.rpartition(".")
-        return getattr(importlib.import_module(module), name)
-    from minmo_lightning.cli import _import_optional
-    from minmo_lightning.registry import import_all_components
-
-    import_all_components()
-    for package in ("minmo_lightning.datamodules", "minmo_lightning.model"):
-        _import_optional(package)
-    found, stack = {}, [base]
-    while stack:
-        for sub in stack.pop().__subclasses__():
-            found.setdefault(sub.__name__, sub)
-            stack.append(sub)
-    if path not in found:
-        raise ValueError(
-            f"no {base.__name__} subclass named {path!r}; write a dotted path (package.module.Class)"
-        )
-    return found[path]
-
-
 def build(spec: dict, base: type, what: str) -> Any:
     if not isinstance(spec, dict) or "class_path" not in spec:
         raise ValueError(f"the recipe's {what!r} entry needs class_path (and init_args)")
-    return resolve_class(spec["class_path"], base)(**(spec.get("init_args") or {}))
+    return resolve_class(spec["class_path"], base, f"{what}.class_path")(**(spec.get("init_args") or {}))
 
 
 def load_model(spec: dict, ckpt: str | None):
@@ -175,7 +149,7 @@ def load_model(spec: dict, ckpt: str | None):
     import lightning as L
 
     if isinstance(spec, dict) and "init_args" not in spec and ckpt:
-        cls = resolve_class(spec.get("class_path", ""), L.LightningModule)
+        cls = resolve_class(spec.get("class_path", ""), L.LightningModule, "model.class_path")
         return cls.load_from_checkpoint(ckpt, map_location="cpu")
     model = build(spec, L.LightningModule, "model")
     if hasattr(model, "configure_model"):
@@ -192,26 +166,6 @@ def _audio_seconds(batch: dict, i: int) -> float | None:
     return None if audio is None else float(audio.lengths[i]) / audio.sample_rate
 
 
-def _references_from_batch(task: str, batch: dict, i: int, emotion_labels, frame_ms: float) -> dict:
-    if task == "asr":
-        return {"reference": batch["text"][i]}
-    if task == "emotion":
-        if emotion_labels is None:
-            raise ValueError(
-                "the datamodule has no emotion_labels; it must name the classes of batch['emotion']"
-            )
-        return {"reference": emotion_labels[int(batch["emotion"][i])]}
-    n = int(batch["frame_lengths"][i])
-    events = batch["events"][i] if batch.get("events") is not None else []
-    # events carry seconds; a back-channel covers the frames from its start to its end
-    bcs = [
-        [int(e["start"] * 1000 / frame_ms), int(e["end"] * 1000 / frame_ms)]
-        for e in events
-        if e.get("type") == "backchannel"
-    ]
-    return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
-
-
 def _clean(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
 
@@ -219,7 +173,7 @@ def _clean(value: Any) -> Any:
 def run_inference(
     model,
     datamodule,
-    task: str,
+    spec: TaskSpec,
     out_path: Path,
     stage: str = "test",
     seed: int = 0,
@@ -243,9 +197,9 @@ def run_inference(
     torch.use_deterministic_algorithms(True, warn_only=True)
     datamodule.setup(stage)
     loader = getattr(datamodule, f"{stage}_dataloader")()
-    labels = getattr(datamodule, "emotion_labels", None)
+    labels = BatchLabels(getattr(datamodule, "emotion_labels", None), frame_ms)
     frame_rate = getattr(datamodule, "frame_rate", None)
-    if task == "duplex" and frame_rate and abs(1000 / float(frame_rate) - frame_ms) > 1e-6:
+    if spec.per_frame and frame_rate and abs(1000 / float(frame_rate) - frame_ms) > 1e-6:
         raise ValueError(
             f"the datamodule labels frames at {frame_rate} Hz ({1000 / float(frame_rate):g} ms) but the "
             f"metric settings say frame_ms {frame_ms}; set metrics.frame_ms to match"
@@ -254,7 +208,7 @@ def run_inference(
     stats = {"computed_batches": 0, "skipped_batches": 0, "new_utterances": 0}
     total = len(loader) if hasattr(loader, "__len__") else None
     with out_path.open("a") as sink, Progress(disable=not progress) as bar, torch.inference_mode():
-        job = bar.add_task(f"evaluate {task}", total=total)
+        job = bar.add_task(f"evaluate {spec.name}", total=total)
         for batch_idx, batch in enumerate(loader):
             if limit is not None and batch_idx >= limit:
                 break
@@ -272,8 +226,8 @@ def run_inference(
                 if uid in done:
                     continue
                 record = {k: _clean(v) for k, v in by_id[uid].items()}
-                record.update(_references_from_batch(task, batch, i, labels, frame_ms))
-                if task == "duplex" and len(record.get("predicted_labels", [])) > len(
+                record.update(spec.references_from_batch(batch, i, labels))
+                if spec.per_frame and len(record.get("predicted_labels", [])) > len(
                     record["reference_labels"]
                 ):
                     record["predicted_labels"] = record["predicted_labels"][: len(record["reference_labels"])]
@@ -325,12 +279,11 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Score ``predictions`` (or run the recipe's model first) and write the report; returns metrics.json."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    spec = task_spec(task)
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {**DEFAULT_SETTINGS[task], **(settings or {})}
+    settings = {**spec.settings, **(settings or {})}
     dataset = dict(dataset or {})
     model_info: dict[str, Any]
     run: dict[str, Any] = {}
@@ -357,7 +310,7 @@ def evaluate(
             run_inference(
                 model,
                 datamodule,
-                task,
+                spec,
                 out_dir / PREDICTIONS,
                 recipe.get("stage", "test"),
                 recipe.get("seed", 0),
@@ -389,14 +342,14 @@ def evaluate(
     if references is not None:
         refs = load_references(
             references,
-            task,
+            spec,
             dataset.get("split"),
             dataset.get("id_column", "id"),
             dataset.get("reference_column"),
         )
         records = merge_references(records, refs, source)
         dataset.setdefault("path", str(references))
-    scored = score(task, records, settings, out_dir, source)
+    scored = score(spec, records, settings, out_dir, source)
     write_jsonl(out_dir / PREDICTIONS, scored.records)
     dataset["n_utterances"] = len(records)
     hashed = {

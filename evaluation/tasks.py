@@ -1,4 +1,5 @@
-"""Per-task scoring of prediction records: metrics, per-utterance output records, report sections, plots.
+"""The evaluation tasks, one :class:`TaskSpec` each: the record fields a task reads, its default settings,
+its scorer and where its references come from. Nothing outside this table branches on a task's name.
 
 A record is one utterance as a dict (one line of ``predictions.jsonl``). Fields each task reads:
 
@@ -14,73 +15,166 @@ Any task: optional ``processing_s`` and ``audio_s`` give the RTF / RTFx of the r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from minmo_lightning.evaluation import plots
-from minmo_lightning.evaluation.asr import render_alignment, score_asr
-from minmo_lightning.evaluation.duplex import DuplexRecord, score_duplex
-from minmo_lightning.evaluation.emotion import LABEL_MAPS, map_label, parse_label, score_emotion
-from minmo_lightning.evaluation.latency import LatencyRecord, score_latency
-from minmo_lightning.evaluation.normalizers import get_scheme
-from minmo_lightning.evaluation.report import image, md_table
+from minmo_lightning.evaluation.report import md_table
+from minmo_lightning.evaluation.scorers import (
+    Scored,
+    asr_report,
+    duplex_report,
+    emotion_report,
+    latency_report,
+)
 
-TASKS = ("asr", "emotion", "duplex", "latency")
-REQUIRED = {
-    "asr": ("reference", "hypothesis"),
-    "emotion": ("reference",),
-    "duplex": ("reference_labels", "predicted_labels"),
-    "latency": ("first_packet_s",),
+
+@dataclass(frozen=True)
+class BatchLabels:
+    """What turns a batch's label ids into reference values: the datamodule's emotion class names
+    (``None`` when it has none) and the length of a duplex label frame."""
+
+    emotion_labels: Sequence[str] | None
+    frame_ms: float
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    #: record fields the scorer reads
+    required: tuple[str, ...]
+    #: records, settings, report directory -> figures, records and report sections
+    scorer: Callable[[list[dict], dict, Path], Scored]
+    #: metric settings a recipe or flag may override
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    #: a required text field a model may write under another name (field -> that name)
+    alternative_names: Mapping[str, str] = field(default_factory=dict)
+    #: a record needs at least one of these (e.g. a label or the text to parse one from)
+    any_of: tuple[str, ...] = ()
+    #: dataset column holding the reference, and the record field it fills (``None``: the records hold it)
+    reference_column: str | None = None
+    reference_field: str | None = None
+    #: model mode: a batch's references for utterance ``i`` (``None``: the task has no model mode)
+    batch_references: Callable[[dict, int, BatchLabels], dict] | None = None
+    #: predictions are one label per frame: the datamodule's frame rate must match ``frame_ms``, and
+    #: predicted frames beyond the reference's are dropped
+    per_frame: bool = False
+
+    def check_record(self, record: dict, source: str) -> None:
+        """Fill a field the model wrote under another name; fail naming what a record lacks."""
+        for name, written_as in self.alternative_names.items():
+            if name not in record and isinstance(record.get(written_as), str):
+                record[name] = record[written_as]
+        if self.any_of and not any(f in record for f in self.any_of):
+            raise ValueError(
+                f"{source}: record {record['id']!r} has neither {' nor '.join(map(repr, self.any_of))}"
+            )
+        missing = [f for f in self.required if f not in record]
+        if missing:
+            raise ValueError(
+                f"{source}: record {record['id']!r} lacks {missing} needed for task {self.name!r} "
+                f"(it has {sorted(record)}); give references with --references or add the fields"
+            )
+
+    def references_from_batch(self, batch: dict, i: int, labels: BatchLabels) -> dict:
+        if self.batch_references is None:
+            raise ValueError(
+                f"task {self.name!r} cannot run a model: its records come from elsewhere; "
+                "score them with --predictions"
+            )
+        return self.batch_references(batch, i, labels)
+
+
+def _asr_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {"reference": batch["text"][i]}
+
+
+def _emotion_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    if labels.emotion_labels is None:
+        raise ValueError("the datamodule has no emotion_labels; it must name the classes of batch['emotion']")
+    return {"reference": labels.emotion_labels[int(batch["emotion"][i])]}
+
+
+def _duplex_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    n = int(batch["frame_lengths"][i])
+    events = batch["events"][i] if batch.get("events") is not None else []
+    # events carry seconds; a back-channel covers the frames from its start to its end
+    bcs = [
+        [int(e["start"] * 1000 / labels.frame_ms), int(e["end"] * 1000 / labels.frame_ms)]
+        for e in events
+        if e.get("type") == "backchannel"
+    ]
+    return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            "asr",
+            required=("reference", "hypothesis"),
+            scorer=asr_report,
+            settings={"normalizer": "whisper_english", "unit": None, "crosscheck_torchmetrics": False},
+            alternative_names={"hypothesis": "prediction"},  # MinMo.predict_step's name for the transcript
+            reference_column="text",
+            reference_field="reference",
+            batch_references=_asr_references,
+        ),
+        TaskSpec(
+            "emotion",
+            required=("reference",),
+            scorer=emotion_report,
+            settings={"labels": None, "label_map": None},
+            any_of=("prediction", "prediction_text"),
+            reference_column="emotion",
+            reference_field="reference",
+            batch_references=_emotion_references,
+        ),
+        TaskSpec(
+            "duplex",
+            required=("reference_labels", "predicted_labels"),
+            scorer=duplex_report,
+            settings={
+                "tolerances": [1, 5, 10],
+                "tolerance_unit": "frames",
+                "frame_ms": 80.0,
+                "window": "symmetric",
+            },
+            reference_column="frame_labels",
+            reference_field="reference_labels",
+            batch_references=_duplex_references,
+            per_frame=True,
+        ),
+        TaskSpec("latency", required=("first_packet_s",), scorer=latency_report),
+    )
 }
-DEFAULT_SETTINGS = {
-    "asr": {"normalizer": "whisper_english", "unit": None, "crosscheck_torchmetrics": False},
-    "emotion": {"labels": None, "label_map": None},
-    "duplex": {"tolerances": [1, 5, 10], "tolerance_unit": "frames", "frame_ms": 80.0, "window": "symmetric"},
-    "latency": {},
-}
 
 
-@dataclass
-class Scored:
-    summary: dict  # headline numbers (flat), what baselines compare against
-    metrics: dict  # everything, as written under "metrics" in metrics.json
-    records: list[dict]  # per-utterance records for predictions.jsonl
-    sections: list[tuple[str, str]] = field(default_factory=list)
+def task_spec(task: str) -> TaskSpec:
+    if task not in TASK_SPECS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_SPECS)}")
+    return TASK_SPECS[task]
 
 
-def check_records(task: str, records: list[dict], source: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+def check_records(spec: TaskSpec, records: list[dict], source: str) -> None:
     if not records:
         raise ValueError(f"{source} holds no predictions (empty file?); nothing to score")
     seen: set[str] = set()
     for line, rec in enumerate(records, 1):
-        if task == "asr" and "hypothesis" not in rec and isinstance(rec.get("prediction"), str):
-            rec["hypothesis"] = rec["prediction"]  # MinMo.predict_step names the transcript "prediction"
         if "id" not in rec:
             raise ValueError(f"{source}: record {line} has no 'id' field")
         if rec["id"] in seen:
             raise ValueError(f"{source}: utterance id {rec['id']!r} appears twice; ids must be unique")
         seen.add(rec["id"])
-        fields = REQUIRED[task]
-        if task == "emotion" and "prediction" not in rec and "prediction_text" not in rec:
-            raise ValueError(f"{source}: record {rec['id']!r} has neither 'prediction' nor 'prediction_text'")
-        missing = [f for f in fields if f not in rec]
-        if missing:
-            raise ValueError(
-                f"{source}: record {rec['id']!r} lacks {missing} needed for task {task!r} "
-                f"(it has {sorted(rec)}); give references with --references or add the fields"
-            )
+        spec.check_record(rec, source)
 
 
 def score(
-    task: str, records: list[dict], settings: dict, out_dir: Path, source: str = "predictions"
+    spec: TaskSpec, records: list[dict], settings: dict, out_dir: Path, source: str = "predictions"
 ) -> Scored:
-    check_records(task, records, source)
-    scored = {"asr": _asr, "emotion": _emotion, "duplex": _duplex, "latency": _latency}[task](
-        records, settings, out_dir
-    )
+    check_records(spec, records, source)
+    scored = spec.scorer(records, {**spec.settings, **settings}, out_dir)
     timing = _rtf(records)
     if timing:
         scored.summary.update(rtf=timing["rtf"], rtfx=timing["rtfx"])
@@ -110,334 +204,3 @@ def _rtf(records: list[dict]) -> dict | None:
         "audio_s": audio,
         "timed_utterances": len(timed),
     }
-
-
-# ------------------------------------------------------------------------------------------- ASR
-
-
-def _asr(records: list[dict], settings: dict, out_dir: Path) -> Scored:
-    scheme = get_scheme(settings.get("normalizer", "whisper_english"), settings.get("unit"))
-    result = score_asr(
-        [r["reference"] for r in records],
-        [r["hypothesis"] for r in records],
-        ids=[r["id"] for r in records],
-        scheme=scheme,
-    )
-    summary = result.summary()
-    metrics = dict(summary)
-    if settings.get("crosscheck_torchmetrics"):
-        metrics["crosscheck_torchmetrics"] = _torchmetrics_crosscheck(result)
-    out = []
-    for rec, utt in zip(records, result.utterances):
-        out.append({**rec, **utt.to_record(), "alignment_text": render_alignment(utt, scheme.unit)})
-    name = result.metric.upper()
-    c = result.counts
-    n = c.reference_tokens or None
-    headline = md_table(
-        [name, "sub", "del", "ins", "ref tokens", "utterances", "skipped (empty ref)", "normaliser", "unit"],
-        [
-            [
-                result.rate,
-                c.substitutions / n if n else None,
-                c.deletions / n if n else None,
-                c.insertions / n if n else None,
-                c.reference_tokens,
-                len(records),
-                len(result.skipped_empty_reference),
-                scheme.name,
-                scheme.unit,
-            ]
-        ],
-    )
-    sections = [
-        (
-            "Summary",
-            headline + f"\n\n{name} is corpus-level: (S + D + I) / reference tokens, summed over "
-            "utterances. Utterances whose normalised reference is empty are excluded and counted.",
-        )
-    ]
-    rates = [u.counts.rate for u in result.utterances if u.counts.rate is not None]
-    if rates:
-        hist = plots.histogram_png(
-            {f"per-utterance {name}": rates},
-            out_dir / "utterance_error_rate.png",
-            name,
-            f"{name} per utterance",
-        )
-        bars = plots.bar_png(
-            {"substitutions": c.substitutions, "deletions": c.deletions, "insertions": c.insertions},
-            out_dir / "error_types.png",
-            "count",
-            "edit types",
-        )
-        sections.append(
-            ("Plots", image(hist, "per-utterance error rate") + "\n\n" + image(bars, "edit types"))
-        )
-    worst = sorted(result.utterances, key=lambda u: (-u.counts.errors, -(u.counts.rate or 0.0)))[:10]
-    sections.append(
-        (
-            "Worst utterances",
-            md_table(
-                ["id", "errors", "ref tokens", "alignment"],
-                [
-                    [
-                        u.id,
-                        u.counts.errors,
-                        u.counts.reference_tokens,
-                        render_alignment(u, scheme.unit).replace("|", "\\|"),
-                    ]
-                    for u in worst
-                    if u.counts.errors
-                ],
-            ),
-        )
-    )
-    return Scored({result.metric: result.rate}, metrics, out, sections)
-
-
-def _torchmetrics_crosscheck(result) -> dict:
-    from torchmetrics.text import CharErrorRate, WordErrorRate
-
-    pairs = [
-        (u.hypothesis_normalized, u.reference_normalized)
-        for u in result.utterances
-        if u.counts.reference_tokens
-    ]
-    if not pairs:
-        return {"value": None, "agrees": None}
-    hyps, refs = zip(*pairs)
-    if result.unit == "char":
-        value = float(CharErrorRate()(list(hyps), list(refs)))
-    else:
-        value = float(WordErrorRate()(list(hyps), list(refs)))
-    return {"value": value, "agrees": abs(value - result.rate) < 1e-6}
-
-
-# --------------------------------------------------------------------------------------- emotion
-
-
-def _emotion(records: list[dict], settings: dict, out_dir: Path) -> Scored:
-    label_map = settings.get("label_map")
-    canonical = set(LABEL_MAPS[label_map].values()) if label_map else set()
-
-    def to_label(raw: str) -> str:  # raw dataset spellings go through the map, canonical names stay
-        return map_label(raw, label_map) if label_map and raw not in canonical else raw
-
-    refs = [to_label(r["reference"]) for r in records]
-    labels = settings.get("labels") or sorted(set(refs))
-    preds = []
-    for r in records:
-        if r.get("prediction") is not None:
-            preds.append(to_label(r["prediction"]))
-        else:
-            preds.append(parse_label(r.get("prediction_text") or "", labels))
-    result = score_emotion(refs, preds, labels=labels, ids=[r["id"] for r in records])
-    summary = result.summary()
-    out = [
-        {**r, "reference_label": ref, "predicted_label": pred, "correct": ref == pred}
-        for r, ref, pred in zip(records, refs, preds)
-    ]
-    headline = md_table(
-        ["WA", "UA", "macro-F1", "weighted-F1", "micro-F1", "n", "unparseable"],
-        [
-            [
-                summary["wa"],
-                summary["ua"],
-                summary["macro_f1"],
-                summary["weighted_f1"],
-                summary["micro_f1"],
-                summary["n"],
-                summary["n_unparseable"],
-            ]
-        ],
-    )
-    per_class = md_table(
-        ["class", "support", "predicted", "precision", "recall", "F1"],
-        [
-            [k, v["support"], v["predicted"], v["precision"], v["recall"], v["f1"]]
-            for k, v in summary["per_class"].items()
-        ],
-    )
-    png = plots.confusion_png(labels, result.confusion, out_dir / "confusion.png", "emotion confusion matrix")
-    sections = [
-        ("Summary", headline + "\n\nWA = accuracy; UA = mean per-class recall (EmoBox conventions)."),
-        ("Per class", per_class),
-        ("Confusion matrix", image(png, "confusion matrix")),
-    ]
-    headline_keys = ("wa", "ua", "macro_f1", "weighted_f1", "micro_f1")
-    flat = {k: summary[k] for k in headline_keys}
-    scored = [r.get("scored_prediction") for r in records]
-    if all(label is not None for label in scored):  # the model also ranked the closed label set
-        ranked = score_emotion(
-            refs, [to_label(x) for x in scored], labels=labels, ids=[r["id"] for r in records]
-        )
-        closed = {k: ranked.summary()[k] for k in headline_keys}
-        summary["closed_set"] = closed
-        flat |= {f"closed_set_{k}": v for k, v in closed.items()}
-        sections.insert(
-            1,
-            (
-                "Closed set (label scoring)",
-                md_table(["WA", "UA", "macro-F1", "weighted-F1", "micro-F1"], [list(closed.values())])
-                + "\n\nThe label the model gives the highest log-probability (answer tokens and end of turn) "
-                "after the same prompt: what it tells apart, whether or not it spells the answer.",
-            ),
-        )
-    return Scored(flat, summary, out, sections)
-
-
-# ---------------------------------------------------------------------------------------- duplex
-
-
-def _duplex(records: list[dict], settings: dict, out_dir: Path) -> Scored:
-    s = {**DEFAULT_SETTINGS["duplex"], **settings}
-    dialogues = [
-        DuplexRecord(
-            r["id"],
-            r["reference_labels"],
-            r["predicted_labels"],
-            [tuple(b) for b in r.get("backchannels", [])],
-        )
-        for r in records
-    ]
-    metrics = score_duplex(dialogues, s["tolerances"], s["tolerance_unit"], s["frame_ms"], s["window"])
-    unit = "frames" if s["tolerance_unit"] == "frames" else "ms"
-    rows = []
-    for kind in ("assistant_turn_taking", "user_turn_taking"):
-        m = metrics[kind]
-        rows.append(
-            [kind.replace("_", " ")]
-            + [m["at_k"][str(t)]["f1"] for t in s["tolerances"]]
-            + [m["n_reference_events"], m["n_predicted_events"], m["mean_offset_ms"]]
-        )
-    table = md_table(
-        ["event"]
-        + [f"F1@{t} {unit}" for t in s["tolerances"]]
-        + ["ref events", "pred events", f"mean offset (ms) @{max(s['tolerances'])}"],
-        rows,
-    )
-    bc = metrics["backchannel"]
-    text = (
-        table + f"\n\nBack-channel accuracy: {bc['correct']}/{bc['n']} = {_pct(bc['accuracy'])}. "
-        f"Average response latency (assistant turn-taking, signed, matched events): "
-        f"{_ms(metrics['response_latency_ms'])}. Matching: one-to-one, greedy in time, window "
-        f"{s['window']}, frame {s['frame_ms']} ms."
-    )
-    sections = [("Summary", text)]
-    timeline = plots.duplex_timeline_png(dialogues, out_dir / "timeline.png", s["frame_ms"])
-    figures = [image(timeline, "turn-taking timeline")]
-    offsets = {
-        k.replace("_", " "): np.asarray(metrics[k]["offsets_frames"]) * s["frame_ms"]
-        for k in ("assistant_turn_taking", "user_turn_taking")
-    }
-    if any(len(v) for v in offsets.values()):
-        hist = plots.histogram_png(
-            offsets,
-            out_dir / "onset_offsets.png",
-            "predicted - reference onset (ms)",
-            "onset offsets of matched events",
-            bin_width=s["frame_ms"],
-        )
-        figures.append(image(hist, "onset offsets"))
-    sections.append(("Plots", "\n\n".join(figures)))
-    primary = str(max(s["tolerances"]))
-    flat = {
-        f"assistant_f1@{t}": metrics["assistant_turn_taking"]["at_k"][str(t)]["f1"] for t in s["tolerances"]
-    } | {f"user_f1@{t}": metrics["user_turn_taking"]["at_k"][str(t)]["f1"] for t in s["tolerances"]}
-    flat |= {
-        "backchannel_accuracy": bc["accuracy"],
-        "response_latency_ms": metrics["response_latency_ms"],
-        f"assistant_precision@{primary}": metrics["assistant_turn_taking"]["at_k"][primary]["precision"],
-    }
-    latency_records = [r for r in records if "first_packet_s" in r]
-    if latency_records:
-        extra = _latency(latency_records, {}, out_dir)
-        metrics["latency"] = extra.metrics
-        sections += extra.sections
-    return Scored(flat, metrics, list(records), sections)
-
-
-# --------------------------------------------------------------------------------------- latency
-
-
-def _latency(records: list[dict], settings: dict, out_dir: Path) -> Scored:
-    recs = [
-        LatencyRecord(
-            r["id"],
-            float(r["first_packet_s"]),
-            dict(r.get("components_s") or {}),
-            r.get("d_llm_s"),
-            r.get("d_lm_s"),
-            r.get("d_syn_s"),
-            r.get("processing_s"),
-            r.get("audio_s"),
-        )
-        for r in records
-    ]
-    metrics = score_latency(recs)
-    fp = metrics["first_packet_s"]
-    rows = [["first packet", fp["n"], fp["mean"], fp["p50"], fp["p90"], fp["p95"], fp["p99"], fp["max"]]]
-    for name, d in metrics.get("components_s", {}).items():
-        rows.append([name, d["n"], d["mean"], d["p50"], d["p90"], d["p95"], d["p99"], d["max"]])
-    sections = [("Latency (s)", md_table(["stage", "n", "mean", "p50", "p90", "p95", "p99", "max"], rows))]
-    if "theory" in metrics:
-        t = metrics["theory"]
-        sections.append(
-            (
-                "Theoretical vs measured",
-                md_table(
-                    [
-                        "d_llm",
-                        "d_lm",
-                        "d_syn",
-                        "5*d_llm + 15*d_lm + 15*d_syn",
-                        "measured p50",
-                        "overhead",
-                        "ratio",
-                    ],
-                    [
-                        [
-                            t["d_llm_s"],
-                            t["d_lm_s"],
-                            t["d_syn_s"],
-                            t["theoretical_s"],
-                            t["measured_p50_s"],
-                            t["overhead_s"],
-                            t["measured_over_theory"],
-                        ]
-                    ],
-                ),
-            )
-        )
-    series = {"first packet (s)": [r.first_packet_s for r in recs]}
-    series |= {
-        f"{k} (s)": [r.components_s.get(k, 0.0) for r in recs]
-        for k in metrics.get("components_s", {})
-        if k != "other"
-    }
-    hist = plots.histogram_png(series, out_dir / "latency_histograms.png", "seconds", "latency per turn")
-    figures = [image(hist, "latency histograms")]
-    if "theory" in metrics:
-        versus = plots.histogram_png(
-            {"first packet (s)": series["first packet (s)"]},
-            out_dir / "first_packet.png",
-            "seconds",
-            "first-packet latency vs 5*d_llm + 15*d_lm + 15*d_syn",
-            markers={"theory": metrics["theory"]["theoretical_s"]},
-        )
-        figures.append(image(versus, "first packet vs theory"))
-    sections.append(("Latency plots", "\n\n".join(figures)))
-    flat = {
-        "first_packet_p50_s": fp["p50"],
-        "first_packet_p90_s": fp["p90"],
-        "first_packet_mean_s": fp["mean"],
-    }
-    return Scored(flat, metrics, list(records), sections)
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f} ms"

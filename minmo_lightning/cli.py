@@ -35,11 +35,10 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
-    from minmo_lightning.registry import import_all_components
+    from minmo_lightning.registry import SEARCHED_MODULES, import_modules
 
-    import_all_components()
-    _import_optional("minmo_lightning.datamodules")
-    _import_optional("minmo_lightning.model")
+    for module in SEARCHED_MODULES:
+        import_modules(module)
     for config in _config_files(args if args is not None else sys.argv[1:]):
         check_class_paths(config)
 
@@ -66,64 +65,34 @@ def _config_files(args: list[str]) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--config", "-c")]
 
 
-def _known_classes(base: type) -> dict[str, type]:
-    found, todo = {}, [base]
-    while todo:
-        for sub in todo.pop().__subclasses__():
-            todo.append(sub)
-            if not sub.__name__.startswith("_"):
-                found[sub.__name__] = sub
-    return found
-
-
 def check_class_paths(config_file: str) -> None:
     """Fail early, naming the key and the valid choices, on a ``class_path`` that names no known class.
 
     jsonargparse would also reject it, but its message neither lists what the slot accepts nor suggests
     the near miss.
     """
-    import difflib
-
     import lightning as L
     import yaml
 
     from minmo_lightning.model import SLOT_TYPES
+    from minmo_lightning.registry import RegistryError, resolve_class
+
+    bases = {**SLOT_TYPES, "model": L.LightningModule, "data": L.LightningDataModule}
 
     def visit(node: Any, key: str) -> None:
         if isinstance(node, dict):
             class_path = node.get("class_path")
-            if isinstance(class_path, str) and "." not in class_path:
-                slot = key.rsplit(".", 1)[-1]
-                base = SLOT_TYPES.get(slot) or {
-                    "model": L.LightningModule,
-                    "data": L.LightningDataModule,
-                }.get(slot)
-                if base is not None:
-                    choices = _known_classes(base)
-                    if class_path not in choices:
-                        close = difflib.get_close_matches(class_path, list(choices), n=1)
-                        hint = f" (did you mean {close[0]}?)" if close else ""
-                        raise SystemExit(
-                            f"minmo: {config_file}: {key}.class_path {class_path!r} is not a known "
-                            f"{base.__name__}{hint}; valid choices: {', '.join(sorted(choices))}"
-                        )
+            base = bases.get(key.rsplit(".", 1)[-1])
+            if isinstance(class_path, str) and base is not None:
+                try:
+                    resolve_class(class_path, base, what=f"{key}.class_path")
+                except RegistryError as error:
+                    raise SystemExit(f"minmo: {config_file}: {error}") from None
             for child_key, child in node.items():
                 visit(child, f"{key}.{child_key}" if key else str(child_key))
 
     with open(config_file) as handle:
         visit(yaml.safe_load(handle), "")
-
-
-def _import_optional(package: str) -> None:
-    """Import every module of a package so its LightningModule/DataModule subclasses resolve by name."""
-    import pkgutil
-
-    try:
-        root = importlib.import_module(package)
-    except ModuleNotFoundError:
-        return
-    for info in pkgutil.walk_packages(getattr(root, "__path__", []), prefix=package + "."):
-        importlib.import_module(info.name)
 
 
 def list_main(argv: list[str]) -> int:
@@ -133,7 +102,8 @@ def list_main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from minmo_lightning.registry import get_implementation, list_presets
+    from minmo_lightning.blocks import Block
+    from minmo_lightning.registry import list_presets, resolve_class
 
     parser = argparse.ArgumentParser(
         prog="minmo list", description="Block implementations and their presets."
@@ -147,7 +117,7 @@ def list_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     if args.yaml:
-        cls = get_implementation(args.yaml[0])
+        cls = resolve_class(args.yaml[0], Block, what="implementation")
         block = {"class_path": cls.__name__, "init_args": cls.preset_args(args.yaml[1])}
         print(yaml.safe_dump(block, sort_keys=False), end="")
         return 0
@@ -166,17 +136,7 @@ def list_main(argv: list[str]) -> int:
 def _run_tool(name: str, argv: list[str]) -> int:
     target, _ = TOOLS[name]
     module_name, function = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name and module_name.startswith(error.name):
-            print(
-                f"minmo {name}: not available in this version ({module_name} is not built yet)",
-                file=sys.stderr,
-            )
-            return 2
-        raise
-    return int(getattr(module, function)(argv) or 0)
+    return int(getattr(importlib.import_module(module_name), function)(argv) or 0)
 
 
 def _usage() -> str:

@@ -14,7 +14,7 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -127,13 +127,6 @@ def implementations() -> dict[str, type[Block]]:
     return dict(sorted(_IMPLEMENTATIONS.items()))
 
 
-def get_implementation(name: str) -> type[Block]:
-    impls = implementations()
-    if name not in impls:
-        raise RegistryError(f"unknown block implementation {name!r}; known: {', '.join(impls)}")
-    return impls[name]
-
-
 def import_all_components() -> None:
     """Import every module under ``minmo_lightning.components`` so that all subclasses register."""
     import_modules("minmo_lightning.components")
@@ -167,8 +160,3 @@ def list_presets(count: bool = True) -> list[PresetInfo]:
                 PresetInfo(slot, name, preset, count_preset_parameters(cls, preset) if count else None)
             )
     return sorted(rows, key=lambda r: (r.slot, r.implementation, r.preset))
-
-
-def preset_init_args(implementation: str, preset: str) -> dict[str, Any]:
-    cls = get_implementation(implementation)
-    return cls.preset_args(preset)

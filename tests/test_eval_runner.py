@@ -10,9 +10,10 @@ import torch
 import yaml
 from minmo_lightning.evaluation.cli import main
 from minmo_lightning.evaluation.report import load_baselines
-from minmo_lightning.evaluation.runner import evaluate, read_jsonl, resolve_class
+from minmo_lightning.evaluation.runner import evaluate, read_jsonl
 
 from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.registry import resolve_class
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "eval"
 
