@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from minmo_lightning.contracts import (
     AudioBatch,
     DecoderLoss,
+    DuplexFrames,
     DuplexOutput,
     LLMOutput,
     MixRatio,
@@ -373,16 +374,23 @@ class VoiceTokenLM(Block):
 
 
 class DuplexPredictor(Block):
-    """LLM hidden states -> per-frame turn-taking decision: ``forward(SequenceBatch) -> DuplexOutput``.
+    """Per-frame turn-taking decision: ``forward(DuplexFrames) -> DuplexOutput`` over ``CLASSES``.
 
-    Classes are ``CLASSES`` in this order; streaming ``step(SequenceBatch chunk, state) -> DuplexOutput``.
+    Streaming: ``step(DuplexFrames chunk, state) -> DuplexOutput`` for the chunk's frames, with bounded
+    state, equal to ``forward`` on the whole sequence.
     """
 
     _is_slot = True
     CLASSES: ClassVar[tuple[str, ...]] = ("keep_listening", "respond", "stop_speaking")
 
     @abstractmethod
-    def forward(self, hidden: SequenceBatch) -> DuplexOutput: ...
+    def forward(self, frames: DuplexFrames) -> DuplexOutput: ...
+
+    @abstractmethod
+    def init_state(self, batch_size: int, options: Any = None) -> StreamState: ...
+
+    @abstractmethod
+    def step(self, chunk: DuplexFrames, state: StreamState) -> DuplexOutput: ...
 
 
 class Token2Wav(Block):

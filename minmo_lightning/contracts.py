@@ -6,6 +6,7 @@ masks are derived from the lengths, never stored beside them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +166,21 @@ class VoiceDecoderInput:
 
 
 @dataclass
+class DuplexFrames:
+    """What a duplex predictor reads, one row per frame of the user channel at the LLM's audio-frame rate.
+
+    ``hidden``: the LLM's last-layer states at the user-audio positions [B, T, D] with lengths.
+    ``audio``: the user audio those frames cover, frame k = samples [k * hop, (k + 1) * hop) (for
+    predictors that listen to the signal itself, such as the VAD baseline). ``assistant_speaking``:
+    [B, T] bool, the assistant channel talks during the frame (a barge-in is speech over it).
+    """
+
+    hidden: SequenceBatch
+    audio: AudioBatch | None = None
+    assistant_speaking: Tensor | None = None
+
+
+@dataclass
 class DuplexOutput:
     """Per-frame turn-taking logits ``[B, T, C]`` over the predictor's classes, with ``lengths`` [B]."""
 
@@ -211,3 +227,16 @@ class DecoderLoss:
 
     loss: Tensor
     acc: Tensor
+
+
+#: ``sampler(log_probs [B, V], recent speech tokens [B, W] (-1: none)) -> token ids [B]``
+SpeechSampler = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class VoiceLMStreamOptions:
+    """Per-session options of a voice token LM (``init_state(batch_size, options)``): ``sampler`` picks each
+    speech token; None uses the block's own sampling settings, drawing from ``generator``."""
+
+    sampler: SpeechSampler | None = None
+    generator: torch.Generator | None = None
