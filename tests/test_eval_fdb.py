@@ -145,6 +145,10 @@ def test_fdb_cli_backchannel(tmp_path):
 
 
 def test_fdb_bad_layouts_name_the_problem(tmp_path):
+    with pytest.raises(
+        ValueError, match="unknown FDB task 'pause'; choose one of pause_handling, smooth_turn"
+    ):
+        evaluate_fdb(tmp_path, "pause")
     with pytest.raises(ValueError, match="holds no sample folders"):
         evaluate_fdb(tmp_path, "pause_handling")
     _write(tmp_path / "0" / "output.json", _chunks((1.0, 1.3)))

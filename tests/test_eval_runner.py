@@ -11,6 +11,7 @@ import yaml
 from minmo_lightning.evaluation.cli import main
 from minmo_lightning.evaluation.report import load_baselines
 from minmo_lightning.evaluation.runner import evaluate, read_jsonl
+from minmo_lightning.evaluation.tasks import TASK_SPECS, BatchLabels
 
 from minmo_lightning.contracts import AudioBatch
 from minmo_lightning.registry import resolve_class
@@ -183,6 +184,21 @@ def test_bad_inputs_name_the_problem(tmp_path, capsys):
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "a", "reference": "x", "hypothesis": "x"}] * 2)
     with pytest.raises(ValueError, match="'a' appears twice"):
         evaluate("asr", tmp_path / "o", predictions=dup, progress=False)
+
+
+def test_task_specs_are_validated(tmp_path):
+    assert all(name == spec.name for name, spec in TASK_SPECS.items())
+    with pytest.raises(ValueError, match="unknown task 'asrr'; choose one of asr, emotion, duplex, latency"):
+        evaluate("asrr", tmp_path, predictions=tmp_path / "unused.jsonl")
+    # latency records come from a latency benchmark: no model mode, no dataset column
+    with pytest.raises(ValueError, match="task 'latency' cannot run a model"):
+        TASK_SPECS["latency"].references_from_batch({}, 0, BatchLabels(None, 80.0))
+    refs = write_jsonl(tmp_path / "refs.jsonl", [{"id": "a", "first_packet_s": 0.5}])
+    preds = write_jsonl(tmp_path / "preds.jsonl", [{"id": "a"}])
+    assert evaluate("latency", tmp_path / "out", predictions=preds, references=refs)["summary"]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="task 'latency' reads its references from the records"):
+        evaluate("latency", tmp_path / "out2", predictions=preds, references=tmp_path / "folder")
 
 
 def test_references_from_a_saved_hf_dataset(tmp_path):
