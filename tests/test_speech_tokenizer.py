@@ -15,9 +15,6 @@ from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict
 from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.golden import run_golden
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-KEYS = GOLDEN / "checkpoint_keys" / "s3tokenizer_v2_25hz" / "keys.tsv"
-
 
 def small(**overrides) -> S3TokenizerV2:
     torch.manual_seed(0)
@@ -37,15 +34,16 @@ def chirps(seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
     return waves
 
 
-def test_golden_parity_tokens_exact():
-    fixture, results = run_golden(GOLDEN / "s3tokenizer_v2")
+def test_golden_parity_tokens_exact(golden_dir: Path):
+    fixture, results = run_golden(golden_dir / "s3tokenizer_v2")
     failed = [r for r in results if not r.passed]
     assert not failed, failed
     assert {r.name for r in results} >= {"tokens (valid positions)", "token_lengths", "mel"}
 
 
-def test_full_size_keys_match_official_list_on_meta():
-    rows = [line.split("\t") for line in KEYS.read_text().splitlines()[1:]]
+def test_full_size_keys_match_official_list_on_meta(golden_dir: Path):
+    keys = golden_dir / "checkpoint_keys" / "s3tokenizer_v2_25hz" / "keys.tsv"
+    rows = [line.split("\t") for line in keys.read_text().splitlines()[1:]]
     official = {key: tuple(json.loads(shape)) for key, shape, _ in rows}
     with torch.device("meta"):
         model = S3TokenizerV2.from_preset("speech-tokenizer-v2-25hz")
@@ -297,3 +295,16 @@ def test_calibration_centres_fsq_and_penalty_targets_saturation():
     assert {-1.0, 0.0, 1.0} <= set(digits.unique().tolist())
     assert float(model.quantizer.saturation_penalty(hidden)) < 0.05
     assert float(model.quantizer.saturation_penalty(hidden * 10)) > 1.0
+
+
+def test_optimizer_warms_up_then_decays_to_its_floor():
+    from types import SimpleNamespace
+
+    model = small(learning_rate=2e-3, warmup_steps=20)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=200, callbacks=[])
+    setup = model.configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert optimizer.defaults["lr"] == 2e-3 and optimizer.defaults["betas"] == (0.9, 0.98)
+    assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.01]
+    assert schedule(0) == pytest.approx(1 / 20) and schedule(19) == pytest.approx(1.0)
+    assert schedule(110) == pytest.approx(0.05 + 0.95 * 0.5) and schedule(200) == pytest.approx(0.05)

@@ -16,32 +16,30 @@ from minmo_lightning.checkpoints import CheckpointMismatchError
 from minmo_lightning.contracts import AudioBatch, lengths_to_mask
 from minmo_lightning.golden import run_golden
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-KEYS = GOLDEN / "checkpoint_keys" / "sensevoice_small" / "keys.tsv"
-
 
 def tiny(**overrides) -> SenseVoiceEncoder:
     torch.manual_seed(0)
     args = dict(
-        output_size=32, attention_heads=2, linear_units=64, num_blocks=2, tp_blocks=1, stream_left_frames=8
+        output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1, stream_left_frames=8
     )
     return SenseVoiceEncoder.from_preset("tiny", **{**args, **overrides}).eval()
 
 
 @pytest.mark.parametrize("item", ["sensevoice_frontend", "sensevoice_encoder", "sensevoice_model"])
-def test_golden(item: str) -> None:
-    _, results = run_golden(GOLDEN / item)
+def test_golden(item: str, golden_dir: Path) -> None:
+    _, results = run_golden(golden_dir / item)
     failed = [f"{r.name}: {r.max_abs_error:.3g} > {r.tolerance:g}" for r in results if not r.passed]
     assert results and not failed, failed
 
 
-def _official_keys() -> dict[str, tuple[int, ...]]:
-    rows = [line.split("\t") for line in KEYS.read_text().splitlines()[1:]]
+def _official_keys(golden_dir: Path) -> dict[str, tuple[int, ...]]:
+    keys = golden_dir / "checkpoint_keys" / "sensevoice_small" / "keys.tsv"
+    rows = [line.split("\t") for line in keys.read_text().splitlines()[1:]]
     return {key: tuple(json.loads(shape)) for key, shape, _ in rows}
 
 
-def test_sensevoice_small_matches_official_keys_and_loads_strictly() -> None:
-    official = _official_keys()
+def test_sensevoice_small_matches_official_keys_and_loads_strictly(golden_dir: Path) -> None:
+    official = _official_keys(golden_dir)
     with torch.device("meta"):
         block = SenseVoiceEncoder.from_preset("sensevoice-small")
     ours = {k: tuple(v.shape) for k, v in block.state_dict().items()}
@@ -121,7 +119,7 @@ def _sentencepiece_model(folder: Path) -> Path:
     return folder / "toy.bpe.model"
 
 
-def test_load_pretrained_official_layout(tmp_path: Path) -> None:
+def test_load_pretrained_official_layout(tmp_path: Path, golden_dir: Path) -> None:
     import sentencepiece
 
     model = _sentencepiece_model(tmp_path)
@@ -130,11 +128,9 @@ def test_load_pretrained_official_layout(tmp_path: Path) -> None:
     torch.save(
         {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "model.pt"
     )
-    (tmp_path / "am.mvn").write_text((GOLDEN / "sensevoice_frontend" / "am.mvn").read_text())
-    conf = {
-        k: source.hparams[k]
-        for k in ("output_size", "attention_heads", "linear_units", "num_blocks", "tp_blocks")
-    }
+    (tmp_path / "am.mvn").write_text((golden_dir / "sensevoice_frontend" / "am.mvn").read_text())
+    conf = {k: source.hparams[k] for k in ("output_size", "attention_heads", "linear_units", "tp_blocks")}
+    conf["num_blocks"] = source.hparams.num_layers  # funasr's name for the layer count
     (tmp_path / "config.yaml").write_text(
         json.dumps({"encoder_conf": conf, "tokenizer_conf": {"bpemodel": "toy.bpe.model"}})
     )
@@ -149,6 +145,9 @@ def test_load_pretrained_official_layout(tmp_path: Path) -> None:
     wrong_size = tiny(output_size=48, vocab_size=vocab, ctc_slots_per_frame=1, tokenizer=None)
     with pytest.raises(ValueError, match="output_size: 32 there, 48 here"):
         wrong_size.load_pretrained(str(tmp_path))
+    wrong_depth = tiny(num_layers=3, vocab_size=vocab, ctc_slots_per_frame=1, tokenizer=None)
+    with pytest.raises(ValueError, match="num_blocks: 2 there, 3 here"):
+        wrong_depth.load_pretrained(str(tmp_path))
     state = source.state_dict()
     del state["embed.weight"]
     torch.save(state, tmp_path / "model.pt")

@@ -8,10 +8,11 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from minmo_lightning.components.voice_encoder.ctc import count_unalignable
 from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder
 from minmo_lightning.components.voice_encoder.tokenizer import CharTokenizer
 
-from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.contracts import AudioBatch, TokenBatch
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "components" / "voice_encoder_ctc.yaml"
 
@@ -43,7 +44,7 @@ def _batches(count: int) -> list[dict]:
 def _block() -> SenseVoiceEncoder:
     torch.manual_seed(0)
     return SenseVoiceEncoder.from_preset(
-        "tiny", output_size=32, attention_heads=2, linear_units=64, num_blocks=2, tp_blocks=1,
+        "tiny", output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1,
         learning_rate=3e-3, warmup_steps=1, dropout_rate=0.0, spec_augment=False,
     )  # fmt: skip
 
@@ -97,6 +98,30 @@ def test_rich_targets_follow_the_sensevoice_tag_order() -> None:
     assert targets[1, 1].item() == tokenizer.token_to_id("<|NEUTRAL|>")
     no_emotion = block._rich_targets({}, 1)
     assert no_emotion[0, 1].item() == -100
+
+
+def test_ctc_counts_items_too_short_for_their_labels() -> None:
+    """A label pair that repeats needs a blank frame between; padding past an item's length never counts."""
+    targets = TokenBatch.from_list([[5, 5, 6], [7], [8, 9]])
+    assert count_unalignable(targets, torch.tensor([4, 1, 2])) == 0
+    assert count_unalignable(targets, torch.tensor([3, 1, 2])) == 1
+    assert count_unalignable(targets, torch.tensor([3, 0, 1])) == 3
+
+
+def test_optimizer_caps_the_warmup_at_a_tenth_and_ends_at_its_floor() -> None:
+    from types import SimpleNamespace
+
+    block = SenseVoiceEncoder.from_preset(
+        "tiny", output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1,
+        learning_rate=1e-3, weight_decay=0.02, warmup_steps=1000,
+    )  # fmt: skip
+    block._trainer = SimpleNamespace(estimated_stepping_batches=100, callbacks=[])
+    setup = block.configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["betas"] == (0.9, 0.98)
+    assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.02]
+    assert schedule(0) == pytest.approx(0.1) and schedule(9) == pytest.approx(1.0)
+    assert schedule(100) == pytest.approx(0.05)
 
 
 def test_char_tokenizer_round_trip_and_errors() -> None:

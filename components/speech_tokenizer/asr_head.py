@@ -12,8 +12,11 @@ import re
 
 import torch
 import torch.nn.functional as F
-from minmo_lightning.components.speech_tokenizer.encoder import EncoderBlock, Rotary
+from minmo_lightning.components.speech_tokenizer.encoder import EncoderLayer, Rotary
+from minmo_lightning.components.voice_encoder.ctc import count_unalignable, greedy_ctc
 from torch import Tensor, nn
+
+from minmo_lightning.contracts import TokenBatch
 
 
 class CharVocabulary:
@@ -51,8 +54,9 @@ class CharVocabulary:
         return "".join(self.characters[i - 1] for i in ids if i > 0)
 
 
-class CTCHead(nn.Module):
-    """Rounded FSQ codes ``[B, T, code_dim]`` -> CTC log-probabilities ``[B, slots * T, vocab]``."""
+class CodeASRHead(nn.Module):
+    """Characters read back from the speech tokens: rounded FSQ codes ``[B, T, code_dim]`` -> a few encoder
+    layers -> CTC log-probabilities ``[B, slots * T, vocab]``."""
 
     def __init__(
         self,
@@ -69,8 +73,8 @@ class CTCHead(nn.Module):
         self.slots, self.vocab_size = slots, vocab_size
         self.project_up = nn.Linear(code_dim, dim)
         self.rotary = Rotary(dim // n_heads)
-        self.blocks = nn.ModuleList(
-            EncoderBlock(dim, n_heads, fsmn_kernel_size, ln_eps) for _ in range(n_layers)
+        self.blocks = nn.ModuleList(  # checkpoint key names: asr_head.blocks.N
+            EncoderLayer(dim, n_heads, fsmn_kernel_size, ln_eps) for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(dim, eps=ln_eps)
         self.classifier = nn.Linear(dim, slots * vocab_size)
@@ -79,37 +83,25 @@ class CTCHead(nn.Module):
         x = self.project_up(codes)
         pad = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[:, :, None].to(x.dtype)
         rope = self.rotary(x.shape[1])
-        for block in self.blocks:
-            x = block(x, rope, pad)
+        for layer in self.blocks:
+            x = layer(x, rope, pad)
         logits = self.classifier(self.norm(x))
         return logits.view(x.shape[0], x.shape[1] * self.slots, self.vocab_size).log_softmax(-1)
 
     def loss(self, log_probs: Tensor, lengths: Tensor, targets: list[list[int]]) -> tuple[Tensor, int]:
         """Mean CTC loss per target character and the number of items too short for their text."""
         frames = lengths * self.slots
-        target_lengths = torch.tensor([len(t) for t in targets], device=log_probs.device)
-        flat = torch.tensor([i for t in targets for i in t], device=log_probs.device, dtype=torch.long)
-        repeats = torch.tensor(
-            [sum(a == b for a, b in zip(t, t[1:], strict=False)) for t in targets], device=frames.device
-        )
-        infeasible = int((frames < target_lengths + repeats).sum())
+        labels = TokenBatch.from_list(targets, log_probs.device)
         loss = F.ctc_loss(
             log_probs.transpose(0, 1).float(),
-            flat,
+            labels.tokens,
             frames,
-            target_lengths,
+            labels.lengths,
             reduction="sum",
             zero_infinity=True,
         )
-        return loss / target_lengths.sum().clamp(min=1), infeasible
+        return loss / labels.lengths.sum().clamp(min=1), count_unalignable(labels, frames)
 
     def greedy(self, log_probs: Tensor, lengths: Tensor) -> list[list[int]]:
-        """Best path: collapse repeats, drop blanks."""
-        best = log_probs.argmax(-1)
-        keep = torch.ones_like(best, dtype=torch.bool)
-        keep[:, 1:] = best[:, 1:] != best[:, :-1]
-        keep &= best != 0
-        return [
-            row[: n * self.slots][k[: n * self.slots]].tolist()
-            for row, k, n in zip(best, keep, lengths.tolist(), strict=True)
-        ]
+        """Best path over each item's ``slots * lengths`` frames: collapse repeats, drop blanks."""
+        return greedy_ctc(log_probs, lengths * self.slots)

@@ -71,8 +71,8 @@ class FSMNAttention(nn.Module):
         return self.out(attended) + memory * pad
 
 
-class EncoderBlock(nn.Module):
-    """Pre-norm transformer block: FSMN attention, then a 4x GELU MLP."""
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer layer: FSMN attention, then a 4x GELU MLP."""
 
     def __init__(self, dim: int, n_heads: int, fsmn_kernel_size: int, ln_eps: float):
         super().__init__()
@@ -87,7 +87,7 @@ class EncoderBlock(nn.Module):
 
 
 class S3Encoder(nn.Module):
-    """Log-mel ``[B, n_mels, T]`` -> hidden ``[B, ~T/4, dim]``: two stride-2 convs, then FSMN blocks."""
+    """Log-mel ``[B, n_mels, T]`` -> hidden ``[B, ~T/4, dim]``: two stride-2 convs, then FSMN layers."""
 
     def __init__(
         self,
@@ -106,7 +106,7 @@ class S3Encoder(nn.Module):
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
         self.rotary = Rotary(dim // n_heads, rope_theta)
         self.blocks = nn.ModuleList(
-            EncoderBlock(dim, n_heads, fsmn_kernel_size, ln_eps) for _ in range(n_layers)
+            EncoderLayer(dim, n_heads, fsmn_kernel_size, ln_eps) for _ in range(n_layers)
         )
 
     def forward(self, mel: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,8 +118,8 @@ class S3Encoder(nn.Module):
         lengths = conv_output_lengths(lengths)
         pad = lengths_to_mask(lengths, x.shape[1])[:, :, None].to(x.dtype)
         rope = self.rotary(x.shape[1])
-        for block in self.blocks:
-            x = block(x, rope, pad)
+        for layer in self.blocks:
+            x = layer(x, rope, pad)
         return x, lengths
 
 

@@ -1,19 +1,18 @@
 """``S3TokenizerV2``: the CosyVoice2 speech tokenizer (6561 FSQ codes at 25 Hz), trainable when tiny.
 
 Waveform (16 kHz) -> 128-bin log-mel -> encoder (two stride-2 convs, FSMN + rotary transformer
-blocks) -> FSQ (8 dims, 3 levels) -> token ids. The ``speech-tokenizer-v2-25hz`` preset loads the
+layers) -> FSQ (8 dims, 3 levels) -> token ids. The ``speech-tokenizer-v2-25hz`` preset loads the
 official weights (``load_pretrained``); ``tiny`` adds a CTC head (``asr_vocab``) so it can be trained
 on the built-in corpus (``training_step``), since the official weights are not on a fresh machine.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from minmo_lightning.components.speech_tokenizer.asr_head import CharVocabulary, CTCHead
+from minmo_lightning.components.speech_tokenizer.asr_head import CharVocabulary, CodeASRHead
 from minmo_lightning.components.speech_tokenizer.encoder import FSQuantizer, S3Encoder
 from minmo_lightning.components.speech_tokenizer.frontend import LogMelFrontend
 from minmo_lightning.components.speech_tokenizer.windows import WindowPolicy
@@ -22,11 +21,13 @@ from torch import Tensor
 from minmo_lightning.blocks import SpeechTokenizer
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
 from minmo_lightning.contracts import AudioBatch, TokenBatch, lengths_to_mask
+from minmo_lightning.optim import OptimizerConfig, configure_adamw
 
 #: files ``load_pretrained`` looks for in a folder, in order.
 CHECKPOINT_NAMES = ("speech_tokenizer_v2.onnx", "model.safetensors", "speech_tokenizer_v2.pt")
 
-_OFFICIAL = dict(
+#: the released tokenizer (inference only); ``tiny`` says how the trainable one differs
+SPEECH_TOKENIZER_V2 = dict(
     n_mels=128,
     dim=1280,
     n_heads=20,
@@ -55,9 +56,9 @@ class S3TokenizerV2(SpeechTokenizer):
     hop_length = 160
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "speech-tokenizer-v2-25hz": _OFFICIAL,
+        "speech-tokenizer-v2-25hz": SPEECH_TOKENIZER_V2,
         "tiny": {
-            **_OFFICIAL,
+            **SPEECH_TOKENIZER_V2,
             "dim": 128,
             "n_heads": 2,
             "n_layers": 2,
@@ -69,26 +70,26 @@ class S3TokenizerV2(SpeechTokenizer):
 
     def __init__(
         self,
-        n_mels: int = 128,
-        dim: int = 1280,
-        n_heads: int = 20,
-        n_layers: int = 6,
-        fsmn_kernel_size: int = 31,
-        code_dim: int = 8,
-        fsq_levels: int = 3,
-        ln_eps: float = 1e-5,
-        rope_theta: float = 10000.0,
-        window_seconds: int = 30,
-        overlap_seconds: int = 4,
-        asr_vocab: str = "",
-        asr_layers: int = 0,
-        ctc_slots: int = 2,
-        saturation_weight: float = 0.0,
-        learning_rate: float = 1e-3,
-        warmup_steps: int = 200,
+        n_mels: int = SPEECH_TOKENIZER_V2["n_mels"],
+        dim: int = SPEECH_TOKENIZER_V2["dim"],
+        n_heads: int = SPEECH_TOKENIZER_V2["n_heads"],
+        n_layers: int = SPEECH_TOKENIZER_V2["n_layers"],
+        fsmn_kernel_size: int = SPEECH_TOKENIZER_V2["fsmn_kernel_size"],
+        code_dim: int = SPEECH_TOKENIZER_V2["code_dim"],
+        fsq_levels: int = SPEECH_TOKENIZER_V2["fsq_levels"],
+        ln_eps: float = SPEECH_TOKENIZER_V2["ln_eps"],
+        rope_theta: float = SPEECH_TOKENIZER_V2["rope_theta"],
+        window_seconds: int = SPEECH_TOKENIZER_V2["window_seconds"],
+        overlap_seconds: int = SPEECH_TOKENIZER_V2["overlap_seconds"],
+        asr_vocab: str = SPEECH_TOKENIZER_V2["asr_vocab"],
+        asr_layers: int = SPEECH_TOKENIZER_V2["asr_layers"],
+        ctc_slots: int = SPEECH_TOKENIZER_V2["ctc_slots"],
+        saturation_weight: float = SPEECH_TOKENIZER_V2["saturation_weight"],
+        learning_rate: float = SPEECH_TOKENIZER_V2["learning_rate"],
+        warmup_steps: int = SPEECH_TOKENIZER_V2["warmup_steps"],
     ):
         """``asr_vocab`` empty: inference only, exactly the official parameters. Otherwise a CTC head
-        over those characters (``asr_layers`` blocks) is added for ``training_step``; ``saturation_weight``
+        over those characters (``asr_layers`` layers) is added for ``training_step``; ``saturation_weight``
         scales ``FSQuantizer.saturation_penalty`` in the training loss."""
         super().__init__()
         self.save_hyperparameters()
@@ -104,7 +105,9 @@ class S3TokenizerV2(SpeechTokenizer):
         )
         self.vocab = CharVocabulary(asr_vocab) if asr_vocab else None
         self.asr_head = (
-            CTCHead(code_dim, dim, n_heads, asr_layers, len(self.vocab), ctc_slots, fsmn_kernel_size, ln_eps)
+            CodeASRHead(
+                code_dim, dim, n_heads, asr_layers, len(self.vocab), ctc_slots, fsmn_kernel_size, ln_eps
+            )
             if self.vocab
             else None
         )
@@ -211,21 +214,21 @@ class S3TokenizerV2(SpeechTokenizer):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._calibrated = True  # resumed weights are already calibrated
 
-    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+    def _step(self, batch: dict[str, Any], split: str) -> Tensor:
         log_probs, lengths, codes, saturation = self._asr_forward(batch["audio"])
         targets = [self.vocab.encode(t) for t in batch["text"]]
         ctc, infeasible = self.asr_head.loss(log_probs, lengths, targets)
         size = len(targets)
-        self.log(f"{stage}/ctc_loss", ctc, prog_bar=True, batch_size=size)
-        self.log(f"{stage}/fsq_saturation", saturation, batch_size=size)
-        self.log(f"{stage}/ctc_infeasible", float(infeasible), reduce_fx="sum", batch_size=size)
-        self.log(f"{stage}/codebook_perplexity", self.codebook_perplexity(codes, lengths), batch_size=size)
-        if stage != "train":
+        self.log(f"{split}/ctc_loss", ctc, prog_bar=True, batch_size=size)
+        self.log(f"{split}/fsq_saturation", saturation, batch_size=size)
+        self.log(f"{split}/ctc_infeasible", float(infeasible), reduce_fx="sum", batch_size=size)
+        self.log(f"{split}/codebook_perplexity", self.codebook_perplexity(codes, lengths), batch_size=size)
+        if split != "train":
             from torchmetrics.functional.text import char_error_rate
 
             hypotheses = [self.vocab.decode(ids) for ids in self.asr_head.greedy(log_probs, lengths)]
             references = [self.vocab.normalize(t) for t in batch["text"]]
-            self.log(f"{stage}/cer", char_error_rate(hypotheses, references), prog_bar=True, batch_size=size)
+            self.log(f"{split}/cer", char_error_rate(hypotheses, references), prog_bar=True, batch_size=size)
         return ctc + self.hparams.saturation_weight * saturation
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -241,22 +244,14 @@ class S3TokenizerV2(SpeechTokenizer):
         return token_perplexity(tokens, self.codebook_size)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.learning_rate, betas=(0.9, 0.98), weight_decay=0.01
+        config = OptimizerConfig(
+            learning_rate=self.hparams.learning_rate,
+            weight_decay=0.01,
+            betas=(0.9, 0.98),
+            warmup_steps=self.hparams.warmup_steps,
+            floor=0.05,
         )
-        total = self.trainer.estimated_stepping_batches if self.trainer else math.inf
-        warmup = self.hparams.warmup_steps
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if not math.isfinite(total) or total <= warmup:
-                return 1.0
-            progress = min(1.0, (step - warmup) / (total - warmup))
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_adamw(self, config)
 
 
 def token_perplexity(tokens: Tensor, codebook_size: int) -> Tensor:

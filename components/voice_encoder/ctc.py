@@ -1,11 +1,12 @@
-"""CTC pieces shared by the voice encoders: greedy decoding, target packing, SpecAugment on LFR features."""
+"""CTC pieces shared by the voice encoders and the speech tokenizer: greedy decoding, the alignment check,
+SpecAugment on LFR features."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from minmo_lightning.contracts import lengths_to_mask
+from minmo_lightning.contracts import TokenBatch, lengths_to_mask
 
 
 def greedy_ctc(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[list[int]]:
@@ -17,13 +18,13 @@ def greedy_ctc(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[li
     return [row[mask].tolist() for row, mask in zip(best, keep)]
 
 
-def pad_ids(sequences: list[list[int]], pad: int = -1) -> tuple[Tensor, Tensor]:
-    """Ragged id lists -> ``[B, max_len]`` (``pad`` filled) and ``[B]`` lengths."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    out = torch.full((len(sequences), max(int(lengths.max()), 1) if sequences else 1), pad, dtype=torch.long)
-    for row, seq in zip(out, sequences):
-        row[: len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out, lengths
+def count_unalignable(targets: TokenBatch, frames: Tensor) -> int:
+    """Items CTC cannot align: their labels, plus a blank between each pair of equal neighbours, outnumber
+    their ``frames`` (counted, never hidden: ``zero_infinity`` silences their loss)."""
+    tokens = targets.tokens
+    later = torch.arange(1, tokens.shape[1], device=tokens.device) < targets.lengths[:, None]
+    repeats = ((tokens[:, 1:] == tokens[:, :-1]) & later).sum(1)
+    return int((targets.lengths + repeats > frames).sum())
 
 
 def spec_augment_lfr(

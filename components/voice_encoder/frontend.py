@@ -139,20 +139,26 @@ class KaldiFbank(nn.Module):
         return self.frames_to_fbank(samples[:size][None], window, banks)[0]
 
 
-def apply_lfr(feats: Tensor, lengths: Tensor, m: int, n: int) -> tuple[Tensor, Tensor]:
-    """Low frame rate: stack ``m`` frames every ``n`` -> ``[B, ceil(T/n), m * D]``.
+def apply_lfr(feats: Tensor, lengths: Tensor, window: int, hop: int) -> tuple[Tensor, Tensor]:
+    """Low frame rate: stack ``window`` frames every ``hop`` (funasr's ``lfr_m``, ``lfr_n``) -> ``[B, ceil(T/hop),
+    window * D]``.
 
-    Frame ``i`` stacks input frames ``i*n - (m-1)//2 ... i*n + m - 1 - (m-1)//2``, clamped to the utterance
-    (its first frame repeats on the left, its last on the right), exactly as funasr's ``apply_lfr``.
+    Frame ``i`` stacks input frames ``i*hop - (window-1)//2 ... i*hop + window - 1 - (window-1)//2``, clamped to
+    the utterance (its first frame repeats on the left, its last on the right), exactly as funasr's
+    ``apply_lfr``.
     """
     batch, _, dim = feats.shape
-    out_lengths = torch.div(lengths + n - 1, n, rounding_mode="floor")
+    out_lengths = torch.div(lengths + hop - 1, hop, rounding_mode="floor")
     steps = int(out_lengths.max()) if batch else 0
-    offsets = torch.arange(steps, device=feats.device)[:, None] * n + torch.arange(m, device=feats.device)
-    source = offsets[None] - (m - 1) // 2
+    offsets = torch.arange(steps, device=feats.device)[:, None] * hop + torch.arange(
+        window, device=feats.device
+    )
+    source = offsets[None] - (window - 1) // 2
     last = (lengths - 1).clamp(min=0)[:, None, None]
     source = torch.minimum(source.clamp(min=0), last).reshape(batch, -1)
-    stacked = torch.gather(feats, 1, source[..., None].expand(-1, -1, dim)).reshape(batch, steps, m * dim)
+    stacked = torch.gather(feats, 1, source[..., None].expand(-1, -1, dim)).reshape(
+        batch, steps, window * dim
+    )
     return stacked * lengths_to_mask(out_lengths, steps)[..., None], out_lengths
 
 

@@ -10,24 +10,41 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from minmo_lightning.components.voice_encoder.ctc import greedy_ctc, pad_ids
+import torch.nn.functional as F
+from minmo_lightning.components.voice_encoder.ctc import greedy_ctc
 from minmo_lightning.components.voice_encoder.frontend import SenseVoiceFrontend, load_cmvn
-from minmo_lightning.components.voice_encoder.sensevoice import (
-    BLANK_ID,
+from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder
+from minmo_lightning.components.voice_encoder.sensevoice_loading import ENCODER_CONF_KEYS
+from minmo_lightning.components.voice_encoder.sensevoice_queries import (
     EVENT_EMOTION_ROWS,
     LID_ROWS,
     NUM_QUERY_ROWS,
-    OFFICIAL_TAG_IDS,
     TEXTNORM_ROWS,
-    SenseVoiceEncoder,
 )
+from minmo_lightning.components.voice_encoder.tokenizer import BLANK_ID
 from torch import Tensor
 
 from minmo_lightning.checkpoints import load_state_dict_strict
-from minmo_lightning.contracts import lengths_to_mask
+from minmo_lightning.contracts import TokenBatch, lengths_to_mask
 from minmo_lightning.golden import Comparison, Fixture, compare, compare_exact, golden_check
 
 ATOL = RTOL = 1e-4
+#: token ids of the rich tags in the official 25055-piece sentencepiece vocabulary
+OFFICIAL_TAG_IDS = {
+    "<|zh|>": 24884,
+    "<|en|>": 24885,
+    "<|yue|>": 24888,
+    "<|ja|>": 24892,
+    "<|ko|>": 24896,
+    "<|nospeech|>": 24992,
+    "<|withitn|>": 25016,
+    "<|woitn|>": 25017,
+    "<|HAPPY|>": 25001,
+    "<|SAD|>": 25002,
+    "<|ANGRY|>": 25003,
+    "<|NEUTRAL|>": 25004,
+    "<|EMO_UNKNOWN|>": 25009,
+}
 
 
 def _valid(values: Tensor, lengths: Tensor) -> Tensor:
@@ -42,12 +59,7 @@ def block_from_reference(encoder_conf: dict[str, Any], input_size: int, vocab_si
         raise ValueError("only pre-norm SAN-M encoders (SenseVoiceEncoderSmall) are implemented")
     lfr_m = 7 if input_size % 7 == 0 else 1
     return SenseVoiceEncoder(
-        output_size=encoder_conf["output_size"],
-        attention_heads=encoder_conf["attention_heads"],
-        linear_units=encoder_conf["linear_units"],
-        num_blocks=encoder_conf["num_blocks"],
-        tp_blocks=encoder_conf["tp_blocks"],
-        kernel_size=encoder_conf["kernel_size"],
+        **{ours: encoder_conf[theirs] for theirs, ours in ENCODER_CONF_KEYS.items()},
         sanm_shift=encoder_conf.get("sanm_shfit", 0),
         dropout_rate=encoder_conf.get("dropout_rate", 0.1),
         attention_dropout_rate=encoder_conf.get("attention_dropout_rate", 0.1),
@@ -94,9 +106,11 @@ def check_encoder(fixture: Fixture) -> list[Comparison]:
     hooks = {}
     handles = [
         block.encoder.encoders0[0].register_forward_hook(
-            lambda m, i, o: hooks.setdefault("encoders0_out", o)
+            lambda module, inputs, output: hooks.setdefault("encoders0_out", output)
         ),
-        block.encoder.after_norm.register_forward_hook(lambda m, i, o: hooks.setdefault("after_norm_out", o)),
+        block.encoder.after_norm.register_forward_hook(
+            lambda module, inputs, output: hooks.setdefault("after_norm_out", output)
+        ),
     ]
     out = block.encoder(x.clone(), lengths)
     for handle in handles:
@@ -159,14 +173,15 @@ def check_model(fixture: Fixture) -> list[Comparison]:
         out, out_lengths = block.encode(speech, lengths, rows)
         logits = block.ctc(out)
         log_probs = logits.log_softmax(-1)
-        ids, id_lengths = pad_ids(greedy_ctc(log_probs, out_lengths, BLANK_ID))
+        greedy = TokenBatch.from_list(greedy_ctc(log_probs, out_lengths, BLANK_ID))
         ref_ids = fixture[prefix + "greedy_ids"]
-        ids = torch.nn.functional.pad(ids, (0, max(ref_ids.shape[1] - ids.shape[1], 0)), value=-1)
+        ids = greedy.tokens.masked_fill(~greedy.mask, -1)  # the reference pads its id rows with -1
+        ids = F.pad(ids, (0, max(ref_ids.shape[1] - ids.shape[1], 0)), value=-1)
         checks = [
             ("encoder_in_lengths", in_lengths.int(), None),
             ("encoder_out_lens", out_lengths.int(), None),
             ("greedy_ids", ids, None),
-            ("greedy_ids_lengths", id_lengths, None),
+            ("greedy_ids_lengths", greedy.lengths, None),
             ("encoder_in", encoder_in, in_lengths),
             ("encoder_out", out, out_lengths),
             ("ctc_logits", logits, out_lengths),

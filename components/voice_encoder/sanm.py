@@ -179,21 +179,23 @@ class SANMEncoder(nn.Module):
 
     def __init__(
         self,
-        input_size: int = 560,
-        output_size: int = 512,
-        attention_heads: int = 4,
-        linear_units: int = 2048,
-        num_blocks: int = 50,
-        tp_blocks: int = 20,
-        kernel_size: int = 11,
-        sanm_shift: int = 0,
-        dropout_rate: float = 0.1,
-        attention_dropout_rate: float = 0.1,
+        input_size: int,
+        output_size: int,
+        attention_heads: int,
+        linear_units: int,
+        num_layers: int,
+        tp_blocks: int,
+        kernel_size: int,
+        sanm_shift: int,
+        dropout_rate: float,
+        attention_dropout_rate: float,
         gradient_checkpointing: bool = False,
     ) -> None:
+        """``num_layers`` SAN-M layers before ``after_norm`` (``encoders0`` and ``encoders``; funasr's
+        ``num_blocks``), ``tp_blocks`` after it. ``SenseVoiceEncoder``'s presets hold the sizes."""
         super().__init__()
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks must be >= 1 (encoders0 is the first block), got {num_blocks}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1 (encoders0 is the first layer), got {num_layers}")
         self.gradient_checkpointing = gradient_checkpointing  # recompute layer activations in backward
         self.output_size = output_size
 
@@ -210,7 +212,7 @@ class SANMEncoder(nn.Module):
             )
 
         self.encoders0 = nn.ModuleList([layer(input_size)])
-        self.encoders = nn.ModuleList([layer(output_size) for _ in range(num_blocks - 1)])
+        self.encoders = nn.ModuleList([layer(output_size) for _ in range(num_layers - 1)])
         self.tp_encoders = nn.ModuleList([layer(output_size) for _ in range(tp_blocks)])
         self.after_norm = nn.LayerNorm(output_size)
         self.tp_norm = nn.LayerNorm(output_size)

@@ -15,6 +15,8 @@ LANGUAGES = ("zh", "en", "yue", "ja", "ko", "nospeech")
 EMOTIONS = ("HAPPY", "SAD", "ANGRY", "NEUTRAL", "FEARFUL", "DISGUSTED", "SURPRISED", "EMO_UNKNOWN")
 EVENTS = ("Speech", "BGM", "Laughter", "Applause", "Cry", "Sneeze", "Breath", "Cough")
 TEXT_NORMS = ("withitn", "woitn")
+#: the CTC blank, id 0 in every tokenizer here (and in SenseVoice's sentencepiece model)
+BLANK_ID = 0
 
 
 def tag(name: str) -> str:

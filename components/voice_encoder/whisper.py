@@ -31,39 +31,42 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 _ENCODER_PREFIXES = ("model.encoder.", "encoder.")
 
 
+#: Whisper-large-v3's encoder; ``tiny`` says how it differs
+WHISPER_LARGE_V3 = dict(
+    d_model=1280,
+    encoder_layers=32,
+    encoder_attention_heads=20,
+    encoder_ffn_dim=5120,
+    num_mel_bins=128,
+    max_source_positions=1500,
+    pretrained_path=None,
+)
+
+
 class WhisperEncoder(VoiceEncoder):
     """Whisper encoder: 16 kHz audio -> log-mel (10 ms) -> two convs (stride 2) -> 50 Hz frames."""
 
     sample_rate = 16000
     presets = {
-        "whisper-large-v3": dict(
-            d_model=1280,
-            encoder_layers=32,
-            encoder_attention_heads=20,
-            encoder_ffn_dim=5120,
-            num_mel_bins=128,
-            max_source_positions=1500,
-            pretrained_path=None,
-        ),  # fmt: skip
-        "tiny": dict(
-            d_model=64,
-            encoder_layers=2,
-            encoder_attention_heads=4,
-            encoder_ffn_dim=128,
-            num_mel_bins=80,
-            max_source_positions=1500,
-            pretrained_path=None,
-        ),  # fmt: skip
+        "whisper-large-v3": WHISPER_LARGE_V3,
+        "tiny": {
+            **WHISPER_LARGE_V3,
+            "d_model": 64,
+            "encoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "encoder_ffn_dim": 128,
+            "num_mel_bins": 80,
+        },
     }
 
     def __init__(
         self,
-        d_model: int = 1280,
-        encoder_layers: int = 32,
-        encoder_attention_heads: int = 20,
-        encoder_ffn_dim: int = 5120,
-        num_mel_bins: int = 128,
-        max_source_positions: int = 1500,
+        d_model: int = WHISPER_LARGE_V3["d_model"],
+        encoder_layers: int = WHISPER_LARGE_V3["encoder_layers"],
+        encoder_attention_heads: int = WHISPER_LARGE_V3["encoder_attention_heads"],
+        encoder_ffn_dim: int = WHISPER_LARGE_V3["encoder_ffn_dim"],
+        num_mel_bins: int = WHISPER_LARGE_V3["num_mel_bins"],
+        max_source_positions: int = WHISPER_LARGE_V3["max_source_positions"],
         pretrained_path: str | None = None,
         gradient_checkpointing: bool = False,
     ) -> None:
