@@ -75,18 +75,20 @@ def test_causal_fsmn_without_attention_streams_exactly() -> None:
 def test_reset_restarts_one_session_only() -> None:
     block = tiny()
     torch.manual_seed(3)
-    a, b = torch.randn(2, 3 * HOP) * 0.1, torch.randn(2, 3 * HOP) * 0.1
+    before, after = torch.randn(2, 3 * HOP) * 0.1, torch.randn(2, 3 * HOP) * 0.1
     state = block.init_state(2)
-    full = lambda w: AudioBatch(w, torch.full((2,), w.shape[1]), 16000)  # noqa: E731
-    block.step(full(a), state)
+    full = lambda waves: AudioBatch(waves, torch.full((2,), waves.shape[1]), 16000)  # noqa: E731
+    block.step(full(before), state)
+    state.end_input([1])
     state.reset([1])
-    out = block.step(full(b), state)
+    assert state.input_ended.tolist() == [False, False]
+    out = block.step(full(after), state)
     assert out.lengths.tolist() == [3, 7]
-    fresh = block.step(full(b), block.init_state(2))
+    fresh = block.step(full(after), block.init_state(2))
     continued = block.init_state(2)
-    block.step(full(a), continued)
+    block.step(full(before), continued)
     torch.testing.assert_close(out.values[1], fresh.values[1])
-    torch.testing.assert_close(out.values[0, :3], block.step(full(b), continued).values[0])
+    torch.testing.assert_close(out.values[0, :3], block.step(full(after), continued).values[0])
 
 
 def test_state_is_bounded() -> None:
