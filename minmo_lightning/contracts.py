@@ -182,13 +182,42 @@ class DuplexFrames:
 
 @dataclass
 class DuplexOutput:
-    """Per-frame turn-taking logits ``[B, T, C]`` over the predictor's classes, with ``lengths`` [B]."""
+    """Per-frame turn-taking logits ``[B, T, C]`` over ``DuplexPredictor.CLASSES``, with ``lengths`` [B].
+
+    ``respond_threshold`` / ``stop_threshold``: the probability at which ``respond`` / ``stop_speaking`` is
+    decided; None decides that class where it wins the argmax. Moving a threshold trades take-over rate
+    against latency without retraining (``dataclasses.replace(output, respond_threshold=0.3)``).
+    """
 
     logits: Tensor
     lengths: Tensor
+    respond_threshold: float | None = None
+    stop_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("respond_threshold", "stop_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"DuplexOutput.{name} must lie in (0, 1] or be None (argmax), got {value}")
+
+    def probabilities(self) -> Tensor:
+        """Softmax over the classes, ``[B, T, C]`` float32."""
+        return self.logits.float().softmax(-1)
 
     def decisions(self) -> Tensor:
-        return self.logits.argmax(-1)
+        """``[B, T]`` class per frame: ``stop_speaking`` where it is decided, else ``respond`` where it is,
+        else ``keep_listening`` (stopping to listen wins a tie; with no thresholds this is the argmax)."""
+        keep_listening, respond, stop_speaking = 0, 1, 2
+        winner = self.logits.argmax(-1)
+        probs = self.probabilities()
+
+        def decided(index: int, threshold: float | None) -> Tensor:
+            return winner == index if threshold is None else probs[..., index] >= threshold
+
+        out = torch.full_like(winner, keep_listening)
+        out[decided(respond, self.respond_threshold)] = respond
+        out[decided(stop_speaking, self.stop_threshold)] = stop_speaking
+        return out
 
 
 @dataclass(frozen=True)

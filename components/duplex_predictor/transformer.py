@@ -1,0 +1,187 @@
+"""MinMo's full-duplex predictor: one causal Transformer layer and a linear-softmax over the classes.
+
+MinMo §3.1 gives "1 Transformer layer and 1 linear-softmax output layer", ~18M parameters, reading the
+LLM's last-layer hidden states. Width and class count are not given; we use a 3584 -> 1024 input projection,
+16 heads, FFN 4864 and a 128-frame window (10.24 s at 12.5 Hz): 17.85M parameters. The ``tiny`` preset
+reads the tiny LLM (128 wide) through a 64-wide layer.
+
+It trains alone on any features at the frame rate (``training_step`` reads ``hidden`` and
+``frame_labels``); in stage 4 the composite feeds it the frozen LLM's states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from minmo_lightning.components.duplex_predictor.window_attention import WindowedCausalLayer
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from minmo_lightning.blocks import DuplexPredictor, StreamState
+from minmo_lightning.contracts import IGNORE_INDEX, DuplexFrames, DuplexOutput, SequenceBatch
+from minmo_lightning.optim import OptimizerConfig, configure_adamw
+
+TINY = {
+    "input_dim": 128,
+    "model_dim": 64,
+    "num_heads": 4,
+    "ffn_dim": 256,
+    "max_context_frames": 64,
+    "dropout": 0.0,
+}
+MINMO = {
+    **TINY,
+    "input_dim": 3584,
+    "model_dim": 1024,
+    "num_heads": 16,
+    "ffn_dim": 4864,
+    "max_context_frames": 128,
+    "dropout": 0.1,
+}
+
+
+@dataclass
+class TransformerDuplexState(StreamState):
+    """``keys`` / ``values`` [B, heads, max_context_frames - 1, head_dim]: the last frames of each row,
+    right-aligned, ``filled`` [B] of them valid (zeroed rows are empty sessions)."""
+
+    keys: Tensor
+    values: Tensor
+    filled: Tensor
+
+
+def inverse_frequency_weights(label_counts: list[int]) -> list[float]:
+    """Class weights proportional to 1 / count, scaled so that the weighted label mean is 1 (a recipe's
+    ``class_weights`` from the label counts of its training split)."""
+    counts = torch.tensor(label_counts, dtype=torch.float64).clamp(min=1)
+    weights = counts.sum() / (len(counts) * counts)
+    return [round(float(w), 4) for w in weights]
+
+
+class TransformerDuplexPredictor(DuplexPredictor):
+    """Input projection -> one windowed causal pre-norm Transformer layer -> norm -> linear head."""
+
+    presets = {"tiny": TINY, "minmo": MINMO}
+
+    def __init__(
+        self,
+        input_dim: int,
+        model_dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        max_context_frames: int,
+        dropout: float = 0.0,
+        class_weights: list[float] | None = None,
+        respond_threshold: float | None = None,
+        stop_threshold: float | None = None,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.input_dim = input_dim
+        classes = len(self.CLASSES)
+        if class_weights is not None and len(class_weights) != classes:
+            raise ValueError(
+                f"class_weights needs one weight per class {self.CLASSES}, got {len(class_weights)}"
+            )
+        self.input_proj = nn.Linear(input_dim, model_dim)
+        self.layer = WindowedCausalLayer(model_dim, num_heads, ffn_dim, max_context_frames, dropout)
+        self.norm = nn.LayerNorm(model_dim)
+        self.head = nn.Linear(model_dim, classes)
+        weights = torch.tensor(class_weights if class_weights is not None else [1.0] * classes)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.val_confusion = MulticlassConfusionMatrix(classes, ignore_index=IGNORE_INDEX)
+
+    # ---- inference ----------------------------------------------------------------------------
+    def forward(self, frames: DuplexFrames) -> DuplexOutput:
+        hidden = self._checked_hidden(frames)
+        x = self.layer(self.input_proj(hidden.values), hidden.lengths)
+        return self._output(x, hidden.lengths)
+
+    def init_state(self, batch_size: int, options: None = None) -> TransformerDuplexState:
+        """Fresh sessions. There are no stream options: thresholds live on the output (``DuplexOutput``)."""
+        if options is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes no stream options; set respond_threshold / stop_threshold on "
+                "the block, or on its DuplexOutput (dataclasses.replace)"
+            )
+        keys, values, filled = self.layer.empty_cache(batch_size, self.head.weight)
+        return TransformerDuplexState(batch_size=batch_size, keys=keys, values=values, filled=filled)
+
+    @torch.no_grad()
+    def step(self, chunk: DuplexFrames, state: TransformerDuplexState) -> DuplexOutput:
+        """Decisions for the chunk's frames (any number per row; ``hidden.lengths`` says how many)."""
+        hidden = self._checked_hidden(chunk)
+        if hidden.values.shape[0] != state.batch_size:
+            raise ValueError(
+                f"chunk has {hidden.values.shape[0]} rows but the state holds {state.batch_size} sessions"
+            )
+        x, cache = self.layer.step(
+            self.input_proj(hidden.values), hidden.lengths, (state.keys, state.values, state.filled)
+        )
+        state.keys, state.values, state.filled = cache
+        return self._output(x, hidden.lengths)
+
+    def _output(self, x: Tensor, lengths: Tensor) -> DuplexOutput:
+        return DuplexOutput(
+            self.head(self.norm(x)), lengths, self.hparams.respond_threshold, self.hparams.stop_threshold
+        )
+
+    def _checked_hidden(self, frames: DuplexFrames) -> SequenceBatch:
+        width = frames.hidden.values.shape[-1]
+        if width != self.input_dim:
+            raise ValueError(
+                f"{type(self).__name__} reads hidden states {self.input_dim} wide, got {width}; set input_dim "
+                "to the LLM's hidden_size (preset 'minmo': 3584 for Qwen2.5-7B, 'tiny': 128)"
+            )
+        return frames.hidden
+
+    # ---- standalone training ------------------------------------------------------------------
+    def _loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        hidden, labels = batch["hidden"], batch["frame_labels"]
+        if labels.shape != hidden.values.shape[:2]:
+            raise ValueError(
+                f"frame_labels {tuple(labels.shape)} must match the hidden frames "
+                f"{tuple(hidden.values.shape[:2])}: one label per frame, {IGNORE_INDEX} on padding"
+            )
+        output = self(DuplexFrames(hidden))
+        weights = self.class_weights.to(output.logits.dtype)
+        loss = F.cross_entropy(
+            output.logits.flatten(0, 1), labels.flatten(), weight=weights, ignore_index=IGNORE_INDEX
+        )
+        return loss, output.decisions(), labels
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, _, labels = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, decisions, labels = self._loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=labels.shape[0])
+        self.val_confusion.update(decisions.flatten(), labels.flatten())
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self.val_confusion.compute().double()  # [true, predicted]
+        self.val_confusion.reset()
+        hits = confusion.diag()
+        self.log("val/acc", hits.sum() / confusion.sum().clamp(min=1), prog_bar=True)
+        f1 = 2 * hits / (confusion.sum(0) + confusion.sum(1)).clamp(min=1)
+        for name, value in zip(self.CLASSES, f1):
+            self.log(f"val/f1_{name}", value)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        config = OptimizerConfig(
+            learning_rate=self.hparams.learning_rate,
+            weight_decay=self.hparams.weight_decay,
+            betas=(0.9, 0.98),
+            warmup_steps=self.hparams.warmup_steps,
+            floor=0.1,
+        )
+        return configure_adamw(self, config)

@@ -1,0 +1,196 @@
+"""The baseline every duplex report shows beside the model: an energy VAD with a silence timeout.
+
+Per frame of the user channel (frame k = samples [k * hop, (k + 1) * hop), hop = ``frame_seconds``):
+
+- a frame is *loud* when its energy (10 log10 of the mean square, dB full scale) reaches ``threshold_db``;
+  it is *voiced* when loud or within ``hangover`` s after a loud frame (short dips stay inside one run);
+- loud user audio while the assistant is silent opens a user turn; the turn's first frame with
+  ``silence_timeout`` s of quiet since its last loud frame decides ``respond`` (once per turn);
+- while ``assistant_speaking`` is set, a voiced run lasting ``min_barge_in`` s decides ``stop_speaking``
+  (once per run) and opens a user turn; shorter runs (back-channels) change nothing;
+- every other frame is ``keep_listening``. Durations become whole frames, rounded up.
+
+Nothing is trained and ``hidden`` is not read: only its lengths count the frames. The logits are one-hot
+like (``DECIDED_LOGIT`` on the decided class), so ``DuplexOutput.decisions()`` returns the decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from minmo_lightning.blocks import DuplexPredictor, StreamState
+from minmo_lightning.contracts import AudioBatch, DuplexFrames, DuplexOutput
+
+KEEP_LISTENING, RESPOND, STOP_SPEAKING = range(3)
+#: logit of the decided class (the others get 0): probability 1 - 2e-9, so any threshold in (0, 1) agrees
+DECIDED_LOGIT = 20.0
+#: energy of a frame without samples, and the floor of every frame's energy
+SILENT_DB = -100.0
+
+TINY = {
+    "frame_seconds": 0.12,
+    "threshold_db": -45.0,
+    "silence_timeout": 0.5,
+    "min_barge_in": 0.5,
+    "hangover": 0.1,
+}
+MINMO = {**TINY, "frame_seconds": 0.08}
+
+
+@dataclass
+class VADState(StreamState):
+    """Per row: ``quiet`` frames since the last loud frame (saturating at ``quiet_cap``), ``run`` voiced
+    frames in a row (saturating), ``turn_open`` (a user turn awaits its ``respond``), ``barged`` (the
+    current run already decided ``stop_speaking``)."""
+
+    quiet: Tensor
+    run: Tensor
+    turn_open: Tensor
+    barged: Tensor
+    quiet_cap: int = 0
+
+    def reset(self, items: Tensor | list[int]) -> None:
+        """Restarted rows begin in silence: ``quiet`` is saturated, not 0 (0 means "loud just now")."""
+        super().reset(items)
+        self.quiet[self.rows(items)] = self.quiet_cap
+
+
+class VADDuplexPredictor(DuplexPredictor):
+    """Energy VAD + silence timeout (+ minimum barge-in duration); see the module docstring."""
+
+    presets = {"tiny": TINY, "minmo": MINMO}
+
+    def __init__(
+        self,
+        frame_seconds: float,
+        threshold_db: float,
+        silence_timeout: float,
+        min_barge_in: float,
+        hangover: float,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if frame_seconds <= 0 or min_barge_in < 0 or hangover < 0:
+            raise ValueError(
+                "VADDuplexPredictor needs frame_seconds > 0, min_barge_in >= 0 and hangover >= 0; got "
+                f"{frame_seconds}, {min_barge_in}, {hangover}"
+            )
+        self.frame_seconds = frame_seconds
+        self.timeout_frames = self._frames(silence_timeout)
+        self.barge_in_frames = max(1, self._frames(min_barge_in))
+        self.hangover_frames = self._frames(hangover)
+        if self.timeout_frames <= self.hangover_frames:
+            raise ValueError(
+                f"silence_timeout ({silence_timeout} s = {self.timeout_frames} frames) must outlast the "
+                f"hangover ({hangover} s = {self.hangover_frames} frames), or a turn would end while voiced"
+            )
+
+    def _frames(self, seconds: float) -> int:
+        return math.ceil(seconds / self.frame_seconds - 1e-9)
+
+    def forward(self, frames: DuplexFrames) -> DuplexOutput:
+        return self.step(frames, self.init_state(frames.hidden.values.shape[0]))
+
+    def init_state(self, batch_size: int, options: None = None) -> VADState:
+        """Fresh sessions, in silence. There are no stream options."""
+        if options is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes no stream options; its settings are constructor args"
+            )
+        state = VADState(
+            batch_size=batch_size,
+            quiet=torch.zeros(batch_size, dtype=torch.long),
+            run=torch.zeros(batch_size, dtype=torch.long),
+            turn_open=torch.zeros(batch_size, dtype=torch.bool),
+            barged=torch.zeros(batch_size, dtype=torch.bool),
+            quiet_cap=self.timeout_frames,
+        )
+        state.reset(torch.ones(batch_size, dtype=torch.bool))
+        return state
+
+    @torch.no_grad()
+    def step(self, chunk: DuplexFrames, state: VADState) -> DuplexOutput:
+        """Decide the chunk's frames in order; the chunk's audio starts at its first frame."""
+        lengths = chunk.hidden.lengths.to(state.quiet.device)
+        batch, count = chunk.hidden.values.shape[:2]
+        if batch != state.batch_size:
+            raise ValueError(f"chunk has {batch} rows but the state holds {state.batch_size} sessions")
+        audio = self._checked_audio(chunk.audio, lengths, count)
+        loud = self.frame_energy_db(audio, count) >= self.hparams.threshold_db
+        assistant = chunk.assistant_speaking
+        if assistant is None:
+            assistant = torch.zeros(batch, count, dtype=torch.bool)
+        elif assistant.shape != (batch, count):
+            raise ValueError(
+                f"assistant_speaking must be [batch, frames] = {(batch, count)}, got {tuple(assistant.shape)}"
+            )
+        assistant = assistant.bool().cpu()
+        decisions = torch.full((batch, count), KEEP_LISTENING, dtype=torch.long)
+        for t in range(count):
+            decisions[:, t] = self._advance(state, loud[:, t], assistant[:, t], t < lengths)
+        logits = torch.nn.functional.one_hot(decisions, len(self.CLASSES)).float() * DECIDED_LOGIT
+        return DuplexOutput(logits.to(chunk.hidden.values.device), chunk.hidden.lengths)
+
+    def _advance(self, state: VADState, loud: Tensor, assistant: Tensor, active: Tensor) -> Tensor:
+        """One frame for every row (rows not ``active`` keep their state); returns the decisions [B]."""
+        quiet = torch.where(loud, 0, (state.quiet + 1).clamp(max=state.quiet_cap))
+        voiced = quiet <= self.hangover_frames
+        run = torch.where(voiced, (state.run + 1).clamp(max=self.barge_in_frames), 0)
+        barged = state.barged & voiced
+        stop = assistant & (run >= self.barge_in_frames) & ~barged
+        turn_open = state.turn_open | (loud & ~assistant) | stop
+        respond = turn_open & (quiet >= self.timeout_frames)
+        for name, value in (
+            ("quiet", quiet),
+            ("run", run),
+            ("barged", barged | stop),
+            ("turn_open", turn_open & ~respond),
+        ):
+            setattr(state, name, torch.where(active, value, getattr(state, name)))
+        decided = torch.where(stop, STOP_SPEAKING, torch.where(respond, RESPOND, KEEP_LISTENING))
+        return torch.where(active, decided, KEEP_LISTENING)
+
+    def _checked_audio(self, audio: AudioBatch | None, lengths: Tensor, count: int) -> AudioBatch:
+        if audio is None:
+            raise ValueError(
+                f"{type(self).__name__} listens to the user audio: pass DuplexFrames(audio=AudioBatch(...)) "
+                "with the samples the frames cover"
+            )
+        hop = self._hop(audio.sample_rate)
+        samples = audio.lengths.to(lengths.device)
+        if audio.waveform.shape[0] != lengths.shape[0] or bool(
+            ((samples > lengths * hop) | (samples <= (lengths - 1) * hop)).any()
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: frame k covers samples [k * {hop}, (k + 1) * {hop}) "
+                f"(frame_seconds={self.frame_seconds} at {audio.sample_rate} Hz), so frames {lengths.tolist()} "
+                f"need audio of more than (frames - 1) * {hop} and at most frames * {hop} samples; got "
+                f"{samples.tolist()}. Set frame_seconds to the LLM's audio frame"
+            )
+        return audio
+
+    def _hop(self, sample_rate: int) -> int:
+        """Samples per frame at ``sample_rate`` (a whole number, or the frames would drift)."""
+        hop = round(self.frame_seconds * sample_rate)
+        if abs(hop - self.frame_seconds * sample_rate) > 1e-6:
+            raise ValueError(
+                f"frame_seconds={self.frame_seconds} is not a whole number of samples at {sample_rate} Hz"
+            )
+        return hop
+
+    def frame_energy_db(self, audio: AudioBatch, frames: int) -> Tensor:
+        """[B, frames] energy per frame in dB full scale (mean square over the frame's valid samples)."""
+        hop = self._hop(audio.sample_rate)
+        size = frames * hop
+        valid = audio.mask.float()
+
+        def framed(x: Tensor) -> Tensor:
+            x = x[:, :size]
+            return torch.nn.functional.pad(x, (0, size - x.shape[1])).unflatten(1, (frames, hop))
+
+        power = framed(audio.waveform.float() * valid).square().sum(-1) / framed(valid).sum(-1).clamp(min=1)
+        return (10 * torch.log10(power.clamp(min=1e-10))).clamp(min=SILENT_DB).cpu()
