@@ -68,7 +68,7 @@ def assert_valid_close(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor) 
     torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-5)
 
 
-PREDICTORS = {"transformer": tiny_transformer, "vad": lambda: VADDuplexPredictor.from_preset("tiny")}
+PREDICTORS = {"transformer": tiny_transformer, "vad": lambda: VADDuplexPredictor()}
 
 
 # ---- streaming == forward ------------------------------------------------------------------------
@@ -140,12 +140,12 @@ def vad_input(
 
 def decided(frames: DuplexFrames) -> dict[int, int]:
     """{frame: class} of the frames that are not keep_listening."""
-    decisions = VADDuplexPredictor.from_preset("tiny")(frames).decisions()[0]
+    decisions = VADDuplexPredictor()(frames).decisions()[0]
     return {int(k): int(decisions[k]) for k in torch.nonzero(decisions).flatten()}
 
 
 def test_vad_frame_energy_in_db_full_scale() -> None:
-    energy = VADDuplexPredictor.from_preset("tiny").frame_energy_db(vad_input([(10, 20)]).audio, 40)[0]
+    energy = VADDuplexPredictor().frame_energy_db(vad_input([(10, 20)]).audio, 40)[0]
     assert energy[15].item() == pytest.approx(20 * math.log10(0.1 / math.sqrt(2)), abs=0.3)
     assert energy[5].item() == pytest.approx(20 * math.log10(0.0005), abs=0.5)
 
@@ -159,14 +159,15 @@ def test_vad_responds_once_after_the_silence_timeout() -> None:
 
 
 def test_vad_stops_for_a_barge_in_and_not_for_a_backchannel() -> None:
-    """Over assistant speech: 1.2 s of user speech stops it once 0.5 s have passed, then the user's turn
-    gets its answer; 0.36 s (a back-channel) changes nothing."""
-    barge_frames = math.ceil(0.5 / FRAME)
+    """Over assistant speech: 1.2 s of user speech stops it once 1.0 s (min_barge_in) has passed, then the
+    user's turn gets its answer; 0.84 s (a long back-channel) changes nothing."""
+    barge_frames = math.ceil(1.0 / FRAME)
     barge = vad_input([(10, 20)], speaking=(0, 22))
     assert decided(barge) == {10 + barge_frames - 1: STOP, 19 + math.ceil(0.5 / FRAME): RESPOND}
-    assert decided(vad_input([(10, 13)], speaking=(0, 40))) == {}
-    # the hangover bridges a one-frame dip, so 0.36 s + dip + 0.24 s is one run of 0.72 s
-    assert decided(vad_input([(10, 13), (14, 16)], speaking=(0, 40)))[14] == STOP
+    assert decided(vad_input([(10, 17)], speaking=(0, 40))) == {}
+    # the hangover bridges a one-frame dip: 0.6 s + dip + 0.6 s is one run, stopped at its 9th frame
+    assert decided(vad_input([(10, 15), (16, 21)], speaking=(0, 40)))[10 + barge_frames - 1] == STOP
+    assert decided(vad_input([(10, 15), (17, 22)], speaking=(0, 40))) == {}
 
 
 # ---- training --------------------------------------------------------------------------------------
@@ -226,7 +227,6 @@ def test_inverse_frequency_weights_balance_the_classes() -> None:
 def test_presets_build_on_meta_with_the_stated_parameter_counts() -> None:
     assert count_preset_parameters(TransformerDuplexPredictor, "minmo") == 17_848_067
     assert count_preset_parameters(TransformerDuplexPredictor, "tiny") == 58_819
-    assert count_preset_parameters(VADDuplexPredictor, "minmo") == 0
 
 
 def test_thresholds_turn_probabilities_into_decisions() -> None:
@@ -253,12 +253,12 @@ def test_bad_inputs_name_the_fix() -> None:
     with pytest.raises(ValueError, match="set input_dim to the LLM's hidden_size"):
         tiny_transformer()(random_frames([5], width=3584))
     frames = random_frames([5])
-    vad = VADDuplexPredictor.from_preset("tiny")
+    vad = VADDuplexPredictor()
     with pytest.raises(ValueError, match=r"pass DuplexFrames\(audio=AudioBatch"):
         vad(dataclasses.replace(frames, audio=None))
     with pytest.raises(ValueError, match="Set frame_seconds to the LLM's audio frame"):
-        VADDuplexPredictor.from_preset("minmo")(frames)
+        VADDuplexPredictor(frame_seconds=0.08)(frames)
     with pytest.raises(ValueError, match="must outlast the hangover"):
-        VADDuplexPredictor.from_preset("tiny", silence_timeout=0.1, hangover=0.2)
+        VADDuplexPredictor(silence_timeout=0.1, hangover=0.2)
     with pytest.raises(ValueError, match="one label per frame"):
         tiny_transformer().training_step({"hidden": frames.hidden, "frame_labels": torch.zeros(1, 4)}, 0)

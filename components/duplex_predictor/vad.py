@@ -10,6 +10,13 @@ Per frame of the user channel (frame k = samples [k * hop, (k + 1) * hop), hop =
   (once per run) and opens a user turn; shorter runs (back-channels) change nothing;
 - every other frame is ``keep_listening``. Durations become whole frames, rounded up.
 
+``frame_seconds`` is the LLM's audio frame: 0.12 s for the tiny models (60 ms SenseVoice frames, projector
+downsampling 2), 0.08 s for MinMo (12.5 Hz). ``threshold_db`` -45 and ``silence_timeout`` 0.5 s are the
+calibration run's VAD (``calibration.md`` §4). ``min_barge_in`` 1.0 s: the built-in corpus's back-channels
+("uh-huh", "mm-hmm", ...) in the 8 user voices at 130-200 wpm make voiced runs of up to 0.96 s here (0.12 s
+frames, 0.1 s hangover), so a shorter minimum would stop the assistant for some of them. There are no
+presets: nothing here depends on the model size.
+
 Nothing is trained and ``hidden`` is not read: only its lengths count the frames. The logits are one-hot
 like (``DECIDED_LOGIT`` on the decided class), so ``DuplexOutput.decisions()`` returns the decisions.
 """
@@ -30,15 +37,6 @@ KEEP_LISTENING, RESPOND, STOP_SPEAKING = range(3)
 DECIDED_LOGIT = 20.0
 #: energy of a frame without samples, and the floor of every frame's energy
 SILENT_DB = -100.0
-
-TINY = {
-    "frame_seconds": 0.12,
-    "threshold_db": -45.0,
-    "silence_timeout": 0.5,
-    "min_barge_in": 0.5,
-    "hangover": 0.1,
-}
-MINMO = {**TINY, "frame_seconds": 0.08}
 
 
 @dataclass
@@ -62,15 +60,13 @@ class VADState(StreamState):
 class VADDuplexPredictor(DuplexPredictor):
     """Energy VAD + silence timeout (+ minimum barge-in duration); see the module docstring."""
 
-    presets = {"tiny": TINY, "minmo": MINMO}
-
     def __init__(
         self,
-        frame_seconds: float,
-        threshold_db: float,
-        silence_timeout: float,
-        min_barge_in: float,
-        hangover: float,
+        frame_seconds: float = 0.12,
+        threshold_db: float = -45.0,
+        silence_timeout: float = 0.5,
+        min_barge_in: float = 1.0,
+        hangover: float = 0.1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
