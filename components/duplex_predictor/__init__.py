@@ -1,1 +1,1 @@
-"""Full-duplex predictors: LLM hidden states -> turn-taking decisions."""
+"""Full-duplex predictors: LLM hidden states (or, for the VAD baseline, the user audio) -> turn-taking decisions."""

@@ -3,8 +3,9 @@
 Frame ``i`` attends to frames ``i - window + 1 .. i``. Order comes from a learned bias per head and
 distance (0 .. window - 1) added to the attention scores: it depends only on how far back a key is, so a
 stream needs no absolute position counter and its state stays bounded over any session length. The bias
-starts as ALiBi's (a per-head slope times the distance: a recency prior that a turn-taking rule needs), which
-cut the steps to learn the synthetic rule of the tests from ~300 to ~100.
+starts as ALiBi's (a per-head slope times the distance: a recency prior that a turn-taking rule needs); on
+the synthetic rule of the tests (constant AdamW 3e-3) it reached 99 % validation accuracy in 150 steps,
+where a zero start was at 98 % after 300.
 
 ``forward`` runs a whole padded sequence (memory grows with T^2; long sessions stream). ``step`` runs one
 chunk against a cache of the last ``window - 1`` keys/values per row and gives the same outputs.
