@@ -51,7 +51,7 @@ class WindowedCausalLayer(nn.Module):
         """``x`` [B, T, width], ``lengths`` [B] -> [B, T, width]."""
         q, k, v = self._project(x)
         index = torch.arange(x.shape[1], device=x.device)
-        key_valid = index[None, :] < lengths[:, None]
+        key_valid = index[None, :] < lengths.to(x.device)[:, None]
         return self._finish(x, self._attend(q, k, v, index, index, key_valid))
 
     def step(self, x: Tensor, lengths: Tensor, cache: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, tuple]:
@@ -61,6 +61,7 @@ class WindowedCausalLayer(nn.Module):
         Returns the outputs and the new cache (the last ``window - 1`` valid frames of each row).
         """
         keys, values, filled = cache
+        lengths = lengths.to(x.device)
         q, k, v = self._project(x)
         slots, n = keys.shape[2], x.shape[1]
         keys, values = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
