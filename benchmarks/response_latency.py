@@ -33,7 +33,7 @@ from minmo_lightning.components.output_projector.query_linear import QueryLinear
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
-from minmo_lightning.contracts import SequenceBatch, TokenBatch
+from minmo_lightning.contracts import SemanticChunk, SequenceBatch, TokenBatch, VoiceLMStreamOptions
 from minmo_lightning.generation import TextSamplingConfig, TextStream
 from minmo_lightning.model import MinMo
 from minmo_lightning.timing import describe_device, synchronized_time, warm_up
@@ -82,16 +82,18 @@ def d_llm_seconds(model: MinMo, steps: int) -> float:
 def d_lm_seconds(voice_lm: CosyVoice2LM, repeats: int) -> float:
     """Seconds per speech token of ``CosyVoice2LM.step`` in steady state: 5 semantic vectors in, 15 tokens out,
     with the block's own sampler (RAS), so per-chunk input and sampling costs are part of d_lm."""
-    a, device = voice_lm.ratio.text, voice_lm.llm_decoder.weight.device
+    text_size, device = voice_lm.ratio.text, voice_lm.llm_decoder.weight.device
     generator = torch.Generator(device).manual_seed(0)
     times = []
     for _ in range(repeats):
-        state = voice_lm.init_state(1)
+        state = voice_lm.init_state(1, VoiceLMStreamOptions(generator=generator))
         for call in range(3):  # the first call also reads sos and the query; time the next ones
-            vectors = 0.02 * torch.randn(1, a, voice_lm.hidden_size, generator=generator, device=device)
-            chunk = SequenceBatch(vectors, torch.tensor([a], device=device))
+            vectors = 0.02 * torch.randn(
+                1, text_size, voice_lm.hidden_size, generator=generator, device=device
+            )
+            chunk = SemanticChunk(SequenceBatch(vectors, torch.tensor([text_size], device=device)))
             start = synchronized_time(device)
-            tokens = voice_lm.step(chunk, state, generator=generator)
+            tokens = voice_lm.step(chunk, state)
             if call:
                 times.append((synchronized_time(device) - start) / int(tokens.lengths[0]))
     if any(t <= 0 for t in times):

@@ -25,7 +25,7 @@ import statistics
 import time
 
 import torch
-from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, SpeakerPrompt
+from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, SpeakerPrompt, Token2WavStreamOptions
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 
 from minmo_lightning.contracts import TokenBatch
@@ -57,14 +57,14 @@ def feeds(tokens: torch.Tensor, chunk: int, lookahead: int) -> list[torch.Tensor
 
 @torch.no_grad()
 def run_ours(model, prompt, tokens) -> tuple[list[float], int]:
-    state = model.init_state(1, prompt)
+    state = model.init_state(1, Token2WavStreamOptions(prompt))
     times, samples = [], 0
     pieces = feeds(tokens, model.flow.chunk_size, model.flow.lookahead)
     for index, piece in enumerate(pieces):
+        if index == len(pieces) - 1:
+            state.end_input([0])
         start = time.perf_counter()
-        audio = model.step(
-            TokenBatch(piece, torch.tensor([piece.shape[1]])), state, final=index == len(pieces) - 1
-        )
+        audio = model.step(TokenBatch(piece, torch.tensor([piece.shape[1]])), state)
         times.append(time.perf_counter() - start)
         samples += int(audio.lengths[0])
         print(f"  ours chunk {index}: {times[-1]:.3f} s", flush=True)
@@ -114,12 +114,12 @@ def mel_difference(model, prompt, seconds: float) -> float:
     offline, lengths, _ = flow.inference(
         TokenBatch(tokens, torch.tensor([tokens.shape[1]])), prompt, flow.chunk_size, flow.num_left_chunks
     )
-    state, pieces = flow.init_state(1, prompt), []
+    state, pieces = flow.init_state(1, Token2WavStreamOptions(prompt)), []
     chunks = feeds(tokens, flow.chunk_size, flow.lookahead)
     for index, piece in enumerate(chunks):
-        mel, n = flow.step(
-            TokenBatch(piece, torch.tensor([piece.shape[1]])), state, final=index == len(chunks) - 1
-        )
+        if index == len(chunks) - 1:
+            state.end_input([0])
+        mel, n = flow.step(TokenBatch(piece, torch.tensor([piece.shape[1]])), state)
         pieces.append(mel[0, :, : n[0]])
     streamed = torch.cat(pieces, dim=1)
     return float((streamed - offline[0, :, : lengths[0]]).abs().max())

@@ -30,9 +30,10 @@ def stream(model: HiFTVocoder, mel: torch.Tensor, chunk: int) -> tuple[torch.Ten
     state = model.init_state(mel.shape[0])
     outs, times, frames = [], [], []
     for start in range(0, mel.shape[2], chunk):
-        final = start + chunk >= mel.shape[2]
+        if start + chunk >= mel.shape[2]:
+            state.end_input(range(mel.shape[0]))
         began = time.perf_counter()
-        out = model.step(mel[:, :, start : start + chunk], state, final=final)
+        out = model.step(mel[:, :, start : start + chunk], state)
         times.append(time.perf_counter() - began)
         frames.append(out.shape[1] // model.samples_per_frame)
         outs.append(out)

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM, VoiceLMState
+from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+from minmo_lightning.components.voice_token_lm.state import VoiceLMState
 
 from minmo_lightning.timing import describe_device, synchronized_time
 

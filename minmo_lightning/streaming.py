@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from minmo_lightning.contracts import AudioBatch, SequenceBatch, TokenBatch, VoiceDecoderInput, masked_mean
+from minmo_lightning.contracts import (
+    AudioBatch,
+    SemanticChunk,
+    SequenceBatch,
+    TokenBatch,
+    VoiceDecoderInput,
+    VoiceLMStreamOptions,
+    masked_mean,
+)
 from minmo_lightning.generation import GeneratedStep, TextSamplingConfig, TextStream
 from minmo_lightning.timing import synchronized_time
 
@@ -110,9 +118,8 @@ class SpeechResponder:
             forced_text,
         )
         query = turn_query(inputs_embeds, attention_mask.bool(), text.prompt_hidden)
-        state = voice_lm.init_state(batch)
+        state = voice_lm.init_state(batch, VoiceLMStreamOptions(self.speech_sampler, self.generator))
         wav_state = self.token2wav.init_state(batch) if self.token2wav is not None else None
-        flushed = torch.zeros(batch, dtype=torch.bool, device=inputs_embeds.device)
         buffer = _TextBuffer()
 
         def speak() -> ResponseChunk:
@@ -127,13 +134,13 @@ class SpeechResponder:
                 prefix = SequenceBatch(vectors.values[:, :rows], torch.where(fresh, rows, 0))
             semantic = SequenceBatch(vectors.values[:, rows:], tokens.lengths)
             clock.mark("output_projector")
-            speech = voice_lm.step(semantic, state, prefix, self.speech_sampler, self.generator)
+            state.end_input(tokens.lengths < per_chunk)  # a short chunk brings the last of the row's text
+            speech = voice_lm.step(SemanticChunk(semantic, prefix), state)
             clock.mark("voice_token_lm")
             audio = None
             if wav_state is not None:
-                final = state.finished & ~flushed
-                audio = self.token2wav.step(speech, wav_state, final)
-                flushed.copy_(flushed | final)
+                wav_state.end_input(state.finished)
+                audio = self.token2wav.step(speech, wav_state)
                 clock.mark("token2wav")
             return ResponseChunk(tokens, speech, audio, state.finished.clone(), clock.elapsed(), clock.take())
 

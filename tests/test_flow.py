@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, SpeakerPrompt
+from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, SpeakerPrompt, Token2WavStreamOptions
 
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict
 from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.golden import run_golden
-
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-KEYS = GOLDEN / "checkpoint_keys" / "cosyvoice2_0.5b" / "flow.keys.tsv"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,20 +25,20 @@ def one_thread():
 
 
 @pytest.mark.parametrize("item", ["cosyvoice2_flow_estimator", "cosyvoice2_flow"])
-def test_golden_parity(item: str) -> None:
-    _, results = run_golden(GOLDEN / item)
+def test_golden_parity(item: str, golden_dir: Path) -> None:
+    _, results = run_golden(golden_dir / item)
     failed = [f"{r.name}: {r.max_abs_error:.3g} > {r.tolerance:g}" for r in results if not r.passed]
     assert results and not failed, failed
 
 
-def _reference_keys() -> dict[str, tuple[int, ...]]:
-    with KEYS.open() as handle:
+def _reference_keys(golden_dir: Path) -> dict[str, tuple[int, ...]]:
+    with (golden_dir / "checkpoint_keys" / "cosyvoice2_0.5b" / "flow.keys.tsv").open() as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     return {row["key"]: tuple(json.loads(row["shape"])) for row in rows}
 
 
-def test_full_size_preset_matches_official_flow_keys() -> None:
-    expected = _reference_keys()
+def test_full_size_preset_matches_official_flow_keys(golden_dir: Path) -> None:
+    expected = _reference_keys(golden_dir)
     with torch.device("meta"):
         flow = CosyVoice2Flow.from_preset("cosyvoice2-0.5b")
     ours = {k: tuple(v.shape) for k, v in flow.state_dict().items()}
@@ -51,8 +48,8 @@ def test_full_size_preset_matches_official_flow_keys() -> None:
     load_state_dict_strict(flow, state, source="flow.keys.tsv")  # strict: every key, every shape
 
 
-def test_mismatched_checkpoint_lists_keys() -> None:
-    expected = _reference_keys()
+def test_mismatched_checkpoint_lists_keys(golden_dir: Path) -> None:
+    expected = _reference_keys(golden_dir)
     state = {k: torch.empty(shape, device="meta") for k, shape in expected.items()}
     state.pop("encoder.after_norm.weight")
     state["encoder.extra.weight"] = torch.empty(3, device="meta")
@@ -101,14 +98,16 @@ def _prompt(lengths: list[int], ratio: int = 2) -> SpeakerPrompt:
 
 
 def _stream(flow, tokens: list[torch.Tensor], prompt, sizes: list[int]) -> list[torch.Tensor]:
-    """Feed every row ``sizes[k]`` tokens at call k (fewer when it runs out); final on the last call."""
-    state = flow.init_state(len(tokens), prompt)
+    """Feed every row ``sizes[k]`` tokens at call k (fewer when it runs out); the input ends with the last call."""
+    state = flow.init_state(len(tokens), Token2WavStreamOptions(prompt))
     out: list[list[torch.Tensor]] = [[] for _ in tokens]
     position = 0
     for k, size in enumerate(sizes):
         rows = [t[position : position + size] for t in tokens]
         position += size
-        mel, lengths = flow.step(_pad(rows), state, final=k == len(sizes) - 1)
+        if k == len(sizes) - 1:
+            state.end_input(range(len(tokens)))
+        mel, lengths = flow.step(_pad(rows), state)
         for row in range(len(tokens)):
             out[row].append(mel[row, :, : lengths[row]])
     return [torch.cat(pieces, dim=1) for pieces in out]
@@ -160,8 +159,11 @@ def test_first_chunk_needs_its_lookahead_then_one_chunk_per_step() -> None:
     assert lengths.tolist() == [30]
     _, lengths = flow.step(TokenBatch(tokens[:, 18:33], torch.tensor([15])), state)
     assert lengths.tolist() == [30]
-    _, lengths = flow.step(TokenBatch(tokens[:, 33:48], torch.tensor([15])), state, final=True)
+    state.end_input([0])
+    _, lengths = flow.step(TokenBatch(tokens[:, 33:48], torch.tensor([15])), state)
     assert lengths.tolist() == [36]
+    with pytest.raises(ValueError, match="was finalized; reset it"):
+        flow.step(TokenBatch(tokens[:, :1], torch.tensor([1])), state)
 
 
 @torch.no_grad()
@@ -193,13 +195,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
     state = flow.init_state(1)
     with pytest.raises(ValueError, match=r"token ids in \[0, 100\)"):
         flow.step(TokenBatch(torch.tensor([[-1, 2]]), torch.tensor([2])), state)
+    state.end_input([0])
     with pytest.raises(ValueError, match="without any speech token"):
-        flow.step(TokenBatch(torch.zeros(1, 0, dtype=torch.long), torch.tensor([0])), state, final=True)
+        flow.step(TokenBatch(torch.zeros(1, 0, dtype=torch.long), torch.tensor([0])), state)
     bad_prompt = SpeakerPrompt(
         torch.zeros(1, 192), TokenBatch(torch.tensor([[1, 2, 3]]), torch.tensor([3])), torch.zeros(1, 4, 80)
     )
     with pytest.raises(ValueError, match="2 frames per prompt token"):
-        flow.init_state(1, bad_prompt)
+        flow.init_state(1, Token2WavStreamOptions(bad_prompt))
     with pytest.raises(ValueError, match="num_left_chunks >= 0"):
         _tiny_flow(num_left_chunks=-1).init_state(1)
 
@@ -218,7 +221,7 @@ def test_training_step_learns_on_a_fixed_batch() -> None:
         "audio": AudioBatch(waves, samples, 24000),
         "speech_tokens": TokenBatch(torch.randint(0, VOCAB, (2, 16)), torch.tensor([16, 12])),
     }
-    optimizer = flow.configure_optimizers()
+    optimizer = flow.configure_optimizers()["optimizer"]
     losses = []
     for step in range(8):
         loss = flow.training_step(batch, step)

@@ -34,7 +34,8 @@ def mel_convergence(mel: torch.Tensor, wave: torch.Tensor) -> float:
 def stream(vocoder: GriffinLimVocoder, mel: torch.Tensor, size: int) -> torch.Tensor:
     state = vocoder.init_state(mel.shape[0])
     outs = [vocoder.step(mel[:, :, i : i + size], state) for i in range(0, mel.shape[2], size)]
-    outs.append(vocoder.step(mel[:, :, :0], state, final=True))
+    state.end_input(range(mel.shape[0]))
+    outs.append(vocoder.step(mel[:, :, :0], state))
     assert state.mel.shape[2] <= vocoder.stream_left_context + vocoder.stream_lookahead + size
     return torch.cat(outs, dim=1)
 
@@ -71,8 +72,9 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="mel has 0 frames"):
         vocoder(torch.zeros(1, 80, 0))
     state = vocoder.init_state(1)
-    vocoder.step(torch.zeros(1, 80, 2), state, final=True)
-    with pytest.raises(RuntimeError, match="already received final=True"):
+    state.end_input([0])
+    vocoder.step(torch.zeros(1, 80, 2), state)
+    with pytest.raises(RuntimeError, match="already ended"):
         vocoder.step(torch.zeros(1, 80, 2), state)
     with pytest.raises(ValueError, match="cannot exceed stream_lookahead"):
         GriffinLimVocoder(stream_lookahead=1, stream_crossfade=2)

@@ -12,9 +12,6 @@ from minmo_lightning.components.token2wav.hift import HiFTVocoder
 from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict
 from minmo_lightning.golden import run_golden
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-KEYS = GOLDEN / "checkpoint_keys" / "cosyvoice2_0.5b" / "hift.keys.tsv"
-
 
 def tiny(**overrides) -> HiFTVocoder:
     torch.manual_seed(0)
@@ -27,16 +24,17 @@ def voiced_mel(batch: int, frames: int) -> torch.Tensor:
     return torch.randn(batch, 80, frames)
 
 
-def test_golden_hift() -> None:
-    _, results = run_golden(GOLDEN / "hift")
+def test_golden_hift(golden_dir: Path) -> None:
+    _, results = run_golden(golden_dir / "hift")
     failed = [
         f"{r.name}: {r.max_abs_error:.3g} > {r.tolerance:.3g} ({r.detail})" for r in results if not r.passed
     ]
     assert results and not failed, failed
 
 
-def test_full_preset_matches_official_keys_on_meta() -> None:
-    rows = [line.split("\t") for line in KEYS.read_text().splitlines()[1:]]
+def test_full_preset_matches_official_keys_on_meta(golden_dir: Path) -> None:
+    keys = golden_dir / "checkpoint_keys" / "cosyvoice2_0.5b" / "hift.keys.tsv"
+    rows = [line.split("\t") for line in keys.read_text().splitlines()[1:]]
     expected = {key: json.loads(shape) for key, shape, _, _ in rows}
     with torch.device("meta"):
         model = HiFTVocoder.from_preset("cosyvoice2-0.5b")
@@ -87,7 +85,7 @@ def test_bad_input_errors() -> None:
 
 
 def stream(model: HiFTVocoder, mel: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """Feed ``mel`` in chunks of ``sizes`` (the rest with final=True) and concatenate the audio."""
+    """Feed ``mel`` in chunks of ``sizes`` (the rest after ``end_input``) and concatenate the audio."""
     state = model.init_state(mel.shape[0])
     outs, start = [], 0
     for size in sizes:
@@ -95,7 +93,8 @@ def stream(model: HiFTVocoder, mel: torch.Tensor, sizes: list[int]) -> torch.Ten
         start += size
         assert state.mel.shape[2] <= model.stream_left_context + model.stream_lookahead + size
         assert state.source.shape[2] <= model.stream_left_context * model.samples_per_frame
-    outs.append(model.step(mel[:, :, start:], state, final=True))
+    state.end_input(range(mel.shape[0]))
+    outs.append(model.step(mel[:, :, start:], state))
     return torch.cat(outs, dim=1)
 
 
@@ -144,9 +143,15 @@ def test_streaming_errors() -> None:
     state = model.init_state(2)
     with pytest.raises(ValueError, match="batch 1, the stream state 2"):
         model.step(torch.zeros(1, 80, 3), state)
-    model.step(torch.zeros(2, 80, 3), state, final=True)
-    with pytest.raises(RuntimeError, match="already received final=True"):
+    with pytest.raises(ValueError, match="end the input of every row together"):
+        state.end_input([1])
+    state.end_input([0, 1])
+    model.step(torch.zeros(2, 80, 3), state)
+    with pytest.raises(RuntimeError, match="already ended"):
         model.step(torch.zeros(2, 80, 3), state)
+    state.reset([0, 1])  # the stream starts over: nothing received, nothing emitted
+    assert state.emitted == 0 and state.mel.shape[2] == 0 and not bool(state.input_ended.any())
+    assert model.step(torch.zeros(2, 80, 3), state).shape == (2, 0)  # 3 frames wait for their look-ahead
     with pytest.raises(ValueError, match="cannot exceed stream_lookahead"):
         tiny(stream_lookahead=2, stream_crossfade=3)
 

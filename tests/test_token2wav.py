@@ -12,8 +12,6 @@ from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 
 from minmo_lightning.contracts import TokenBatch
 
-KEYS = Path(__file__).parent / "fixtures" / "golden" / "checkpoint_keys" / "cosyvoice2_0.5b"
-
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -36,9 +34,9 @@ def _streamed(
     pieces: list[list[torch.Tensor]] = [[] for _ in range(tokens.shape[0])]
     for start in range(0, tokens.shape[1], step):
         counts = (lengths - start).clamp(0, step)
-        audio = model.step(
-            TokenBatch(tokens[:, start : start + step], counts), state, final=start + step >= tokens.shape[1]
-        )
+        if start + step >= tokens.shape[1]:
+            state.end_input(range(tokens.shape[0]))
+        audio = model.step(TokenBatch(tokens[:, start : start + step], counts), state)
         assert audio.sample_rate == 24000
         for row in range(tokens.shape[0]):
             pieces[row].append(audio.waveform[row, : audio.lengths[row]])
@@ -85,15 +83,20 @@ def test_reset_restarts_one_session() -> None:
     tokens = torch.randint(0, 6561, (2, 10))
     state = model.init_state(2)
     model.step(TokenBatch(tokens, torch.tensor([10, 10])), state)
+    state.end_input([0, 1])
     state.reset([0])
-    again = model.step(TokenBatch(tokens, torch.tensor([10, 0])), state, final=True)
+    assert state.input_ended.tolist() == [False, True]
+    state.end_input([0])
+    again = model.step(TokenBatch(tokens, torch.tensor([10, 0])), state)
     fresh_state = model.init_state(1)
-    fresh = model.step(TokenBatch(tokens[:1], torch.tensor([10])), fresh_state, final=True)
+    fresh_state.end_input([0])
+    fresh = model.step(TokenBatch(tokens[:1], torch.tensor([10])), fresh_state)
     torch.testing.assert_close(again.waveform[0, : again.lengths[0]], fresh.waveform[0, : fresh.lengths[0]])
+    assert model.step(TokenBatch(tokens, torch.tensor([0, 0])), state).lengths.tolist() == [0, 0]  # flushed
 
 
-def test_errors() -> None:
-    with pytest.raises(ValueError, match="unknown vocoder 'wavenet'"):
+def test_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="vocoder 'wavenet' is not a known Vocoder"):
         CosyVoice2Token2Wav(flow=CosyVoice2Flow.presets["tiny"], vocoder="wavenet")
     model = _tiny("hift", "tiny")
     with pytest.raises(ValueError, match=r"token ids in \[0, 6561\)"):
@@ -101,15 +104,15 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="empty token sequence"):
         model(TokenBatch(torch.tensor([[5, 6]]), torch.tensor([0])))
     with pytest.raises(FileNotFoundError, match="flow.pt"):
-        model.load_pretrained(str(KEYS))  # a folder without the checkpoints
+        model.load_pretrained(str(tmp_path))  # a folder without the checkpoints
 
 
-def test_full_size_preset_has_the_official_keys() -> None:
+def test_full_size_preset_has_the_official_keys(golden_dir: Path) -> None:
     with torch.device("meta"):
         model = CosyVoice2Token2Wav.from_preset("cosyvoice2-0.5b")
     ours = model.state_dict()
     for part, file in (("flow", "flow.keys.tsv"), ("vocoder", "hift.keys.tsv")):
-        with (KEYS / file).open() as handle:
+        with (golden_dir / "checkpoint_keys" / "cosyvoice2_0.5b" / file).open() as handle:
             expected = {row["key"] for row in csv.DictReader(handle, delimiter="\t")}
         mine = {k[len(part) + 1 :] for k in ours if k.startswith(part + ".")}
         if part == "vocoder":  # the HiFT module may spell weight norm in either key style

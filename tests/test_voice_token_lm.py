@@ -7,15 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM, label_smoothed_kl
-from minmo_lightning.components.voice_token_lm.layout import IGNORE_ID, MixRatio, SpecialIds, plan_row
-from minmo_lightning.components.voice_token_lm.sampling import SamplingConfig, sample_tokens
+from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+from minmo_lightning.components.voice_token_lm.generation import generate, generate_bistream
+from minmo_lightning.components.voice_token_lm.layout import SpecialIds, plan_row
+from minmo_lightning.components.voice_token_lm.loss import label_smoothed_kl
+from minmo_lightning.components.voice_token_lm.sampling import SpeechSamplingConfig, sample_tokens
 
 from minmo_lightning.checkpoints import CheckpointMismatchError
-from minmo_lightning.contracts import SequenceBatch, TokenBatch
+from minmo_lightning.contracts import (
+    IGNORE_INDEX,
+    MixRatio,
+    SemanticChunk,
+    SequenceBatch,
+    TokenBatch,
+    VoiceLMStreamOptions,
+)
 from minmo_lightning.golden import run_golden
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 V = 6561
 EOS, FILL = V, V + 2
 
@@ -54,14 +62,14 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 
 # ---- parity with the official implementation ---------------------------------------------------
-def test_golden_cosyvoice2_llm() -> None:
-    _, results = run_golden(GOLDEN / "cosyvoice2_llm")
+def test_golden_cosyvoice2_llm(golden_dir: Path) -> None:
+    _, results = run_golden(golden_dir / "cosyvoice2_llm")
     failed = [r for r in results if not r.passed]
     assert results and not failed, failed
 
 
-def test_preset_keys_equal_official_llm_pt() -> None:
-    rows = (GOLDEN / "checkpoint_keys/cosyvoice2_0.5b/llm.keys.tsv").read_text().splitlines()[1:]
+def test_preset_keys_equal_official_llm_pt(golden_dir: Path) -> None:
+    rows = (golden_dir / "checkpoint_keys/cosyvoice2_0.5b/llm.keys.tsv").read_text().splitlines()[1:]
     official = [(key, tuple(json.loads(shape))) for key, shape, *_ in (r.split("\t") for r in rows)]
     with torch.device("meta"):
         block = CosyVoice2LM.from_preset("cosyvoice2-0.5b")
@@ -131,10 +139,10 @@ def test_bistream_layout_hand_checked() -> None:
     assert index == [0, *range(5), *range(15), 5, 6, 1, *range(15, 20)]
     s = lambda i: 100 + i  # noqa: E731
     assert target == (
-        [IGNORE_ID] * 5
+        [IGNORE_INDEX] * 5
         + [s(i) for i in range(15)]
         + [FILL]
-        + [IGNORE_ID] * 2
+        + [IGNORE_INDEX] * 2
         + [s(i) for i in range(15, 20)]
         + [EOS]
     )
@@ -145,7 +153,7 @@ def test_bistream_tail_when_text_runs_out_on_a_chunk_boundary() -> None:
     # sos | q0 q1 | t0..t4 | s0..s14 | t5..t9 | s15..s29 | task | s30..s32  (no text left before task)
     assert kind == [0, 1, 1] + ([2] * 5 + [3] * 15) * 2 + [0] + [3] * 3
     assert index[-4:] == [1, 30, 31, 32]
-    assert target[:7] == [IGNORE_ID] * 7 and target[7] == 100
+    assert target[:7] == [IGNORE_INDEX] * 7 and target[7] == 100
     assert target[42] == FILL and target[43] == 130  # last speech of chunk 2 -> fill; task -> s30
     assert target[-1] == EOS and len(target) == 2 + 2 + 10 + 33
 
@@ -154,7 +162,7 @@ def test_unistream_layout_hand_checked() -> None:
     kind, index, target = _plan(3, 4, interleave=False)
     assert kind == [0, 2, 2, 2, 0, 3, 3, 3, 3]
     assert index == [0, 0, 1, 2, 1, 0, 1, 2, 3]
-    assert target == [IGNORE_ID] * 4 + [100, 101, 102, 103, EOS]
+    assert target == [IGNORE_INDEX] * 4 + [100, 101, 102, 103, EOS]
 
 
 def test_ratio_that_does_not_divide_is_an_error(model) -> None:
@@ -187,9 +195,11 @@ def test_bad_inputs_are_errors(model) -> None:
         model.decoder_forward(SequenceBatch(torch.randn(1, 5, 32), torch.tensor([5])), text)
     state = model.init_state(1)
     with pytest.raises(ValueError, match="at most 5"):
-        model.step(SequenceBatch(torch.randn(1, 6, 64), torch.tensor([6])), state)
+        model.step(SemanticChunk(SequenceBatch(torch.randn(1, 6, 64), torch.tensor([6]))), state)
     with pytest.raises(ValueError, match="empty text"):
-        model.step(SequenceBatch(torch.randn(1, 5, 64), torch.tensor([0])), state)
+        model.step(SemanticChunk(SequenceBatch(torch.randn(1, 5, 64), torch.tensor([0]))), state)
+    with pytest.raises(ValueError, match=r"exactly 5 per step .* state\.end_input"):
+        model.step(SemanticChunk(SequenceBatch(torch.randn(1, 5, 64), torch.tensor([3]))), state)
 
 
 def test_empty_text_string_is_an_error(tmp_path, tokenizer_dir) -> None:
@@ -201,15 +211,15 @@ def test_empty_text_string_is_an_error(tmp_path, tokenizer_dir) -> None:
 # ---- loss --------------------------------------------------------------------------------------
 def test_label_smoothed_loss_matches_kl_definition() -> None:
     logits = torch.randn(2, 4, 7)
-    targets = torch.tensor([[1, IGNORE_ID, 3, 6], [0, 2, IGNORE_ID, IGNORE_ID]])
+    targets = torch.tensor([[1, IGNORE_INDEX, 3, 6], [0, 2, IGNORE_INDEX, IGNORE_INDEX]])
     eps = 0.1
     q = torch.full((8, 7), eps / 6)
     flat = targets.reshape(-1)
     q[torch.arange(8), flat.clamp(min=0)] = 1 - eps
-    kl = (q * (q.log() - logits.reshape(-1, 7).log_softmax(-1))).sum(-1)[flat != IGNORE_ID]
+    kl = (q * (q.log() - logits.reshape(-1, 7).log_softmax(-1))).sum(-1)[flat != IGNORE_INDEX]
     torch.testing.assert_close(label_smoothed_kl(logits, targets, eps, True), kl.sum() / 5)
     torch.testing.assert_close(label_smoothed_kl(logits, targets, eps, False), kl.sum() / 2)
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), flat, ignore_index=IGNORE_ID)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), flat, ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(label_smoothed_kl(logits, targets, 0.0, True), ce)
 
 
@@ -221,7 +231,7 @@ def test_tts_training_step_learns(tokenizer_dir) -> None:
         "speech_tokens": TokenBatch(torch.randint(0, V, (2, 40)), torch.tensor([30, 40])),
     }
     block.log = lambda *a, **k: None
-    optimizer = block.configure_optimizers()
+    optimizer = block.configure_optimizers()["optimizer"]
     losses = []
     for i in range(5):
         loss = block.training_step(batch, i)
@@ -240,15 +250,25 @@ def test_kv_cached_equals_uncached(model) -> None:
     full, _ = model.llm(embeds, torch.ones(2, 23, dtype=torch.long))
     state = model.init_state(2)
     pieces = [
-        model.feed(state, embeds[:, a:b], torch.ones(2, b - a, dtype=torch.bool))
-        for a, b in ((0, 7), (7, 8), (8, 23))
+        model.feed(state, embeds[:, start:end], torch.ones(2, end - start, dtype=torch.bool))
+        for start, end in ((0, 7), (7, 8), (8, 23))
     ]
     for piece, end in zip(pieces, (7, 8, 23)):
         torch.testing.assert_close(piece, full[:, end - 1], atol=1e-5, rtol=1e-5)
 
 
-def _stream(model, semantic: SequenceBatch, prefix: SequenceBatch | None, max_calls: int = 40):
-    """Feed ``semantic`` 5 vectors at a time, then empty chunks until every row finished."""
+def _stream(
+    model,
+    semantic: SequenceBatch,
+    prefix: SequenceBatch | None,
+    max_calls: int = 40,
+    end_with_last_vectors: bool = False,
+):
+    """Feed ``semantic`` 5 vectors at a time, then empty chunks until every row finished.
+
+    A row's text ends (``end_input``) on the first call that brings fewer than 5 vectors, or with
+    ``end_with_last_vectors`` on the call that brings its last ones (a full chunk included).
+    """
     batch = semantic.values.shape[0]
     state = model.init_state(batch)
     rows: list[list[int]] = [[] for _ in range(batch)]
@@ -259,7 +279,10 @@ def _stream(model, semantic: SequenceBatch, prefix: SequenceBatch | None, max_ca
         values = semantic.values[:, start : start + 5]
         if values.shape[1] < 5:
             values = torch.cat([values, values.new_zeros(batch, 5 - values.shape[1], values.shape[2])], 1)
-        out = model.step(SequenceBatch(values, lengths), state, prefix=prefix if call == 0 else None)
+        last = semantic.lengths <= start + 5 if end_with_last_vectors else lengths < 5
+        state.end_input(last)
+        chunk = SemanticChunk(SequenceBatch(values, lengths), prefix if call == 0 else None)
+        out = model.step(chunk, state)
         per_call.append(out.lengths.tolist())
         for i in range(batch):
             rows[i] += out.tokens[i, : out.lengths[i]].tolist()
@@ -270,7 +293,7 @@ def _stream(model, semantic: SequenceBatch, prefix: SequenceBatch | None, max_ca
 
 def test_streaming_equals_teacher_forced_argmax(model) -> None:
     torch.manual_seed(1)
-    model.sampling = SamplingConfig(greedy=True)
+    model.sampling = SpeechSamplingConfig(greedy=True)
     semantic = SequenceBatch(torch.randn(2, 12, 64), torch.tensor([12, 7]))
     prefix = SequenceBatch(torch.randn(2, 2, 64), torch.tensor([2, 1]))
     rows, per_call, state = _stream(model, semantic, prefix)
@@ -279,6 +302,19 @@ def test_streaming_equals_teacher_forced_argmax(model) -> None:
     for i in range(2):
         n, p = int(semantic.lengths[i]), int(prefix.lengths[i])
         assert_teacher_forced_argmax(model, semantic.values[i, :n], prefix.values[i, :p], rows[i])
+
+
+def test_text_may_end_with_its_last_full_chunk() -> None:
+    """``end_input`` with the last 5 vectors: the chunk still gets its 15 tokens, the turn of speech follows."""
+    torch.manual_seed(4)
+    model = tiny(max_token_text_ratio=6.0)
+    model.sampling = SpeechSamplingConfig(greedy=True)
+    semantic = SequenceBatch(torch.randn(2, 10, 64), torch.tensor([10, 7]))
+    on_empty_chunk, per_call, _ = _stream(model, semantic, None)
+    with_last_chunk, per_call_early, _ = _stream(model, semantic, None, end_with_last_vectors=True)
+    assert per_call_early[1] == per_call[1] == [15, 15]
+    assert with_last_chunk == on_empty_chunk
+    assert len(on_empty_chunk[0]) > 30  # speech after the turn of speech was written
 
 
 def assert_teacher_forced_argmax(
@@ -298,7 +334,7 @@ def assert_teacher_forced_argmax(
     logits = out.logits[0].clone()
     logits[:, V:] = float("-inf")
     logits[task:, EOS] = out.logits[0, task:, EOS]  # eos allowed after the turn of speech
-    scored = (target != IGNORE_ID).nonzero().flatten()
+    scored = (target != IGNORE_INDEX).nonzero().flatten()
     capped = len(speech) >= int(n * model.hparams.max_token_text_ratio)
     scored = scored[:-1] if capped else scored  # capped rows never sampled their final eos
     scored = scored[target[scored] != FILL]  # fill positions are not sampled: the next chunk follows
@@ -307,7 +343,7 @@ def assert_teacher_forced_argmax(
 
 def test_streaming_batch_rows_are_independent(model) -> None:
     torch.manual_seed(2)
-    model.sampling = SamplingConfig(greedy=True)
+    model.sampling = SpeechSamplingConfig(greedy=True)
     semantic = SequenceBatch(torch.randn(2, 11, 64), torch.tensor([11, 4]))
     together, _, _ = _stream(model, semantic, None)
     for i in range(2):
@@ -319,18 +355,23 @@ def test_streaming_batch_rows_are_independent(model) -> None:
 
 def test_eos_only_after_turn_of_speech_and_reset() -> None:
     block = tiny(max_token_text_ratio=3.0)
-    block.sampling = SamplingConfig(greedy=True)
+    block.sampling = SpeechSamplingConfig(greedy=True)
     with torch.no_grad():
         block.llm_decoder.bias[EOS] += 100.0  # eos is always the most likely id
     state = block.init_state(2)
     full = SequenceBatch(torch.randn(2, 5, 64), torch.tensor([5, 5]))
-    assert block.step(full, state).lengths.tolist() == [15, 15]  # eos banned while text is coming
+    assert block.step(SemanticChunk(full), state).lengths.tolist() == [
+        15,
+        15,
+    ]  # eos banned while text is coming
     end = SequenceBatch(torch.randn(2, 5, 64), torch.tensor([2, 0]))
-    out = block.step(end, state)
+    state.end_input([0, 1])
+    out = block.step(SemanticChunk(end), state)
     assert out.lengths.tolist() == [0, 0] and state.finished.tolist() == [True, True]
     state.reset([1])
     assert state.finished.tolist() == [True, False] and int(state.mask[1].sum()) == 0
-    again = block.step(SequenceBatch(torch.randn(2, 5, 64), torch.tensor([0, 5])), state)
+    assert state.input_ended.tolist() == [True, False]
+    again = block.step(SemanticChunk(SequenceBatch(torch.randn(2, 5, 64), torch.tensor([0, 5]))), state)
     assert again.lengths.tolist() == [0, 15]
 
 
@@ -338,16 +379,17 @@ def test_generate_unistream_batch_matches_single(model) -> None:
     torch.manual_seed(3)
     text = TokenBatch(torch.randint(0, 300, (2, 6)), torch.tensor([6, 4]))
     prompt = TokenBatch(torch.randint(0, V, (2, 5)), torch.tensor([5, 3]))
-    greedy = lambda logp, history: logp.argmax(-1)  # noqa: E731
-    both = model.generate(text, prompt_speech=prompt, sampler=greedy)
+    greedy = VoiceLMStreamOptions(sampler=lambda logp, history: logp.argmax(-1))
+    both = generate(model, text, prompt_speech=prompt, options=greedy)
     assert both.lengths.tolist() == [18, 12]  # no eos before 2x text, capped at 3x text
     for i in range(2):
-        one = model.generate(
+        one = generate(
+            model,
             TokenBatch(text.tokens[i : i + 1, : text.lengths[i]], text.lengths[i : i + 1]),
             prompt_speech=TokenBatch(
                 prompt.tokens[i : i + 1, : prompt.lengths[i]], prompt.lengths[i : i + 1]
             ),
-            sampler=greedy,
+            options=greedy,
         )
         assert one.tokens[0].tolist() == both.tokens[i, : both.lengths[i]].tolist()
 
@@ -356,7 +398,7 @@ def test_generate_unistream_batch_matches_single(model) -> None:
 def test_ras_redraws_repeated_tokens_and_respects_top_k() -> None:
     logp = torch.full((2, 10), -20.0)
     logp[:, 3] = 0.0  # token 3 carries almost all the mass
-    config = SamplingConfig(top_p=0.8, top_k=1, win_size=4, tau_r=0.5)
+    config = SpeechSamplingConfig(top_p=0.8, top_k=1, win_size=4, tau_r=0.5)
     fresh = torch.full((2, 4), -1)
     assert sample_tokens(logp, fresh, config).tolist() == [3, 3]
     repeated = torch.tensor([[3, 3, 1, 2], [3, 1, 2, 4]])  # row 0 repeats 3 twice (>= 4 * 0.5)
@@ -365,14 +407,14 @@ def test_ras_redraws_repeated_tokens_and_respects_top_k() -> None:
 
 
 def test_generate_bistream_streams_and_rejects_empty_text(model) -> None:
-    greedy = lambda logp, history: logp.argmax(-1)  # noqa: E731
+    greedy = VoiceLMStreamOptions(sampler=lambda logp, history: logp.argmax(-1))
     pieces = [torch.randint(0, 300, (n,)) for n in (3, 4)]
-    tokens = list(model.generate_bistream(iter(pieces), sampler=greedy))
+    tokens = list(generate_bistream(model, iter(pieces), options=greedy))
     assert 15 <= len(tokens) <= 21 and all(
         0 <= t < V for t in tokens
     )  # 15 after the first 5 text, capped at 3x
     with pytest.raises(ValueError, match="empty text"):
-        list(model.generate_bistream(iter([]), sampler=greedy))
+        list(generate_bistream(model, iter([]), options=greedy))
 
 
 def test_ras_sampling_is_seeded_and_in_range() -> None:
@@ -380,8 +422,9 @@ def test_ras_sampling_is_seeded_and_in_range() -> None:
     semantic = SequenceBatch(torch.randn(2, 5, 64), torch.tensor([5, 3]))
     runs = []
     for _ in range(2):
-        state = block.init_state(2)
-        out = block.step(semantic, state, generator=torch.Generator().manual_seed(7))
+        state = block.init_state(2, VoiceLMStreamOptions(generator=torch.Generator().manual_seed(7)))
+        state.end_input([1])
+        out = block.step(SemanticChunk(semantic), state)
         runs.append(out.tokens)
         assert int(out.tokens.max()) < V and out.lengths[0] == 15
     assert torch.equal(runs[0], runs[1])

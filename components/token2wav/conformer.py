@@ -1,8 +1,8 @@
 """CosyVoice2's token encoder: ``UpsampleConformerEncoder`` (25 Hz tokens -> 50 Hz frames).
 
-linear embed -> pre-lookahead convs (each token reads the next ``pre_lookahead_len`` tokens) -> ``num_blocks``
+linear embed -> pre-lookahead convs (each token reads the next ``pre_lookahead_len`` tokens) -> ``num_layers``
 Conformer layers (relative-position self-attention + FFN; no conv module, no macaron) -> nearest x2
-upsampling with a causal conv -> a second linear embed -> ``num_up_blocks`` Conformer layers -> LayerNorm.
+upsampling with a causal conv -> a second linear embed -> ``num_up_layers`` Conformer layers -> LayerNorm.
 Module names follow the reference so the ``encoder.*`` keys of ``flow.pt`` load as they are.
 
 Attention takes a boolean mask and relative positions only, so a chunk attends to a cached window of keys
@@ -162,8 +162,8 @@ class UpsampleConformerEncoder(nn.Module):
         output_size: int,
         attention_heads: int,
         linear_units: int,
-        num_blocks: int,
-        num_up_blocks: int = 4,
+        num_layers: int,
+        num_up_layers: int = 4,
         pre_lookahead_len: int = 3,
         upsample_stride: int = 2,
         dropout_rate: float = 0.1,
@@ -188,10 +188,10 @@ class UpsampleConformerEncoder(nn.Module):
 
         self.embed = LinearEmbed(input_size, output_size, dropout_rate, positional_dropout_rate)
         self.pre_lookahead_layer = PreLookaheadLayer(output_size, pre_lookahead_len)
-        self.encoders = layers(num_blocks)
+        self.encoders = layers(num_layers)
         self.up_layer = Upsample1D(output_size, upsample_stride)
         self.up_embed = LinearEmbed(input_size, output_size, dropout_rate, positional_dropout_rate)
-        self.up_encoders = layers(num_up_blocks)
+        self.up_encoders = layers(num_up_layers)
         self.after_norm = nn.LayerNorm(output_size, eps=1e-5)
         name_cache_keys(self)
 

@@ -194,16 +194,16 @@ class CausalConditionalDecoder(nn.Module):
         time_dim = 4 * width
         self.time_mlp = TimestepEmbedding(in_channels, time_dim)
 
-        def stage(dim_in: int, with_conv: bool) -> ConditionalDecoderStack:
+        def decoder_stack(dim_in: int, with_conv: bool) -> ConditionalDecoderStack:
             blocks = nn.ModuleList(
                 TransformerBlock(width, num_heads, attention_head_dim, dropout) for _ in range(n_blocks)
             )
             conv = CausalConv1d(width, width, 3) if with_conv else None
             return ConditionalDecoderStack(CausalResnetBlock1D(dim_in, width, time_dim), blocks, conv)
 
-        self.down_blocks = nn.ModuleList([stage(in_channels, True)])
-        self.mid_blocks = nn.ModuleList(stage(width, False) for _ in range(num_mid_blocks))
-        self.up_blocks = nn.ModuleList([stage(2 * width, True)])
+        self.down_blocks = nn.ModuleList([decoder_stack(in_channels, True)])
+        self.mid_blocks = nn.ModuleList(decoder_stack(width, False) for _ in range(num_mid_blocks))
+        self.up_blocks = nn.ModuleList([decoder_stack(2 * width, True)])
         self.final_block = CausalBlock1D(width, width)
         self.final_proj = nn.Conv1d(width, out_channels, 1)
         name_cache_keys(self)

@@ -6,41 +6,38 @@ schedule from a fixed noise buffer, with classifier-free guidance 0.7, condition
 map of the L2-normalised x-vector, and the prompt's mel in the prompt frames. Keys follow ``flow.pt``.
 
 Three ways to run it: ``inference`` (offline; full context or chunk masks, as the reference),
-``init_state``/``step`` (streaming, one attention chunk at a time with bounded caches; equal to offline
-with the same chunk mask, see ``chunk_size`` / ``num_left_chunks``), and ``training_step`` (the
-conditional flow-matching loss with random prompt prefixes and random chunk masks).
+``init_state``/``step`` (streaming, one attention chunk at a time with bounded caches, ``flow_streaming.py``;
+equal to offline with the same chunk mask, see ``chunk_size`` / ``num_left_chunks``), and ``training_step``
+(the conditional flow-matching loss of ``cfm.py`` with random prompt prefixes and random chunk masks).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from minmo_lightning.components.token2wav.cfm import CFMDraws, ConditionalCFM
 from minmo_lightning.components.token2wav.conformer import UpsampleConformerEncoder
-from minmo_lightning.components.token2wav.decoder import CausalConditionalDecoder
-from minmo_lightning.components.token2wav.flow_cache import (
-    StreamCache,
-    chunk_attention_mask,
-    chunk_ids,
-    window_mask,
-)
+from minmo_lightning.components.token2wav.flow_cache import chunk_attention_mask, chunk_ids
 from minmo_lightning.components.token2wav.flow_features import log_mel, speaker_embedding
+from minmo_lightning.components.token2wav.flow_streaming import FlowStreamState, advance
 from torch import Tensor, nn
 
-from minmo_lightning.blocks import Block, StreamState
+from minmo_lightning.blocks import Block
 from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict, require_files
 from minmo_lightning.contracts import TokenBatch, lengths_to_mask
+from minmo_lightning.optim import OptimizerConfig, configure_adamw
 
 _COSYVOICE2_ENCODER = {
     "output_size": 512,
     "attention_heads": 8,
     "linear_units": 2048,
-    "num_blocks": 6,
-    "num_up_blocks": 4,
+    "num_layers": 6,
+    "num_up_layers": 4,
     "dropout_rate": 0.1,
     "positional_dropout_rate": 0.1,
     "attention_dropout_rate": 0.1,
@@ -52,6 +49,48 @@ _COSYVOICE2_ESTIMATOR = {
     "num_mid_blocks": 12,
     "num_heads": 8,
     "dropout": 0.0,
+}
+#: CosyVoice2-0.5B's flow (``flow.pt``); the other presets state what they change
+COSYVOICE2_FLOW = {
+    "vocab_size": 6561,
+    "input_size": 512,
+    "output_size": 80,
+    "spk_embed_dim": 192,
+    "token_mel_ratio": 2,
+    "pre_lookahead_len": 3,
+    "encoder": _COSYVOICE2_ENCODER,
+    "estimator": _COSYVOICE2_ESTIMATOR,
+    "n_timesteps": 10,
+    "inference_cfg_rate": 0.7,
+    "training_cfg_rate": 0.2,
+    "sigma_min": 1e-6,
+    "chunk_size": 15,
+    "num_left_chunks": 2,
+    "streaming_prob": 0.5,
+    "prompt_prob": 0.5,
+    "prompt_max_ratio": 0.3,
+    "learning_rate": 1e-5,
+}
+TINY_FLOW = {
+    **COSYVOICE2_FLOW,
+    "input_size": 64,
+    "encoder": {
+        **_COSYVOICE2_ENCODER,
+        "output_size": 64,
+        "attention_heads": 4,
+        "linear_units": 128,
+        "num_layers": 2,
+        "num_up_layers": 2,
+    },
+    "estimator": {
+        **_COSYVOICE2_ESTIMATOR,
+        "channels": [64],
+        "attention_head_dim": 16,
+        "n_blocks": 1,
+        "num_mid_blocks": 2,
+        "num_heads": 2,
+    },
+    "learning_rate": 1e-3,
 }
 
 
@@ -70,228 +109,28 @@ class SpeakerPrompt:
 
 
 @dataclass
-class CFMDraws:
-    """The random numbers of one flow-matching loss: time ``t`` [B], noise ``z`` [B, 80, T], CFG keep mask [B]."""
+class Token2WavStreamOptions:
+    """Per-session options of a token2wav stream (the flow's and ``CosyVoice2Token2Wav``'s ``init_state``):
+    the speaker ``prompt``; None speaks with the zero x-vector and no prompt utterance."""
 
-    t: Tensor
-    z: Tensor
-    keep_condition: Tensor
-
-
-@dataclass
-class FlowStreamState(StreamState):
-    """One streaming session per row: the token stream so far, what is encoded, and the bounded caches.
-
-    ``stream[b]`` holds the prompt tokens then every token received; ``consumed[b]`` counts the tokens
-    already turned into frames (prompt included). The caches hold the left context of every attention and
-    causal conv (encoder: token and frame level, rows B; estimator: one dict per Euler step, rows 2B =
-    conditioned then unconditioned); their "empty" value is zeros, and how much of each window is real
-    follows from ``consumed``.
-    """
-
-    spks: Tensor
-    prompt_lengths: Tensor
-    prompt_mel: list[Tensor]
-    prompt_tokens: list[Tensor]
-    stream: list[Tensor]
-    consumed: Tensor
-    final: Tensor
-    token_cache: dict[str, Tensor] = field(default_factory=dict)
-    frame_cache: dict[str, Tensor] = field(default_factory=dict)
-    step_caches: list[dict[str, Tensor]] = field(default_factory=list)
-
-    def reset(self, items: Tensor | list[int]) -> None:
-        """Restart sessions ``items`` with the same prompt (re-encoded on the next ``step``)."""
-        index = torch.as_tensor(items)
-        rows = (torch.nonzero(index).flatten() if index.dtype == torch.bool else index.flatten()).tolist()
-        for row in rows:
-            self.stream[row] = self.prompt_tokens[row].clone()
-        self.consumed[rows] = 0
-        self.final[rows] = False
-        both = rows + [row + self.batch_size for row in rows]
-        for cache, index in [(self.token_cache, rows), (self.frame_cache, rows)] + [
-            (c, both) for c in self.step_caches
-        ]:
-            for value in cache.values():
-                value[index] = 0
-
-
-class ConditionalCFM(nn.Module):
-    """Euler sampling with classifier-free guidance, and the flow-matching loss, around the estimator."""
-
-    def __init__(
-        self,
-        estimator: dict[str, Any],
-        mel_dim: int,
-        n_timesteps: int,
-        inference_cfg_rate: float,
-        training_cfg_rate: float,
-        sigma_min: float,
-        noise_frames: int,
-    ) -> None:
-        super().__init__()
-        self.estimator = CausalConditionalDecoder(in_channels=4 * mel_dim, out_channels=mel_dim, **estimator)
-        self.mel_dim, self.n_timesteps, self.noise_frames = mel_dim, n_timesteps, noise_frames
-        self.inference_cfg_rate, self.training_cfg_rate, self.sigma_min = (
-            inference_cfg_rate,
-            training_cfg_rate,
-            sigma_min,
-        )
-        self._noise: Tensor | None = None
-
-    def noise(self, start: Tensor, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """``[B, mel, length]`` of the fixed noise from frame ``start[b]`` on (the reference's ``rand_noise``).
-
-        The reference draws ``randn([1, 80, 15000])`` after seeding 0 and uses frames ``0..T-1`` of it for a
-        T-frame utterance, so the same frame always gets the same noise; past the end it wraps around.
-        """
-        if self._noise is None:
-            generator = torch.Generator().manual_seed(0)
-            self._noise = torch.randn([self.mel_dim, self.noise_frames], generator=generator)
-        if self._noise.device != device:
-            self._noise = self._noise.to(device)
-        frames = (
-            start.to(device)[:, None] + torch.arange(length, device=device)[None, :]
-        ) % self.noise_frames
-        return self._noise[:, frames].permute(1, 0, 2).to(dtype)
-
-    def time_steps(self) -> list[tuple[Tensor, Tensor]]:
-        """(t, dt) per Euler step on the cosine schedule, accumulated in float32 exactly like the reference."""
-        span = torch.linspace(0, 1, self.n_timesteps + 1)
-        span = 1 - torch.cos(span * 0.5 * torch.pi)
-        steps, t, dt = [], span[0], span[1] - span[0]
-        for step in range(1, self.n_timesteps + 1):
-            steps.append((t, dt))
-            t = t + dt
-            if step < self.n_timesteps:
-                dt = span[step + 1] - t
-        return steps
-
-    def sample(
-        self,
-        z: Tensor,
-        mask: Tensor,
-        mu: Tensor,
-        spks: Tensor,
-        cond: Tensor,
-        attn_mask: Tensor,
-        caches: list[StreamCache] | None = None,
-    ) -> Tensor:
-        """Integrate from noise ``z`` [B, mel, T]; conditioned and unconditioned rows run as one batch."""
-        x = z
-        zeros = torch.zeros_like
-        mask_in, attn_in = torch.cat([mask, mask]), torch.cat([attn_mask, attn_mask])
-        mu_in, spks_in, cond_in = (
-            torch.cat([mu, zeros(mu)]),
-            torch.cat([spks, zeros(spks)]),
-            torch.cat([cond, zeros(cond)]),
-        )
-        beta = self.inference_cfg_rate
-        for index, (t, dt) in enumerate(self.time_steps()):
-            t_in = t.to(x).expand(2 * x.shape[0])
-            cache = caches[index] if caches is not None else None
-            v = self.estimator(torch.cat([x, x]), mask_in, mu_in, t_in, spks_in, cond_in, attn_in, cache)
-            v_cond, v_uncond = v.chunk(2)
-            x = x + dt.to(x) * ((1.0 + beta) * v_cond - beta * v_uncond)
-        return x
-
-    def loss(
-        self,
-        x1: Tensor,
-        mask: Tensor,
-        mu: Tensor,
-        spks: Tensor,
-        cond: Tensor,
-        attn_mask: Tensor,
-        draws: CFMDraws,
-    ) -> dict[str, Tensor]:
-        """Conditional flow matching: regress u = x1 - (1 - sigma_min) z at y_t; MSE over valid frames."""
-        t = draws.t.view(-1, 1, 1).to(x1)
-        y = (1 - (1 - self.sigma_min) * t) * draws.z + t * x1
-        u = x1 - (1 - self.sigma_min) * draws.z
-        keep = draws.keep_condition.to(x1)
-        mu, spks, cond = mu * keep.view(-1, 1, 1), spks * keep.view(-1, 1), cond * keep.view(-1, 1, 1)
-        pred = self.estimator(y, mask, mu, t.view(-1), spks, cond, attn_mask)
-        loss = F.mse_loss(pred * mask, u * mask, reduction="sum") / (mask.sum() * u.shape[1])
-        return {"loss": loss, "x": y, "mu": mu, "spks": spks, "cond": cond, "t": t.view(-1), "pred": pred}
-
-    def draw(self, x1: Tensor) -> CFMDraws:
-        batch = x1.shape[0]
-        return CFMDraws(
-            t=torch.rand(batch, device=x1.device, dtype=x1.dtype),
-            z=torch.randn_like(x1),
-            keep_condition=torch.rand(batch, device=x1.device) > self.training_cfg_rate,
-        )
+    prompt: SpeakerPrompt | None = None
 
 
 def _concat_ragged(first: Tensor, first_lengths: Tensor, second: Tensor, second_lengths: Tensor) -> Tensor:
     """Per row, the valid part of ``first`` then the valid part of ``second`` (time on dim 1), right-padded."""
     rows = [
-        torch.cat([a[:la], b[:lb]])
-        for a, la, b, lb in zip(first, first_lengths.tolist(), second, second_lengths.tolist())
+        torch.cat([head[:head_length], tail[:tail_length]])
+        for head, head_length, tail, tail_length in zip(
+            first, first_lengths.tolist(), second, second_lengths.tolist()
+        )
     ]
-    return nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    return TokenBatch.from_list(rows, first.device).tokens
 
 
 class CosyVoice2Flow(Block):
     """Chunk-aware causal flow matching of CosyVoice2 (tokens -> mel), streaming with bounded left context."""
 
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "cosyvoice2-0.5b": {
-            "vocab_size": 6561,
-            "input_size": 512,
-            "output_size": 80,
-            "spk_embed_dim": 192,
-            "token_mel_ratio": 2,
-            "pre_lookahead_len": 3,
-            "encoder": _COSYVOICE2_ENCODER,
-            "estimator": _COSYVOICE2_ESTIMATOR,
-            "n_timesteps": 10,
-            "inference_cfg_rate": 0.7,
-            "training_cfg_rate": 0.2,
-            "sigma_min": 1e-6,
-            "chunk_size": 15,
-            "num_left_chunks": 2,
-            "streaming_prob": 0.5,
-            "prompt_prob": 0.5,
-            "prompt_max_ratio": 0.3,
-            "learning_rate": 1e-5,
-        },
-        "tiny": {
-            "vocab_size": 6561,
-            "input_size": 64,
-            "output_size": 80,
-            "spk_embed_dim": 192,
-            "token_mel_ratio": 2,
-            "pre_lookahead_len": 3,
-            "encoder": {
-                **_COSYVOICE2_ENCODER,
-                "output_size": 64,
-                "attention_heads": 4,
-                "linear_units": 128,
-                "num_blocks": 2,
-                "num_up_blocks": 2,
-            },
-            "estimator": {
-                **_COSYVOICE2_ESTIMATOR,
-                "channels": [64],
-                "attention_head_dim": 16,
-                "n_blocks": 1,
-                "num_mid_blocks": 2,
-                "num_heads": 2,
-            },
-            "n_timesteps": 10,
-            "inference_cfg_rate": 0.7,
-            "training_cfg_rate": 0.2,
-            "sigma_min": 1e-6,
-            "chunk_size": 15,
-            "num_left_chunks": 2,
-            "streaming_prob": 0.5,
-            "prompt_prob": 0.5,
-            "prompt_max_ratio": 0.3,
-            "learning_rate": 1e-3,
-        },
-    }
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"cosyvoice2-0.5b": COSYVOICE2_FLOW, "tiny": TINY_FLOW}
 
     def __init__(
         self,
@@ -464,43 +303,45 @@ class CosyVoice2Flow(Block):
         return tokens.tokens, tokens.lengths.to(device), mel
 
     # ---- streaming -----------------------------------------------------------------------------
-    def init_state(self, batch_size: int, prompt: SpeakerPrompt | None = None) -> FlowStreamState:
+    def init_state(self, batch_size: int, options: Token2WavStreamOptions | None = None) -> FlowStreamState:
         """A fresh session per row, the prompt already encoded but for its last ``pre_lookahead_len`` tokens.
 
-        Without ``prompt`` the speaker is the zero x-vector and there is no prompt.
+        Without a prompt in ``options`` the speaker is the zero x-vector and there is no prompt utterance.
         """
         if self.num_left_chunks < 0:
             raise ValueError(
                 "streaming keeps a bounded left context: set num_left_chunks >= 0 (num_left_chunks=-1, all of "
                 "the left context, is for offline inference, whose cost grows with the length)"
             )
+        options = options if options is not None else Token2WavStreamOptions()
         device = self.input_embedding.weight.device
+        prompt = options.prompt
         if prompt is None:
             prompt = SpeakerPrompt(torch.zeros(batch_size, self.hparams.spk_embed_dim, device=device))
         tokens, lengths, mel = self._prompt_parts(prompt, batch_size)
         prompt_tokens = [row[:n].to(device) for row, n in zip(tokens, lengths.tolist())]
         state = FlowStreamState(
             batch_size=batch_size,
+            options=options,
             spks=self.speaker(prompt.embedding.to(device)),
             prompt_lengths=lengths.to(device),
             prompt_mel=[row[: self.ratio * n].to(device) for row, n in zip(mel, lengths.tolist())],
             prompt_tokens=prompt_tokens,
             stream=[row.clone() for row in prompt_tokens],
             consumed=torch.zeros(batch_size, dtype=torch.long, device=device),
-            final=torch.zeros(batch_size, dtype=torch.bool, device=device),
+            flushed=torch.zeros(batch_size, dtype=torch.bool, device=device),
             step_caches=[{} for _ in range(self.decoder.n_timesteps)],
         )
-        self._advance(state)  # the prompt (all but its look-ahead tail) is encoded before the first token
+        advance(self, state)  # the prompt (all but its look-ahead tail) is encoded before the first token
         return state
 
-    def step(
-        self, chunk: TokenBatch, state: FlowStreamState, final: bool | Tensor = False
-    ) -> tuple[Tensor, Tensor]:
+    def step(self, chunk: TokenBatch, state: FlowStreamState) -> tuple[Tensor, Tensor]:
         """Append ``chunk`` to each session and return the mel that became final: ([B, 80, T], lengths [B]).
 
         A chunk of ``chunk_size`` tokens becomes final once its look-ahead (the next ``pre_lookahead_len``
-        tokens) has arrived, or when the session ends (``final`` True for that row); rows may receive any
-        number of tokens per call (0 included). Work per chunk is bounded by ``num_left_chunks``.
+        tokens) has arrived, or when the session's input ended (``state.end_input(rows)`` before this step:
+        its last tokens may come with it); rows may receive any number of tokens per call (0 included). Work
+        per chunk is bounded by ``num_left_chunks`` (``flow_streaming.py``).
         """
         batch = state.batch_size
         if chunk.tokens.shape[0] != batch:
@@ -512,108 +353,23 @@ class CosyVoice2Flow(Block):
                     f"CosyVoice2Flow accepts token ids in [0, {self.vocab_size}), got ids in "
                     f"[{int(valid.min())}, {int(valid.max())}]"
                 )
-        final = torch.as_tensor(final, device=state.final.device).expand(batch)
         for row, n in enumerate(chunk.lengths.tolist()):
-            if state.final[row] and n:
+            if state.flushed[row] and n:
                 raise ValueError(f"session {row} was finalized; reset it before sending new tokens")
             state.stream[row] = torch.cat(
                 [state.stream[row], chunk.tokens[row, :n].to(state.stream[row].device)]
             )
-        state.final |= final
-        if bool(final.any()):
-            empty = [
-                row
-                for row in range(batch)
-                if final[row] and len(state.stream[row]) == state.prompt_lengths[row]
-            ]
-            if empty:
-                raise ValueError(
-                    f"sessions {empty} ended without any speech token; every item needs at least one token"
-                )
-        return self._advance(state)
-
-    def _advance(self, state: FlowStreamState) -> tuple[Tensor, Tensor]:
-        """Encode every chunk that is ready, batching the rows that have one; returns the new frames per row."""
-        pieces: list[list[Tensor]] = [[] for _ in range(state.batch_size)]
-        while True:
-            plan = self._ready_segments(state)
-            if not plan:
-                break
-            rows = torch.tensor([row for row, _, _ in plan], device=state.consumed.device)
-            mel = self._encode_segment(state, rows, [n for _, n, _ in plan], [la for _, _, la in plan])
-            for index, (row, n, _) in enumerate(plan):
-                done, prompt = int(state.consumed[row]), int(state.prompt_lengths[row])
-                if done + n > prompt:  # frames of prompt tokens are conditions, not output
-                    pieces[row].append(mel[index, :, self.ratio * max(prompt - done, 0) : self.ratio * n])
-                state.consumed[row] += n
-        empty_mel = state.spks.new_zeros(self.mel_dim, 0)
-        per_row = [torch.cat(p, dim=1) if p else empty_mel for p in pieces]
-        lengths = torch.tensor([p.shape[1] for p in per_row], device=state.spks.device)
-        padded = nn.utils.rnn.pad_sequence([p.transpose(0, 1) for p in per_row], batch_first=True)
-        return padded.transpose(1, 2), lengths
-
-    def _ready_segments(self, state: FlowStreamState) -> list[tuple[int, int, int]]:
-        """(row, tokens, look-ahead tokens) of the next attention chunk of every row that can encode one."""
-        plan = []
-        for row in range(state.batch_size):
-            done, available = int(state.consumed[row]), len(state.stream[row])
-            prompt = int(state.prompt_lengths[row])
-            body = max(prompt - self.lookahead, 0)  # the prompt's last tokens join the first new chunk
-            size = (
-                min(self.chunk_size, body - done) if done < body else max(prompt - done, 0) + self.chunk_size
+        empty = [
+            row
+            for row in range(batch)
+            if state.input_ended[row] and len(state.stream[row]) == state.prompt_lengths[row]
+        ]
+        if empty:
+            raise ValueError(
+                f"sessions {empty} ended without any speech token; every item needs at least one token"
             )
-            if done + size + self.lookahead <= available:
-                plan.append((row, size, self.lookahead))
-            elif state.final[row] and available > done:
-                size = min(size, available - done)
-                plan.append((row, size, min(self.lookahead, available - done - size)))
-        return plan
-
-    def _encode_segment(
-        self, state: FlowStreamState, rows: Tensor, sizes: list[int], lookaheads: list[int]
-    ) -> Tensor:
-        """Encode and sample one attention chunk for ``rows`` (right-padded); returns mel [R, 80, ratio*max(sizes)]."""
-        device = state.consumed.device
-        count, longest = len(sizes), max(sizes)
-        consumed = state.consumed[rows]
-        windows = [
-            state.stream[row][done : done + n + la]
-            for row, done, n, la in zip(rows.tolist(), consumed.tolist(), sizes, lookaheads)
-        ]
-        tokens = torch.zeros(count, longest + self.lookahead, dtype=torch.long, device=device)
-        for index, window in enumerate(windows):
-            tokens[index, : len(window)] = window
-        have = torch.tensor([len(w) for w in windows], device=device)
-        present = torch.arange(longest + self.lookahead, device=device)[None, :] < have[:, None]
-        n = torch.tensor(sizes, device=device)
-        token_window = self.num_left_chunks * self.chunk_size
-        frame_window = self.ratio * token_window
-        token_cache = StreamCache(_rows(state.token_cache, rows), n, token_window)
-        frame_cache = StreamCache(_rows(state.frame_cache, rows), self.ratio * n, frame_window)
-        token_mask = window_mask(consumed.clamp(max=token_window), token_window, n, longest)
-        frames = self.ratio * longest
-        frame_cached = (self.ratio * consumed).clamp(max=frame_window)
-        frame_mask = window_mask(frame_cached, frame_window, self.ratio * n, frames)
-        embedded = self.embed_tokens(tokens) * present[:, :, None]
-        h = self.encoder(embedded, present, token_mask, frame_mask, token_cache, frame_cache)
-        mu = self.encoder_proj(h).transpose(1, 2)
-        _put_rows(state.token_cache, rows, token_cache.tensors, state.batch_size)
-        _put_rows(state.frame_cache, rows, frame_cache.tensors, state.batch_size)
-
-        mask = lengths_to_mask(self.ratio * n, frames)[:, None].to(mu)
-        cond = torch.zeros_like(mu)
-        for index, (row, done) in enumerate(zip(rows.tolist(), consumed.tolist())):
-            prompt_frames = state.prompt_mel[row][self.ratio * done : self.ratio * (done + sizes[index])]
-            cond[index, :, : prompt_frames.shape[0]] = prompt_frames.transpose(0, 1)
-        both = torch.cat([rows, rows + state.batch_size])
-        caches = [
-            StreamCache(_rows(c, both), torch.cat([self.ratio * n] * 2), frame_window)
-            for c in state.step_caches
-        ]
-        z = self.decoder.noise(self.ratio * consumed, frames, device, mu.dtype)
-        mel = self.decoder.sample(z, mask, mu * mask, state.spks[rows], cond, frame_mask, caches)
-        for stored, cache in zip(state.step_caches, caches):
-            _put_rows(stored, both, cache.tensors, 2 * state.batch_size)
+        mel = advance(self, state)
+        state.flushed |= state.input_ended
         return mel
 
     # ---- training ------------------------------------------------------------------------------
@@ -664,8 +420,9 @@ class CosyVoice2Flow(Block):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["speech_tokens"].tokens.shape[0])
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate)
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW at a constant ``learning_rate``."""
+        return configure_adamw(self, OptimizerConfig(learning_rate=self.hparams.learning_rate, cosine=False))
 
     def _batch_loss(self, batch: dict[str, Any]) -> Tensor:
         if "speech_tokens" not in batch:
@@ -708,15 +465,3 @@ def _fit_tokens_to_mel(tokens: TokenBatch, mel_lengths: Tensor, ratio: int) -> T
             "an item has no mel frame per speech token; check that audio and speech tokens belong together"
         )
     return TokenBatch(tokens.tokens[:, : int(lengths.max())], lengths)
-
-
-def _rows(cache: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
-    return {key: value[rows] for key, value in cache.items()}
-
-
-def _put_rows(cache: dict[str, Tensor], rows: Tensor, update: dict[str, Tensor], batch: int) -> None:
-    """Write the rows of a chunk's updated windows back into the session caches (allocated on first use)."""
-    for key, value in update.items():
-        if key not in cache:
-            cache[key] = value.new_zeros(batch, *value.shape[1:])
-        cache[key][rows] = value

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from minmo_lightning.components.token2wav.cfm import CFMDraws
 from minmo_lightning.components.token2wav.decoder import CausalConditionalDecoder
-from minmo_lightning.components.token2wav.flow import CFMDraws, CosyVoice2Flow, SpeakerPrompt
+from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, SpeakerPrompt
 from minmo_lightning.components.token2wav.flow_cache import chunk_attention_mask, chunk_ids
 
 from minmo_lightning.checkpoints import load_state_dict_strict
@@ -86,7 +87,7 @@ def build_flow(fixture: Fixture) -> tuple[CosyVoice2Flow, int]:
             "output_size": enc["output_size"],
             "attention_heads": enc["attention_heads"],
             "linear_units": enc["linear_units"],
-            "num_blocks": enc["num_blocks"],
+            "num_layers": enc["num_blocks"],
             "dropout_rate": enc["dropout_rate"],
             "positional_dropout_rate": enc["positional_dropout_rate"],
             "attention_dropout_rate": enc["attention_dropout_rate"],

@@ -1,12 +1,13 @@
 """Griffin-Lim vocoder: a training-free mel -> waveform inverse, so demos and tests make audible audio without
-pretrained weights. Same interface as ``HiFTVocoder`` (a plain ``nn.Module`` the Token2Wav entry composes):
+pretrained weights. A ``Vocoder`` like ``HiFTVocoder`` (``vocoder: griffin_lim`` in a recipe):
 
     vocoder = GriffinLimVocoder()                         # CosyVoice2's mel: 24 kHz, n_fft 1920, hop 480, 80 bins
     wav = vocoder(mel)                                    # natural-log mel [B, 80, T] -> wav [B, T * 480]
 
     state = vocoder.init_state(batch_size)
     wav_chunk = vocoder.step(mel_chunk, state)            # [B, 80, n] -> [B, k * 480]
-    wav_chunk = vocoder.step(last_chunk, state, final=True)
+    state.end_input(range(batch_size))
+    wav_chunk = vocoder.step(last_chunk, state)           # flushes everything left
 
 The mel is the flow's (``flow_features.log_mel``): slaney filters over 0-8000 Hz on a Hann STFT whose frame t
 covers samples [480 t - 720, 480 t + 1200). Inversion: exp, the mel basis' pseudo-inverse (least squares,
@@ -30,27 +31,26 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from minmo_lightning.components.token2wav.flow_features import mel_filters
-from minmo_lightning.components.token2wav.hift import crossfade
-from torch import Tensor, nn
+from minmo_lightning.components.token2wav.vocoder import Vocoder, VocoderStreamState
+from torch import Tensor
 
 
 @dataclass
-class GriffinLimStreamState:
-    """``mel``: frames [start, start + n); ``phase``: unit phasors of frames [start, emitted); ``tail``: the
-    previous window's audio for the next ``stream_crossfade`` frames."""
+class GriffinLimStreamState(VocoderStreamState):
+    """A Griffin-Lim stream: besides the mel window, ``phase`` holds the unit phasors of frames [start, emitted)
+    (the warm start of the next window's context frames)."""
 
-    batch_size: int
-    mel: Tensor
     phase: Tensor
-    tail: Tensor
-    start: int = 0
-    emitted: int = 0
-    finished: bool = False
+
+    def reset(self, items: Tensor | list[int]) -> None:
+        super().reset(items)
+        self.phase = self.phase[:, :, :0]
 
 
-class GriffinLimVocoder(nn.Module):
+class GriffinLimVocoder(Vocoder):
     """Log-mel -> waveform by mel pseudo-inverse + fast Griffin-Lim. No trainable parameters."""
 
+    alias = "griffin_lim"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "cosyvoice2-0.5b": dict(
             sampling_rate=24000,
@@ -90,28 +90,19 @@ class GriffinLimVocoder(nn.Module):
             )
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if stream_crossfade > stream_lookahead:
-            raise ValueError(
-                f"stream_crossfade ({stream_crossfade}) cannot exceed stream_lookahead ({stream_lookahead}): "
-                "the faded-out audio comes from the look-ahead frames"
-            )
-        self.sampling_rate, self.n_fft, self.hop, self.n_mels = sampling_rate, n_fft, hop_length, n_mels
+        self.set_stream_window(stream_left_context, stream_lookahead, stream_crossfade)
+        self.sampling_rate, self.n_fft, self.hop, self.mel_bins = sampling_rate, n_fft, hop_length, n_mels
         self.n_iter, self.momentum, self.seed = n_iter, momentum, seed
-        self.stream_left_context, self.stream_lookahead = stream_left_context, stream_lookahead
-        self.stream_crossfade = stream_crossfade
         basis = mel_filters(n_mels, n_fft, sampling_rate, fmin, fmax).double()
         self.register_buffer("inverse_basis", torch.linalg.pinv(basis).float(), persistent=False)
         self.register_buffer(
             "window", torch.hann_window(n_fft, dtype=torch.float64).float(), persistent=False
         )
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> GriffinLimVocoder:
-        if name not in cls.presets:
-            raise KeyError(
-                f"GriffinLimVocoder has no preset {name!r}; available presets: {', '.join(cls.presets)}"
-            )
-        return cls(**{**cls.presets[name], **overrides})
+    @property
+    def samples_per_frame(self) -> int:
+        """One mel frame is one STFT hop."""
+        return self.hop
 
     # ---- transforms ---------------------------------------------------------------------------
     def linear_magnitude(self, mel: Tensor) -> Tensor:
@@ -156,58 +147,31 @@ class GriffinLimVocoder(nn.Module):
     # ---- offline ------------------------------------------------------------------------------
     def forward(self, mel: Tensor) -> Tensor:
         """Natural-log mel [B, n_mels, T] -> waveform [B, T * hop]."""
-        self._check_mel(mel)
-        if mel.shape[2] == 0:
-            raise ValueError(
-                "mel has 0 frames: there is nothing to vocode (drop empty items before the vocoder)"
-            )
+        self.check_mel(mel, offline=True)
         magnitude = self.linear_magnitude(mel)
         phase = self.initial_phase(mel.shape[0], magnitude.shape[1], 0, mel.shape[2], mel.device)
         return self.istft(magnitude * self.griffin_lim(magnitude, phase))
 
     # ---- streaming ----------------------------------------------------------------------------
-    def init_state(self, batch_size: int) -> GriffinLimStreamState:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def init_state(self, batch_size: int, options: None = None) -> GriffinLimStreamState:
+        self._check_batch_size(batch_size)
         device = self.inverse_basis.device
         return GriffinLimStreamState(
             batch_size=batch_size,
-            mel=torch.zeros(batch_size, self.n_mels, 0, device=device),
-            phase=torch.zeros(batch_size, self.n_fft // 2 + 1, 0, dtype=torch.complex64, device=device),
+            mel=torch.zeros(batch_size, self.mel_bins, 0, device=device),
             tail=torch.zeros(batch_size, 0, device=device),
+            phase=torch.zeros(batch_size, self.n_fft // 2 + 1, 0, dtype=torch.complex64, device=device),
         )
 
-    def step(self, mel_chunk: Tensor, state: GriffinLimStreamState, final: bool = False) -> Tensor:
-        """Feed mel frames [B, n_mels, n]; returns the audio [B, k * hop] of the k frames that became final."""
-        self._check_mel(mel_chunk)
-        if state.finished:
-            raise RuntimeError("this stream already received final=True; start a new one with init_state()")
-        if mel_chunk.shape[0] != state.batch_size:
-            raise ValueError(f"mel_chunk has batch {mel_chunk.shape[0]}, the stream state {state.batch_size}")
-        mel = torch.cat([state.mel, mel_chunk.to(state.mel)], dim=2)
+    def synthesize_window(
+        self, mel: Tensor, state: GriffinLimStreamState, end: int, new_start: int
+    ) -> Tensor:
+        """Griffin-Lim on the window, warm-started with the phases already used for its context frames."""
         received = state.start + mel.shape[2]
-        end = received if final else max(state.emitted, received - self.stream_lookahead)
-        state.finished = final
-        if end == state.emitted:
-            state.mel = mel
-            return mel.new_zeros(state.batch_size, 0)
-
         magnitude = self.linear_magnitude(mel)
         fresh = self.initial_phase(
             state.batch_size, magnitude.shape[1], state.emitted, received - state.emitted, mel.device
         )
         phase = self.griffin_lim(magnitude, torch.cat([state.phase, fresh], dim=2))
-        wav = self.istft(magnitude * phase)
-
-        first, last = (state.emitted - state.start) * self.hop, (end - state.start) * self.hop
-        out = crossfade(state.tail, wav[:, first:last])
-        state.tail = wav[:, last : last + self.stream_crossfade * self.hop]
-        new_start = max(0, end - self.stream_left_context)
         state.phase = phase[:, :, new_start - state.start : end - state.start]
-        state.mel = mel[:, :, new_start - state.start :]
-        state.start, state.emitted = new_start, end
-        return out
-
-    def _check_mel(self, mel: Tensor) -> None:
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-            raise ValueError(f"mel must have shape [batch, {self.n_mels}, frames], got {tuple(mel.shape)}")
+        return self.istft(magnitude * phase)

@@ -1,6 +1,6 @@
 """HiFT vocoder (CosyVoice2's ``HiFTGenerator``): 80-bin log-mel at 50 Hz -> 24 kHz waveform.
 
-A plain ``nn.Module`` that the Token2Wav entry composes (it is not a slot entry itself):
+A ``Vocoder`` (``vocoder: hift`` in a recipe) that the Token2Wav entry composes:
 
     vocoder = HiFTVocoder.from_preset("cosyvoice2-0.5b")
     vocoder.load_pretrained("CosyVoice2-0.5B/hift.pt")    # or the folder holding hift.pt
@@ -9,11 +9,12 @@ A plain ``nn.Module`` that the Token2Wav entry composes (it is not a slot entry 
     state = vocoder.init_state(batch_size)
     for mel_chunk in chunks:                              # [B, 80, n], any n >= 0
         wav_chunk = vocoder.step(mel_chunk, state)        # [B, k * 480], k frames became final
-    wav_chunk = vocoder.step(last_chunk, state, final=True)  # flushes everything left
+    state.end_input(range(batch_size))
+    wav_chunk = vocoder.step(last_chunk, state)           # flushes everything left
 
 Architecture (HiFTNet = neural source filter + iSTFTNet): an F0 predictor (5 weight-normed conv+ELU layers and
 a linear layer), a harmonic source (sines at f0 and 8 overtones, voiced/unvoiced gated, plus noise, merged by a
-linear layer), and a HiFi-GAN-style generator with Snake ResBlocks whose three upsampling stages [8, 5, 3] each
+linear layer), and a HiFi-GAN-style generator with Snake ResBlocks whose three upsamplers [8, 5, 3] each
 fuse a strided projection of the source's STFT; it predicts log-magnitude and phase of an n_fft 16 / hop 4 STFT,
 so 8 * 5 * 3 * 4 = 480 samples per mel frame. Key names follow the official ``hift.pt``.
 
@@ -23,7 +24,7 @@ The excitation of already emitted frames is cached and its harmonic phase carrie
 absolute sample index (not drawn per call), so with the default context (the generator's receptive field,
 ``exact_context_frames()``: 17 frames left, 22 ahead at CosyVoice2's sizes) the concatenated chunks equal
 ``forward`` up to float rounding (offline accumulates the harmonic phase in float32 as the reference does: ~3e-5
-at 60 voiced frames; the stream wraps it). Per-row reset is not supported. A smaller lookahead
+at 60 voiced frames; the stream wraps it). Rows of a stream advance together. A smaller lookahead
 trades accuracy at chunk joins for latency; ``stream_crossfade`` frames then smooth each join. State is bounded:
 left context + look-ahead + one chunk of mel, and that many frames of excitation.
 """
@@ -37,12 +38,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from minmo_lightning.components.token2wav.vocoder import Vocoder, VocoderStreamState
 from minmo_lightning.components.token2wav.weight_norm import upgrade_weight_norm_keys, weight_norm
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict
-from minmo_lightning.golden import Comparison, Fixture, compare, compare_exact, golden_check
 
 
 class Snake(nn.Module):
@@ -128,17 +129,6 @@ def _hash32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-def crossfade(tail: Tensor, audio: Tensor) -> Tensor:
-    """Fade from ``tail`` (the previous window's audio for these samples) into ``audio`` [B, S] over the tail's
-    length, with raised-cosine weights whose fade-in and fade-out sum to exactly one."""
-    if tail.shape[1] == 0:
-        return audio
-    t = (torch.arange(tail.shape[1], dtype=torch.float64, device=audio.device) + 0.5) / tail.shape[1]
-    overlap = min(tail.shape[1], audio.shape[1])
-    fade_in = torch.sin(0.5 * math.pi * t).pow(2).to(audio)[:overlap]
-    return torch.cat([torch.lerp(tail[:, :overlap], audio[:, :overlap], fade_in), audio[:, overlap:]], dim=1)
-
-
 class HarmonicSource(nn.Module):
     """NSF excitation from frame-level f0 (reference ``SourceModuleHnNSF`` with ``SineGen2``).
 
@@ -200,56 +190,55 @@ class HarmonicSource(nn.Module):
         return torch.tanh(self.l_linear(sines)).transpose(1, 2), uv, phase
 
 
+#: CosyVoice2-0.5B's HiFT (``hift.pt``); the other presets state what they change
+COSYVOICE2_HIFT = dict(
+    in_channels=80,
+    base_channels=512,
+    nb_harmonics=8,
+    sampling_rate=24000,
+    nsf_alpha=0.1,
+    nsf_sigma=0.003,
+    nsf_voiced_threshold=10.0,
+    upsample_rates=[8, 5, 3],
+    upsample_kernel_sizes=[16, 11, 7],
+    istft_n_fft=16,
+    istft_hop_len=4,
+    resblock_kernel_sizes=[3, 7, 11],
+    resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    source_resblock_kernel_sizes=[7, 7, 11],
+    source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+    lrelu_slope=0.1,
+    audio_limit=0.99,
+    f0_cond_channels=512,
+    noise_seed=0,
+    stream_left_context=None,
+    stream_lookahead=None,
+    stream_crossfade=0,
+)
+
+
 @dataclass
-class HiFTStreamState:
-    """Streaming state of one batch of sessions that advance together (all rows get equal-length chunks).
+class HiFTStreamState(VocoderStreamState):
+    """A HiFT stream: besides the mel window, ``source`` holds the excitation of frames [start, emitted) and
+    ``phase`` the harmonic phase of frame emitted - 1 (carried so the sines continue across chunks)."""
 
-    ``mel`` holds frames [start, start + n): left context plus frames not yet emitted; ``source`` the
-    excitation of frames [start, emitted); ``phase`` the harmonic phase of frame emitted - 1; ``tail`` the
-    previous window's audio for the next ``stream_crossfade`` frames. Per-row reset is not supported: a new
-    utterance starts a new state (rows share frame counters and the start-of-utterance edge).
-    """
-
-    batch_size: int
-    mel: Tensor
     source: Tensor
     phase: Tensor
-    tail: Tensor
-    start: int = 0
-    emitted: int = 0
-    finished: bool = False
+
+    def reset(self, items: Tensor | list[int]) -> None:
+        super().reset(items)
+        self.source, self.phase = self.source[:, :, :0], torch.zeros_like(self.phase)
 
 
-class HiFTVocoder(nn.Module):
+class HiFTVocoder(Vocoder):
     """CosyVoice2 HiFT generator. Constructor arguments are the reference's (``istft_params`` flattened)."""
 
+    alias = "hift"
+    checkpoint_file = "hift.pt"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "cosyvoice2-0.5b": dict(
-            in_channels=80,
-            base_channels=512,
-            nb_harmonics=8,
-            sampling_rate=24000,
-            nsf_alpha=0.1,
-            nsf_sigma=0.003,
-            nsf_voiced_threshold=10.0,
-            upsample_rates=[8, 5, 3],
-            upsample_kernel_sizes=[16, 11, 7],
-            istft_n_fft=16,
-            istft_hop_len=4,
-            resblock_kernel_sizes=[3, 7, 11],
-            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-            source_resblock_kernel_sizes=[7, 7, 11],
-            source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-            lrelu_slope=0.1,
-            audio_limit=0.99,
-            f0_cond_channels=512,
-            noise_seed=0,
-            stream_left_context=None,
-            stream_lookahead=None,
-            stream_crossfade=0,
-        ),
+        "cosyvoice2-0.5b": COSYVOICE2_HIFT,
+        "tiny": {**COSYVOICE2_HIFT, "base_channels": 32, "f0_cond_channels": 32},
     }
-    presets["tiny"] = {**presets["cosyvoice2-0.5b"], "base_channels": 32, "f0_cond_channels": 32}
 
     def __init__(
         self,
@@ -287,10 +276,10 @@ class HiFTVocoder(nn.Module):
         ):
             raise ValueError(
                 "upsample_rates, upsample_kernel_sizes and source_resblock_kernel_sizes need one entry per "
-                f"upsampling stage; got {len(upsample_rates)}, {len(upsample_kernel_sizes)}, "
+                f"upsampler; got {len(upsample_rates)}, {len(upsample_kernel_sizes)}, "
                 f"{len(source_resblock_kernel_sizes)}"
             )
-        self.in_channels = in_channels
+        self.mel_bins = in_channels
         self.sampling_rate = sampling_rate
         self.n_fft, self.hop = istft_n_fft, istft_hop_len
         self.lrelu_slope, self.audio_limit = lrelu_slope, audio_limit
@@ -314,7 +303,7 @@ class HiFTVocoder(nn.Module):
             )
             for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes))
         )
-        # The source STFT runs at the final rate; stage i sees it downsampled by the product of later stages' rates.
+        # The source STFT runs at the final rate; upsampler i sees it downsampled by the product of the later rates.
         spec_channels = istft_n_fft + 2
         self.source_downs = nn.ModuleList()
         for i in range(len(upsample_rates)):
@@ -340,20 +329,11 @@ class HiFTVocoder(nn.Module):
         self.register_buffer("stft_window", window, persistent=False)
 
         exact_left, exact_right = self.exact_context_frames()
-        self.stream_left_context = exact_left if stream_left_context is None else stream_left_context
-        self.stream_lookahead = exact_right if stream_lookahead is None else stream_lookahead
-        self.stream_crossfade = stream_crossfade
-        if self.stream_crossfade > self.stream_lookahead:
-            raise ValueError(
-                f"stream_crossfade ({stream_crossfade}) cannot exceed stream_lookahead ({self.stream_lookahead}): "
-                "the faded-out audio comes from the look-ahead frames"
-            )
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> HiFTVocoder:
-        if name not in cls.presets:
-            raise KeyError(f"HiFTVocoder has no preset {name!r}; available presets: {', '.join(cls.presets)}")
-        return cls(**{**cls.presets[name], **overrides})
+        self.set_stream_window(
+            exact_left if stream_left_context is None else stream_left_context,
+            exact_right if stream_lookahead is None else stream_lookahead,
+            stream_crossfade,
+        )
 
     # ---- offline ------------------------------------------------------------------------------
     def excitation(self, f0: Tensor, draws: Tensor | None = None) -> Tensor:
@@ -391,44 +371,26 @@ class HiFTVocoder(nn.Module):
 
     def forward(self, mel: Tensor, draws: Tensor | None = None) -> Tensor:
         """mel [B, in_channels, T] -> waveform [B, T * 480]."""
-        self._check_mel(mel)
-        if mel.shape[2] == 0:
-            raise ValueError(
-                "mel has 0 frames: there is nothing to vocode (drop empty items before the vocoder)"
-            )
+        self.check_mel(mel, offline=True)
         with parametrize.cached():
             f0 = self.f0_predictor(mel)
             return self.decode(mel, self.excitation(f0, draws))
 
     # ---- streaming ----------------------------------------------------------------------------
-    def init_state(self, batch_size: int) -> HiFTStreamState:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def init_state(self, batch_size: int, options: None = None) -> HiFTStreamState:
+        self._check_batch_size(batch_size)
         p = self.conv_pre.parametrizations.weight.original1
         return HiFTStreamState(
             batch_size=batch_size,
-            mel=p.new_zeros(batch_size, self.in_channels, 0),
+            mel=p.new_zeros(batch_size, self.mel_bins, 0),
+            tail=p.new_zeros(batch_size, 0),
             source=p.new_zeros(batch_size, 1, 0),
             phase=p.new_zeros(batch_size, self.m_source.channels),
-            tail=p.new_zeros(batch_size, 0),
         )
 
-    def step(self, mel_chunk: Tensor, state: HiFTStreamState, final: bool = False) -> Tensor:
-        """Feed mel frames [B, C, n]; returns the audio [B, k * 480] of the k frames that became final."""
-        self._check_mel(mel_chunk)
-        if state.finished:
-            raise RuntimeError("this stream already received final=True; start a new one with init_state()")
-        if mel_chunk.shape[0] != state.batch_size:
-            raise ValueError(f"mel_chunk has batch {mel_chunk.shape[0]}, the stream state {state.batch_size}")
+    def synthesize_window(self, mel: Tensor, state: HiFTStreamState, end: int, new_start: int) -> Tensor:
+        """Excitation of the new frames after the cached one (harmonic phase carried, noise by position)."""
         scale = self.samples_per_frame
-        mel = torch.cat([state.mel, mel_chunk.to(state.mel)], dim=2)
-        received = state.start + mel.shape[2]
-        end = received if final else max(state.emitted, received - self.stream_lookahead)
-        state.finished = final
-        if end == state.emitted or received == 0:
-            state.mel = mel
-            return mel.new_zeros(state.batch_size, 0)
-
         with parametrize.cached():
             f0 = self.f0_predictor(mel)[:, state.emitted - state.start :]
             draws = self._noise(state.emitted, f0.shape[1] * scale, mel.device)
@@ -436,16 +398,9 @@ class HiFTVocoder(nn.Module):
             new_source, _, phase = self.m_source(f0, draws, phase0)
             source = torch.cat([state.source, new_source], dim=2)
             wav = self.decode(mel, source)
-
-        first, last = (state.emitted - state.start) * scale, (end - state.start) * scale
-        out = crossfade(state.tail, wav[:, first:last])
-        state.tail = wav[:, last : last + self.stream_crossfade * scale]
         state.phase = phase[:, end - state.emitted - 1] % (2 * math.pi / scale)
-        new_start = max(0, end - self.stream_left_context)
-        state.mel = mel[:, :, new_start - state.start :]
-        state.source = source[:, :, (new_start - state.start) * scale : last]
-        state.start, state.emitted = new_start, end
-        return out
+        state.source = source[:, :, (new_start - state.start) * scale : (end - state.start) * scale]
+        return wav
 
     def exact_context_frames(self) -> tuple[int, int]:
         """(left, right) mel frames of context after which a window's inner output equals the offline output.
@@ -456,16 +411,16 @@ class HiFTVocoder(nn.Module):
         """
         frames_per_sample = 1.0
         trunk = 3.0  # conv_pre, kernel 7
-        stage_reach = []  # ResBlock reach of stage i, in frames
+        upsampler_reach = []  # ResBlock reach after upsampler i, in frames
         for u, k in zip(self.upsample_rates, self.upsample_kernel_sizes):
             trunk += math.ceil(k / u) * frames_per_sample
             frames_per_sample /= u
-            stage_reach.append(
+            upsampler_reach.append(
                 max(resblock_reach(k2, d) for k2, d in self.resblock_config) * frames_per_sample
             )
         # frames_per_sample is now per STFT frame; reflect pad 1 + conv_post 3 + iSTFT overlap n_fft / hop
         tail = (4 + self.n_fft // self.hop) * frames_per_sample
-        trunk += sum(stage_reach) + tail
+        trunk += sum(upsampler_reach) + tail
         source = 0.0
         for i, (k, d) in enumerate(self.source_resblock_config):
             down = self.source_downs[i]
@@ -477,7 +432,7 @@ class HiFTVocoder(nn.Module):
                 for j, (u, k2) in enumerate(zip(self.upsample_rates, self.upsample_kernel_sizes))
                 if j > i
             )
-            source = max(source, own + sum(stage_reach[i:]) + later_ups + tail)
+            source = max(source, own + sum(upsampler_reach[i:]) + later_ups + tail)
         f0 = F0Predictor.layers + 1  # conv stack, then the next frame's phase in the interpolation
         return math.ceil(max(trunk, source)) + 1, math.ceil(max(trunk, source + f0)) + 1
 
@@ -501,81 +456,3 @@ class HiFTVocoder(nn.Module):
     def _noise(self, start_frame: int, length: int, device: torch.device) -> Tensor:
         start = start_frame * self.samples_per_frame
         return positional_normal(start, length, self.m_source.channels, self.noise_seed, device)
-
-    def _check_mel(self, mel: Tensor) -> None:
-        if mel.dim() != 3 or mel.shape[1] != self.in_channels:
-            raise ValueError(
-                f"mel must have shape [batch, {self.in_channels}, frames], got {tuple(mel.shape)}"
-            )
-
-
-@golden_check("hift")
-def _golden_hift(fixture: Fixture) -> list[Comparison]:
-    ref = fixture.config["HiFTGenerator"]
-    if ref["f0_predictor"].get("num_class", 1) != 1:
-        raise ValueError(
-            f"HiFT f0 predictor with num_class {ref['f0_predictor']['num_class']} is not supported"
-        )
-    model = HiFTVocoder(
-        in_channels=ref["in_channels"],
-        base_channels=ref["base_channels"],
-        nb_harmonics=ref["nb_harmonics"],
-        sampling_rate=ref["sampling_rate"],
-        nsf_alpha=ref["nsf_alpha"],
-        nsf_sigma=ref["nsf_sigma"],
-        nsf_voiced_threshold=ref["nsf_voiced_threshold"],
-        upsample_rates=ref["upsample_rates"],
-        upsample_kernel_sizes=ref["upsample_kernel_sizes"],
-        istft_n_fft=ref["istft_params"]["n_fft"],
-        istft_hop_len=ref["istft_params"]["hop_len"],
-        resblock_kernel_sizes=ref["resblock_kernel_sizes"],
-        resblock_dilation_sizes=ref["resblock_dilation_sizes"],
-        source_resblock_kernel_sizes=ref["source_resblock_kernel_sizes"],
-        source_resblock_dilation_sizes=ref["source_resblock_dilation_sizes"],
-        lrelu_slope=ref["lrelu_slope"],
-        audio_limit=ref["audio_limit"],
-        f0_cond_channels=ref["f0_predictor"]["cond_channels"],
-    ).eval()
-    load_state_dict_strict(model, upgrade_weight_norm_keys(fixture.state_dict()), source=str(fixture.folder))
-    inp = fixture.group("input.")
-    out = fixture.group("output.")
-    wave = dict(atol=1e-5, rtol=1e-4)
-    results = [compare("f0", model.f0_predictor(inp["mel"]), out["f0"], atol=1e-4, rtol=1e-4)]
-
-    source = inp["source"]
-    spec = torch.view_as_real(
-        torch.stft(
-            source.squeeze(1),
-            model.n_fft,
-            model.hop,
-            model.n_fft,
-            window=model.stft_window,
-            return_complex=True,
-        )
-    )
-    results.append(
-        compare(
-            "decode_source_stft",
-            torch.cat([spec[..., 0], spec[..., 1]], 1),
-            out["decode_source_stft"],
-            **wave,
-        )
-    )
-    results.append(compare("decode_wav", model.decode(inp["mel"], source), out["decode_wav"], **wave))
-
-    f0 = inp["m_source.f0"]
-    scale = model.samples_per_frame
-    results.append(
-        compare_exact(
-            "m_source.f0_upsampled", f0.repeat_interleave(scale, 1)[..., None], out["m_source.f0_upsampled"]
-        )
-    )
-    merged, uv, _ = model.m_source(f0, inp["m_source.draw.sine_noise"])
-    results.append(compare("m_source.sine_merge", merged.transpose(1, 2), out["m_source.sine_merge"], **wave))
-    results.append(compare_exact("m_source.uv", uv, out["m_source.uv"]))
-
-    inference_source = model.excitation(model.f0_predictor(inp["mel"]), inp["inference.draw.sine_noise"])
-    results.append(compare("inference.source", inference_source, out["inference.source"], **wave))
-    wav = model(inp["mel"], draws=inp["inference.draw.sine_noise"])
-    results.append(compare("inference.wav", wav, out["inference.wav"], **wave))
-    return results

@@ -1,54 +1,50 @@
 """The Token2Wav slot entry: CosyVoice2's flow (tokens -> mel) followed by a vocoder (mel -> 24 kHz audio).
 
-The vocoder is chosen by name: ``hift`` (CosyVoice2's HiFT, load ``hift.pt``) or ``griffin_lim`` (no weights:
-audible audio for demos and tests without pretrained checkpoints). Offline ``forward`` uses the same chunk
-mask as streaming, so the concatenated ``step`` outputs equal it.
+The vocoder is chosen by its alias (``vocoder.py``): ``hift`` (CosyVoice2's HiFT, load ``hift.pt``) or
+``griffin_lim`` (no weights: audible audio for demos and tests without pretrained checkpoints). Offline
+``forward`` uses the same chunk mask as streaming, so the concatenated ``step`` outputs equal it.
 
     t2w = CosyVoice2Token2Wav.from_preset("cosyvoice2-0.5b")
     t2w.load_pretrained("CosyVoice2-0.5B")          # folder with flow.pt (and hift.pt)
     audio = t2w(tokens)                              # TokenBatch -> AudioBatch at 24 kHz
-    state = t2w.init_state(batch_size, prompt)       # prompt: SpeakerPrompt (x-vector, prompt tokens+mel)
+    state = t2w.init_state(batch_size, Token2WavStreamOptions(prompt))  # x-vector, prompt tokens + mel
     for chunk in chunks:                             # e.g. 15 tokens per row per call
         audio_chunk = t2w.step(chunk, state)         # the audio that became final
-    audio_chunk = t2w.step(last_chunk, state, final=True)
+    state.end_input(rows)                            # these rows' tokens are complete:
+    audio_chunk = t2w.step(last_chunk, state)        # the step flushes them
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from minmo_lightning.components.token2wav.flow import CosyVoice2Flow, FlowStreamState, SpeakerPrompt
-from torch import Tensor, nn
+from minmo_lightning.components.token2wav.flow import (
+    COSYVOICE2_FLOW,
+    TINY_FLOW,
+    CosyVoice2Flow,
+    SpeakerPrompt,
+    Token2WavStreamOptions,
+)
+from minmo_lightning.components.token2wav.flow_streaming import FlowStreamState
+from minmo_lightning.components.token2wav.vocoder import VocoderStreamState, build_vocoder
+from torch import Tensor
 
 from minmo_lightning.blocks import StreamState, Token2Wav
 from minmo_lightning.checkpoints import require_files
 from minmo_lightning.contracts import AudioBatch, TokenBatch
 
-#: vocoder name -> (module, class); imported on use so each engineer's module stays optional.
-VOCODERS: dict[str, tuple[str, str]] = {
-    "hift": ("minmo_lightning.components.token2wav.hift", "HiFTVocoder"),
-    "griffin_lim": ("minmo_lightning.components.token2wav.griffin_lim", "GriffinLimVocoder"),
+#: CosyVoice2-0.5B's token2wav (flow + HiFT); the other presets state what they change
+COSYVOICE2_TOKEN2WAV = {
+    "flow": COSYVOICE2_FLOW,
+    "vocoder": "hift",
+    "vocoder_preset": "cosyvoice2-0.5b",
+    "vocoder_args": {},
+    "pretrained_path": None,
 }
-
-
-def build_vocoder(name: str, preset: str | None, args: dict[str, Any]) -> nn.Module:
-    """Vocoder ``name`` from its preset (if it has one by that name) with ``args`` overriding single arguments."""
-    if name not in VOCODERS:
-        raise ValueError(f"unknown vocoder {name!r}; choose one of: {', '.join(VOCODERS)}")
-    module, cls_name = VOCODERS[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    presets = getattr(cls, "presets", {}) or {}
-    if preset is not None and preset not in presets:
-        raise ValueError(
-            f"vocoder {name!r} has no preset {preset!r}; available: {', '.join(presets) or 'none'}"
-        )
-    return cls(**{**copy.deepcopy(presets.get(preset, {})), **args})
 
 
 @dataclass
@@ -56,16 +52,15 @@ class Token2WavState(StreamState):
     """The flow's session state, plus one vocoder stream per row (rows emit different numbers of frames)."""
 
     flow: FlowStreamState
-    vocoder: list[Any]
-    new_vocoder_stream: Callable[[], Any]
+    vocoder: list[VocoderStreamState]
 
     def reset(self, items: Tensor | list[int]) -> None:
         """Restart the sessions in ``items`` (same speaker prompt) without touching the others."""
-        index = torch.as_tensor(items)
-        rows = (torch.nonzero(index).flatten() if index.dtype == torch.bool else index.flatten()).tolist()
-        self.flow.reset(rows)
-        for row in rows:
-            self.vocoder[row] = self.new_vocoder_stream()
+        super().reset(items)
+        mask = self.rows(items)
+        self.flow.reset(mask)
+        for row in mask.nonzero().flatten().tolist():
+            self.vocoder[row].reset([0])
 
 
 class CosyVoice2Token2Wav(Token2Wav):
@@ -74,20 +69,8 @@ class CosyVoice2Token2Wav(Token2Wav):
     sample_rate: int = 24000
     token_rate: float = 25.0
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "cosyvoice2-0.5b": {
-            "flow": CosyVoice2Flow.presets["cosyvoice2-0.5b"],
-            "vocoder": "hift",
-            "vocoder_preset": "cosyvoice2-0.5b",
-            "vocoder_args": {},
-            "pretrained_path": None,
-        },
-        "tiny": {
-            "flow": CosyVoice2Flow.presets["tiny"],
-            "vocoder": "griffin_lim",
-            "vocoder_preset": "cosyvoice2-0.5b",
-            "vocoder_args": {},
-            "pretrained_path": None,
-        },
+        "cosyvoice2-0.5b": COSYVOICE2_TOKEN2WAV,
+        "tiny": {**COSYVOICE2_TOKEN2WAV, "flow": TINY_FLOW, "vocoder": "griffin_lim"},
     }
 
     def __init__(
@@ -103,12 +86,12 @@ class CosyVoice2Token2Wav(Token2Wav):
         (``flow.pt``, and ``hift.pt`` for HiFT) loaded in ``configure_model``."""
         super().__init__()
         self.save_hyperparameters()
-        self.flow = CosyVoice2Flow(**copy.deepcopy(flow or CosyVoice2Flow.presets["cosyvoice2-0.5b"]))
+        self.flow = CosyVoice2Flow(**copy.deepcopy(flow or COSYVOICE2_FLOW))
         self.vocoder = build_vocoder(vocoder, vocoder_preset, dict(vocoder_args or {}))
-        rate = getattr(self.vocoder, "sampling_rate", self.sample_rate)
-        if rate != self.sample_rate:
+        if self.vocoder.sampling_rate != self.sample_rate:
             raise ValueError(
-                f"the vocoder runs at {rate} Hz; CosyVoice2's flow produces 50 Hz mel for 24000 Hz audio"
+                f"the vocoder runs at {self.vocoder.sampling_rate} Hz; CosyVoice2's flow produces 50 Hz mel for "
+                "24000 Hz audio"
             )
         self._loaded = False
 
@@ -117,12 +100,13 @@ class CosyVoice2Token2Wav(Token2Wav):
             self.load_pretrained(self.hparams.pretrained_path)
 
     def load_pretrained(self, path: str) -> None:
-        """A CosyVoice2 folder: ``flow.pt`` always, ``hift.pt`` when the vocoder is HiFT (Griffin-Lim has no weights)."""
-        needs = ["flow.pt"] + (["hift.pt"] if self.hparams.vocoder == "hift" else [])
+        """A CosyVoice2 folder: ``flow.pt`` always, the vocoder's checkpoint (``hift.pt``) when it has weights."""
+        vocoder_file = self.vocoder.checkpoint_file
+        needs = ["flow.pt"] + ([vocoder_file] if vocoder_file else [])
         folder = require_files(Path(path), needs, "CosyVoice2 token2wav")
         self.flow.load_pretrained(str(folder / "flow.pt"))
-        if self.hparams.vocoder == "hift":
-            self.vocoder.load_pretrained(folder / "hift.pt")
+        if vocoder_file:
+            self.vocoder.load_pretrained(folder / vocoder_file)
         self._loaded = True
 
     def _prompt(self, prompt: SpeakerPrompt | None, batch: int) -> SpeakerPrompt:
@@ -149,22 +133,29 @@ class CosyVoice2Token2Wav(Token2Wav):
         )
         return self._vocode(mel, lengths)
 
-    def init_state(self, batch_size: int, prompt: SpeakerPrompt | None = None) -> Token2WavState:
-        flow_state = self.flow.init_state(batch_size, self._prompt(prompt, batch_size))
+    def init_state(self, batch_size: int, options: Token2WavStreamOptions | None = None) -> Token2WavState:
+        """A fresh session per row; ``options.prompt`` says who speaks (None: the zero x-vector, no prompt)."""
+        options = options if options is not None else Token2WavStreamOptions()
         vocoders = [self.vocoder.init_state(1) for _ in range(batch_size)]
-        return Token2WavState(batch_size, flow_state, vocoders, lambda: self.vocoder.init_state(1))
+        return Token2WavState(
+            batch_size, options=options, flow=self.flow.init_state(batch_size, options), vocoder=vocoders
+        )
 
-    def step(self, chunk: TokenBatch, state: Token2WavState, final: bool | Tensor = False) -> AudioBatch:
-        """Feed speech tokens (any count per row); returns the audio that became final, per row."""
-        final = torch.as_tensor(final).expand(state.batch_size)
-        mel, lengths = self.flow.step(chunk, state.flow, final)
+    def step(self, chunk: TokenBatch, state: Token2WavState) -> AudioBatch:
+        """Feed speech tokens (any count per row); returns the audio that became final, per row.
+
+        Rows marked with ``state.end_input(rows)`` are flushed by this step (their last tokens may come with
+        it); after that they give no more audio until ``state.reset(rows)``.
+        """
+        state.flow.end_input(state.input_ended)
+        mel, lengths = self.flow.step(chunk, state.flow)
         waves = []
         for row, n in enumerate(lengths.tolist()):
-            vocoder_state = state.vocoder[row]
-            if n == 0 and not bool(final[row]):
+            stream, ending = state.vocoder[row], bool(state.input_ended[row])
+            if stream.finished or (n == 0 and not ending):
                 waves.append(mel.new_zeros(0))
                 continue
-            waves.append(
-                self.vocoder.step(mel[row : row + 1, :, :n], vocoder_state, final=bool(final[row]))[0]
-            )
+            if ending:
+                stream.end_input([0])
+            waves.append(self.vocoder.step(mel[row : row + 1, :, :n], stream)[0])
         return AudioBatch.from_list(waves, self.sample_rate)

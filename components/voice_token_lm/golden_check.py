@@ -6,10 +6,12 @@ import torch
 from torch import Tensor
 
 from minmo_lightning.checkpoints import load_state_dict_strict
-from minmo_lightning.contracts import TokenBatch
+from minmo_lightning.contracts import IGNORE_INDEX, TokenBatch, VoiceLMStreamOptions
 from minmo_lightning.golden import Comparison, Fixture, compare, compare_exact, golden_check
 
 from .cosyvoice2_lm import CosyVoice2LM
+from .generation import generate, generate_bistream
+from .layout import Layout
 
 #: reference ``Qwen2Config`` fields that shape the computation (the rest is bookkeeping)
 _QWEN2_FIELDS = (
@@ -18,6 +20,8 @@ _QWEN2_FIELDS = (
     "tie_word_embeddings", "use_sliding_window", "sliding_window", "max_window_layers", "attention_dropout",
 )  # fmt: skip
 LOGIT_TOL = 1e-4
+#: the reference's layout spells "not scored" as target -1 and pads ``lm_input`` with -1.0
+REFERENCE_IGNORE_ID, REFERENCE_PAD = -1, -1.0
 
 
 def build_from_fixture(fixture: Fixture) -> CosyVoice2LM:
@@ -44,6 +48,13 @@ def _tokens(fixture: Fixture, name: str, lengths: str | None = None) -> TokenBat
     return TokenBatch(tokens, size)
 
 
+def _as_reference(layout: Layout) -> tuple[Tensor, Tensor]:
+    """Our layout's inputs and targets spelled with the reference's padding and ignore values."""
+    inputs = torch.where(layout.mask[..., None], layout.inputs, REFERENCE_PAD)
+    targets = torch.where(layout.targets == IGNORE_INDEX, REFERENCE_IGNORE_ID, layout.targets)
+    return inputs, targets
+
+
 def _compare_finite(name: str, ours: Tensor, ref: Tensor) -> list[Comparison]:
     """Log-prob vectors with banned ids at -inf: same -inf pattern, finite entries within tolerance."""
     finite = torch.isfinite(ref)
@@ -63,9 +74,10 @@ def check_cosyvoice2_llm(fixture: Fixture) -> list[Comparison]:
         out = model.tts_forward(text, speech, torch.full(text.lengths.shape, interleave))
         ref = fixture.group(f"output.{name}.")
         valid = ref["valid_mask"]
+        inputs, targets = _as_reference(out.layout)
         results += [
-            compare_exact(f"{name}.lm_input", out.layout.inputs, ref["lm_input"]),
-            compare_exact(f"{name}.lm_target", out.layout.targets, ref["lm_target"]),
+            compare_exact(f"{name}.lm_input", inputs, ref["lm_input"]),
+            compare_exact(f"{name}.lm_target", targets, ref["lm_target"]),
             compare_exact(f"{name}.lm_input_len", out.layout.lengths, ref["lm_input_len"]),
             compare_exact(f"{name}.valid_mask", out.layout.mask, valid),
             compare(f"{name}.lm_output", out.hidden[valid], ref["lm_output"][valid], LOGIT_TOL, LOGIT_TOL),
@@ -81,11 +93,12 @@ def check_cosyvoice2_llm(fixture: Fixture) -> list[Comparison]:
         return logp.argmax(-1)
 
     expected = fixture["output.inference.tokens"]
-    generated = model.generate(
+    generated = generate(
+        model,
         _tokens(fixture, "inference.text"),
         prompt_text=_tokens(fixture, "inference.prompt_text"),
         prompt_speech=_tokens(fixture, "inference.prompt_speech_token"),
-        sampler=greedy_recorder,
+        options=VoiceLMStreamOptions(sampler=greedy_recorder),
         max_tokens=expected.numel(),
     )
     results.append(compare_exact("inference.tokens", generated.tokens[0], expected))
@@ -108,9 +121,10 @@ def _check_bistream_inference(model: CosyVoice2LM, fixture: Fixture) -> list[Com
     chunks = [inputs[f"text_chunk{i}"] for i in range(sum(k.startswith("text_chunk") for k in inputs))]
     hook = model.llm.register_forward_pre_hook(lambda module, args: call_lengths.append(args[0].shape[1]))
     try:
+        options = VoiceLMStreamOptions(sampler=greedy_recorder)
         tokens = list(
-            model.generate_bistream(
-                iter(chunks), inputs["prompt_text"], inputs["prompt_speech_token"], sampler=greedy_recorder
+            generate_bistream(
+                model, iter(chunks), inputs["prompt_text"], inputs["prompt_speech_token"], options
             )
         )
     finally:

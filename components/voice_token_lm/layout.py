@@ -22,9 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-IGNORE_ID = -1
-#: CosyVoice2 pads ``lm_input`` rows with IGNORE_ID used as a float; kept so layouts match bit for bit.
-PAD_VALUE = -1.0
+from minmo_lightning.contracts import IGNORE_INDEX, MixRatio
 
 # what a layout position reads
 SPECIAL, PREFIX, TEXT, SPEECH = 0, 1, 2, 3
@@ -54,27 +52,6 @@ class SpecialIds:
         return self.speech_vocab_size + 3
 
 
-@dataclass(frozen=True)
-class MixRatio:
-    """``text`` vectors are followed by ``speech`` tokens in each interleaved chunk (CosyVoice2 and MinMo: 5:15)."""
-
-    text: int = 5
-    speech: int = 15
-
-    def __post_init__(self) -> None:
-        if self.text < 1 or self.speech < 1:
-            raise ValueError(
-                f"mix_ratio must be two positive integers [text, speech], got [{self.text}, {self.speech}]"
-            )
-
-    def full_chunks(self, text_len: int) -> int:
-        return text_len // self.text
-
-    def can_interleave(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
-        """Per row: every full text chunk has its ``speech`` tokens (else only unistream fits)."""
-        return speech_lengths.to(text_lengths.device) >= (text_lengths // self.text) * self.speech
-
-
 def plan_row(
     text_len: int, speech: Tensor, prefix_len: int, interleave: bool, ratio: MixRatio, ids: SpecialIds
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,20 +64,21 @@ def plan_row(
             f"full chunks that need {k * ratio.speech} speech tokens, but there are only {m}; use the unistream "
             "layout for this item or drop the pair (its speech is too short for its text)"
         )
-    a, b = ratio.text, ratio.speech
+    text_size, speech_size = ratio.text, ratio.speech
+    chunk_size = text_size + speech_size
     device = speech.device
     arange = lambda n, start=0: torch.arange(start, start + n, device=device)  # noqa: E731
     full = lambda n, value: torch.full((n,), value, dtype=torch.long, device=device)  # noqa: E731
 
-    # full chunks: position p of k*(a+b) -> chunk j, offset o
-    p = arange(k * (a + b))
-    j, o = p // (a + b), p % (a + b)
-    is_text = o < a
-    speech_next = (j * b + o - a + 1).clamp(0, max(m - 1, 0))
-    chunk_target = torch.where(o < a - 1, IGNORE_ID, speech[speech_next])
-    chunk_target = torch.where(o == a + b - 1, ids.fill, chunk_target)
+    # full chunks: position p of k * chunk_size -> chunk j, offset o
+    p = arange(k * chunk_size)
+    j, o = p // chunk_size, p % chunk_size
+    is_text = o < text_size
+    speech_next = (j * speech_size + o - text_size + 1).clamp(0, max(m - 1, 0))
+    chunk_target = torch.where(o < text_size - 1, IGNORE_INDEX, speech[speech_next])
+    chunk_target = torch.where(o == chunk_size - 1, ids.fill, chunk_target)
 
-    r, rest = text_len - k * a, m - k * b
+    r, rest = text_len - k * text_size, m - k * speech_size
     kind = torch.cat([
         full(1, SPECIAL), full(prefix_len, PREFIX),
         torch.where(is_text, TEXT, SPEECH),
@@ -108,19 +86,19 @@ def plan_row(
     ])  # fmt: skip
     index = torch.cat([
         full(1, SOS_ROW), arange(prefix_len),
-        torch.where(is_text, j * a + o, j * b + o - a),
-        arange(r, k * a), full(1, TASK_ROW), arange(rest, k * b),
+        torch.where(is_text, j * text_size + o, j * speech_size + o - text_size),
+        arange(r, k * text_size), full(1, TASK_ROW), arange(rest, k * speech_size),
     ])  # fmt: skip
     target = torch.cat([
-        full(1 + prefix_len, IGNORE_ID), chunk_target,
-        full(r, IGNORE_ID), speech[k * b :], full(1, ids.eos),
+        full(1 + prefix_len, IGNORE_INDEX), chunk_target,
+        full(r, IGNORE_INDEX), speech[k * speech_size :], full(1, ids.eos),
     ])  # fmt: skip
     return kind, index, target
 
 
 @dataclass
 class Layout:
-    """A batch of assembled rows: ``inputs`` [B, T, D] (padded with -1.0), ``targets`` [B, T], ``lengths`` [B]."""
+    """A batch of assembled rows: ``inputs`` [B, T, D] (zeros after each row), ``targets`` [B, T], ``lengths`` [B]."""
 
     inputs: Tensor
     targets: Tensor
@@ -157,7 +135,7 @@ def assemble(
         prefix = text.new_zeros(batch, 0, dim)
         prefix_lengths = torch.zeros(batch, dtype=torch.long, device=text.device)
     p_max = prefix.shape[1]
-    pad_row = text.new_full((1, dim), PAD_VALUE)
+    pad_row = text.new_zeros(1, dim)
     bank = torch.cat(
         [special, prefix.reshape(-1, dim), text.reshape(-1, dim), speech_emb.reshape(-1, dim), pad_row]
     )
@@ -182,5 +160,5 @@ def assemble(
     lengths = torch.tensor([r.numel() for r in rows], device=text.device)
     pad_index = bank.shape[0] - 1
     gather = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad_index)
-    target = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=IGNORE_ID)
+    target = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=IGNORE_INDEX)
     return Layout(bank[gather], target, lengths, interleave.to(lengths.device).bool())

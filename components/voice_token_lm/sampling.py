@@ -14,7 +14,7 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SpeechSamplingConfig:
     """CosyVoice2 defaults: top_p 0.8, top_k 25, window 10, tau_r 0.1. ``greedy`` takes the argmax instead."""
 
     greedy: bool = False
@@ -43,7 +43,7 @@ def nucleus_sample(
 
 
 def sample_tokens(
-    logp: Tensor, history: Tensor, config: SamplingConfig, generator: torch.Generator | None = None
+    logp: Tensor, history: Tensor, config: SpeechSamplingConfig, generator: torch.Generator | None = None
 ) -> Tensor:
     """``logp`` [B, V] (masked ids at -inf) and ``history`` [B, W] of recent ids (-1 = none) -> ids [B]."""
     if config.greedy:
