@@ -98,6 +98,14 @@ def test_reset_restarts_one_session() -> None:
 def test_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="vocoder 'wavenet' is not a known Vocoder"):
         CosyVoice2Token2Wav(flow=CosyVoice2Flow.presets["tiny"], vocoder="wavenet")
+    with pytest.raises(ValueError, match="did you mean hift"):
+        CosyVoice2Token2Wav(flow=CosyVoice2Flow.presets["tiny"], vocoder="hfit")
+    with pytest.raises(ValueError, match="has no preset 'huge'; available: cosyvoice2-0.5b, tiny"):
+        CosyVoice2Token2Wav(flow=CosyVoice2Flow.presets["tiny"], vocoder="hift", vocoder_preset="huge")
+    by_class_name = CosyVoice2Token2Wav(
+        flow=CosyVoice2Flow.presets["tiny"], vocoder="HiFTVocoder", vocoder_preset="tiny"
+    )
+    assert type(by_class_name.vocoder).__name__ == "HiFTVocoder"
     model = _tiny("hift", "tiny")
     with pytest.raises(ValueError, match=r"token ids in \[0, 6561\)"):
         model(TokenBatch(torch.tensor([[5, 6561]]), torch.tensor([2])))
