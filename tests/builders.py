@@ -8,7 +8,7 @@ from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from torch import nn
 
 from minmo_lightning.blocks import VoiceEncoder
-from minmo_lightning.contracts import AudioBatch, SequenceBatch
+from minmo_lightning.contracts import IGNORE_INDEX, AudioBatch, SequenceBatch, TokenBatch
 from minmo_lightning.model import MinMo
 
 
@@ -55,3 +55,31 @@ def tiny_batch() -> dict:
         "text": ["hello there", "stop now"],
         "emotion": torch.tensor([1, 3]),
     }
+
+
+def assert_teacher_forced_argmax(
+    model, semantic: torch.Tensor, prefix: torch.Tensor, speech: list[int]
+) -> None:
+    """``speech`` (one row's streamed tokens) is the argmax of the teacher-forced voice decoder at every
+    position the streaming decoder sampled (speech ids only; eos once the turn of speech was given)."""
+    n, p = semantic.shape[0], prefix.shape[0]
+    tokens = torch.tensor(speech)[None]
+    out = model.decoder_forward(
+        SequenceBatch(semantic[None], torch.tensor([n])),
+        TokenBatch(tokens, torch.tensor([tokens.shape[1]])),
+        prefix=SequenceBatch(prefix[None], torch.tensor([p])) if p else None,
+    )
+    ratio = model.ratio
+    task = 1 + p + (n // ratio.text) * (ratio.text + ratio.speech) + n % ratio.text
+    target = out.layout.targets[0]
+    logits = out.logits[0].clone()
+    speech_vocab = model.speech_vocab_size
+    logits[:, speech_vocab:] = float("-inf")
+    logits[task:, model.ids.eos] = out.logits[0, task:, model.ids.eos]  # eos allowed after the turn of speech
+    scored = (target != IGNORE_INDEX).nonzero().flatten()
+    capped = len(speech) >= int(n * model.hparams.max_token_text_ratio)
+    scored = scored[:-1] if capped else scored  # capped rows never sampled their final eos
+    scored = scored[
+        target[scored] != model.ids.fill
+    ]  # fill positions are not sampled: the next chunk follows
+    assert torch.equal(logits[scored].argmax(-1), target[scored])

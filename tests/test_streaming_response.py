@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from builders import assert_teacher_forced_argmax, tiny_batch, tiny_minmo
 from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
-from test_core import tiny_batch, tiny_minmo
-from test_voice_token_lm import assert_teacher_forced_argmax
 
 from minmo_lightning.contracts import TokenBatch, VoiceDecoderInput
 from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.streaming import SpeechResponder
 
 
-def GREEDY_SPEECH(logp: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+def greedy_speech(logp: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     return logp.argmax(-1)
 
 
@@ -75,7 +74,7 @@ def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
         )
         row0 = end_early(model, embeds, mask, text_config)
         expected = generate(model.llm, embeds, mask, model.prompts.end_id, model.prompts.pad_id, text_config)
-    responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
+    responder = SpeechResponder(model, text_config, speech_sampler=greedy_speech, synthesize=False)
     text, speech, chunks = collect(responder.stream(embeds, mask))
 
     lengths = [len(t) for t in text]
@@ -107,7 +106,7 @@ def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
 def test_batched_rows_speak_as_they_would_alone(model) -> None:
     audio = tiny_batch()["audio"]
     text_config = TextSamplingConfig(max_new_tokens=9)
-    responder = SpeechResponder(model, text_config, speech_sampler=GREEDY_SPEECH, synthesize=False)
+    responder = SpeechResponder(model, text_config, speech_sampler=greedy_speech, synthesize=False)
     with torch.no_grad():
         embeds, mask = model.generation_prompt(
             ["Answer the user's spoken question."] * 2, model.encode_audio(audio)
@@ -121,8 +120,8 @@ def test_batched_rows_speak_as_they_would_alone(model) -> None:
 
 def test_audio_streams_out_and_matches_offline_token2wav() -> None:
     model = speaking_minmo(token2wav=True)
-    responder = SpeechResponder(model, TextSamplingConfig(max_new_tokens=6), speech_sampler=GREEDY_SPEECH)
-    _, speech, chunks = collect(model.respond(texts=["stop now", "hello there"], speech_sampler=GREEDY_SPEECH,
+    responder = SpeechResponder(model, TextSamplingConfig(max_new_tokens=6), speech_sampler=greedy_speech)
+    _, speech, chunks = collect(model.respond(texts=["stop now", "hello there"], speech_sampler=greedy_speech,
                                               text_config=TextSamplingConfig(max_new_tokens=6)))  # fmt: skip
     assert responder.token2wav is model.token2wav
     first_audio = next(i for i, c in enumerate(chunks) if int(c.audio.lengths.max()) > 0)
@@ -146,7 +145,7 @@ def test_respond_errors_name_the_fix(model) -> None:
 def test_verbatim_voices_exactly_the_given_text(model) -> None:
     texts = ["stop now", "turn on the kitchen lights please"]
     text, speech, chunks = collect(
-        model.respond(texts=texts, verbatim=True, synthesize=False, speech_sampler=GREEDY_SPEECH)
+        model.respond(texts=texts, verbatim=True, synthesize=False, speech_sampler=greedy_speech)
     )
     assert text == [model.prompts.encode(t) for t in texts]
     assert bool(chunks[-1].finished.all()) and all(speech)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import assert_teacher_forced_argmax
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 from minmo_lightning.components.voice_token_lm.generation import generate, generate_bistream
 from minmo_lightning.components.voice_token_lm.layout import SpecialIds, plan_row
@@ -315,30 +316,6 @@ def test_text_may_end_with_its_last_full_chunk() -> None:
     assert per_call_early[1] == per_call[1] == [15, 15]
     assert with_last_chunk == on_empty_chunk
     assert len(on_empty_chunk[0]) > 30  # speech after the turn of speech was written
-
-
-def assert_teacher_forced_argmax(
-    model, semantic: torch.Tensor, prefix: torch.Tensor, speech: list[int]
-) -> None:
-    """``speech`` (one row's streamed tokens) is the argmax of the teacher-forced voice decoder at every
-    position the streaming decoder sampled (speech ids only; eos once the turn of speech was given)."""
-    n, p = semantic.shape[0], prefix.shape[0]
-    tokens = torch.tensor(speech)[None]
-    out = model.decoder_forward(
-        SequenceBatch(semantic[None], torch.tensor([n])),
-        TokenBatch(tokens, torch.tensor([tokens.shape[1]])),
-        prefix=SequenceBatch(prefix[None], torch.tensor([p])) if p else None,
-    )
-    task = 1 + p + (n // 5) * 20 + n % 5
-    target = out.layout.targets[0]
-    logits = out.logits[0].clone()
-    logits[:, V:] = float("-inf")
-    logits[task:, EOS] = out.logits[0, task:, EOS]  # eos allowed after the turn of speech
-    scored = (target != IGNORE_INDEX).nonzero().flatten()
-    capped = len(speech) >= int(n * model.hparams.max_token_text_ratio)
-    scored = scored[:-1] if capped else scored  # capped rows never sampled their final eos
-    scored = scored[target[scored] != FILL]  # fill positions are not sampled: the next chunk follows
-    assert torch.equal(logits[scored].argmax(-1), target[scored])
 
 
 def test_streaming_batch_rows_are_independent(model) -> None:
