@@ -148,14 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     model = build(args, device)
     warm_up(device)
     voice_lm, token2wav = model.voice_token_lm, model.token2wav
-    a, b = voice_lm.ratio.text, voice_lm.ratio.speech
+    text_per_chunk, speech_per_chunk = voice_lm.ratio.text, voice_lm.ratio.speech
     d_llm = d_llm_seconds(model, steps=10)
     d_lm = d_lm_seconds(voice_lm, args.repeats)
     d_syn, lookahead = d_syn_seconds(token2wav, args.repeats)
     chunk = token2wav.flow.chunk_size
-    steps_needed = math.ceil((chunk + lookahead) / b)
-    paper = a * d_llm + b * d_lm + b * d_syn
-    critical = steps_needed * (a * d_llm + b * d_lm) + chunk * d_syn
+    steps_needed = math.ceil((chunk + lookahead) / speech_per_chunk)
+    paper = text_per_chunk * d_llm + speech_per_chunk * d_lm + speech_per_chunk * d_syn
+    critical = steps_needed * (text_per_chunk * d_llm + speech_per_chunk * d_lm) + chunk * d_syn
     first_audio_seconds(model)  # warm-up
     runs = sorted((first_audio_seconds(model) for _ in range(args.repeats)), key=lambda run: run[0])
     measured, spent = runs[len(runs) // 2]  # the median run
@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     described = describe_device(device)
     print(f"{args.llm} + {args.voice_lm} + {args.token2wav}, {args.dtype}, random weights; {described}")
-    print(f"paper formula: {a}*d_llm + {b}*d_lm + {b}*d_syn")
+    print(f"paper formula: {text_per_chunk}*d_llm + {speech_per_chunk}*d_lm + {speech_per_chunk}*d_syn")
     print(
-        f"critical path: {steps_needed}*({a}*d_llm + {b}*d_lm) + {chunk}*d_syn (flow look-ahead {lookahead})"
+        f"critical path: {steps_needed}*({text_per_chunk}*d_llm + {speech_per_chunk}*d_lm) + {chunk}*d_syn (flow look-ahead {lookahead})"
     )
     for name, value in figures.items():
         print(f"  {name:30s} {value:10.2f}")

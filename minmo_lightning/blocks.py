@@ -16,10 +16,11 @@ standalone objective). Conventions every implementation follows:
   materialises the module once (it must be idempotent).
 - ``load_pretrained(path)`` reads the official checkpoint folder of what the block mirrors, strictly
   (see ``checkpoints.load_state_dict_strict``).
-- Blocks that run incrementally implement the streaming protocol: ``init_state(batch_size)`` returns a
-  ``StreamState``; ``step(chunk, state)`` does O(chunk) work and returns the new output; state caches
-  are bounded so the cost per chunk stays flat over a long session; ``state.reset(items)`` restarts
-  selected batch items (a new session in that row) without touching the others.
+- Blocks that run incrementally implement the streaming protocol (``StreamState``): ``init_state(batch_size,
+  options=None)`` returns a state; ``step(chunk, state)`` does O(chunk) work and returns the new output;
+  ``state.end_input(rows)`` ends rows' input (the next step flushes them); state caches are bounded so
+  the cost per chunk stays flat over a long session; ``state.reset(rows)`` restarts selected batch items
+  (a new session in that row) without touching the others.
 """
 
 from __future__ import annotations

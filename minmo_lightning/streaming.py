@@ -4,8 +4,9 @@ MinMo §3.2: as the LLM samples text, every ``mix_ratio[0]`` (5) tokens become s
 the output projector ([token embedding ; last-layer hidden], after the per-turn query); the voice token
 LM reads them and writes ``mix_ratio[1]`` (15) speech tokens with its KV cache kept across chunks; each
 batch of speech tokens goes straight to token2wav, which returns the audio that became final. When a
-row's text ends, its last (shorter) chunk gives the voice LM the turn-of-speech token and the row
-writes speech alone until end-of-speech.
+row's text ends (its last chunk holds fewer than 5 tokens), the responder says so with
+``state.end_input``; the voice LM then reads the turn-of-speech token and the row writes speech alone
+until end-of-speech, and token2wav flushes the row once its speech has ended.
 
 Rows of a batch advance in lockstep (one LLM token per row per step), so every row still speaking has
 exactly 5 new tokens at each chunk boundary; a row whose text ends mid-chunk hands over its tail at the
@@ -122,7 +123,7 @@ class SpeechResponder:
         wav_state = self.token2wav.init_state(batch) if self.token2wav is not None else None
         buffer = _TextBuffer()
 
-        def speak() -> ResponseChunk:
+        def voice_buffered_text() -> ResponseChunk:
             tokens, embeds, hidden = buffer.pop(batch, llm.hidden_size, inputs_embeds)
             fresh = ~state.started & ~state.finished
             # rows still talking always bring a full chunk, so a fresh row with none answered nothing
@@ -151,12 +152,12 @@ class SpeechResponder:
             clock.mark("llm")
             buffer.push(step, step.active & (step.tokens != model.prompts.end_id))
             if len(buffer.steps) == per_chunk:
-                yield speak()
-        yield speak()  # every row's text has ended: tails and turn of speech
+                yield voice_buffered_text()
+        yield voice_buffered_text()  # every row's text has ended: tails and turn of speech
         for _ in range(self.max_speech_steps):
             if bool(state.finished.all()):
                 return
-            yield speak()
+            yield voice_buffered_text()
         raise RuntimeError(
             f"speech did not end within {self.max_speech_steps} voice-decoder steps; check the voice LM's "
             "max_token_text_ratio"
