@@ -20,7 +20,7 @@ from minmo_lightning.golden import run_golden
 def tiny(**overrides) -> SenseVoiceEncoder:
     torch.manual_seed(0)
     args = dict(
-        output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1, stream_left_frames=8
+        output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_layers=1, stream_left_frames=8
     )
     return SenseVoiceEncoder.from_preset("tiny", **{**args, **overrides}).eval()
 
@@ -129,8 +129,9 @@ def test_load_pretrained_official_layout(tmp_path: Path, golden_dir: Path) -> No
         {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "model.pt"
     )
     (tmp_path / "am.mvn").write_text((golden_dir / "sensevoice_frontend" / "am.mvn").read_text())
-    conf = {k: source.hparams[k] for k in ("output_size", "attention_heads", "linear_units", "tp_blocks")}
-    conf["num_blocks"] = source.hparams.num_layers  # funasr's name for the layer count
+    conf = {k: source.hparams[k] for k in ("output_size", "attention_heads", "linear_units")}
+    conf["num_blocks"] = source.hparams.num_layers  # funasr's names for the layer counts
+    conf["tp_blocks"] = source.hparams.tp_layers
     (tmp_path / "config.yaml").write_text(
         json.dumps({"encoder_conf": conf, "tokenizer_conf": {"bpemodel": "toy.bpe.model"}})
     )

@@ -21,7 +21,7 @@ HOP = 960  # samples per 60 ms LFR frame
 def tiny(**overrides) -> SenseVoiceEncoder:
     torch.manual_seed(0)
     args = dict(
-        output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1, stream_left_frames=7
+        output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_layers=1, stream_left_frames=7
     )
     block = SenseVoiceEncoder.from_preset("tiny", **{**args, **overrides}).eval()
     for norm in [m for m in block.modules() if isinstance(m, torch.nn.LayerNorm)]:

@@ -44,7 +44,7 @@ def _batches(count: int) -> list[dict]:
 def _block() -> SenseVoiceEncoder:
     torch.manual_seed(0)
     return SenseVoiceEncoder.from_preset(
-        "tiny", output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1,
+        "tiny", output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_layers=1,
         learning_rate=3e-3, warmup_steps=1, dropout_rate=0.0, spec_augment=False,
     )  # fmt: skip
 
@@ -112,7 +112,7 @@ def test_optimizer_caps_the_warmup_at_a_tenth_and_ends_at_its_floor() -> None:
     from types import SimpleNamespace
 
     block = SenseVoiceEncoder.from_preset(
-        "tiny", output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_blocks=1,
+        "tiny", output_size=32, attention_heads=2, linear_units=64, num_layers=2, tp_layers=1,
         learning_rate=1e-3, weight_decay=0.02, warmup_steps=1000,
     )  # fmt: skip
     block._trainer = SimpleNamespace(estimated_stepping_batches=100, callbacks=[])

@@ -184,7 +184,7 @@ class SANMEncoder(nn.Module):
         attention_heads: int,
         linear_units: int,
         num_layers: int,
-        tp_blocks: int,
+        tp_layers: int,
         kernel_size: int,
         sanm_shift: int,
         dropout_rate: float,
@@ -192,7 +192,7 @@ class SANMEncoder(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         """``num_layers`` SAN-M layers before ``after_norm`` (``encoders0`` and ``encoders``; funasr's
-        ``num_blocks``), ``tp_blocks`` after it. ``SenseVoiceEncoder``'s presets hold the sizes."""
+        ``num_blocks``), ``tp_layers`` after it. ``SenseVoiceEncoder``'s presets hold the sizes."""
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1 (encoders0 is the first layer), got {num_layers}")
@@ -213,7 +213,7 @@ class SANMEncoder(nn.Module):
 
         self.encoders0 = nn.ModuleList([layer(input_size)])
         self.encoders = nn.ModuleList([layer(output_size) for _ in range(num_layers - 1)])
-        self.tp_encoders = nn.ModuleList([layer(output_size) for _ in range(tp_blocks)])
+        self.tp_encoders = nn.ModuleList([layer(output_size) for _ in range(tp_layers)])
         self.after_norm = nn.LayerNorm(output_size)
         self.tp_norm = nn.LayerNorm(output_size)
         self.dropout = nn.Dropout(dropout_rate)

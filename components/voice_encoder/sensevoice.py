@@ -46,7 +46,7 @@ SENSEVOICE_SMALL = dict(
     attention_heads=4,
     linear_units=2048,
     num_layers=50,
-    tp_blocks=20,
+    tp_layers=20,
     kernel_size=11,
     sanm_shift=0,
     dropout_rate=0.1,
@@ -108,7 +108,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
             "attention_heads": 20,
             "linear_units": 5120,
             "num_layers": 24,
-            "tp_blocks": 8,
+            "tp_layers": 8,
             "learning_rate": 1e-4,
             "warmup_steps": 2000,
         },
@@ -118,7 +118,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
             "output_size": 192,
             "linear_units": 768,
             "num_layers": 6,
-            "tp_blocks": 2,
+            "tp_layers": 2,
             "attention_dropout_rate": 0.0,
             "vocab_size": 65,
             "ctc_slots_per_frame": 2,
@@ -136,7 +136,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         attention_heads: int = SENSEVOICE_SMALL["attention_heads"],
         linear_units: int = SENSEVOICE_SMALL["linear_units"],
         num_layers: int = SENSEVOICE_SMALL["num_layers"],
-        tp_blocks: int = SENSEVOICE_SMALL["tp_blocks"],
+        tp_layers: int = SENSEVOICE_SMALL["tp_layers"],
         kernel_size: int = SENSEVOICE_SMALL["kernel_size"],
         sanm_shift: int = SENSEVOICE_SMALL["sanm_shift"],
         dropout_rate: float = SENSEVOICE_SMALL["dropout_rate"],
@@ -164,7 +164,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
     ) -> None:
         """Defaults are SenseVoiceSmall's (no tokenizer or CMVN file until ``load_pretrained``), except
         ``emotion_labels``: none unless asked for (the presets name four). ``num_layers`` counts the SAN-M
-        layers before ``after_norm`` (funasr's ``num_blocks``), ``tp_blocks`` those after it.
+        layers before ``after_norm`` (funasr's ``num_blocks``), ``tp_layers`` those after it (funasr's ``tp_blocks``).
         ``gradient_checkpointing`` recomputes each SAN-M layer's activations in backward (memory for long
         batches when the encoder trains inside MinMo)."""
         super().__init__()
@@ -181,7 +181,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
             attention_heads=attention_heads,
             linear_units=linear_units,
             num_layers=num_layers,
-            tp_blocks=tp_blocks,
+            tp_layers=tp_layers,
             kernel_size=kernel_size,
             sanm_shift=sanm_shift,
             dropout_rate=dropout_rate,

@@ -19,7 +19,7 @@ ENCODER_CONF_KEYS = {
     "attention_heads": "attention_heads",
     "linear_units": "linear_units",
     "num_blocks": "num_layers",
-    "tp_blocks": "tp_blocks",
+    "tp_blocks": "tp_layers",
     "kernel_size": "kernel_size",
 }
 
