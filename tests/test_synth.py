@@ -6,12 +6,20 @@ import hashlib
 import random
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 from datasets import load_from_disk
 from minmo_lightning.datamodules import synth
+from minmo_lightning.datamodules.corpus_tasks import (
+    CORPUS_TASKS,
+    HELD_OUT_VOICES,
+    SIZES,
+    USER_VOICES,
+    CorpusSize,
+)
 from minmo_lightning.datamodules.timeline import (
     KEEP_LISTENING,
     RESPOND,
@@ -21,7 +29,7 @@ from minmo_lightning.datamodules.timeline import (
     frame_labels,
 )
 
-TINY = synth.SIZES["tiny"]
+TINY = SIZES["tiny"]
 SHORT_SESSIONS = DuplexConfig(min_seconds=6.0, max_seconds=12.0)
 
 
@@ -52,7 +60,7 @@ def test_same_seed_same_bytes_whatever_the_worker_count(corpus, tmp_path):
 def test_corpus_layout_and_card(corpus):
     card = (corpus / "README.md").read_text()
     assert "synthetic prosody-style proxy, not human emotion" in card.lower()
-    for task in synth.TASKS:
+    for task in CORPUS_TASKS:
         data = load_from_disk(str(corpus / task))
         for split, dataset in data.items():
             assert f"| {task} | {split} | {len(dataset)} |" in card
@@ -65,10 +73,23 @@ def test_corpus_layout_and_card(corpus):
     assert emotion["train"].features["prosody_style"].names == ["neutral", "happy", "sad", "angry"]
     assert "PROXY" in emotion["train"].info.description
     assert len(emotion["train"]) == 4 * TINY.emotion_train
-    unseen = set(synth.USER_VOICES[-synth.HELD_OUT_VOICES :])
+    unseen = set(USER_VOICES[-HELD_OUT_VOICES:])
     assert set(emotion["test_unseen_voices"]["speaker"]) <= unseen
     assert not set(emotion["train"]["speaker"]) & unseen
     assert set(load_from_disk(str(corpus / "tts"))["train"].features) >= {"text", "audio"}
+
+
+def test_every_task_has_its_sizes_and_writes_its_columns(corpus):
+    """A task's entry is all the builder needs: its sizes, its columns in order, WAV in its audio columns."""
+    sizes = {f"{name}_{part}" for name in CORPUS_TASKS for part in ("train", "eval")}
+    assert {f.name for f in fields(CorpusSize)} == sizes
+    for name, task in CORPUS_TASKS.items():
+        dataset = load_from_disk(str(corpus / name))["train"]
+        assert list(dataset.features) == list(task.columns)
+        assert dataset.info.description == task.description
+        row = dataset[0]
+        for column in (column for column, kind in task.columns.items() if kind == "audio"):
+            assert row[column]["bytes"][:4] == b"RIFF" and row[column]["path"].startswith(row["id"])
 
 
 def test_duplex_rows_match_their_events(corpus):
