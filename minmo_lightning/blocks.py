@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import abstractmethod
-from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import lightning as L
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from minmo_lightning.contracts import (
+    IGNORE_INDEX,
     AudioBatch,
     DecoderLoss,
     DuplexFrames,
@@ -48,63 +48,8 @@ from minmo_lightning.contracts import (
     VoiceDecoderInput,
 )
 from minmo_lightning.registry import register
-
-
-@dataclass
-class StreamState:
-    """Per-session streaming state of one block, for a batch of independent sessions.
-
-    One shape for every streaming block: ``init_state(batch_size, options=None)`` makes it (``options`` is
-    the block's typed ``StreamOptions`` dataclass: sampling, speaker prompt, ...; it stays on the state as
-    ``options``), ``step(chunk, state)`` feeds one chunk. End of stream is said the same way everywhere:
-    ``end_input(rows)`` marks rows whose input is complete, and the next ``step`` flushes what the block
-    still holds back for them (a look-ahead, the voice LM's turn of speech). ``reset(rows)`` restarts rows
-    as new sessions.
-
-    Subclasses add batch-first tensor fields (caches, counters). The default ``reset`` zeroes the rows of
-    every such field; a state whose "empty" value is not zero (e.g. a cache with a length pointer)
-    overrides it.
-    """
-
-    batch_size: int
-    #: [B] the caller sent the row's last input (``end_input``); ``step`` flushes it
-    input_ended: Tensor = field(default=None, kw_only=True)  # type: ignore[assignment]
-    options: Any = field(default=None, kw_only=True)
-
-    def __post_init__(self) -> None:
-        if self.input_ended is None:
-            self.input_ended = torch.zeros(self.batch_size, dtype=torch.bool, device=self._device())
-
-    def _device(self) -> torch.device:
-        """Where the state's tensors live (the first batch-first tensor field), so flags sit beside them."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Tensor) and f.name != "input_ended":
-                return value.device
-        return torch.device("cpu")
-
-    def rows(self, items: Tensor | list[int]) -> Tensor:
-        """``items`` (bool mask [B] or indices) as a bool mask [B] on the state's device."""
-        index = torch.as_tensor(items, device=self.input_ended.device)
-        if index.dtype == torch.bool:
-            if index.shape != (self.batch_size,):
-                raise ValueError(f"a row mask must have shape [{self.batch_size}], got {tuple(index.shape)}")
-            return index
-        mask = torch.zeros(self.batch_size, dtype=torch.bool, device=index.device)
-        mask[index.long().flatten()] = True
-        return mask
-
-    def end_input(self, items: Tensor | list[int]) -> None:
-        """The rows in ``items`` have sent their last input: the next ``step`` flushes them."""
-        self.input_ended |= self.rows(items)
-
-    def reset(self, items: Tensor | list[int]) -> None:
-        """Restart the sessions in ``items`` (bool mask [B] or indices) as if ``init_state`` had just run."""
-        mask = self.rows(items)
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == self.batch_size:
-                value[mask.to(value.device)] = 0
+from minmo_lightning.stream_state import StreamState
+from minmo_lightning.windowed import WindowState, windowed_step
 
 
 class IncompleteBlockError(TypeError):
@@ -234,18 +179,47 @@ class Block(L.LightningModule, metaclass=_SlotContract):
 class VoiceEncoder(Block):
     """Audio -> acoustic vectors. ``forward(AudioBatch) -> SequenceBatch`` at ``frame_rate`` Hz.
 
-    ``sample_rate`` (input Hz), ``output_dim``, ``frame_rate`` (output frames per second). Streaming, where
-    the encoder supports it: ``step(AudioBatch chunk, state) -> SequenceBatch`` of the frames that became
-    final with this chunk.
+    ``sample_rate`` (input Hz), ``output_dim``, ``frame_rate`` (output frames per second). Streaming:
+    ``step(AudioBatch chunk, state) -> SequenceBatch`` of the frames that became final with this chunk (a
+    whole number of frames per row), after ``stream_leading_frames`` extra frames at a session's start.
+    The default re-runs ``forward`` on the last ``stream_left_seconds`` of audio plus the chunk
+    (``windowed.py``); an encoder with an incremental form of its own overrides it.
     """
 
     _is_slot = True
     sample_rate: int
     output_dim: int
     frame_rate: float
+    stream_left_seconds: ClassVar[float] = 2.0
+    #: frames a fresh session emits before the audio's own (e.g. SenseVoice's four query frames)
+    stream_leading_frames: ClassVar[int] = 0
 
     @abstractmethod
     def forward(self, audio: AudioBatch) -> SequenceBatch: ...
+
+    @property
+    def frame_samples(self) -> int:
+        """Audio samples per output frame: streaming chunks hold a whole number of them."""
+        return round(self.sample_rate / self.frame_rate)
+
+    def init_state(self, batch_size: int, options: Any = None) -> StreamState:
+        window = round(self.stream_left_seconds * self.frame_rate) * self.frame_samples
+        return WindowState.empty(batch_size, window, like=next(self.parameters()).new_zeros(0).float())
+
+    def step(self, chunk: AudioBatch, state: StreamState) -> SequenceBatch:
+        chunk.require(self.sample_rate, who=f"{type(self).__name__}.step")
+        if bool((chunk.lengths % self.frame_samples).any()):
+            raise ValueError(
+                f"streaming chunks hold whole frames of {self.frame_samples} samples "
+                f"({1000 / self.frame_rate:g} ms); got lengths {chunk.lengths.tolist()}"
+            )
+
+        def encode(waveform: Tensor, lengths: Tensor) -> SequenceBatch:
+            return self(AudioBatch(waveform, lengths, self.sample_rate))
+
+        return windowed_step(
+            encode, state, chunk.waveform, chunk.lengths, chunk.lengths // self.frame_samples
+        )
 
 
 class InputProjector(Block):
@@ -259,11 +233,34 @@ class InputProjector(Block):
     output_dim: int
     downsample: int
 
+    #: encoder frames of left context the default ``step`` re-reads (a multiple of ``downsample``)
+    stream_left_frames: ClassVar[int] = 16
+
     @abstractmethod
     def forward(self, features: SequenceBatch) -> SequenceBatch: ...
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return torch.div(lengths + self.downsample - 1, self.downsample, rounding_mode="floor")
+
+    def init_state(self, batch_size: int, options: Any = None) -> StreamState:
+        """Streaming re-runs ``forward`` on the last ``stream_left_frames`` frames plus the chunk."""
+        window = -(-self.stream_left_frames // self.downsample) * self.downsample
+        return WindowState.empty(
+            batch_size, window, self.input_dim, like=next(self.parameters()).new_zeros(0).float()
+        )
+
+    def step(self, chunk: SequenceBatch, state: StreamState) -> SequenceBatch:
+        """The LLM embeddings of ``chunk`` (a multiple of ``downsample`` frames per row)."""
+        if bool((chunk.lengths % self.downsample).any()):
+            raise ValueError(
+                f"streaming chunks hold a multiple of downsample={self.downsample} frames per row; got lengths "
+                f"{chunk.lengths.tolist()}"
+            )
+
+        def project(values: Tensor, lengths: Tensor) -> SequenceBatch:
+            return self(SequenceBatch(values, lengths))
+
+        return windowed_step(project, state, chunk.values, chunk.lengths, chunk.lengths // self.downsample)
 
 
 class LLMBackbone(Block):
@@ -392,6 +389,17 @@ class DuplexPredictor(Block):
 
     @abstractmethod
     def step(self, chunk: DuplexFrames, state: StreamState) -> DuplexOutput: ...
+
+    def frame_loss(self, output: DuplexOutput, labels: Tensor) -> Tensor:
+        """Cross-entropy against per-frame labels (``IGNORE_INDEX`` on padding), weighted by the
+        predictor's ``class_weights`` buffer where it has one (turn-taking frames are rare)."""
+        weights = getattr(self, "class_weights", None)
+        return nn.functional.cross_entropy(
+            output.logits.flatten(0, 1).float(),
+            labels.flatten(),
+            weight=None if weights is None else weights.float(),
+            ignore_index=IGNORE_INDEX,
+        )
 
 
 class Token2Wav(Block):

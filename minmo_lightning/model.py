@@ -9,6 +9,8 @@ picks what a training step optimises:
   output projector turns [query ; answer tokens] into semantic vectors; the voice token LM learns the
   answer's speech tokens (5:15 interleave). Loss on speech tokens only.
 - ``speech_to_speech`` (stage 3): as stage 2, with the user turn spoken (encoder -> projector -> LLM).
+- ``duplex`` (stage 4): a two-channel session laid out in time order (``duplex_context.py``) through the
+  listen path and the LLM; the duplex predictor learns the turn-taking label of every user-audio frame.
 
 ``OBJECTIVES`` maps each name to its ``Objective``: the slots it needs, the batch fields it reads and the
 method that computes its loss.
@@ -46,13 +48,16 @@ from minmo_lightning.contracts import (
     IGNORE_INDEX,
     AudioBatch,
     DecoderLoss,
+    DuplexFrames,
     LLMOutput,
     SequenceBatch,
     TokenBatch,
     VoiceDecoderInput,
     lengths_to_mask,
 )
+from minmo_lightning.duplex_context import assistant_speaking, assistant_turns, lay_out
 from minmo_lightning.generation import TextSamplingConfig, generate
+from minmo_lightning.listening import DEFAULT_CHUNK_SECONDS, Listener
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
 from minmo_lightning.prompts import (
     SPEECH_TASKS,
@@ -107,6 +112,7 @@ OBJECTIVES: dict[str, Objective] = {
         "user_audio",
         SPEECH_TASKS["chat"].instruction,
     ),
+    "duplex": Objective(("voice_encoder", "input_projector", "duplex_predictor"), "duplex_objective"),
 }
 
 
@@ -143,6 +149,8 @@ class MinMo(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
         max_new_tokens: int = 64,
+        duplex_chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        cache_duplex_states: bool = False,
     ) -> None:
         """
         Args:
@@ -154,6 +162,9 @@ class MinMo(L.LightningModule):
             init_checkpoint: a previous stage's ``.ckpt``; its block weights initialise this stage.
             init_blocks: per slot, a checkpoint of that block trained alone (its Lightning ``.ckpt`` or a
                 ``.safetensors`` export), loaded strictly after ``init_checkpoint``.
+            duplex_chunk_seconds: the listen path's chunk (rounded to whole LLM audio frames).
+            cache_duplex_states: stage 4 keeps each session's LLM states at the audio frames after their first
+                pass (only valid while the encoder, projector and LLM are frozen; memory grows with the data).
         """
         super().__init__()
         blocks = {
@@ -188,6 +199,7 @@ class MinMo(L.LightningModule):
         self._check_wiring()
         self._configured = False
         self._prompts: Any = None
+        self._duplex_states: dict[str, Tensor] = {}
 
     # ---- wiring -------------------------------------------------------------------------------
     def _check_wiring(self) -> None:
@@ -478,9 +490,72 @@ class MinMo(L.LightningModule):
         rows = torch.arange(size * count, device=targets.device)[:, None].expand_as(targets)[answer]
         return torch.zeros(size * count, device=picked.device).index_add_(0, rows, picked).view(size, count)
 
+    # ---- duplex (stage 4) ---------------------------------------------------------------------
+    @property
+    def listener(self) -> Listener:
+        return Listener(self.voice_encoder, self.input_projector, self.hparams.duplex_chunk_seconds)
+
+    def duplex_frames(self, batch: Mapping[str, Any]) -> tuple[DuplexFrames, Tensor]:
+        """What the predictor reads for each session of a duplex batch, and the frame labels it matches.
+
+        The LLM states at the user-audio frames of the time-ordered context; cached per session id with
+        ``cache_duplex_states`` (the frozen blocks give the same states every epoch).
+        """
+        listener, audio = self.listener, batch["user_audio"]
+        frames = int(batch["frame_labels"].shape[1])
+        expected = -(-audio.lengths // round(listener.frame_seconds * audio.sample_rate))
+        if bool(((batch["frame_lengths"].to(expected.device) - expected).abs() > 1).any()):
+            raise ValueError(
+                f"the frame labels do not run at the listen path's {1 / listener.frame_seconds:g} Hz "
+                f"({1000 * listener.frame_seconds:g} ms LLM audio frames); set the duplex datamodule's "
+                f"frame_rate to {1 / listener.frame_seconds:g}"
+            )
+        ids = [str(i) for i in batch["ids"]]
+        if not (self.hparams.cache_duplex_states and all(i in self._duplex_states for i in ids)):
+            states = self._duplex_states_of(audio, batch["events"])
+            if self.hparams.cache_duplex_states:
+                self._duplex_states.update({i: s.cpu() for i, s in zip(ids, states)})
+        else:
+            states = [self._duplex_states[i].to(self.device) for i in ids]
+        label_counts = batch["frame_lengths"].tolist()
+        counts = torch.tensor([min(len(s), n) for s, n in zip(states, label_counts)], device=self.device)
+        values = torch.nn.utils.rnn.pad_sequence([s[:frames] for s in states], batch_first=True)
+        speaking = assistant_speaking(batch["events"], values.shape[1], listener.frame_seconds)
+        hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device))
+        return hidden, batch["frame_labels"][:, : values.shape[1]].to(self.device)
+
+    def _duplex_states_of(self, audio: AudioBatch, events: list[list[dict]]) -> list[Tensor]:
+        listener = self.listener
+        turns = self.prompts.duplex_turns(SPEECH_TASKS["chat"].instruction)
+        texts = [assistant_turns(row, turns, self.prompts.encode) for row in events]
+        frames = listener.listen(audio)
+        context = lay_out(
+            frames, listener.leading_frames, listener.frame_seconds, texts, turns.first_user, self.llm.embed
+        )
+        llm_trains = self.hparams.trainable.get("llm") != "frozen"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and llm_trains):
+            out = self.llm(context.embeds, attention_mask=context.attention_mask)
+        states = context.audio_states(out.hidden_states)
+        return [row[:n] for row, n in zip(states.values, states.lengths.tolist())]
+
+    def duplex_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        frames, labels = self.duplex_frames(batch)
+        output = self.duplex_predictor(frames)
+        scored = labels != IGNORE_INDEX
+        accuracy = ((output.decisions() == labels) & scored).sum() / scored.sum().clamp(min=1)
+        return self.duplex_predictor.frame_loss(output, labels), {"frame_acc": accuracy}
+
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One record per utterance (the ``minmo evaluate`` protocol): ASR text, or for emotion data the
-        generated SER answer plus the closed-set pick (``scored_prediction``, from ``score_answers``)."""
+        generated SER answer plus the closed-set pick (``scored_prediction``, from ``score_answers``), or for
+        duplex sessions the predictor's decision per frame."""
+        if "frame_labels" in batch:
+            frames, _ = self.duplex_frames(batch)
+            decisions = self.duplex_predictor(frames).decisions()
+            return [
+                {"id": i, "task": "duplex", "predicted_labels": row[:n].tolist()}
+                for i, row, n in zip(batch["ids"], decisions, frames.hidden.lengths.tolist())
+            ]
         frames = self.encode_audio(batch["audio"])  # once, for every prompt below
         if "emotion" in batch:
             instruction = SPEECH_TASKS["ser"].instruction.format(labels=", ".join(self.emotion_labels))

@@ -18,6 +18,7 @@ from torch import Tensor
 from minmo_lightning.contracts import IGNORE_INDEX, SequenceBatch
 
 AUDIO_PLACEHOLDER = "<|audio|>"
+ANSWER_PLACEHOLDER = "<|answer|>"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,18 @@ class PromptBatch:
         return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+@dataclass(frozen=True)
+class DuplexTurns:
+    """Token ids of the pieces a duplex context is made of, in ChatML: ``first_user`` (system prompt, user
+    header and instruction) before the session's first audio; ``assistant_open`` where the assistant
+    starts to speak; ``assistant_close`` after the text it spoke (it closes that turn and opens the next
+    user turn, whose audio follows)."""
+
+    first_user: list[int]
+    assistant_open: list[int]
+    assistant_close: list[int]
+
+
 class SpeechPromptBuilder:
     """Builds batched prompts for ``(instruction, audio frames, response)`` triples."""
 
@@ -102,6 +115,23 @@ class SpeechPromptBuilder:
             raise ValueError(f"the chat template lost or repeated the audio placeholder: {text!r}")
         left, right = text.split(AUDIO_PLACEHOLDER)
         return self.encode(left), self.encode(right)
+
+    def duplex_turns(self, instruction: str) -> DuplexTurns:
+        """The ChatML pieces of a duplex conversation, cut from the tokenizer's own chat template."""
+        messages = [
+            {"role": "user", "content": self.user_template.format(instruction=instruction)},
+            {"role": "assistant", "content": ANSWER_PLACEHOLDER},
+            {"role": "user", "content": self.user_template.format(instruction=instruction)},
+        ]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        first_user, rest = text.split(AUDIO_PLACEHOLDER, 1)
+        assistant_open, rest = rest.split(ANSWER_PLACEHOLDER)
+        assistant_close, last_open = rest.split(AUDIO_PLACEHOLDER)
+        if last_open != assistant_open:
+            raise ValueError(f"the chat template opens assistant turns inconsistently: {text!r}")
+        return DuplexTurns(self.encode(first_user), self.encode(assistant_open), self.encode(assistant_close))
 
     def build(
         self,

@@ -20,9 +20,10 @@ from minmo_lightning.components.duplex_predictor.window_attention import Windowe
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from minmo_lightning.blocks import DuplexPredictor, StreamState
+from minmo_lightning.blocks import DuplexPredictor
 from minmo_lightning.contracts import IGNORE_INDEX, DuplexFrames, DuplexOutput, SequenceBatch
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
+from minmo_lightning.stream_state import StreamState
 
 TINY = {
     "input_dim": 128,

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from minmo_lightning.blocks import DuplexPredictor, StreamState
+from minmo_lightning.blocks import DuplexPredictor
 from minmo_lightning.contracts import AudioBatch, DuplexFrames, DuplexOutput
+from minmo_lightning.stream_state import StreamState
 
 KEEP_LISTENING, RESPOND, STOP_SPEAKING = range(3)
 #: logit of the decided class (the others get 0): probability 1 - 2e-9, so any threshold in (0, 1) agrees

@@ -15,8 +15,8 @@ import torch
 from minmo_lightning.components.token2wav.flow_cache import StreamCache, window_mask
 from torch import Tensor, nn
 
-from minmo_lightning.blocks import StreamState
 from minmo_lightning.contracts import lengths_to_mask
+from minmo_lightning.stream_state import StreamState
 
 if TYPE_CHECKING:
     from minmo_lightning.components.token2wav.flow import CosyVoice2Flow

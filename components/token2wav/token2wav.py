@@ -33,9 +33,10 @@ from minmo_lightning.components.token2wav.flow_streaming import FlowStreamState
 from minmo_lightning.components.token2wav.vocoder import VocoderStreamState, build_vocoder
 from torch import Tensor
 
-from minmo_lightning.blocks import StreamState, Token2Wav
+from minmo_lightning.blocks import Token2Wav
 from minmo_lightning.checkpoints import require_files
 from minmo_lightning.contracts import AudioBatch, TokenBatch
+from minmo_lightning.stream_state import StreamState
 
 #: CosyVoice2-0.5B's token2wav (flow + HiFT); the other presets state what they change
 COSYVOICE2_TOKEN2WAV = {

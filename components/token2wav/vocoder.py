@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from minmo_lightning.blocks import StreamState
 from minmo_lightning.registry import resolve_class
+from minmo_lightning.stream_state import StreamState
 
 
 def crossfade(tail: Tensor, audio: Tensor) -> Tensor:

@@ -99,6 +99,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
     """SenseVoice (SAN-M) voice encoder with its frontend, query embeddings and CTC/rich-tag head."""
 
     sample_rate = 16000
+    stream_leading_frames = NUM_QUERIES
     presets = {
         "sensevoice-small": SENSEVOICE_SMALL,
         # SenseVoice-Large was never released: same SAN-M design at Whisper-large width (~0.63 B encoder).

@@ -13,8 +13,8 @@ import torch
 from minmo_lightning.components.voice_encoder.sensevoice_queries import NUM_QUERIES
 from torch import Tensor
 
-from minmo_lightning.blocks import StreamState
 from minmo_lightning.contracts import AudioBatch, SequenceBatch
+from minmo_lightning.stream_state import StreamState
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minmo_lightning.blocks import StreamState
+from minmo_lightning.stream_state import StreamState
 
 
 @dataclass
