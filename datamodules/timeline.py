@@ -105,7 +105,8 @@ class _Track:
         out = np.zeros(length, dtype=np.float32)
         for offset, wave in self.pieces:
             end = min(length, offset + len(wave))
-            out[offset:end] += wave[: end - offset]
+            if end > offset:  # a piece placed past the session's end is cut away entirely
+                out[offset:end] += wave[: end - offset]
         return out
 
 

@@ -184,3 +184,13 @@ def test_sessions_follow_the_minmo_rules():
     assert kinds == {"user_speech", "pause", "turn_end", "assistant_speech", "barge_in", "backchannel"}
     assert len(delays) >= 5 and all(d >= 0.1 - 1e-3 for d in delays)
     assert 0.3 < float(np.mean(delays)) < 1.0  # T ~ N(0.6, 0.4^2), clipped below at 0.1 s
+
+
+def test_a_piece_past_the_session_end_is_cut_away() -> None:
+    from minmo_lightning.datamodules.timeline import _Track
+
+    track = _Track(100)
+    track.add(0.5, np.ones(20, dtype=np.float32))
+    track.add(2.0, np.ones(20, dtype=np.float32))  # starts after the 1 s session ends
+    rendered = track.render(100)
+    assert rendered.sum() == 20 and rendered[50:70].tolist() == [1.0] * 20
