@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
+from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
+from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 from torch import nn
 
 from minmo_lightning.blocks import VoiceEncoder
@@ -83,3 +86,28 @@ def assert_teacher_forced_argmax(
         target[scored] != model.ids.fill
     ]  # fill positions are not sampled: the next chunk follows
     assert torch.equal(logits[scored].argmax(-1), target[scored])
+
+
+def speaking_minmo(token2wav: bool = False, **overrides):
+    """A tiny stage-3-like MinMo with the whole speech side (random weights), every block frozen."""
+    torch.manual_seed(0)
+    lm = CosyVoice2LM.from_preset("tiny", max_token_text_ratio=3.0)
+    model = tiny_minmo(
+        objective="speech_to_speech",
+        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
+        voice_token_lm=lm,
+        token2wav=CosyVoice2Token2Wav.from_preset("tiny", vocoder="hift", vocoder_preset="tiny")
+        if token2wav
+        else None,
+        trainable={
+            "voice_encoder": "frozen",
+            "input_projector": "frozen",
+            "llm": "frozen",
+            "output_projector": "frozen",
+            "voice_token_lm": "frozen",
+            **({"token2wav": "frozen"} if token2wav else {}),
+            **({"duplex_predictor": "frozen"} if "duplex_predictor" in overrides else {}),
+        },
+        **overrides,
+    )
+    return model.eval()

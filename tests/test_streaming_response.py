@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from builders import assert_teacher_forced_argmax, tiny_batch, tiny_minmo
-from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
-from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
-from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+from builders import assert_teacher_forced_argmax, speaking_minmo, tiny_batch, tiny_minmo
 
 from minmo_lightning.contracts import TokenBatch, VoiceDecoderInput
 from minmo_lightning.generation import TextSamplingConfig, generate
@@ -16,28 +13,6 @@ from minmo_lightning.streaming import SpeechResponder
 
 def greedy_speech(logp: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     return logp.argmax(-1)
-
-
-def speaking_minmo(token2wav: bool = False):
-    torch.manual_seed(0)
-    lm = CosyVoice2LM.from_preset("tiny", max_token_text_ratio=3.0)
-    model = tiny_minmo(
-        objective="speech_to_speech",
-        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
-        voice_token_lm=lm,
-        token2wav=CosyVoice2Token2Wav.from_preset("tiny", vocoder="hift", vocoder_preset="tiny")
-        if token2wav
-        else None,
-        trainable={
-            "voice_encoder": "frozen",
-            "input_projector": "frozen",
-            "llm": "frozen",
-            "output_projector": "frozen",
-            "voice_token_lm": "frozen",
-            **({"token2wav": "frozen"} if token2wav else {}),
-        },
-    )
-    return model.eval()
 
 
 def collect(chunks) -> tuple[list[list[int]], list[list[int]], list]:
