@@ -24,6 +24,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "estimate a SenseVoice am.mvn from a train split",
     ),
     "evaluate": ("minmo_lightning.evaluation.cli:main", "score a model or predictions and write a report"),
+    "chat": (
+        "minmo_lightning.chat:main",
+        "talk to a checkpoint in full duplex: a WAV in, the assistant channel out",
+    ),
     "export": ("minmo_lightning.export:main", "write per-block safetensors folders from a checkpoint"),
     "demo": ("minmo_lightning.demo:main", "build the corpus and train the tiny pipeline end to end"),
 }

@@ -122,8 +122,8 @@ class DuplexSession:
         self.predictor = predictor or model.duplex_predictor
         if self.predictor is None:
             raise ValueError(
-                "this checkpoint has no duplex_predictor: train stage 4 (recipes/tiny/stage4_duplex.yaml) or pass "
-                "predictor=VADDuplexPredictor() for the silence-timeout baseline"
+                "this checkpoint has no duplex_predictor: train stage 4 (recipes/tiny/stage4_duplex.yaml), or use "
+                "the silence-timeout baseline (`minmo chat --predictor vad`, DuplexSession(predictor=VADDuplexPredictor()))"
             )
         if model.voice_encoder is None or model.input_projector is None:
             raise ValueError(

@@ -172,5 +172,5 @@ def test_vad_baseline_plugs_into_the_same_session(model) -> None:
 
 
 def test_a_model_without_predictor_names_the_fix() -> None:
-    with pytest.raises(ValueError, match="VADDuplexPredictor"):
+    with pytest.raises(ValueError, match="--predictor vad"):
         DuplexSession(tiny_minmo())

@@ -1,0 +1,210 @@
+"""``minmo chat``: talk to a checkpoint in full duplex, a WAV file standing in for the user.
+
+    minmo chat --ckpt runs/tiny/stage4/checkpoints/last.ckpt --input user.wav --out chat/
+    minmo chat --ckpt CKPT --fdb-root fdb_v1/ [--predictor vad]
+
+The user channel streams through a ``DuplexSession`` chunk by chunk, as a microphone would. ``DIR/output.wav``
+is the assistant channel on the input's timeline (sample 0 is the input's sample 0, the same duration),
+``DIR/events.json`` the session's event log and ``DIR/timeline.png`` both channels with the decisions.
+``--fdb-root`` runs every Full-Duplex-Bench sample folder under ROOT (its ``input.wav`` -> ``output.wav``
+beside it; folders that have an ``output.wav`` are skipped, so an interrupted run resumes), after which
+``minmo evaluate fdb --root ROOT`` scores it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.duplex import DuplexEvent, DuplexSession
+
+#: what the duplex session listens to
+SAMPLE_RATE = 16000
+
+
+class ChatInputError(ValueError):
+    """An input file the session cannot listen to."""
+
+
+def read_user_audio(path: Path) -> tuple[np.ndarray, str | None]:
+    """Mono float32 at 16 kHz, and a note when it had to be resampled."""
+    import soundfile
+
+    from minmo_lightning.datamodules.audio import resample
+
+    if not path.is_file():
+        raise ChatInputError(f"{path}: no such file")
+    try:
+        info = soundfile.info(str(path))
+    except RuntimeError as error:
+        raise ChatInputError(
+            f"{path} is not a readable WAV file ({error}); convert it, e.g. `sox in.mp3 out.wav`"
+        ) from None
+    if info.format != "WAV":
+        raise ChatInputError(
+            f"{path} is {info.format}, not WAV; convert it, e.g. `sox {path.name} input.wav`"
+        )
+    if info.channels != 1:
+        raise ChatInputError(
+            f"{path} has {info.channels} channels; the user channel must be mono (e.g. `sox {path.name} -c 1 mono.wav`)"
+        )
+    wave, rate = soundfile.read(str(path), dtype="float32")
+    if len(wave) == 0:
+        raise ChatInputError(f"{path} holds no audio (0 samples)")
+    if rate != SAMPLE_RATE:
+        return resample(wave, rate, SAMPLE_RATE), f"resampled {path.name} from {rate} Hz to {SAMPLE_RATE} Hz"
+    return wave, None
+
+
+def load_model(checkpoint: str, device: str):
+    from minmo_lightning.model import MinMo
+
+    model = MinMo.load_from_checkpoint(checkpoint, map_location=device)
+    model.configure_model()
+    return model.eval()
+
+
+def converse(session: DuplexSession, wave: np.ndarray) -> tuple[np.ndarray, list[DuplexEvent], int]:
+    """Stream ``wave`` through the session; the assistant channel trimmed to the input's duration."""
+    size = session.listener.chunk_samples
+    chunks = -(-len(wave) // size)
+    padded = np.zeros(chunks * size, dtype=np.float32)
+    padded[: len(wave)] = wave
+    session.reset()
+    events, channel = [], []
+    for k in range(chunks):
+        piece = torch.from_numpy(padded[k * size : (k + 1) * size])[None].to(session.device)
+        step = session.push(AudioBatch(piece, torch.tensor([size]), SAMPLE_RATE))
+        events += step.events
+        if step.audio is not None:
+            channel.append(step.audio.waveform[0].numpy())
+    rate = session.out_rate or SAMPLE_RATE
+    out = np.concatenate(channel) if channel else np.zeros(chunks * size, dtype=np.float32)
+    return out[: round(len(wave) * rate / SAMPLE_RATE)], events, rate
+
+
+def plot_timeline(
+    path: Path, user: np.ndarray, assistant: np.ndarray, rate: int, events: list[DuplexEvent]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 1, figsize=(12, 4), sharex=True)
+    for axis, wave, sr, name in (
+        (axes[0], user, SAMPLE_RATE, "user"),
+        (axes[1], assistant, rate, "assistant"),
+    ):
+        axis.plot(
+            np.arange(len(wave)) / sr,
+            wave,
+            linewidth=0.4,
+            color="tab:blue" if name == "user" else "tab:green",
+        )
+        axis.set_ylabel(name)
+    colours = {"respond": "tab:orange", "stop_speaking": "tab:red"}
+    for event in events:
+        if event.kind == "decision":
+            for axis in axes:
+                axis.axvline(event.seconds, color=colours.get(event.value, "grey"), linewidth=0.8, alpha=0.6)
+    axes[1].set_xlabel("seconds (input timeline); orange: respond, red: stop speaking")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def chat_file(session: DuplexSession, source: Path, out_dir: Path, plot: bool = True) -> dict:
+    """One conversation: ``source`` -> ``out_dir``/output.wav, events.json (and timeline.png)."""
+    import soundfile
+
+    wave, note = read_user_audio(source)
+    if note:
+        print(f"minmo chat: {note}", file=sys.stderr)
+    started = time.perf_counter()
+    assistant, events, rate = converse(session, wave)
+    seconds = time.perf_counter() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(out_dir / "output.wav"), assistant, rate)
+    log = {
+        "input": str(source),
+        "input_seconds": len(wave) / SAMPLE_RATE,
+        "compute_seconds": seconds,
+        "chunk_seconds": session.listener.chunk_seconds,
+        "predictor": type(session.predictor).__name__,
+        "events": [asdict(e) for e in events],
+    }
+    (out_dir / "events.json").write_text(json.dumps(log, indent=1))
+    if plot:
+        plot_timeline(out_dir / "timeline.png", wave, assistant, rate, events)
+    return log
+
+
+def fdb_samples(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("input.wav"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minmo chat", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--ckpt", required=True, help="a MinMo checkpoint (stage 4, or any with --predictor vad)"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="the user's side of the conversation (WAV, mono)")
+    source.add_argument(
+        "--fdb-root", type=Path, help="run every Full-Duplex-Bench sample folder under this root"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (with --input)")
+    parser.add_argument("--predictor", choices=("model", "vad"), default="model")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in text tokens")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if args.input is not None and args.out is None:
+        parser.error("--input needs --out DIR")
+
+    from minmo_lightning.components.duplex_predictor.vad import VADDuplexPredictor
+    from minmo_lightning.generation import TextSamplingConfig
+
+    model = load_model(args.ckpt, args.device)
+    predictor = None
+    if args.predictor == "vad":
+        frame_seconds = model.voice_encoder.frame_samples * model.input_projector.downsample / SAMPLE_RATE
+        predictor = VADDuplexPredictor(frame_seconds=frame_seconds).to(args.device)
+    text = TextSamplingConfig(max_new_tokens=args.max_new_tokens or model.hparams.max_new_tokens)
+    try:
+        session = DuplexSession(model, predictor=predictor, text_config=text)
+        if args.input is not None:
+            log = chat_file(session, args.input, args.out)
+            turns = sum(e["kind"] == "turn_start" for e in log["events"])
+            print(
+                f"{args.out}/output.wav: {turns} answer(s) in {log['input_seconds']:.1f} s of input "
+                f"({log['compute_seconds']:.1f} s of compute)"
+            )
+            return 0
+        samples = fdb_samples(args.fdb_root)
+        if not samples:
+            raise ChatInputError(
+                f"no input.wav under {args.fdb_root}: point --fdb-root at a Full-Duplex-Bench folder"
+            )
+        done = 0
+        for folder in samples:
+            if (folder / "output.wav").is_file():
+                continue
+            chat_file(session, folder / "input.wav", folder, plot=False)
+            done += 1
+        print(
+            f"{done} sample(s) written, {len(samples) - done} already had output.wav; score with "
+            f"`minmo evaluate fdb --root {args.fdb_root}`"
+        )
+        return 0
+    except ValueError as error:  # a bad input file, or a checkpoint that cannot converse
+        print(f"minmo chat: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,114 @@
+"""``minmo chat``: a WAV in, the assistant channel on the same timeline out, an event log and a timeline plot;
+clear errors on inputs it cannot listen to and on checkpoints that cannot converse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import soundfile
+import torch
+from builders import speaking_minmo, tiny_minmo
+from minmo_lightning.components.duplex_predictor.transformer import TransformerDuplexPredictor
+
+from minmo_lightning.chat import main
+
+
+def _save(model, path: Path) -> Path:
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": L.__version__,
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    predictor = TransformerDuplexPredictor.from_preset("tiny", input_dim=64)
+    model = speaking_minmo(token2wav=True, duplex_predictor=predictor, max_new_tokens=6)
+    return _save(model, tmp_path_factory.mktemp("ckpt") / "stage4.ckpt")
+
+
+def _wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1) -> Path:
+    wave = 0.1 * np.random.default_rng(0).standard_normal((round(seconds * rate), channels)).astype(
+        np.float32
+    )
+    soundfile.write(str(path), wave if channels > 1 else wave[:, 0], rate)
+    return path
+
+
+@pytest.mark.parametrize("predictor", ["model", "vad"])
+def test_chat_writes_the_assistant_channel_on_the_input_timeline(checkpoint, tmp_path, predictor) -> None:
+    source = _wav(tmp_path / "user.wav", 1.3)
+    out = tmp_path / "out"
+    assert (
+        main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(out), "--predictor", predictor])
+        == 0
+    )
+    wave, rate = soundfile.read(str(out / "output.wav"))
+    assert rate == 24000 and len(wave) == round(1.3 * 24000)
+    log = json.loads((out / "events.json").read_text())
+    assert log["predictor"] == ("VADDuplexPredictor" if predictor == "vad" else "TransformerDuplexPredictor")
+    assert all({"kind", "row", "seconds", "compute_seconds"} <= set(e) for e in log["events"])
+    assert (out / "timeline.png").stat().st_size > 0
+
+
+def test_other_rates_are_resampled_and_said(checkpoint, tmp_path, capsys) -> None:
+    source = _wav(tmp_path / "user.wav", 0.5, rate=8000)
+    assert main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "o")]) == 0
+    assert "resampled user.wav from 8000 Hz to 16000 Hz" in capsys.readouterr().err
+    assert len(soundfile.read(str(tmp_path / "o" / "output.wav"))[0]) == 12000
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: _wav(p / "stereo.wav", 0.5, channels=2), "must be mono"),
+        (lambda p: _wav(p / "empty.wav", 0.0), "holds no audio"),
+        (lambda p: (p / "notes.wav").write_text("not audio") and p / "notes.wav", "not a readable WAV"),
+        (lambda p: p / "missing.wav", "no such file"),
+    ],
+)
+def test_bad_inputs_get_a_clear_error(checkpoint, tmp_path, capsys, make, message) -> None:
+    source = make(tmp_path)
+    assert main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_a_predictor_names_the_baseline(tmp_path, capsys) -> None:
+    checkpoint = _save(tiny_minmo(), tmp_path / "stage1.ckpt")
+    source = _wav(tmp_path / "user.wav", 0.5)
+    assert main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "o")]) == 2
+    assert "no duplex_predictor" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "--ckpt",
+                str(checkpoint),
+                "--input",
+                str(source),
+                "--out",
+                str(tmp_path / "o"),
+                "--predictor",
+                "vad",
+            ]
+        )
+        == 0
+    )
+
+
+def test_fdb_root_runs_every_sample_and_resumes(checkpoint, tmp_path, capsys) -> None:
+    for name in ("0", "1"):
+        (tmp_path / "fdb" / name).mkdir(parents=True)
+        _wav(tmp_path / "fdb" / name / "input.wav", 0.4)
+    assert main(["--ckpt", str(checkpoint), "--fdb-root", str(tmp_path / "fdb")]) == 0
+    assert all((tmp_path / "fdb" / n / "output.wav").is_file() for n in ("0", "1"))
+    assert main(["--ckpt", str(checkpoint), "--fdb-root", str(tmp_path / "fdb")]) == 0
+    assert "0 sample(s) written, 2 already had output.wav" in capsys.readouterr().out
