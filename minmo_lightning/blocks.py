@@ -48,7 +48,7 @@ from minmo_lightning.contracts import (
     VoiceDecoderInput,
 )
 from minmo_lightning.registry import register
-from minmo_lightning.stream_state import StreamState
+from minmo_lightning.stream_state import StreamState, VoiceDecoderState
 from minmo_lightning.windowed import WindowState, windowed_step
 
 
@@ -343,6 +343,11 @@ class OutputProjector(Block):
     def query_length(self, inputs: VoiceDecoderInput) -> int:
         """How many leading output rows are the per-turn query (0 when the projector uses none)."""
 
+    def split(self, inputs: VoiceDecoderInput, vectors: SequenceBatch) -> tuple[Tensor, SequenceBatch]:
+        """``forward``'s output as the query rows [B, Q, D] and the text tokens' semantic vectors."""
+        rows = self.query_length(inputs)
+        return vectors.values[:, :rows], SequenceBatch(vectors.values[:, rows:], inputs.lengths)
+
 
 class VoiceTokenLM(Block):
     """Semantic vectors -> speech tokens, autoregressive with a KV cache, ``ratio`` (text:speech) interleaved.
@@ -365,10 +370,10 @@ class VoiceTokenLM(Block):
         """Teacher-forced loss of ``speech`` after ``semantic`` vectors (``prefix``: per-turn query rows)."""
 
     @abstractmethod
-    def init_state(self, batch_size: int, options: Any = None) -> StreamState: ...
+    def init_state(self, batch_size: int, options: Any = None) -> VoiceDecoderState: ...
 
     @abstractmethod
-    def step(self, chunk: SemanticChunk, state: StreamState) -> TokenBatch: ...
+    def step(self, chunk: SemanticChunk, state: VoiceDecoderState) -> TokenBatch: ...
 
 
 class DuplexPredictor(Block):

@@ -130,6 +130,16 @@ class TokenBatch:
     def mask(self) -> Tensor:
         return lengths_to_mask(self.lengths, self.tokens.shape[1])
 
+    def concat(self, other: TokenBatch) -> TokenBatch:
+        """Row-wise ``self ++ other`` (e.g. prompt tokens before the tokens to speak)."""
+        rows = [
+            torch.cat([head[:m], tail[:n]])
+            for head, m, tail, n in zip(
+                self.tokens, self.lengths.tolist(), other.tokens, other.lengths.tolist()
+            )
+        ]
+        return TokenBatch.from_list(rows, self.tokens.device)
+
     def require_range(self, vocab_size: int, who: str) -> None:
         valid = self.tokens[self.mask]
         if valid.numel() == 0:

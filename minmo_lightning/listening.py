@@ -29,6 +29,11 @@ class ListenState(StreamState):
     encoder: StreamState
     projector: StreamState
 
+    def end_input(self, items: Tensor | list[int]) -> None:
+        super().end_input(items)
+        self.encoder.end_input(items)
+        self.projector.end_input(items)
+
     def reset(self, items: Tensor | list[int]) -> None:
         super().reset(items)
         self.encoder.reset(items)

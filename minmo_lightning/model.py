@@ -100,20 +100,32 @@ class Objective:
 
 VOICE_DECODER = ("output_projector", "voice_token_lm")
 OBJECTIVES: dict[str, Objective] = {
-    "speech_to_text": Objective(("voice_encoder", "input_projector"), "speech_to_text_objective"),
+    "speech_to_text": Objective(slots=("voice_encoder", "input_projector"), loss="speech_to_text_objective"),
     "text_to_speech": Objective(
-        VOICE_DECODER, "voice_decoder_objective", "text", "speech_tokens", None, TTS_INSTRUCTION
+        slots=VOICE_DECODER,
+        loss="voice_decoder_objective",
+        answer_text="text",
+        answer_speech="speech_tokens",
+        instruction=TTS_INSTRUCTION,
     ),
     "speech_to_speech": Objective(
-        ("voice_encoder", "input_projector", *VOICE_DECODER),
-        "voice_decoder_objective",
-        "answer_text",
-        "answer_speech_tokens",
-        "user_audio",
-        SPEECH_TASKS["chat"].instruction,
+        slots=("voice_encoder", "input_projector", *VOICE_DECODER),
+        loss="voice_decoder_objective",
+        answer_text="answer_text",
+        answer_speech="answer_speech_tokens",
+        user_audio="user_audio",
+        instruction=SPEECH_TASKS["chat"].instruction,
     ),
-    "duplex": Objective(("voice_encoder", "input_projector", "duplex_predictor"), "duplex_objective"),
+    "duplex": Objective(
+        slots=("voice_encoder", "input_projector", "duplex_predictor"), loss="duplex_objective"
+    ),
 }
+#: batch field that tells what the data is -> the ``MinMo`` method predicting it (the first match wins)
+PREDICTIONS: tuple[tuple[str, str], ...] = (
+    ("frame_labels", "predict_turn_taking"),
+    ("emotion", "predict_emotion"),
+    ("audio", "predict_transcript"),
+)
 
 
 def build_block(spec: Block | Mapping[str, Any] | None, slot: str) -> Block | None:
@@ -376,14 +388,12 @@ class MinMo(L.LightningModule):
             audio = self.encode_audio(batch[objective.user_audio]) if objective.user_audio else None
             prompt, embeds, out = self._prompted_llm(instructions, list(texts), audio)
         decoder_input = self.voice_decoder_input(prompt, embeds, out.hidden_states)
-        vectors = self.output_projector(decoder_input)
-        query_rows = vectors.values.shape[1] - decoder_input.token_embeddings.shape[1]
+        query_rows, semantic = self.output_projector.split(
+            decoder_input, self.output_projector(decoder_input)
+        )
         prefix = None
-        if query_rows:
-            prefix = SequenceBatch(
-                vectors.values[:, :query_rows], torch.full_like(decoder_input.lengths, query_rows)
-            )
-        semantic = SequenceBatch(vectors.values[:, query_rows:], decoder_input.lengths)
+        if query_rows.shape[1]:
+            prefix = SequenceBatch(query_rows, torch.full_like(decoder_input.lengths, query_rows.shape[1]))
         return self.voice_token_lm.decoder_forward(semantic, speech, prefix)
 
     def voice_decoder_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -546,32 +556,43 @@ class MinMo(L.LightningModule):
         return self.duplex_predictor.frame_loss(output, labels), {"frame_acc": accuracy}
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """One record per utterance (the ``minmo evaluate`` protocol): ASR text, or for emotion data the
-        generated SER answer plus the closed-set pick (``scored_prediction``, from ``score_answers``), or for
-        duplex sessions the predictor's decision per frame."""
-        if "frame_labels" in batch:
-            frames, _ = self.duplex_frames(batch)
-            decisions = self.duplex_predictor(frames).decisions()
-            return [
-                {"id": i, "task": "duplex", "predicted_labels": row[:n].tolist()}
-                for i, row, n in zip(batch["ids"], decisions, frames.hidden.lengths.tolist())
-            ]
-        frames = self.encode_audio(batch["audio"])  # once, for every prompt below
-        if "emotion" in batch:
-            instruction = SPEECH_TASKS["ser"].instruction.format(labels=", ".join(self.emotion_labels))
-            texts = self.generate_text(frames, instruction)
-            scores = self.score_answers(frames, instruction, self.emotion_labels)
-            return [
-                {
-                    "id": i,
-                    "task": "ser",
-                    "prediction_text": t,
-                    "scored_prediction": self.emotion_labels[int(row.argmax())],
-                    "answer_logprobs": dict(zip(self.emotion_labels, row.tolist())),
-                }
-                for i, t, row in zip(batch["ids"], texts, scores)
-            ]
-        texts = self.generate_text(frames)
+        """One record per item (the ``minmo evaluate`` protocol), by what the batch holds (``PREDICTIONS``)."""
+        for field, method in PREDICTIONS:
+            if field in batch:
+                return getattr(self, method)(batch)
+        raise ValueError(
+            f"nothing to predict in a batch with keys {sorted(batch)}; it needs one of "
+            f"{', '.join(f for f, _ in PREDICTIONS)}"
+        )
+
+    def predict_turn_taking(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Duplex sessions: the predictor's decision per user-audio frame."""
+        frames, _ = self.duplex_frames(batch)
+        decisions = self.duplex_predictor(frames).decisions()
+        return [
+            {"id": i, "task": "duplex", "predicted_labels": row[:n].tolist()}
+            for i, row, n in zip(batch["ids"], decisions, frames.hidden.lengths.tolist())
+        ]
+
+    def predict_emotion(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The generated SER answer and the closed-set pick (``scored_prediction``, from ``score_answers``)."""
+        frames = self.encode_audio(batch["audio"])  # once, for both prompts
+        instruction = SPEECH_TASKS["ser"].instruction.format(labels=", ".join(self.emotion_labels))
+        texts = self.generate_text(frames, instruction)
+        scores = self.score_answers(frames, instruction, self.emotion_labels)
+        return [
+            {
+                "id": i,
+                "task": "ser",
+                "prediction_text": t,
+                "scored_prediction": self.emotion_labels[int(row.argmax())],
+                "answer_logprobs": dict(zip(self.emotion_labels, row.tolist())),
+            }
+            for i, t, row in zip(batch["ids"], texts, scores)
+        ]
+
+    def predict_transcript(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        texts = self.generate_text(self.encode_audio(batch["audio"]))
         references = batch.get("text", [None] * len(texts))
         return [
             {"id": i, "task": "asr", "prediction": t, "reference": r}

@@ -49,8 +49,10 @@ def resolve_class(name: str, base: type, what: str | None = None) -> type:
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise RegistryError(f"{subject} is not a {base.__name__} subclass")
         return cls
-    for module in SEARCHED_MODULES:
-        import_modules(module)
+    found = named_subclasses(base).get(name)
+    if found is None or len(found) > 1:  # not loaded yet (or ambiguous): import what recipes may name
+        for module in SEARCHED_MODULES:
+            import_modules(module)
     choices = named_subclasses(base)
     found = choices.get(name)
     if found is None:

@@ -64,3 +64,16 @@ class StreamState:
             value = getattr(self, f.name)
             if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == self.batch_size:
                 value[mask.to(value.device)] = 0
+
+
+@dataclass
+class VoiceDecoderState(StreamState):
+    """The part of a voice token LM's session state that its callers read: ``started`` [B] the row's turn
+    began (its per-turn prefix was read), ``finished`` [B] the row reached end of speech."""
+
+    started: Tensor
+    finished: Tensor
+
+    def retire(self, items: Tensor | list[int]) -> None:
+        """End rows that will say nothing (a turn whose text ended before its first token)."""
+        self.finished |= self.rows(items)

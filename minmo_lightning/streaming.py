@@ -16,7 +16,7 @@ next boundary (up to 4 LLM steps later than it would alone). Greedy decoding giv
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +26,7 @@ from minmo_lightning.contracts import (
     AudioBatch,
     SemanticChunk,
     SequenceBatch,
+    SpeechSampler,
     TokenBatch,
     VoiceDecoderInput,
     VoiceLMStreamOptions,
@@ -84,7 +85,7 @@ class SpeechResponder:
         self,
         model,
         text_config: TextSamplingConfig | None = None,
-        speech_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
+        speech_sampler: SpeechSampler | None = None,
         generator: torch.Generator | None = None,
         synthesize: bool = True,
         max_speech_steps: int = 10_000,
@@ -127,13 +128,12 @@ class SpeechResponder:
             tokens, embeds, hidden = buffer.pop(batch, llm.hidden_size, inputs_embeds)
             fresh = ~state.started & ~state.finished
             # rows still talking always bring a full chunk, so a fresh row with none answered nothing
-            state.finished |= fresh & (tokens.lengths == 0)
+            state.retire(fresh & (tokens.lengths == 0))
             inputs = VoiceDecoderInput(query, embeds, hidden, tokens.lengths)
-            vectors, rows = projector(inputs), projector.query_length(inputs)
+            query_rows, semantic = projector.split(inputs, projector(inputs))
             prefix = None
-            if rows and bool(fresh.any()):
-                prefix = SequenceBatch(vectors.values[:, :rows], torch.where(fresh, rows, 0))
-            semantic = SequenceBatch(vectors.values[:, rows:], tokens.lengths)
+            if query_rows.shape[1] and bool(fresh.any()):  # read once, before a row's first vectors
+                prefix = SequenceBatch(query_rows, torch.where(fresh, query_rows.shape[1], 0))
             clock.mark("output_projector")
             state.end_input(tokens.lengths < per_chunk)  # a short chunk brings the last of the row's text
             speech = voice_lm.step(SemanticChunk(semantic, prefix), state)

@@ -269,16 +269,15 @@ def test_export_writes_loadable_block_folders(tmp_path: Path) -> None:
         assert torch.allclose(rebuilt.speech_to_text_loss(batch), expected, atol=1e-5)
 
 
-def test_every_dev_fixture_has_a_golden_check() -> None:
+def test_every_dev_fixture_has_a_golden_check(golden_dir: Path) -> None:
     """Parity itself runs in each block's tests; this catches a fixture nobody checks."""
     import json
 
     from minmo_lightning.golden import registered_items
 
-    fixtures = Path(__file__).parent / "fixtures" / "golden"
     items = {
         json.loads(p.read_text())["item"]
-        for p in fixtures.glob("*/config.json")
+        for p in golden_dir.glob("*/config.json")
         if (p.parent / "tensors.safetensors").exists()
     }
     assert items and items <= set(registered_items()), items - set(registered_items())
@@ -295,8 +294,10 @@ def test_token_batch_from_list_pads_and_masked_mean_skips_padding() -> None:
 
 
 def test_every_objective_names_a_loss_method_and_known_slots() -> None:
-    from minmo_lightning.model import OBJECTIVES, SLOT_TYPES
+    from minmo_lightning.model import OBJECTIVES, PREDICTIONS, SLOT_TYPES
 
     for name, objective in OBJECTIVES.items():
         assert callable(getattr(MinMo, objective.loss)), name
         assert set(objective.slots) <= set(SLOT_TYPES), name
+    for field, method in PREDICTIONS:
+        assert callable(getattr(MinMo, method)), field

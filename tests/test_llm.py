@@ -10,11 +10,10 @@ from builders import tiny_batch, tiny_minmo
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from saved_activations import run_counting_saved
 
-from minmo_lightning.contracts import AudioBatch, SequenceBatch
+from minmo_lightning.contracts import IGNORE_INDEX, AudioBatch, SequenceBatch
 from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.prompts import (
     AUDIO_PLACEHOLDER,
-    IGNORE_INDEX,
     SpeechPromptBuilder,
     splice_audio,
 )

@@ -69,9 +69,13 @@ def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_pa
     fit = ["fit", *common, "--trainer.max_steps", "1", "--trainer.max_time", "null"]
     lightning_main([*fit, "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1"])
     checkpoint = next(tmp_path.rglob("last.ckpt"))
-    cli = lightning_main(["test", *common, "--ckpt_path", str(checkpoint), "--trainer.limit_test_batches", "1"])
+    cli = lightning_main(
+        ["test", *common, "--ckpt_path", str(checkpoint), "--trainer.limit_test_batches", "1"]
+    )
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     tested = cli.model.state_dict()
     assert saved.keys() == tested.keys()
-    assert all(torch.equal(tested[k].cpu(), v) for k, v in saved.items()), "test did not run the saved weights"
+    assert all(torch.equal(tested[k].cpu(), v) for k, v in saved.items()), (
+        "test did not run the saved weights"
+    )
     assert any(k.startswith("test") for k in cli.trainer.callback_metrics), cli.trainer.callback_metrics

@@ -146,11 +146,7 @@ class S3TokenizerV2(SpeechTokenizer):
             tokens, token_lengths = self.quantize(segments, lengths)
             for row, w in enumerate(chunk):
                 pieces[w.item].append(tokens[row, : token_lengths[row]][w.keep_from : w.keep_to])
-        merged = [torch.cat(p) for p in pieces]
-        return TokenBatch(
-            torch.nn.utils.rnn.pad_sequence(merged, batch_first=True),
-            torch.tensor([m.numel() for m in merged], device=mel.device),
-        )
+        return TokenBatch.from_list([torch.cat(p) for p in pieces], mel.device)
 
     @torch.no_grad()
     def transcribe_tokens(self, tokens: TokenBatch) -> list[str]:

@@ -116,17 +116,6 @@ class Token2WavStreamOptions:
     prompt: SpeakerPrompt | None = None
 
 
-def _concat_ragged(first: Tensor, first_lengths: Tensor, second: Tensor, second_lengths: Tensor) -> Tensor:
-    """Per row, the valid part of ``first`` then the valid part of ``second`` (time on dim 1), right-padded."""
-    rows = [
-        torch.cat([head[:head_length], tail[:tail_length]])
-        for head, head_length, tail, tail_length in zip(
-            first, first_lengths.tolist(), second, second_lengths.tolist()
-        )
-    ]
-    return TokenBatch.from_list(rows, first.device).tokens
-
-
 class CosyVoice2Flow(Block):
     """Chunk-aware causal flow matching of CosyVoice2 (tokens -> mel), streaming with bounded left context."""
 
@@ -235,7 +224,7 @@ class CosyVoice2Flow(Block):
         prompt_tokens, prompt_lengths, prompt_mel = self._prompt_parts(prompt, batch)
         device = tokens.tokens.device
         lengths = prompt_lengths + tokens.lengths
-        sequence = _concat_ragged(prompt_tokens, prompt_lengths, tokens.tokens, tokens.lengths)
+        sequence = TokenBatch(prompt_tokens, prompt_lengths).concat(tokens).tokens
         if not finalize:
             if int(tokens.lengths.min()) <= self.lookahead:
                 raise ValueError(

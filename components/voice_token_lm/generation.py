@@ -20,15 +20,6 @@ if TYPE_CHECKING:
     from .cosyvoice2_lm import CosyVoice2LM
 
 
-def concat_tokens(first: TokenBatch, second: TokenBatch) -> TokenBatch:
-    """Row-wise ``first ++ second`` (e.g. prompt text before the text to speak)."""
-    rows = [
-        torch.cat([first.tokens[i, : first.lengths[i]], second.tokens[i, : second.lengths[i]]])
-        for i in range(first.tokens.shape[0])
-    ]
-    return TokenBatch.from_list(rows, first.tokens.device)
-
-
 @torch.no_grad()
 def generate(
     model: CosyVoice2LM,
@@ -46,7 +37,7 @@ def generate(
     """
     model.check_text(text.lengths, "text")
     batch = text.tokens.shape[0]
-    full_text = text if prompt_text is None else concat_tokens(prompt_text, text)
+    full_text = text if prompt_text is None else prompt_text.concat(text)
     if prompt_speech is None:
         prompt_speech = TokenBatch(text.tokens.new_zeros(batch, 0), torch.zeros_like(text.lengths))
     model.check_speech(prompt_speech, allow_empty=True)

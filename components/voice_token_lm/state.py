@@ -8,15 +8,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from minmo_lightning.stream_state import StreamState
+from minmo_lightning.stream_state import VoiceDecoderState
 
 
 @dataclass
-class VoiceLMState(StreamState):
+class VoiceLMState(VoiceDecoderState):
     """Per-session decoding state. Zero means "fresh" in every field, so the default ``reset`` restarts rows.
 
     ``mask`` [B, L] marks the KV-cache columns that belong to each row's live session (a reset row's old
     columns stay in the shared cache but are masked out; columns no row uses are trimmed).
+    ``started`` means sos (+ prefix) was fed, ``finished`` that eos was sampled (or the length cap reached).
     ``input_ended`` (``end_input``) says the row's text is complete; ``turn_of_speech_fed`` that the step
     has since given it the turn-of-speech token (task_id), after which only speech and eos follow.
     """
@@ -25,9 +26,7 @@ class VoiceLMState(StreamState):
     position: Tensor  # [B] next rotary position
     pending: Tensor  # [B] last sampled token, fed with the next call
     has_pending: Tensor  # [B]
-    started: Tensor  # [B] sos (+ prefix) fed
     turn_of_speech_fed: Tensor  # [B] task_id fed
-    finished: Tensor  # [B] eos sampled (or the length cap reached)
     text_count: Tensor  # [B] semantic vectors read
     speech_count: Tensor  # [B] speech tokens written
     history: Tensor  # [B, W] most recent speech tokens (repetition-aware sampling)
