@@ -48,16 +48,15 @@ from minmo_lightning.contracts import (
     IGNORE_INDEX,
     AudioBatch,
     DecoderLoss,
-    DuplexFrames,
     LLMOutput,
     SequenceBatch,
     TokenBatch,
     VoiceDecoderInput,
     lengths_to_mask,
 )
-from minmo_lightning.duplex_context import assistant_speaking, assistant_turns, lay_out
+from minmo_lightning.duplex_training import DuplexTraining
 from minmo_lightning.generation import TextSamplingConfig, generate
-from minmo_lightning.listening import DEFAULT_CHUNK_SECONDS, Listener
+from minmo_lightning.listening import DEFAULT_CHUNK_SECONDS
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
 from minmo_lightning.prompts import (
     SPEECH_TASKS,
@@ -138,7 +137,7 @@ def build_block(spec: Block | Mapping[str, Any] | None, slot: str) -> Block | No
     return cls(**dict(spec.get("init_args", {})))
 
 
-class MinMo(L.LightningModule):
+class MinMo(DuplexTraining, L.LightningModule):
     def __init__(
         self,
         llm: LLMBackbone,
@@ -500,61 +499,6 @@ class MinMo(L.LightningModule):
         rows = torch.arange(size * count, device=targets.device)[:, None].expand_as(targets)[answer]
         return torch.zeros(size * count, device=picked.device).index_add_(0, rows, picked).view(size, count)
 
-    # ---- duplex (stage 4) ---------------------------------------------------------------------
-    @property
-    def listener(self) -> Listener:
-        return Listener(self.voice_encoder, self.input_projector, self.hparams.duplex_chunk_seconds)
-
-    def duplex_frames(self, batch: Mapping[str, Any]) -> tuple[DuplexFrames, Tensor]:
-        """What the predictor reads for each session of a duplex batch, and the frame labels it matches.
-
-        The LLM states at the user-audio frames of the time-ordered context; cached per session id with
-        ``cache_duplex_states`` (the frozen blocks give the same states every epoch).
-        """
-        listener, audio = self.listener, batch["user_audio"]
-        frames = int(batch["frame_labels"].shape[1])
-        expected = -(-audio.lengths // round(listener.frame_seconds * audio.sample_rate))
-        if bool(((batch["frame_lengths"].to(expected.device) - expected).abs() > 1).any()):
-            raise ValueError(
-                f"the frame labels do not run at the listen path's {1 / listener.frame_seconds:g} Hz "
-                f"({1000 * listener.frame_seconds:g} ms LLM audio frames); set the duplex datamodule's "
-                f"frame_rate to {1 / listener.frame_seconds:g}"
-            )
-        ids = [str(i) for i in batch["ids"]]
-        if not (self.hparams.cache_duplex_states and all(i in self._duplex_states for i in ids)):
-            states = self._duplex_states_of(audio, batch["events"])
-            if self.hparams.cache_duplex_states:
-                self._duplex_states.update({i: s.cpu() for i, s in zip(ids, states)})
-        else:
-            states = [self._duplex_states[i].to(self.device) for i in ids]
-        label_counts = batch["frame_lengths"].tolist()
-        counts = torch.tensor([min(len(s), n) for s, n in zip(states, label_counts)], device=self.device)
-        values = torch.nn.utils.rnn.pad_sequence([s[:frames] for s in states], batch_first=True)
-        speaking = assistant_speaking(batch["events"], values.shape[1], listener.frame_seconds)
-        hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device))
-        return hidden, batch["frame_labels"][:, : values.shape[1]].to(self.device)
-
-    def _duplex_states_of(self, audio: AudioBatch, events: list[list[dict]]) -> list[Tensor]:
-        listener = self.listener
-        turns = self.prompts.duplex_turns(SPEECH_TASKS["chat"].instruction)
-        texts = [assistant_turns(row, turns, self.prompts.encode) for row in events]
-        frames = listener.listen(audio)
-        context = lay_out(
-            frames, listener.leading_frames, listener.frame_seconds, texts, turns.first_user, self.llm.embed
-        )
-        llm_trains = self.hparams.trainable.get("llm") != "frozen"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and llm_trains):
-            out = self.llm(context.embeds, attention_mask=context.attention_mask)
-        states = context.audio_states(out.hidden_states)
-        return [row[:n] for row, n in zip(states.values, states.lengths.tolist())]
-
-    def duplex_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        frames, labels = self.duplex_frames(batch)
-        output = self.duplex_predictor(frames)
-        scored = labels != IGNORE_INDEX
-        accuracy = ((output.decisions() == labels) & scored).sum() / scored.sum().clamp(min=1)
-        return self.duplex_predictor.frame_loss(output, labels), {"frame_acc": accuracy}
-
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One record per item (the ``minmo evaluate`` protocol), by what the batch holds (``PREDICTIONS``)."""
         for field, method in PREDICTIONS:
@@ -564,15 +508,6 @@ class MinMo(L.LightningModule):
             f"nothing to predict in a batch with keys {sorted(batch)}; it needs one of "
             f"{', '.join(f for f, _ in PREDICTIONS)}"
         )
-
-    def predict_turn_taking(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Duplex sessions: the predictor's decision per user-audio frame."""
-        frames, _ = self.duplex_frames(batch)
-        decisions = self.duplex_predictor(frames).decisions()
-        return [
-            {"id": i, "task": "duplex", "predicted_labels": row[:n].tolist()}
-            for i, row, n in zip(batch["ids"], decisions, frames.hidden.lengths.tolist())
-        ]
 
     def predict_emotion(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The generated SER answer and the closed-set pick (``scored_prediction``, from ``score_answers``)."""
