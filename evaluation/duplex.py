@@ -137,6 +137,7 @@ def score_duplex(
             "mean_offset_frames": float(offsets.mean()) if offsets.size else None,
             "mean_abs_offset_frames": float(np.abs(offsets).mean()) if offsets.size else None,
             "mean_offset_ms": float(offsets.mean() * frame_ms) if offsets.size else None,
+            "median_offset_ms": float(np.median(offsets) * frame_ms) if offsets.size else None,
             "offsets_frames": offsets.astype(int).tolist(),
         }
     out["response_latency_ms"] = out["assistant_turn_taking"]["mean_offset_ms"]

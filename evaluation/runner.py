@@ -244,6 +244,57 @@ def run_inference(
     return stats
 
 
+def run_variants(
+    model,
+    datamodule,
+    recipe: dict,
+    spec: TaskSpec,
+    settings: dict,
+    out_dir: Path,
+    run_args: dict,
+    overwrite: bool,
+) -> dict[str, dict]:
+    """The recipe's ``variants``: each swaps blocks of the model (``{slot: {class_path, init_args}}``, e.g. the
+    VAD baseline for the duplex predictor) and runs the same data into ``out_dir/variants/NAME`` with its own
+    report files; returns NAME -> summary. The model gets its own blocks back afterwards."""
+    import torch.nn as nn
+
+    summaries = {}
+    for name, swaps in (recipe.get("variants") or {}).items():
+        originals = {}
+        for slot, block_spec in swaps.items():
+            if not isinstance(getattr(model, slot, None), nn.Module | None):
+                raise ValueError(f"variant {name!r} swaps {slot!r}, which is not a block of the model")
+            originals[slot] = getattr(model, slot)
+            setattr(model, slot, build(block_spec, nn.Module, f"variants.{name}.{slot}"))
+        folder = out_dir / "variants" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _resume_guard(folder, config_hash({**run_args["fingerprint"], "variant": swaps}), overwrite)
+            run_inference(model, datamodule, spec, folder / PREDICTIONS, **run_args["inference"])
+        finally:
+            for slot, block in originals.items():
+                setattr(model, slot, block)
+        scored = score(spec, read_jsonl(folder / PREDICTIONS), settings, folder, str(folder / PREDICTIONS))
+        write_jsonl(folder / PREDICTIONS, scored.records)
+        write_report(
+            folder,
+            {"task": spec.name, "variant": name, "summary": scored.summary},
+            scored.sections,
+            f"{spec.name} evaluation: {name}",
+        )
+        summaries[name] = scored.summary
+    return summaries
+
+
+def variants_table(name: str, summary: dict, variants: dict[str, dict]) -> str:
+    """The model's headline numbers beside each variant's."""
+    keys = [k for k, v in summary.items() if isinstance(v, int | float)]
+    rows = [[name, *(summary[k] for k in keys)]]
+    rows += [[variant, *(numbers.get(k, "—") for k in keys)] for variant, numbers in variants.items()]
+    return md_table(["model", *keys], rows)
+
+
 def _check_outputs(outputs, ids: list[str], batch_idx: int) -> dict[str, dict]:
     if not isinstance(outputs, list | tuple) or not all(isinstance(o, dict) for o in outputs):
         raise TypeError(
@@ -287,6 +338,7 @@ def evaluate(
     dataset = dict(dataset or {})
     model_info: dict[str, Any]
     run: dict[str, Any] = {}
+    variants: dict[str, dict] = {}
     if predictions is None:
         if recipe is None:
             raise ValueError(
@@ -306,18 +358,23 @@ def evaluate(
         import lightning as L
 
         datamodule = build(recipe.get("data"), L.LightningDataModule, "data")
-        run.update(
-            run_inference(
-                model,
-                datamodule,
-                spec,
-                out_dir / PREDICTIONS,
-                recipe.get("stage", "test"),
-                recipe.get("seed", 0),
-                limit,
-                progress,
-                float(settings.get("frame_ms", 80.0)),
-            )
+        inference = {
+            "stage": recipe.get("stage", "test"),
+            "seed": recipe.get("seed", 0),
+            "limit": limit,
+            "progress": progress,
+            "frame_ms": float(settings.get("frame_ms", 80.0)),
+        }
+        run.update(run_inference(model, datamodule, spec, out_dir / PREDICTIONS, **inference))
+        variants = run_variants(
+            model,
+            datamodule,
+            recipe,
+            spec,
+            settings,
+            out_dir,
+            {"fingerprint": fingerprint, "inference": inference},
+            overwrite,
         )
         run["datamodule_skipped"] = {
             k: dict(v) for k, v in (getattr(datamodule, "skipped", None) or {}).items()
@@ -385,6 +442,14 @@ def evaluate(
         )
     ]
     sections += scored.sections
+    if variants:
+        metrics["variants"] = variants
+        sections.append(
+            (
+                "Variants (blocks swapped, same data)",
+                variants_table(model_info["name"], scored.summary, variants),
+            )
+        )
     if baselines and baseline_key:
         entry = load_baselines(baselines, baseline_key)
         metrics["baselines"] = {"file": str(baselines), "key": baseline_key, **entry}

@@ -266,6 +266,8 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
     flat |= {
         "backchannel_accuracy": bc["accuracy"],
         "response_latency_ms": metrics["response_latency_ms"],
+        "median_response_offset_ms": metrics["assistant_turn_taking"]["median_offset_ms"],
+        "user_median_offset_ms": metrics["user_turn_taking"]["median_offset_ms"],
         f"assistant_precision@{primary}": metrics["assistant_turn_taking"]["at_k"][primary]["precision"],
     }
     latency_records = [r for r in records if "first_packet_s" in r]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,24 @@ import yaml
 from minmo_lightning.cli import lightning_main, main
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
-CHAIN = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft")
+CHAIN = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft", "stage4_duplex")
 
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
-    args = ["synth-data", "--out", str(out), "--size", "tiny", "--tasks", "asr,emotion", "--workers", "1"]
+    args = [
+        "synth-data",
+        "--out",
+        str(out),
+        "--size",
+        "tiny",
+        "--tasks",
+        "asr,emotion,duplex",
+        "--workers",
+        "1",
+    ]
+    args += ["--duplex-min-seconds", "6", "--duplex-max-seconds", "9"]
     assert main(args) == 0
     return out
 
@@ -35,7 +47,8 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     data = recipe["data"]["init_args"]
     for source in data.get("datamodules", [recipe["data"]]):  # a mixture lists its sources
         task = Path(source["init_args"]["path"]).name
-        source["init_args"].update({"path": str(corpus / task), "max_seconds_per_batch": 8.0})
+        budget = 40.0 if task == "duplex" else 8.0  # a two-channel session of up to 9 s counts 18 s
+        source["init_args"].update({"path": str(corpus / task), "max_seconds_per_batch": budget})
     recipe["model"]["init_args"]["voice_encoder"]["init_args"]["cmvn_file"] = str(corpus / "asr" / "am.mvn")
     recipe["model"]["init_args"]["max_new_tokens"] = 4
     path = runs / f"{name}.yaml"
@@ -53,7 +66,21 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path) -> None:
         if previous is not None:
             assert state["hyper_parameters"]["init_checkpoint"] == str(previous)
         previous = checkpoint
-    assert any("lora_" in key for key in state["state_dict"]), "stage 1c trains LoRA adapters"
+    assert any(key.startswith("duplex_predictor.") for key in state["state_dict"]), (
+        "stage 4 adds the predictor"
+    )
+    assert not any("lora_" in key for key in state["state_dict"]), "stage 4 froze the LLM: 1c's LoRA merged"
+
+    recipe = yaml.safe_load((RECIPES.parent / "eval" / "duplex_builtin.yaml").read_text())
+    recipe["data"]["init_args"]["path"] = str(tiny_corpus / "duplex")
+    recipe["output_dir"] = str(tmp_path / "eval")
+    config = tmp_path / "duplex_eval.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    assert main(["evaluate", "--config", str(config), "--ckpt", str(previous)]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"assistant_f1@240", "backchannel_accuracy"} <= set(metrics["summary"])
+    assert set(metrics["variants"]) == {"vad"} and "assistant_f1@240" in metrics["variants"]["vad"]
+    assert "Variants" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_path: Path) -> None:
