@@ -2,8 +2,12 @@
 
 1. synthesize the corpus (``minmo synth-data``) unless it is there;
 2. train the tiny voice encoder alone (CTC + rich heads: ``recipes/components/voice_encoder_ctc.yaml``);
-3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a;
-4. score ASR and the emotion proxy on the test splits (``minmo evaluate``) and print where the reports are.
+3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a, then
+   tiny stage 4 (``recipes/tiny/stage4_duplex.yaml``: the duplex predictor, from stage 1c);
+4. score ASR and the emotion proxy (stage 1c) and duplex turn-taking (stage 4, beside the VAD baseline) on
+   the test splits (``minmo evaluate``);
+5. converse: ``minmo chat`` on a few test dialogues (assistant channel, event log, timeline per dialogue);
+   print where the reports are.
 
 Every step is skipped when its output exists, so an interrupted demo resumes where it stopped.
 ``--quick`` shrinks everything to a smoke run of a few minutes.
@@ -16,7 +20,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
-STAGES = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft")
+STAGES = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft", "stage4_duplex")
+#: test dialogues ``minmo chat`` talks through at the end
+CHATS = 3
 DATA = Path(
     "data/builtin"
 )  # where the tiny and eval recipes read the corpus (relative to the working directory)
@@ -88,11 +94,38 @@ def main(argv: list[str] | None = None) -> int:
     from minmo_lightning.evaluation.cli import main as evaluate
 
     limit = ["--limit", "2"] if args.quick else []
+    speech_to_text = runs / "stage1c" / "checkpoints" / "last.ckpt"
     reports = []
-    for task in ("asr", "emotion"):
+    for task, checkpoint in (("asr", speech_to_text), ("emotion", speech_to_text), ("duplex", previous)):
         report = runs / f"eval-{task}"
         config = recipe(f"eval/{task}_builtin.yaml")
-        evaluate(["--config", config, "--ckpt", str(previous), "--out", str(report), *limit])
+        evaluate(["--config", config, "--ckpt", str(checkpoint), "--out", str(report), *limit])
         reports.append(str(report / "report.md"))
-    print(f"demo finished in {(time.time() - started) / 60:.1f} min; reports: {', '.join(reports)}")
+    chats = converse(previous, runs / "chat", 1 if args.quick else CHATS)
+    print(
+        f"demo finished in {(time.time() - started) / 60:.1f} min; reports: {', '.join(reports)}; "
+        f"dialogues (output.wav, events.json, timeline.png): {chats}"
+    )
     return 0
+
+
+def converse(checkpoint: Path, out: Path, count: int) -> Path:
+    """``minmo chat`` on the first ``count`` test dialogues of the duplex corpus: ``out/<id>/``."""
+    import soundfile
+    from datasets import load_from_disk
+
+    from minmo_lightning.chat import chat_file, load_model
+    from minmo_lightning.datamodules.audio import decode_audio
+    from minmo_lightning.duplex import DuplexSession
+
+    session = DuplexSession(load_model(str(checkpoint), "cpu"))
+    test = load_from_disk(str(DATA / "duplex"))["test"]
+    for row in test.select(range(min(count, len(test)))):
+        folder = out / row["id"]
+        if (folder / "events.json").is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        wave, rate = decode_audio(row["user_audio"], target_rate=16000)
+        soundfile.write(str(folder / "input.wav"), wave, rate)
+        chat_file(session, folder / "input.wav", folder)
+    return out

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from minmo_lightning import demo
 from minmo_lightning.cli import lightning_main, main
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
@@ -56,7 +57,7 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     return path
 
 
-def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path) -> None:
+def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     previous = None
     for name in CHAIN:
         lightning_main(["fit", "--config", str(_recipe(name, tiny_corpus, tmp_path))])
@@ -81,6 +82,11 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path) -> None:
     assert {"assistant_f1@240", "backchannel_accuracy"} <= set(metrics["summary"])
     assert set(metrics["variants"]) == {"vad"} and "assistant_f1@240" in metrics["variants"]["vad"]
     assert "Variants" in (tmp_path / "eval" / "report.md").read_text()
+
+    monkeypatch.setattr(demo, "DATA", tiny_corpus)  # the demo converses over the corpus's test dialogues
+    chats = demo.converse(previous, tmp_path / "chat", 1)
+    (dialogue,) = [p for p in chats.iterdir() if p.is_dir()]
+    assert {"input.wav", "output.wav", "events.json", "timeline.png"} <= {p.name for p in dialogue.iterdir()}
 
 
 def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_path: Path) -> None:
