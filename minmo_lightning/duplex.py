@@ -28,7 +28,6 @@ as in training), so memory and the cost per chunk stay flat over hours.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,7 @@ from minmo_lightning.contracts import AudioBatch, DuplexFrames, SequenceBatch
 from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.listening import Listener
 from minmo_lightning.prompts import SPEECH_TASKS
-from minmo_lightning.streaming import ResponseChunk, SpeechResponder
+from minmo_lightning.streaming import BlockClock, ResponseChunk, SpeechResponder
 
 if TYPE_CHECKING:
     from minmo_lightning.model import MinMo
@@ -60,7 +59,8 @@ class DuplexEvent:
     Kinds: ``decision`` (value: the class name; only the ones that are not ``keep_listening``),
     ``turn_start`` / ``turn_end`` (value: the text the assistant spoke, on ``turn_end``), ``interrupted``,
     ``text`` (value: the text of the tokens written), ``speech`` (value: the speech token ids),
-    ``audio`` (value: the number of samples made).
+    ``audio`` (value: the number of samples made), ``voice_chunk`` (value: the seconds each block of the
+    speak path spent on one voice-decoder step: llm, output_projector, voice_token_lm, token2wav).
     """
 
     kind: str
@@ -72,12 +72,14 @@ class DuplexEvent:
 
 @dataclass
 class SessionStep:
-    """One pushed chunk's outcome: its events, the predictor's decisions [B, n] and the assistant channel for
-    the chunk ([B, chunk samples] at the token2wav rate; None when the model has no token2wav)."""
+    """One pushed chunk's outcome: its events, the predictor's decisions [B, n], the assistant channel for
+    the chunk ([B, chunk samples] at the token2wav rate; None when the model has no token2wav) and the
+    wall-clock seconds each part of the session spent on it (listen, llm, predictor, speak)."""
 
     events: list[DuplexEvent]
     decisions: Tensor
     audio: AudioBatch | None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,11 +171,13 @@ class DuplexSession:
     @torch.no_grad()
     def push(self, chunk: AudioBatch) -> SessionStep:
         """Feed ``chunk_samples`` of user audio per row; returns what the session did in that time."""
-        started = time.perf_counter()
+        clock = BlockClock(self.device)
         start, end = self.seconds, self.seconds + self.listener.chunk_seconds
         frames = self.listener.step(chunk, self.listen_state)
+        clock.mark("listen")
         timed = self.listener.chunk_frames
         hidden = self._append(frames, timed)
+        clock.mark("llm")
         speaking = torch.tensor(
             [r is not None and r.chunks is not None for r in self.responses], device=self.device
         )
@@ -185,6 +189,7 @@ class DuplexSession:
             ),
             self.predictor_state,
         ).decisions()
+        clock.mark("predictor")
         if self.decision_hook is not None:
             decisions = self.decision_hook(decisions, end)
         audio = self._play()  # what was made before: it played while this chunk was heard
@@ -200,11 +205,12 @@ class DuplexSession:
                 elif decision == STOP_SPEAKING and self.responses[row] is not None:
                     events += self._end_response(row, at, interrupted=True)
         self._generate(events, end)
+        clock.mark("speak")
         self.seconds = end
-        spent = time.perf_counter() - started
+        spent = clock.elapsed()
         for event in events:
             event.compute_seconds = spent
-        return SessionStep(events, decisions, audio)
+        return SessionStep(events, decisions, audio, clock.take())
 
     def _append(self, frames: SequenceBatch, timed: int) -> Tensor:
         """Append each row's pending text, then its new frames, to the LLM context; the states at the timed
@@ -284,6 +290,7 @@ class DuplexSession:
                 if chunk is None:
                     response.done = True
                     break
+                events.append(DuplexEvent("voice_chunk", row, end, 0.0, chunk.timings))
                 ids = chunk.text.tokens[0, : int(chunk.text.lengths[0])].tolist()
                 response.text_ids += ids
                 if ids:

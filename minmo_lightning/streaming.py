@@ -146,7 +146,7 @@ class SpeechResponder:
             return ResponseChunk(tokens, speech, audio, state.finished.clone(), clock.elapsed(), clock.take())
 
         # the prompt is prefilled: the first text token is sampled from here on
-        clock = _Clock(inputs_embeds.device)
+        clock = BlockClock(inputs_embeds.device)
 
         for step in text:
             clock.mark("llm")
@@ -164,7 +164,7 @@ class SpeechResponder:
         )
 
 
-class _Clock:
+class BlockClock:
     """Wall-clock seconds per block since the last chunk, and since the clock started.
 
     On CUDA it waits for the queued kernels before reading the time: a block's time is when its output
