@@ -178,3 +178,22 @@ def fdb_timeline_png(per_sample: Sequence[dict], task: str, path: Path, max_samp
     ax.set_ylabel("sample")
     ax.set_title(f"Full-Duplex-Bench {task}: model speech per sample")
     return _save(fig, path)
+
+
+def threshold_curve_png(sweep: Sequence[dict], path: Path, f1_label: str) -> Path:
+    """F1 and median onset offset against the respond threshold (two y axes)."""
+    fig, axis = plt.subplots(figsize=(6, 3.2))
+    thresholds = [r["threshold"] for r in sweep]
+    axis.plot(thresholds, [r["f1"] for r in sweep], marker="o", color="tab:blue")
+    axis.set_xlabel("respond threshold")
+    axis.set_ylabel(f1_label, color="tab:blue")
+    offsets = axis.twinx()
+    offsets.plot(
+        thresholds,
+        [np.nan if r["median_offset_ms"] is None else r["median_offset_ms"] for r in sweep],
+        marker="s",
+        color="tab:orange",
+    )
+    offsets.set_ylabel("median offset (ms)", color="tab:orange")
+    axis.set_title("take-over against latency")
+    return _save(fig, path)

@@ -270,12 +270,84 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         "user_median_offset_ms": metrics["user_turn_taking"]["median_offset_ms"],
         f"assistant_precision@{primary}": metrics["assistant_turn_taking"]["at_k"][primary]["precision"],
     }
+    if all("respond_probability" in r for r in records):
+        sweep = respond_threshold_sweep(dialogues, records, settings)
+        metrics["respond_threshold_sweep"] = sweep
+        sections.append(
+            ("Respond threshold: take-over against latency", _sweep_section(sweep, settings, out_dir))
+        )
     latency_records = [r for r in records if "first_packet_s" in r]
     if latency_records:
         extra = latency_report(latency_records, {}, out_dir)
         metrics["latency"] = extra.metrics
         sections += extra.sections
     return Scored(flat, metrics, list(records), sections)
+
+
+#: respond thresholds the duplex report sweeps when the predictions carry probabilities
+SWEEP_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def respond_threshold_sweep(dialogues: list[DuplexRecord], records: list[dict], settings: dict) -> list[dict]:
+    """Assistant turn-taking at each respond threshold: decide ``respond`` where its probability reaches it
+    (``stop_speaking`` decisions kept), scored like the model's own decisions."""
+    rows = []
+    primary = str(max(settings["tolerances"]))
+    for threshold in settings.get("respond_thresholds", SWEEP_THRESHOLDS):
+        moved = []
+        for dialogue, record in zip(dialogues, records):
+            predicted = np.asarray(dialogue.predicted)
+            respond = np.asarray(record["respond_probability"])[: len(predicted)] >= threshold
+            labels = np.where(predicted == 2, 2, np.where(respond, 1, 0))
+            moved.append(
+                DuplexRecord(dialogue.id, dialogue.reference, labels.tolist(), dialogue.backchannels)
+            )
+        scored = score_duplex(
+            moved,
+            settings["tolerances"],
+            settings["tolerance_unit"],
+            settings["frame_ms"],
+            settings["window"],
+        )
+        assistant = scored["assistant_turn_taking"]
+        rows.append(
+            {
+                "threshold": threshold,
+                "f1": assistant["at_k"][primary]["f1"],
+                "precision": assistant["at_k"][primary]["precision"],
+                "recall": assistant["at_k"][primary]["recall"],
+                "predicted_events": assistant["n_predicted_events"],
+                "median_offset_ms": assistant["median_offset_ms"],
+            }
+        )
+    return rows
+
+
+def _sweep_section(sweep: list[dict], settings: dict, out_dir: Path) -> str:
+    primary = max(settings["tolerances"])
+    table = md_table(
+        [
+            "respond threshold",
+            f"F1@{primary}",
+            "precision",
+            "recall",
+            "predicted turns",
+            "median offset (ms)",
+        ],
+        [
+            [
+                r["threshold"],
+                r["f1"],
+                r["precision"],
+                r["recall"],
+                r["predicted_events"],
+                _ms(r["median_offset_ms"]),
+            ]
+            for r in sweep
+        ],
+    )
+    curve = plots.threshold_curve_png(sweep, out_dir / "respond_threshold.png", f"F1@{primary}")
+    return table + "\n\n" + image(curve, "F1 and median offset against the respond threshold")
 
 
 # --------------------------------------------------------------------------------------- latency

@@ -78,10 +78,19 @@ class DuplexTraining:
         return self.duplex_predictor.frame_loss(output, labels), {"frame_acc": accuracy}
 
     def predict_turn_taking(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Duplex sessions: the predictor's decision per user-audio frame."""
+        """Duplex sessions: the predictor's decision per user-audio frame, and its respond probability (the
+        report moves the respond threshold over it: take-over rate against latency)."""
         frames, _ = self.duplex_frames(batch)
-        decisions = self.duplex_predictor(frames).decisions()
+        output = self.duplex_predictor(frames)
+        respond = output.probabilities()[..., self.duplex_predictor.CLASSES.index("respond")]
         return [
-            {"id": i, "task": "duplex", "predicted_labels": row[:n].tolist()}
-            for i, row, n in zip(batch["ids"], decisions, frames.hidden.lengths.tolist())
+            {
+                "id": i,
+                "task": "duplex",
+                "predicted_labels": row[:n].tolist(),
+                "respond_probability": [round(p, 4) for p in probability[:n].tolist()],
+            }
+            for i, row, probability, n in zip(
+                batch["ids"], output.decisions(), respond, frames.hidden.lengths.tolist()
+            )
         ]

@@ -138,6 +138,32 @@ def test_duplex_and_latency_predictions(tmp_path):
     assert png_ok(tmp_path / "dx" / "timeline.png") and png_ok(tmp_path / "dx" / "onset_offsets.png")
     assert png_ok(tmp_path / "dx" / "latency_histograms.png")
 
+    # respond probabilities: the report sweeps the threshold (0.5 finds the turn on time, 0.9 misses it,
+    # 0.2 answers a frame early and once more where the reference has no turn)
+    swept = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {
+                "id": "s1",
+                "reference_labels": [0, 0, 0, 1, 1, 0, 0, 0],
+                "predicted_labels": [0, 0, 0, 1, 1, 0, 0, 0],
+                "respond_probability": [0.0, 0.0, 0.3, 0.6, 0.6, 0.0, 0.3, 0.0],
+            }
+        ],
+    )
+    m = evaluate(
+        "duplex",
+        tmp_path / "sw",
+        {"tolerances": [0], "respond_thresholds": [0.2, 0.5, 0.9]},
+        predictions=swept,
+        progress=False,
+    )
+    by_threshold = {r["threshold"]: r for r in m["metrics"]["respond_threshold_sweep"]}
+    assert by_threshold[0.5]["f1"] == 1.0 and by_threshold[0.5]["predicted_events"] == 1
+    assert by_threshold[0.9]["predicted_events"] == 0 and by_threshold[0.2]["predicted_events"] == 2
+    assert by_threshold[0.2]["f1"] == 0.0
+    assert png_ok(tmp_path / "sw" / "respond_threshold.png")
+
     lat = write_jsonl(
         tmp_path / "l.jsonl",
         [
