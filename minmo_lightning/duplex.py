@@ -144,6 +144,7 @@ class DuplexSession:
         self.reset()
 
     # ---- state -------------------------------------------------------------------------------------
+    @torch.no_grad()
     def reset(self) -> None:
         """Start every conversation afresh."""
         batch, llm = self.batch_size, self.model.llm
