@@ -28,6 +28,14 @@ TOOLS: dict[str, tuple[str, str]] = {
         "minmo_lightning.chat:main",
         "talk to a checkpoint in full duplex: a WAV in, the assistant channel out",
     ),
+    "fdb-build": (
+        "minmo_lightning.evaluation.fdb_builtin:main",
+        "cut Full-Duplex-Bench sample folders from the built-in duplex corpus",
+    ),
+    "asr-judge": (
+        "minmo_lightning.evaluation.asr_judge:main",
+        "write FDB's output.json (timed words) from every output.wav with a CTC voice encoder",
+    ),
     "export": ("minmo_lightning.export:main", "write per-block safetensors folders from a checkpoint"),
     "demo": ("minmo_lightning.demo:main", "build the corpus and train the tiny pipeline end to end"),
 }
