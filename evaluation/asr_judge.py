@@ -239,7 +239,12 @@ def judge_root(root: str | Path, encoder) -> tuple[int, int]:
     for folder in folders:
         if _newer(folder / "output.json", folder / "output.wav"):
             continue
-        judge_folder(encoder, folder)
+        try:
+            judge_folder(encoder, folder)
+        except JudgeError:
+            raise
+        except (ValueError, RuntimeError) as error:  # unreadable audio, longer than the encoder takes...
+            raise JudgeError(f"{folder}: {error}") from error
         judged += 1
     return judged, len(folders) - judged
 

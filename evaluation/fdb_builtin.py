@@ -8,10 +8,11 @@
 ``OUT/<task>/<session id>-<nn>/input.wav`` is the user channel (16 kHz mono) of one cut, beside the metadata
 ``evaluation/fdb.py`` reads for that task; ``OUT/backchannel/icc_gt_distribution.json`` holds the backchannel
 ground truth; ``OUT/manifest.json`` records, per sample, the session, the cut on the session's timeline and
-the session's events inside it (on the cut's timeline), plus how many events each task left out and why. Where each cut
-starts and ends, and how that differs from FDB's recordings, is in ``fdb_cuts``. The same corpus and split
-always give the same folders (the rules draw nothing at random). A task whose events the split never has is
-an error that names the event type; so is a missing column.
+the session's events inside it (on the cut's timeline), and the events each task left out (by the id their
+sample would have had) and why. Where each cut starts and ends, and how that differs from FDB's recordings,
+is in ``fdb_cuts``. The same corpus and split always give the same folders (the rules draw nothing at
+random). A task whose events the split never has is an error that names the event type; so is a missing
+column.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from minmo_lightning.evaluation.fdb_cuts import (
     Cut,
     LeftOut,
     SessionEvents,
+    Span,
 )
 
 SAMPLE_RATE = 16000
@@ -77,22 +79,25 @@ def check_events(sessions, tasks: list[str], where: str) -> None:
                 )
 
 
+def _in_cut(span: Span, cut: Cut) -> bool:
+    """A span overlaps the cut; an instant (``turn_end``, ``barge_in``) lies in it, ends included."""
+    if span.start == span.end:
+        return cut.start <= span.start <= cut.end
+    return span.end > cut.start and span.start < cut.end
+
+
 def _events_inside(session: SessionEvents, cut: Cut) -> list[dict]:
-    """The session's events that overlap the cut, on the cut's timeline (clipped to it); an instant
-    (``turn_end``, ``barge_in``) counts when it lies in the cut, ends included."""
-    inside = []
-    for span in session.spans:
-        instant = span.start == span.end
-        if (
-            (cut.start <= span.start <= cut.end)
-            if instant
-            else (span.end > cut.start and span.start < cut.end)
-        ):
-            start, end = max(span.start, cut.start) - cut.start, min(span.end, cut.end) - cut.start
-            inside.append(
-                {"type": span.kind, "start": round(start, 4), "end": round(end, 4), "text": span.text}
-            )
-    return inside
+    """The session's events in the cut, on the cut's timeline (clipped to it)."""
+    return [
+        {
+            "type": span.kind,
+            "start": round(max(span.start, cut.start) - cut.start, 4),
+            "end": round(min(span.end, cut.end) - cut.start, 4),
+            "text": span.text,
+        }
+        for span in session.spans
+        if _in_cut(span, cut)
+    ]
 
 
 def _write_sample(folder: Path, wave: np.ndarray, cut: Cut) -> None:
@@ -131,17 +136,17 @@ def build(
     out = Path(out)
     _prepare(out, tasks, overwrite)
     samples: dict[str, list[dict]] = {name: [] for name in tasks}
-    left_out: dict[str, dict[str, int]] = {name: {} for name in tasks}
+    left_out: dict[str, dict[str, list[str]]] = {name: {} for name in tasks}
     gt: dict[str, list[float]] = {}
     for row in sessions:
         wave, _ = decode_audio(row["user_audio"], target_rate=SAMPLE_RATE)
         session = SessionEvents(row["id"], row["events"], len(wave) / SAMPLE_RATE)
         for name in tasks:
             for cut in CUT_TASKS[name].cuts(session):
-                if isinstance(cut, LeftOut):
-                    left_out[name][cut.reason] = left_out[name].get(cut.reason, 0) + 1
-                    continue
                 sample_id = f"{session.id}-{cut.number:02d}"
+                if isinstance(cut, LeftOut):
+                    left_out[name].setdefault(cut.reason, []).append(sample_id)
+                    continue
                 _write_sample(out / name / sample_id, wave, cut)
                 if cut.gt_distribution is not None:
                     gt[sample_id] = cut.gt_distribution
@@ -182,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         manifest = build(args.data, args.split, args.out, tasks, args.overwrite)
-    except FDBBuildError as error:
+    except ValueError as error:  # FDBBuildError, or a session whose events are not a built-in timeline
         print(f"minmo fdb-build: {error}", file=sys.stderr)
         return 2
     for name, count in manifest["counts"].items():
         reasons = manifest["left_out"][name]
-        note = "".join(f"; {n} left out: {reason}" for reason, n in reasons.items())
+        note = "".join(f"; {len(ids)} left out: {reason}" for reason, ids in reasons.items())
         print(f"{args.out / name}: {count} sample(s){note}")
     print(f"next: `minmo chat --ckpt CKPT --fdb-root {args.out}`, then `minmo asr-judge --root {args.out}`")
     return 0

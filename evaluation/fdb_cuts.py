@@ -3,9 +3,9 @@
 The model hears one channel only, the user's, so every cut holds the event of interest and nothing that only
 makes sense beside the assistant's own turn (a barge-in or a back-channel reacts to it). Times are session
 seconds here; ``Cut.files`` holds the FDB metadata with times on the cut's own timeline (0 = cut start),
-rounded to 0.1 ms like the events. A cut never starts or ends inside user speech: its lead-in is at most
-``LEAD`` s of the user's silence before the first speech it holds, and its tail runs to the next user speech
-(or back-channel), at most ``TAIL_MAX`` s after the event of interest.
+rounded to 0.1 ms like the events. A cut never starts or ends inside user speech: a lead-in is at most
+``LEAD`` s of the user's silence before the first speech the cut holds, and a tail runs to the next user
+speech (or back-channel), at most ``TAIL_MAX`` s after the event of interest.
 
 - **pause_handling**, one sample per ``pause`` event: from the lead-in before the piece the user pauses
   after, to the end of the piece that continues the turn (no tail, so a correct answer to the real turn end
@@ -38,8 +38,9 @@ Where this differs from FDB's real recordings:
 - FDB's backchannel task (ICC) plays a long user monologue and scores the model's *own* back-channels against
   the human listener's timing. MinMo never back-channels, so here the user back-channels (as the assistant
   speaks, which the input does not hold) and the figure is TOR, the rate at which the model takes a
-  back-channel for a turn (FDB v1.5's user back-channel case, scored with v1's backchannel rules). Freq and
-  JSD are computed against the user's own back-channel timing and mean little: expect freq ~0 and JSD ~1;
+  back-channel for a turn: FDB v1.5's user back-channel case scored with v1's backchannel rules, except that
+  v1.5's model is answering a question when the back-channel comes and ours hears nothing before it. Freq
+  and JSD are computed against the user's own back-channel timing and mean little: expect freq ~0, JSD ~1;
 - FDB's interruptions are one sentence spoken at a scripted time over the model's answer; ours are whole user
   turns (possibly with pauses) at the time the user barged in on the corpus assistant, whose answer the input
   does not hold; the model's own answer may end before, or start after, that time.
@@ -96,7 +97,6 @@ class Turn:
 class Cut:
     """One FDB sample: ``[start, end)`` of the session's user channel and its metadata files."""
 
-    task: str
     #: ordinal of the event of interest in its session (stable sample ids, whatever is left out)
     number: int
     start: float
@@ -174,7 +174,6 @@ class SessionEvents:
 class LeftOut:
     """An event of interest that gives no sample, and why."""
 
-    task: str
     number: int
     reason: str
 
@@ -188,10 +187,10 @@ def _on(start: float) -> Callable[[float], float]:
     return lambda t: round(t - start, 4)
 
 
-def _cut(task: str, number: int, start: float, end: float, tail: float | None, **rest) -> Cut | LeftOut:
+def _cut(number: int, start: float, end: float, tail: float | None, **rest) -> Cut | LeftOut:
     if tail is not None and tail < TAIL_MIN:
-        return LeftOut(task, number, SHORT_TAIL)
-    return Cut(task, number, round(start, 4), round(end, 4), None if tail is None else round(tail, 4), **rest)
+        return LeftOut(number, SHORT_TAIL)
+    return Cut(number, round(start, 4), round(end, 4), None if tail is None else round(tail, 4), **rest)
 
 
 def pause_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
@@ -200,7 +199,7 @@ def pause_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
         start = session.lead_in(before.start)
         at = _on(start)
         files = {"pause.json": [{"text": "[PAUSE]", "timestamp": [at(pause.start), at(pause.end)]}]}
-        yield _cut("pause_handling", number, start, after.end, None, files=files)
+        yield _cut(number, start, after.end, None, files=files)
 
 
 def turn_taking_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
@@ -210,7 +209,7 @@ def turn_taking_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
         at = _on(start)
         stamp = [at(turn.end), at(answer.start if answer else turn.end)]
         files = {"turn_taking.json": [{"text": "[TURN-TAKING]", "timestamp": stamp}]}
-        yield _cut("smooth_turn_taking", number, start, end, end - turn.end, files=files)
+        yield _cut(number, start, end, end - turn.end, files=files)
 
 
 def interruption_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
@@ -219,7 +218,7 @@ def interruption_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
         context = [t for t in session.turns if t.end <= interrupted.start + SAME_TIME][-1]
         interrupt = session.turn_starting(barge.start)
         if interrupt is None:
-            yield LeftOut("user_interruption", number, NO_INTERRUPTING_TURN)
+            yield LeftOut(number, NO_INTERRUPTING_TURN)
             continue
         start, end = session.lead_in(context.start), session.tail_end(interrupt.end)
         at = _on(start)
@@ -228,9 +227,7 @@ def interruption_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
             "interrupt": interrupt.text,
             "timestamp": [at(barge.start), at(interrupt.end)],
         }
-        yield _cut(
-            "user_interruption", number, start, end, end - interrupt.end, files={"interrupt.json": [meta]}
-        )
+        yield _cut(number, start, end, end - interrupt.end, files={"interrupt.json": [meta]})
 
 
 def backchannel_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
@@ -241,9 +238,7 @@ def backchannel_cuts(session: SessionEvents) -> Iterator[Cut | LeftOut]:
         start, end = answer.start, session.tail_end(inside[-1].end)
         at = _on(start)
         gt = backchannel_histogram([(at(b.start), at(b.end)) for b in inside], round(end - start, 4))
-        yield _cut(
-            "backchannel", number, start, end, end - inside[-1].end, files={}, gt_distribution=gt.tolist()
-        )
+        yield _cut(number, start, end, end - inside[-1].end, files={}, gt_distribution=gt.tolist())
 
 
 @dataclass(frozen=True)
