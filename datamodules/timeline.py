@@ -135,7 +135,7 @@ def build_session(
     t = rng.uniform(0.3, 1.0)
     end_time = t
     barged_in = False
-    while t < target or not events:
+    while t < target or barged_in or not events:  # a barge-in always gets the user turn it opens
         # ---- the user's turn: 1-3 pieces; all but the last end in a comma (continuation intonation)
         exchanges = [draw_exchange(rng)]
         if rng.random() < config.multi_piece_prob:

@@ -173,6 +173,9 @@ def test_sessions_follow_the_minmo_rules():
             assert config.stop_latency[0] - 1e-3 <= stop - barge["start"] <= config.stop_latency[1] + 1e-3
             after = session.assistant[int((stop + 0.01) * 16000) : int((stop + 0.3) * 16000)]
             assert np.abs(after).max(initial=0) == 0, "the assistant stops after a barge-in"
+            assert any(
+                e["type"] == "user_speech" and abs(e["start"] - barge["start"]) < 1e-3 for e in events
+            ), "a barge-in is the start of a user turn"
         for channel in (e for e in events if e["type"] == "backchannel"):
             reply = next(r for r in replies if r["start"] < channel["start"] <= r["end"])
             assert channel["end"] < reply["end"], "a back-channel does not stop the assistant"
