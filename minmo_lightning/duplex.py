@@ -12,7 +12,8 @@ Push the user channel chunk by chunk (``push``); per chunk the session
    answer (LLM text -> 5:15 voice decoder -> token2wav) from the conversation so far; each chunk the
    session writes as much of it as the playback needs, and the assistant channel plays it on the input
    timeline. On ``stop_speaking`` (while speaking) the answer is dropped within the chunk; back-channels
-   come out as ``keep_listening`` and change nothing. When the assistant stops (finished or interrupted)
+   come out as ``keep_listening`` and change nothing. A decision acts where it starts (held over several
+   frames, it acts once). When the assistant stops (finished or interrupted)
    the text it spoke closes its turn in the context, so later turns see earlier ones.
 
 **One clock.** A chunk covers ``[t, t + chunk_seconds)`` of the input; whatever the session computes for it
@@ -155,6 +156,7 @@ class DuplexSession:
         self.recent = [self.header.new_zeros(0, self.header.shape[-1]) for _ in range(batch)]
         self.pending: list[list[int]] = [[] for _ in range(batch)]
         self.responses: list[_Response | None] = [None] * batch
+        self.last_decision = [KEEP_LISTENING] * batch
         self._rebuild()
 
     def _rebuild(self) -> Tensor:
@@ -199,8 +201,11 @@ class DuplexSession:
         for row in range(self.batch_size):
             for j, decision in enumerate(decisions[row].tolist()):
                 at = start + (j + 1) * frame_seconds
+                onset, self.last_decision[row] = decision != self.last_decision[row], decision
                 if decision != KEEP_LISTENING:
                     events.append(DuplexEvent("decision", row, at, 0.0, self.predictor.CLASSES[decision]))
+                if not onset:  # a decision held over several frames acts once
+                    continue
                 if decision == RESPOND and self.responses[row] is None:
                     events += self._start_response(row, at)
                 elif decision == STOP_SPEAKING and self.responses[row] is not None:
