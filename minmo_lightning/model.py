@@ -536,10 +536,4 @@ class MinMo(DuplexTraining, L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         verify_stage(self, self._rules)
-        config = OptimizerConfig(
-            learning_rate=self.hparams.learning_rate,
-            weight_decay=self.hparams.weight_decay,
-            warmup_steps=self.hparams.warmup_steps,
-            floor=0.1,
-        )
-        return configure_adamw(self, config)
+        return configure_adamw(self, OptimizerConfig.from_hparams(self.hparams, floor=0.1))

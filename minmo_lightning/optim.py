@@ -35,6 +35,13 @@ class OptimizerConfig:
     follow_timer: bool = False
     max_warmup_fraction: float | None = None
 
+    @classmethod
+    def from_hparams(cls, hparams: Any, **settings: Any) -> OptimizerConfig:
+        """A block's own ``learning_rate`` and, where it has them, ``weight_decay`` and ``warmup_steps``,
+        with the block's fixed ``settings`` (betas, floor, ...)."""
+        own = {k: hparams[k] for k in ("learning_rate", "weight_decay", "warmup_steps") if k in hparams}
+        return cls(**{**own, **settings})
+
 
 def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters in two groups: matrices decay, norms and biases do not."""

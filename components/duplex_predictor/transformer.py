@@ -178,11 +178,4 @@ class TransformerDuplexPredictor(DuplexPredictor):
             self.log(f"val/f1_{name}", value)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        config = OptimizerConfig(
-            learning_rate=self.hparams.learning_rate,
-            weight_decay=self.hparams.weight_decay,
-            betas=(0.9, 0.98),
-            warmup_steps=self.hparams.warmup_steps,
-            floor=0.1,
-        )
-        return configure_adamw(self, config)
+        return configure_adamw(self, OptimizerConfig.from_hparams(self.hparams, betas=(0.9, 0.98), floor=0.1))

@@ -240,14 +240,9 @@ class S3TokenizerV2(SpeechTokenizer):
         return token_perplexity(tokens, self.codebook_size)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        config = OptimizerConfig(
-            learning_rate=self.hparams.learning_rate,
-            weight_decay=0.01,
-            betas=(0.9, 0.98),
-            warmup_steps=self.hparams.warmup_steps,
-            floor=0.05,
+        return configure_adamw(
+            self, OptimizerConfig.from_hparams(self.hparams, betas=(0.9, 0.98), floor=0.05)
         )
-        return configure_adamw(self, config)
 
 
 def token_perplexity(tokens: Tensor, codebook_size: int) -> Tensor:

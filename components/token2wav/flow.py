@@ -411,7 +411,7 @@ class CosyVoice2Flow(Block):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW at a constant ``learning_rate``."""
-        return configure_adamw(self, OptimizerConfig(learning_rate=self.hparams.learning_rate, cosine=False))
+        return configure_adamw(self, OptimizerConfig.from_hparams(self.hparams, cosine=False))
 
     def _batch_loss(self, batch: dict[str, Any]) -> Tensor:
         if "speech_tokens" not in batch:

@@ -146,14 +146,8 @@ class SenseVoiceTraining:
 
     def configure_optimizers(self) -> dict[str, Any]:
         # the warmup never takes more than a tenth of the run; with `max_time` the cosine follows the clock
-        config = OptimizerConfig(
-            learning_rate=self.hparams.learning_rate,
-            weight_decay=self.hparams.weight_decay,
-            betas=(0.9, 0.98),
-            warmup_steps=self.hparams.warmup_steps,
-            floor=0.05,
-            follow_timer=True,
-            max_warmup_fraction=0.1,
+        config = OptimizerConfig.from_hparams(
+            self.hparams, betas=(0.9, 0.98), floor=0.05, follow_timer=True, max_warmup_fraction=0.1
         )
         return configure_adamw(self, config)
 

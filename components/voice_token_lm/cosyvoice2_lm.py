@@ -320,10 +320,7 @@ class CosyVoice2LM(VoiceTokenLM):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW: a linear warmup over ``warmup_steps``, then a constant rate."""
-        config = OptimizerConfig(
-            learning_rate=self.hparams.learning_rate, warmup_steps=self.hparams.warmup_steps, cosine=False
-        )
-        return configure_adamw(self, config)
+        return configure_adamw(self, OptimizerConfig.from_hparams(self.hparams, cosine=False))
 
     # ---- incremental decoding ----------------------------------------------------------------
     def init_state(self, batch_size: int, options: VoiceLMStreamOptions | None = None) -> VoiceLMState:
