@@ -67,9 +67,7 @@ def read_user_audio(path: Path) -> tuple[np.ndarray, str | None]:
 def load_model(checkpoint: str, device: str):
     from minmo_lightning.model import MinMo
 
-    model = MinMo.load_from_checkpoint(checkpoint, map_location=device)
-    model.configure_model()
-    return model.eval()
+    return MinMo.load_from_checkpoint(checkpoint, map_location=device).eval()  # Lightning configures it
 
 
 def converse(session: DuplexSession, wave: np.ndarray) -> tuple[np.ndarray, list[DuplexEvent], int]:
