@@ -281,6 +281,14 @@ class MinMo(DuplexTraining, L.LightningModule):
             self.llm.merge_lora()
         rank_zero_info(f"initialised {', '.join(sorted(loaded_slots))} from {path}")
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> MinMo:
+        """The checkpoint holds every weight, so the stage's own starting points (``init_checkpoint``,
+        ``init_blocks``) are not read again: a checkpoint loads on a machine that lacks them."""
+        kwargs.setdefault("init_checkpoint", None)
+        kwargs.setdefault("init_blocks", None)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def train(self, mode: bool = True) -> MinMo:
         """Frozen slots stay in eval mode (no dropout, fixed norm statistics) while the rest trains."""
         super().train(mode)

@@ -112,3 +112,15 @@ def test_fdb_root_runs_every_sample_and_resumes(checkpoint, tmp_path, capsys) ->
     assert all((tmp_path / "fdb" / n / "output.wav").is_file() for n in ("0", "1"))
     assert main(["--ckpt", str(checkpoint), "--fdb-root", str(tmp_path / "fdb")]) == 0
     assert "0 sample(s) written, 2 already had output.wav" in capsys.readouterr().out
+
+
+def test_a_checkpoint_loads_without_the_stage_it_started_from(checkpoint, tmp_path) -> None:
+    """A trained stage's checkpoint names its starting point (init_checkpoint); loading must not need it."""
+    from minmo_lightning.chat import load_model
+
+    state = torch.load(checkpoint, weights_only=False)
+    state["hyper_parameters"]["init_checkpoint"] = str(tmp_path / "gone" / "stage1c.ckpt")
+    moved = tmp_path / "moved.ckpt"
+    torch.save(state, moved)
+    model = load_model(str(moved), "cpu")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state["state_dict"].items())
