@@ -34,7 +34,7 @@ class DuplexTraining:
         ``cache_duplex_states`` (the frozen blocks give the same states every epoch).
         """
         listener, audio = self.listener, batch["user_audio"]
-        frames = int(batch["frame_labels"].shape[1])
+        label_width = int(batch["frame_labels"].shape[1])
         expected = -(-audio.lengths // round(listener.frame_seconds * audio.sample_rate))
         if bool(((batch["frame_lengths"].to(expected.device) - expected).abs() > 1).any()):
             raise ValueError(
@@ -51,7 +51,7 @@ class DuplexTraining:
             states = [self._duplex_states[i].to(self.device) for i in ids]
         label_counts = batch["frame_lengths"].tolist()
         counts = torch.tensor([min(len(s), n) for s, n in zip(states, label_counts)], device=self.device)
-        values = torch.nn.utils.rnn.pad_sequence([s[:frames] for s in states], batch_first=True)
+        values = torch.nn.utils.rnn.pad_sequence([s[:label_width] for s in states], batch_first=True)
         speaking = assistant_speaking(batch["events"], values.shape[1], listener.frame_seconds)
         hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device))
         return hidden, batch["frame_labels"][:, : values.shape[1]].to(self.device)
