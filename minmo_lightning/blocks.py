@@ -28,12 +28,15 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
+from minmo_lightning.checkpoint_assets import ASSETS_KEY, pack, restore_args
+from minmo_lightning.checkpoints import read_checkpoint
 from minmo_lightning.contracts import (
     IGNORE_INDEX,
     AudioBatch,
@@ -158,6 +161,36 @@ class Block(L.LightningModule, metaclass=_SlotContract):
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "init_args": {k: copy.deepcopy(v) for k, v in self.hparams.items() if not k.startswith("_")},
         }
+
+    # ---- portable checkpoints (see checkpoint_assets) -----------------------------------------
+    #: constructor arguments naming weights the block reads itself: not read again when a checkpoint holds them
+    weight_args: ClassVar[tuple[str, ...]] = ()
+
+    def checkpoint_assets(self) -> dict[str, Path]:
+        """Small files (or folders) named by constructor arguments and read when the block is built, by argument
+        name: the checkpoints that hold this block carry them."""
+        return {}
+
+    @classmethod
+    def restore_args(cls, init_args: dict[str, Any], assets: dict[str, Path]) -> dict[str, Any]:
+        """Constructor arguments that rebuild this block from a checkpoint holding its weights: asset arguments
+        name the unpacked copies, weight arguments are dropped."""
+        args = {**init_args, **{name: str(path) for name, path in assets.items()}}
+        return {**args, **{name: None for name in cls.weight_args if name in args}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A block trained alone carries its assets too (a composite packs those of its slots)."""
+        checkpoint[ASSETS_KEY] = {"": pack(self.checkpoint_assets())}
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Load a block trained alone from its checkpoint file only (see ``checkpoint_assets``)."""
+        checkpoint = read_checkpoint(checkpoint_path, mmap=True)
+        saved = dict(checkpoint.get("hyper_parameters") or {})
+        packed = (checkpoint.get(ASSETS_KEY) or {}).get("")
+        restored = restore_args(cls, {k: v for k, v in saved.items() if not k.startswith("_")}, packed)
+        changed = {k: v for k, v in restored.items() if saved.get(k) != v}
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**changed, **kwargs})
 
     # ---- lifecycle hooks ---------------------------------------------------------------------
     def configure_model(self) -> None:

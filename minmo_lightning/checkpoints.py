@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +14,10 @@ from torch import Tensor, nn
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys or shapes do not match the module: nothing was loaded."""
+
+
+class CheckpointReadError(ValueError):
+    """A file that is not a readable checkpoint (truncated by a killed save, corrupt, or another format)."""
 
 
 def _preview(keys: Iterable[str], limit: int = 20) -> str:
@@ -62,10 +69,38 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=False)  # Lightning .ckpt files hold hparams
+    state = read_checkpoint(path)
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     return dict(state)
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
+    """``torch.load`` onto the CPU (Lightning ``.ckpt`` files hold hyperparameters, hence not weights-only),
+    with one clear error naming the file when it is missing, truncated or not a torch checkpoint.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap for looking at a large checkpoint's metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    size = path.stat().st_size
+    archive = zipfile.is_zipfile(path)  # torch >= 1.6 writes zip archives; only those can be mapped
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and archive)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as error:
+        if size == 0:
+            cause = "the file is empty"
+        elif archive:
+            cause = str(error).split(". ")[0][:160]
+        elif path.open("rb").read(4) == b"PK\x03\x04":
+            cause = "a zip archive cut short: its index at the end is missing"
+        else:
+            cause = "not a torch zip archive, nor an old-style pickle"
+        raise CheckpointReadError(
+            f"{path} ({size:,} bytes) is not a readable checkpoint: it is truncated or corrupt ({cause}). "
+            "A run killed while saving leaves such a file; use the previous checkpoint, or save it again"
+        ) from None
 
 
 def require_files(folder: str | Path, names: Iterable[str], what: str) -> Path:

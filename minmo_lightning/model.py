@@ -43,7 +43,13 @@ from minmo_lightning.blocks import (
     VoiceEncoder,
     VoiceTokenLM,
 )
-from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from minmo_lightning.checkpoint_assets import ASSETS_KEY, pack, restore_args
+from minmo_lightning.checkpoints import (
+    CheckpointMismatchError,
+    load_state_dict_strict,
+    read_checkpoint,
+    read_state_dict,
+)
 from minmo_lightning.contracts import (
     IGNORE_INDEX,
     AudioBatch,
@@ -281,10 +287,24 @@ class MinMo(DuplexTraining, L.LightningModule):
             self.llm.merge_lora()
         rank_zero_info(f"initialised {', '.join(sorted(loaded_slots))} from {path}")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[ASSETS_KEY] = {slot: pack(getattr(self, slot).checkpoint_assets()) for slot in self.slots}
+
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> MinMo:
-        """The checkpoint holds every weight, so the stage's own starting points (``init_checkpoint``,
-        ``init_blocks``) are not read again: a checkpoint loads on a machine that lacks them."""
+        """Load from the checkpoint file alone, from any directory: it holds every weight, so the stage's
+        starting points (``init_checkpoint``, ``init_blocks``) and the blocks' pretrained weights are not read
+        again, and it carries the small files its blocks are built from (``checkpoint_assets``)."""
+        checkpoint = read_checkpoint(checkpoint_path, mmap=True)
+        saved = checkpoint.get("hyper_parameters") or {}
+        assets = checkpoint.get(ASSETS_KEY) or {}
+        for slot, base in SLOT_TYPES.items():
+            spec = saved.get(slot)
+            if slot in kwargs or not isinstance(spec, Mapping) or "class_path" not in spec:
+                continue
+            block_class = resolve_class(spec["class_path"], base, what=slot)
+            init_args = restore_args(block_class, spec.get("init_args") or {}, assets.get(slot))
+            kwargs[slot] = {"class_path": spec["class_path"], "init_args": init_args}
         kwargs.setdefault("init_checkpoint", None)
         kwargs.setdefault("init_blocks", None)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

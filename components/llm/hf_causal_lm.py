@@ -8,6 +8,7 @@ weights come from a user's local folder (``path``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,9 +128,12 @@ class HFCausalLM(LLMBackbone):
 
     # ---- construction -----------------------------------------------------------------------
     def _transformers_config(self, from_folder: bool = False) -> Any:
-        """The recipe's ``config`` when given (no disk access), else the folder's; ``from_folder`` checks both agree."""
+        """The built model's, else the recipe's ``config`` (no disk access), else the folder's; ``from_folder``
+        checks the recipe's and the folder's agree."""
         from transformers import AutoConfig
 
+        if self.model is not None and not from_folder:
+            return self.base_model.config
         if self.hparams.config is not None and not from_folder:
             values = dict(self.hparams.config)
             return AutoConfig.for_model(values.pop("model_type"), **values)
@@ -179,6 +183,24 @@ class HFCausalLM(LLMBackbone):
         self.hparams.config = None
         self.model = None
         self.configure_model()
+
+    # ---- portable checkpoints ---------------------------------------------------------------
+    def checkpoint_assets(self) -> dict[str, Path]:
+        """The model folder's config and tokenizer (its weights are in the state dict), and a separate
+        tokenizer folder; the builtin tokenizer ships with the package."""
+        folders = {"path": self.hparams.path, "tokenizer_path": self.hparams.tokenizer_path}
+        return {k: Path(v) for k, v in folders.items() if v is not None and v != TINY_TOKENIZER}
+
+    @classmethod
+    def restore_args(cls, init_args: dict[str, Any], assets: dict[str, Path]) -> dict[str, Any]:
+        """Build the architecture from the folder's ``config.json`` instead of loading its weights again."""
+        args = super().restore_args(init_args, assets)
+        if args.get("path") is not None:
+            folder = Path(args["path"])
+            args["config"] = json.loads((folder / "config.json").read_text())
+            args["tokenizer_path"] = args.get("tokenizer_path") or str(folder)
+            args["path"] = None
+        return args
 
     # ---- the slot contract ------------------------------------------------------------------
     @property

@@ -69,6 +69,7 @@ class CosyVoice2Token2Wav(Token2Wav):
 
     sample_rate: int = 24000
     token_rate: float = 25.0
+    weight_args = ("pretrained_path",)
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "cosyvoice2-0.5b": COSYVOICE2_TOKEN2WAV,
         "tiny": {**COSYVOICE2_TOKEN2WAV, "flow": TINY_FLOW, "vocoder": "griffin_lim"},

@@ -19,6 +19,7 @@ The block's other jobs live beside it: ``sensevoice_loading`` (the official fold
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from minmo_lightning.components.voice_encoder.ctc import greedy_ctc
@@ -198,6 +199,13 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         if cmvn_file is not None:
             self.frontend.set_cmvn(load_cmvn(cmvn_file))
         self._metrics = nn.ModuleDict()  # per evaluation split, made on first use (SenseVoiceTraining)
+
+    def checkpoint_assets(self) -> dict[str, Path]:
+        """The CMVN statistics and a sentencepiece model are read at build time and are not weights."""
+        assets = {"cmvn_file": self.hparams.cmvn_file}
+        if self.hparams.tokenizer not in (None, "char"):
+            assets["tokenizer"] = self.hparams.tokenizer
+        return {name: Path(path) for name, path in assets.items() if path is not None}
 
     # ---- inputs -------------------------------------------------------------------------------
     def _set_tokenizer(self, tokenizer: Tokenizer | None) -> None:

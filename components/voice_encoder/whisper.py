@@ -47,6 +47,7 @@ class WhisperEncoder(VoiceEncoder):
     """Whisper encoder: 16 kHz audio -> log-mel (10 ms) -> two convs (stride 2) -> 50 Hz frames."""
 
     sample_rate = 16000
+    weight_args = ("pretrained_path",)
     presets = {
         "whisper-large-v3": WHISPER_LARGE_V3,
         "tiny": {

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from minmo_lightning.components.llm.hf_causal_lm import TINY_TOKENIZER
 from torch import Tensor, nn
 
 from minmo_lightning.blocks import VoiceTokenLM
@@ -80,7 +81,7 @@ TINY = {
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
     },
-    "tokenizer_path": "builtin:tiny-tokenizer",
+    "tokenizer_path": TINY_TOKENIZER,
     "learning_rate": 1e-3,
     "warmup_steps": 0,
 }
@@ -100,6 +101,7 @@ class CosyVoice2LM(VoiceTokenLM):
     """CosyVoice2 ``Qwen2LM``: Qwen2 backbone + sos/task_id, speech embedding and decoder (llm.pt layout)."""
 
     presets = {"cosyvoice2-0.5b": COSYVOICE2_05B, "tiny": TINY}
+    weight_args = ("pretrained_path",)
 
     def __init__(
         self,
@@ -192,6 +194,11 @@ class CosyVoice2LM(VoiceTokenLM):
         if self.hparams.tokenizer_path is None:
             self.hparams.tokenizer_path = str(folder / TOKENIZER_FOLDER)
             self._tokenizer = None
+
+    def checkpoint_assets(self) -> dict[str, Path]:
+        """The Qwen tokenizer folder (the builtin tokenizer ships with the package)."""
+        path = self.hparams.tokenizer_path
+        return {} if path in (None, TINY_TOKENIZER) else {"tokenizer_path": Path(path)}
 
     @property
     def tokenizer(self) -> Any:
