@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from minmo_lightning.datamodules.audio import AudioError, decode_audio, probe_duration
-from minmo_lightning.datamodules.sampler import DurationBatchSampler
+from minmo_lightning.datamodules.sampler import DurationBatchSampler, ResumableLoader
 from minmo_lightning.datamodules.schema import resolve_columns
 from minmo_lightning.datamodules.sources import load_source
 from torch.utils.data import DataLoader
@@ -240,7 +240,7 @@ class SpeechDataModule(L.LightningDataModule):
         return self.skipped.setdefault("decode", Counter())
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, role: str, shuffle: bool) -> DataLoader:
+    def _loader(self, role: str, shuffle: bool) -> ResumableLoader:
         if role not in self.data:
             if not self.data:
                 raise RuntimeError("call setup() before asking for a dataloader")
@@ -254,7 +254,7 @@ class SpeechDataModule(L.LightningDataModule):
             seed=self.seed,
             on_epoch_end=lambda epoch, role=role: self.report(role, epoch),
         )
-        return DataLoader(
+        return ResumableLoader(
             data,
             sampler=sampler,
             batch_size=None,

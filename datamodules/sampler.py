@@ -8,15 +8,25 @@ the same number of steps and no item is dropped or repeated), and deal them out 
 It subclasses ``DistributedSampler`` so Lightning treats it as already rank-aware (it calls
 ``set_epoch`` on it instead of wrapping it in a sampler of its own). Use it as the DataLoader's
 ``sampler`` with ``batch_size=None``: each element it yields is a whole batch of indices.
+
+``ResumableLoader`` is that DataLoader made resumable mid-epoch: Lightning saves a loader's
+``state_dict`` in the checkpoint's loop state and, on ``--ckpt_path``, hands it back before the epoch
+continues. The state is the epoch, the seed and how many batches the loader has handed to the training
+loop (counted in the main process, not what workers prefetched); the resumed pass skips exactly those
+batches of the same plan, so the run sees the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
+
+log = logging.getLogger(__name__)
 
 
 def _world() -> tuple[int, int]:
@@ -96,6 +106,10 @@ class DurationBatchSampler(DistributedSampler):
         self.pool_size = pool_size
         self.on_epoch_end = on_epoch_end
         self._cache: tuple[int, list[np.ndarray]] | None = None
+        #: batches of the current pass handed out so far (``ResumableLoader`` counts them)
+        self.batches_done = 0
+        #: (epoch, batches to skip) from ``load_state_dict``, for the next pass over that epoch
+        self._resume_at: tuple[int, int] | None = None
 
     def _plan(self) -> list[np.ndarray]:
         if self._cache is not None and self._cache[0] == self.epoch:
@@ -120,7 +134,61 @@ class DurationBatchSampler(DistributedSampler):
         return len(self._plan())
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self._plan():
+        resume, self._resume_at = self._resume_at, None
+        self.batches_done = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        for batch in self._plan()[self.batches_done :]:
             yield batch.tolist()
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "batches_done": self.batches_done,
+            "batches_in_epoch": len(self),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next pass over ``state["epoch"]`` start after its first ``batches_done`` batches.
+
+        The epoch is set here too (the next one when that epoch was complete): a DataLoader with workers
+        starts drawing from the sampler as soon as Lightning creates its iterator, before Lightning sets
+        the epoch.
+        """
+        self.set_epoch(state["epoch"])
+        if state["seed"] != self.seed or state["batches_in_epoch"] != len(self):
+            log.warning(
+                "the checkpoint's batch plan (seed %d, %d batches in epoch %d) differs from this run's "
+                "(seed %d, %d batches): epoch %d resumes from its first batch, so batches before the "
+                "checkpoint are seen twice",
+                state["seed"],
+                state["batches_in_epoch"],
+                state["epoch"],
+                self.seed,
+                len(self),
+                self.epoch,
+            )
+            return
+        if state["batches_done"] >= len(self):  # that epoch was complete: the next pass is the next epoch
+            self.set_epoch(state["epoch"] + 1)
+            return
+        self._resume_at = (state["epoch"], state["batches_done"])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a ``DurationBatchSampler`` (``batch_size=None``) whose position Lightning
+    checkpoints (it is ``_Stateful``): see the module docstring."""
+
+    sampler: DurationBatchSampler
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in super().__iter__():
+            self.sampler.batches_done += 1  # handed out now, in the main process
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)

@@ -57,8 +57,14 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import RichProgressBar
 
+    from minmo_lightning.checkpoint_io import AtomicCheckpointIO
+
     # Lightning's default logger already writes CSV under default_root_dir (TensorBoard when installed).
-    trainer_defaults = {"callbacks": [lazy_instance(RichProgressBar)]}
+    # Checkpoints are replaced atomically: a kill while saving leaves the previous last.ckpt loadable.
+    trainer_defaults = {
+        "callbacks": [lazy_instance(RichProgressBar)],
+        "plugins": [lazy_instance(AtomicCheckpointIO)],
+    }
     return LightningCLI(
         L.LightningModule,
         L.LightningDataModule,
