@@ -21,7 +21,12 @@ import soxr
 
 
 class AudioError(ValueError):
-    """An audio value that cannot be used (unreadable, empty); loaders skip and count these."""
+    """An audio value that cannot be used (unreadable, empty, NaN/Inf samples); loaders skip and count
+    these. ``reason`` is the short key they are counted under."""
+
+    def __init__(self, message: str, reason: str = "unreadable_audio") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _source(value: Any, base_dir: str | Path | None) -> Any:
@@ -51,7 +56,11 @@ def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 def decode_audio(
     value: Any, target_rate: int | None = None, base_dir: str | Path | None = None
 ) -> tuple[np.ndarray, int]:
-    """Stored audio value -> (mono float32 waveform, sample rate), resampled to ``target_rate`` if given."""
+    """Stored audio value -> (mono float32 waveform, sample rate), resampled to ``target_rate`` if given.
+
+    Several channels are mixed down to their mean; clipped audio is kept as it is (clipped speech is
+    still speech). Raises ``AudioError`` for unreadable, empty (0 samples) or non-finite audio.
+    """
     if isinstance(value, dict) and value.get("array") is not None:
         wave = np.asarray(value["array"], dtype=np.float32)
         rate = value.get("sampling_rate")
@@ -66,7 +75,10 @@ def decode_audio(
             raise AudioError(f"unreadable audio: {error}") from error
         wave = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
     if wave.size == 0:
-        raise AudioError("empty audio (0 samples)")
+        raise AudioError("empty audio (0 samples)", "empty_audio")
+    bad = int(np.count_nonzero(~np.isfinite(wave)))
+    if bad:
+        raise AudioError(f"{bad} of {wave.size} samples are NaN or Inf", "non_finite_audio")
     if target_rate is not None:
         wave, rate = resample(np.ascontiguousarray(wave), int(rate), target_rate), target_rate
     return wave, int(rate)
@@ -76,7 +88,8 @@ def probe_duration(value: Any, base_dir: str | Path | None = None) -> float:
     """Duration in seconds from the header only (no decoding); raises ``AudioError`` if unreadable."""
     if isinstance(value, dict) and value.get("array") is not None:
         rate = value.get("sampling_rate") or 0
-        return len(value["array"]) / rate if rate else 0.0
+        samples = max(np.shape(value["array"]), default=0)  # [T], [C, T] or [T, C]
+        return samples / rate if rate else 0.0
     try:
         info = soundfile.info(_source(value, base_dir))
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:

@@ -3,10 +3,16 @@ duration-bucketed loaders, and the skip report.
 
 A subclass names its ``task`` (a key of ``schema.TASK_FIELDS``) and implements ``batch_fields``:
 the decoded rows of one planned batch -> the task's fields of the batch dict (see ``tasks.py``);
-``collate`` decodes the audio and puts the row ``ids`` first. Bad rows are screened once in ``setup``
-(missing/unreadable/empty audio, empty text, clips over ``max_duration``, labels outside the label
-set) and listed in ``skipped``; the counts are logged at the end of every epoch, so nothing
-disappears silently.
+``collate`` decodes the audio and puts the row ``ids`` first.
+
+Bad rows are skipped, counted and listed by id, never dropped silently and never a crash mid-epoch:
+``setup`` screens what it can without decoding (missing/unreadable/empty audio headers, empty text, clips
+over ``max_duration``, labels outside the label set); ``collate`` skips rows whose audio fails to decode
+or holds NaN/Inf samples (a batch then has fewer rows; a batch with none left is ``None``, which
+Lightning's training loop skips). Several channels are mixed down and other sample rates resampled;
+clipped audio is kept. Every skipped row is in ``skipped_rows`` (``skipped.py``) and, under a Trainer,
+in ``<default_root_dir>/skipped_rows.jsonl``; each epoch logs a warning per split with the count and the
+first ids. A split whose every row is skipped is an error in ``setup`` naming the source.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from datasets import Dataset
 from minmo_lightning.datamodules.audio import AudioError, decode_audio, probe_duration
 from minmo_lightning.datamodules.sampler import DurationBatchSampler, ResumableLoader
 from minmo_lightning.datamodules.schema import resolve_columns
+from minmo_lightning.datamodules.skipped import SKIPPED_KEY, SkipLedger
 from minmo_lightning.datamodules.sources import load_source
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from minmo_lightning.contracts import AudioBatch
 
@@ -108,8 +115,10 @@ class SpeechDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.data: dict[str, SplitData] = {}
         self.mapping: dict[str, dict[str, str | None]] = {}
-        #: split -> reason -> count of rows left out in setup
+        #: role -> reason -> count of rows left out in setup; ``"decode"``: rows left out while decoding
         self.skipped: dict[str, Counter] = {}
+        #: every skipped row by id (see ``skipped.py``)
+        self.ledger = SkipLedger()
         self._base_dir: Path | None = None
 
     # ---- hooks for subclasses ----------------------------------------------------------------
@@ -127,6 +136,8 @@ class SpeechDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data:
             return
+        if self.trainer is not None:
+            self.ledger.path = Path(self.trainer.default_root_dir) / "skipped_rows.jsonl"
         sources, self._base_dir = load_source(self.path, self.name)
         for role, split in self.splits.items():
             if split is None:
@@ -146,34 +157,69 @@ class SpeechDataModule(L.LightningDataModule):
         mapping = resolve_columns(self.task, self.schema, self.columns, dataset.column_names, where)
         self.mapping[role] = mapping
         dataset = dataset.select_columns(sorted({c for c in mapping.values() if c is not None}))
-        keep, extra = self.screen(split, dataset, mapping)
-        reasons: Counter = Counter()
+        screened, extra = self.screen(split, dataset, mapping)
+        keep = np.ones(len(dataset), dtype=bool)
+        why = np.full(len(dataset), "", dtype=object)  # the reason each left-out row is skipped
+        details: dict[int, str] = {}
+
+        def drop(bad: np.ndarray, reason: str) -> None:
+            why[bad & keep] = reason
+            keep[bad] = False
+
+        drop(~screened, ", ".join(sorted(k for k, v in extra.pop("_reasons", {}).items() if v)) or "screen")
         for field in TEXT_REQUIRED.get(self.task, ()):
             texts = dataset[mapping[field]]
-            empty = np.fromiter((not (t or "").strip() for t in texts), dtype=bool, count=len(texts))
-            reasons["empty_transcript"] += int((empty & keep).sum())
-            keep &= ~empty
-        longest, total = self._durations(dataset, mapping, keep, reasons)
-        too_long = keep & (longest > self.max_duration)
-        reasons[f"longer_than_{self.max_duration:g}s"] += int(too_long.sum())
-        keep &= ~too_long
-        over_budget = keep & (total > self.max_seconds_per_batch)  # could never be batched
-        reasons[f"over_max_seconds_per_batch_{self.max_seconds_per_batch:g}s"] += int(over_budget.sum())
-        keep &= ~over_budget
-        reasons.update(extra.pop("_reasons", Counter()))
+            drop(
+                np.fromiter((not (t or "").strip() for t in texts), dtype=bool, count=len(texts)),
+                "empty_transcript",
+            )
+        longest, total = self._durations(dataset, mapping, keep, why, details)
+        drop(longest > self.max_duration, f"longer_than_{self.max_duration:g}s")
+        # a row longer than the batch budget could never be batched
+        drop(
+            total > self.max_seconds_per_batch, f"over_max_seconds_per_batch_{self.max_seconds_per_batch:g}s"
+        )
         indices = np.flatnonzero(keep)
         extra = {name: values[indices] for name, values in extra.items()}
         extra["_duration"] = total[indices]
-        self.skipped[role] = Counter({k: v for k, v in reasons.items() if v})
-        if self.skipped[role]:
-            log.warning("%s: skipped %s", where, dict(self.skipped[role]))
+        left_out = np.flatnonzero(~keep).tolist()
+        self.skipped[role] = Counter(why[left_out].tolist())
+        records = [
+            self._skip_record(role, row_id, why[row], details.get(row, ""))
+            for row, row_id in zip(left_out, self._row_ids(dataset, mapping, left_out))
+        ]
+        self.ledger.add(records, write=getattr(self.trainer, "global_rank", 0) == 0)
+        if len(dataset) and not len(indices):
+            raise ValueError(
+                f"every row of {where} was skipped: {self.ledger.summary(role)}; check the audio files and "
+                "the column mapping (columns:)"
+            )
+        if left_out:
+            log.warning("%s: %s", where, self.ledger.summary(role))
         return SplitData(dataset, indices, extra)
 
+    def _row_ids(self, dataset: Dataset, mapping: ColumnMapping, rows: list[int]) -> list[str]:
+        if mapping.get("id"):
+            return [str(v) for v in dataset.select(rows)[mapping["id"]]]
+        return [f"row {row}" for row in rows]
+
+    def _skip_record(self, role: str, row_id: str, reason: str, detail: str = "") -> dict[str, str]:
+        split = self.splits[role] or role
+        return {
+            "source": self.path,
+            "split": split,
+            "role": role,
+            "id": row_id,
+            "reason": reason,
+            "detail": detail,
+        }
+
     def _durations(
-        self, dataset: Dataset, mapping: dict, keep: np.ndarray, reasons: Counter
+        self, dataset: Dataset, mapping: dict, keep: np.ndarray, why: np.ndarray, details: dict[int, str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per row: seconds of the longest audio field (for ``max_duration``) and of all audio fields
-        together (the batch budget), from the duration column or from the audio headers."""
+        together (the batch budget), from the duration column or from the audio headers; rows whose headers
+        are unreadable or empty leave ``keep`` with their reason in ``why``."""
         audio_fields = [f for f in self.audio_rates if mapping.get(f)]
         if mapping.get("duration") and self.duration_channels is not None:
             seconds = np.asarray(dataset[mapping["duration"]], dtype=np.float64)
@@ -186,49 +232,85 @@ class SpeechDataModule(L.LightningDataModule):
                     continue
                 try:
                     seconds = probe_duration(value, self._base_dir)
-                except AudioError:
-                    keep[row] = False
-                    reasons["unreadable_audio"] += 1
+                except AudioError as error:
+                    keep[row], why[row], details[row] = False, error.reason, f"{field}: {error}"
                     continue
                 if seconds <= 0:
-                    keep[row] = False
-                    reasons["empty_audio"] += 1
+                    keep[row], why[row], details[row] = False, "empty_audio", f"{field}: 0 samples"
                 longest[row] = max(longest[row], seconds)
                 total[row] += seconds
         return longest, total
 
     # ---- decoding ----------------------------------------------------------------------------
-    def collate(self, columns: Columns, mapping: ColumnMapping) -> dict[str, Any]:
-        """One planned batch's columns -> the batch: the decoded rows' ``ids``, then ``batch_fields``."""
-        waves, rows = self.decode(columns, mapping)
-        return {"ids": self.ids(columns, mapping, rows), **self.batch_fields(columns, mapping, waves, rows)}
+    def collate(self, columns: Columns, mapping: ColumnMapping, role: str = "train") -> dict[str, Any] | None:
+        """One planned batch's columns -> the batch: the decoded rows' ``ids``, then ``batch_fields``; None
+        when no row decoded. In a worker process the skipped rows ride along under ``SKIPPED_KEY``."""
+        waves, rows, skipped = self.decode(columns, mapping, role)
+        batch = {"ids": self.ids(columns, mapping, rows)}
+        if rows:
+            batch.update(self.batch_fields(columns, mapping, waves, rows))
+        if skipped and get_worker_info() is not None:
+            return {**batch, SKIPPED_KEY: (self.ledger.token, skipped)}
+        self._note_skipped(skipped)
+        return batch if rows else None
 
-    def decode(self, columns: Columns, mapping: ColumnMapping) -> tuple[Waves, list[int]]:
-        """Decode every mapped audio field; returns the waveforms of the rows that decoded, and those rows.
-
-        A row that fails here (corrupt data behind a valid header) is dropped from this batch and
-        logged with its id; in worker processes its count stays in the worker.
-        """
+    def decode(
+        self, columns: Columns, mapping: ColumnMapping, role: str = "train"
+    ) -> tuple[Waves, list[int], list[dict]]:
+        """Decode every mapped audio field; returns the waveforms of the rows that decoded, those rows, and a
+        skip record for each row that did not (unreadable, empty, NaN/Inf, longer than ``max_duration``)."""
         fields = [(f, getattr(self, arg)) for f, arg in self.audio_rates.items() if mapping.get(f)]
         waves: Waves = {field: [] for field, _ in fields}
         good: list[int] = []
+        skipped: list[dict] = []
         for row in range(len(columns["_duration"])):
             try:
-                decoded = [
-                    decode_audio(columns[mapping[f]][row], rate, self._base_dir)[0] for f, rate in fields
-                ]
+                decoded = [self._decode_field(columns[mapping[f]][row], f, rate) for f, rate in fields]
             except AudioError as error:
-                self._runtime_skips["unreadable_audio"] += 1
-                log.warning("skipping %s: %s", self.ids(columns, mapping, [row])[0], error)
+                row_id = self.ids(columns, mapping, [row])[0]
+                skipped.append(self._skip_record(role, row_id, error.reason, str(error)))
                 continue
             good.append(row)
             for (field, _), wave in zip(fields, decoded):
                 waves[field].append(wave)
-        if not good:
-            raise RuntimeError(
-                f"every row of a batch failed to decode ({self.path!r}); see the warnings above"
+        return waves, good, skipped
+
+    def _decode_field(self, value: Any, field: str, rate: int) -> np.ndarray:
+        try:
+            wave = decode_audio(value, rate, self._base_dir)[0]
+        except AudioError as error:
+            raise AudioError(f"{field}: {error}", error.reason) from error
+        # the duration column said it fits; a clip over the limit (plus rounding) would fail in the encoder
+        if len(wave) > (self.max_duration * 1.05 + 0.1) * rate:
+            raise AudioError(
+                f"{field}: {len(wave) / rate:.1f} s decoded, over max_duration {self.max_duration:g} s",
+                f"longer_than_{self.max_duration:g}s",
             )
-        return waves, good
+        return wave
+
+    def _note_skipped(self, records: list[dict]) -> None:
+        """Record rows skipped while decoding (in the main process): counted, listed and logged once each."""
+        known = len(self.ledger.rows)
+        self.ledger.add(records)
+        for record in self.ledger.rows[known:]:
+            self._runtime_skips[record["reason"]] += 1
+            log.warning("skipping %s of %s: %s", record["id"], self.path, record["detail"])
+
+    def take_skipped(self, batch: Any) -> Any:
+        """Record the rows a worker skipped for this datamodule and strip them from ``batch``; a batch with
+        no row left becomes None."""
+        if isinstance(batch, dict) and batch.get(SKIPPED_KEY, (None,))[0] == self.ledger.token:
+            self._note_skipped(batch.pop(SKIPPED_KEY)[1])
+            return batch if batch["ids"] else None
+        return batch
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.take_skipped(batch)
+
+    @property
+    def skipped_rows(self) -> list[dict]:
+        """Every row left out so far, one record each (``skipped.py``)."""
+        return self.ledger.rows
 
     def ids(self, columns: Columns, mapping: dict, rows: list[int]) -> list[str]:
         if mapping.get("id"):
@@ -259,19 +341,17 @@ class SpeechDataModule(L.LightningDataModule):
             sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
-            collate_fn=functools.partial(self.collate, mapping=self.mapping[role]),
+            collate_fn=functools.partial(self.collate, mapping=self.mapping[role], role=role),
             persistent_workers=self.num_workers > 0,
         )
 
     def report(self, role: str, epoch: int) -> None:
-        """Log what was left out of ``role`` (once per epoch, on rank 0)."""
+        """Log what was left out of ``role`` so far (once per epoch, on rank 0): count, reasons, first ids."""
         if getattr(self.trainer, "global_rank", 0) != 0:
             return
-        counts = dict(self.skipped.get(role, {}))
-        if role == "train" and self.skipped.get("decode"):
-            counts["failed_decoding_in_process"] = sum(self.skipped["decode"].values())
-        if counts:
-            log.warning("%s epoch %d: skipped rows of %s: %s", self.task, epoch, role, counts)
+        summary = self.ledger.summary(role)
+        if summary:
+            log.warning("%s epoch %d, %s of %r: %s", self.task, epoch, role, self.path, summary)
         else:
             log.info("%s epoch %d: no rows of %s skipped", self.task, epoch, role)
 

@@ -3,7 +3,8 @@
 Each training step takes one batch from one source; an epoch runs every batch of every source once (or
 ``repeats[i]`` times, to upsample a small task), in an order shuffled from ``(seed, epoch)``. The
 model sees which task a batch supervises from its keys (``emotion`` -> SER, ``text`` -> ASR...).
-Validation and test run each source's loader in turn (``dataloader_idx`` tells them apart).
+Validation and test run each source's loader in turn (``dataloader_idx`` tells them apart). Each
+source skips, counts and lists its own bad rows (``base.py``); ``skipped_rows`` gathers them.
 
     data:
       class_path: MixtureDataModule
@@ -92,6 +93,17 @@ class MixtureDataModule(L.LightningDataModule):
         for datamodule in self.datamodules:
             datamodule.trainer = self.trainer
             datamodule.setup(stage)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Each source records the rows its workers skipped (Lightning calls this hook on the mixture only)."""
+        for datamodule in self.datamodules:
+            batch = datamodule.take_skipped(batch)
+        return batch
+
+    @property
+    def skipped_rows(self) -> list[dict]:
+        """Every source's skipped rows (``skipped.py``)."""
+        return [row for datamodule in self.datamodules for row in datamodule.skipped_rows]
 
     def train_dataloader(self) -> InterleavedLoader:
         if self._train is None:  # one object, so its epoch counter survives reloads

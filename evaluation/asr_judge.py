@@ -9,7 +9,10 @@ segments, ``energy_vad``) for the backchannel task; a ``vad.json`` newer than ``
 gives ``{"text": "", "chunks": []}``. A folder with ``interrupt.json`` (user interruption) is cropped at
 ``interrupt.json[0].timestamp[1]`` before recognition and that time is added back to every word, as FDB's
 ``asr.py`` does, so words spoken before the end of the interruption are not in ``output.json``. Folders whose
-``output.json`` is newer than ``output.wav`` are skipped, so an interrupted run resumes.
+``output.json`` is newer than ``output.wav`` are skipped, so an interrupted run resumes. Stereo is mixed down;
+a folder whose ``output.wav`` cannot be judged (unreadable, empty, NaN/Inf samples) gets no ``output.json``
+(a stale one is removed), is listed with the cause, and the others are judged (exit status 1);
+``minmo evaluate fdb`` then lists it among the samples it could not score.
 
 Word times come from the greedy CTC path: the argmax token of each CTC frame, a token emitted where it
 differs from the previous frame's and is not blank. CTC frame k covers ``[k d, (k + 1) d)`` with d the
@@ -171,11 +174,12 @@ def words_from_ctc(
 
 
 def read_output(path: Path) -> tuple[np.ndarray, int]:
-    """``output.wav`` as mono float32 at its own rate."""
-    import soundfile
+    """``output.wav`` as mono float32 at its own rate; ``AudioError`` (a ValueError) when it is unreadable,
+    empty or holds NaN/Inf samples."""
+    from minmo_lightning.datamodules.audio import decode_audio
 
-    wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(wave.mean(axis=1)), int(rate)
+    wave, rate = decode_audio(str(path))
+    return np.ascontiguousarray(wave), rate
 
 
 def interruption_end(folder: Path) -> float | None:
@@ -224,8 +228,9 @@ def judge_folder(encoder, folder: Path) -> dict:
     return result
 
 
-def judge_root(root: str | Path, encoder) -> tuple[int, int]:
-    """Judge every folder under ``root`` with an ``output.wav``; (judged, skipped as up to date)."""
+def judge_root(root: str | Path, encoder) -> tuple[int, int, list[str]]:
+    """Judge every folder under ``root`` with an ``output.wav``: (judged, skipped as up to date, one line per
+    folder that could not be judged)."""
     root = Path(root)
     if not root.is_dir():
         raise JudgeError(f"{root} is not a directory")
@@ -235,18 +240,18 @@ def judge_root(root: str | Path, encoder) -> tuple[int, int]:
             f"no output.wav under {root}: run `minmo chat --ckpt CKPT --fdb-root {root}` first "
             "(it writes output.wav beside every input.wav)"
         )
-    judged = 0
+    judged, failed = 0, []
     for folder in folders:
         if _newer(folder / "output.json", folder / "output.wav"):
             continue
         try:
             judge_folder(encoder, folder)
-        except JudgeError:
-            raise
         except (ValueError, RuntimeError) as error:  # unreadable audio, longer than the encoder takes...
-            raise JudgeError(f"{folder}: {error}") from error
+            (folder / "output.json").unlink(missing_ok=True)  # never score a stale answer
+            failed.append(f"{folder}: {error}")
+            continue
         judged += 1
-    return judged, len(folders) - judged
+    return judged, len(folders) - judged - len(failed), failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"no --ckpt and no {'/'.join(DEFAULT_CKPT_GLOB)}: train the tiny encoder (`minmo demo`) or "
                 "pass a SenseVoiceEncoder checkpoint"
             )
-        judged, skipped = judge_root(args.root, load_judge(checkpoint, args.device))
+        judged, skipped, failed = judge_root(args.root, load_judge(checkpoint, args.device))
     except JudgeError as error:
         print(f"minmo asr-judge: {error}", file=sys.stderr)
         return 2
@@ -274,4 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{judged} output.json written, {skipped} up to date (judge: {checkpoint}); score with "
         f"`minmo evaluate fdb --task TASK --root {args.root}/TASK`"
     )
-    return 0
+    if failed:
+        print(f"minmo asr-judge: {len(failed)} folders not judged (no output.json):", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in failed), file=sys.stderr)
+    return 1 if failed else 0

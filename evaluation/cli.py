@@ -2,9 +2,14 @@
 
     minmo evaluate --predictions preds.jsonl --task asr [--references data/builtin/asr --split test]
     minmo evaluate --config recipes/eval/asr_builtin.yaml [--ckpt model.ckpt] [--out DIR]
+        [--data.init_args.path /my/copy] [--metrics.normalizer basic] [--any.recipe.key VALUE]
     minmo evaluate fdb --task smooth_turn_taking --root DIR [--out DIR] [--no-reference-compat]
 
 A recipe supplies defaults (task, dataset, metric settings, baselines, model and data); flags override.
+Any recipe key is set with a dotted flag, as in `minmo fit` (value parsed as YAML, key checked: see
+evaluation/overrides.py); the named flags below win over dotted ones. With --ckpt and a recipe model
+without init_args (checkpoint mode), --model.init_args.* override the checkpoint's saved arguments.
+Overriding data.init_args.path also sets dataset.path (what the report names) unless that is given.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from minmo_lightning.evaluation.overrides import apply_overrides, parse_overrides
 from minmo_lightning.evaluation.report import find_file
 from minmo_lightning.evaluation.tasks import TASK_SPECS
 
@@ -81,6 +87,12 @@ def fdb_main(argv: list[str]) -> int:
             value = result[key]
             print(f"{key}: {'null' if value is None else f'{value:.4f}'}")
     print(f"samples: {result['n_samples']}  (metrics.json in {Path(args.out or args.root)})")
+    if result["errors"]:
+        print(
+            f"not scored: {result['n_errors']} samples (listed under errors in metrics.json and report.md):"
+        )
+        for error in result["errors"][:5]:
+            print(f"  {error['sample']}: {error['error']}")
     return 0
 
 
@@ -115,14 +127,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _with_overrides(recipe: dict, extra: list[str], task: str | None, ckpt: str | None) -> dict:
+    """The recipe with the dotted flags applied; in checkpoint mode ``model.init_args`` becomes
+    ``model.load_args`` (the saved arguments to override, see runner.load_model)."""
+    pairs = parse_overrides(extra)
+    checkpoint_mode = bool(ckpt) and "init_args" not in (recipe.get("model") or {})
+    recipe = apply_overrides(recipe, pairs, task)
+    if checkpoint_mode and "init_args" in (recipe.get("model") or {}):
+        recipe["model"]["load_args"] = recipe["model"].pop("init_args")
+    keys = {key for key, _ in pairs}
+    if "data.init_args.path" in keys and "dataset.path" not in keys and "dataset" in recipe:
+        recipe["dataset"]["path"] = recipe["data"]["init_args"]["path"]
+    return recipe
+
+
 def _evaluate_main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
     recipe: dict = {}
     if args.config:
         recipe = yaml.safe_load(find_file(args.config).read_text()) or {}
     task = args.task or recipe.get("task")
     if task is None:
         raise SystemExit(f"minmo evaluate: give --task ({', '.join(TASK_SPECS)}) or a --config with task:")
+    recipe = _with_overrides(recipe, extra, task, args.ckpt)
     dataset = dict(recipe.get("dataset") or {})
     if args.split:
         dataset["split"] = args.split

@@ -14,6 +14,12 @@ in pause handling and crashes elsewhere; we do it everywhere). Latency = max(0, 
 averaged over the samples that took the turn only; ``None`` (JSON null) when none did (FDB divides by 0).
 Samples are paired and ordered by folder name (FDB pairs by directory-listing order).
 
+A sample that cannot be scored (its ``output.json`` missing or not valid JSON, its task file missing, an
+unreadable ``output.wav`` where its duration is needed) is listed in ``errors`` (``[{"sample", "error"}]``,
+the cause and the fix) and left out of every figure; the others are scored. Only a root where no sample can
+be scored is an error. ``output.wav`` itself is read only for a missing ``vad.json`` duration and to tell
+why an ``output.json`` is missing; any channel count and sample rate will do.
+
 Quirks of the reference that change numbers, reproduced when ``reference_compat=True`` (the default, so
 figures compare with published ones) and corrected when False:
 
@@ -235,8 +241,8 @@ def _read_json(path: Path):
         raise FileNotFoundError(f"required file {path} not found")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or regenerate it") from error
 
 
 def _opt_float(value) -> float | None:
@@ -274,10 +280,31 @@ def read_vad(folder: Path) -> tuple[list[tuple[float, float]], float]:
         wav = folder / "output.wav"
         if not wav.is_file():
             raise ValueError(f"{path} has no 'duration' and there is no output.wav to measure it from")
-        import soundfile
-
-        duration = soundfile.info(str(wav)).duration
+        duration = _wav_seconds(wav)
     return segments, float(duration)
+
+
+def _wav_seconds(path: Path) -> float:
+    import soundfile
+
+    try:
+        return soundfile.info(str(path)).duration
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise ValueError(f"{path} is not readable audio ({error})") from error
+
+
+def _missing_words(folder: Path) -> str:
+    """Why ``output.json`` is missing, from what ``output.wav`` (the model's answer) says."""
+    wav, root = folder / "output.wav", folder.parent
+    if not wav.is_file():
+        return (
+            f"{folder.name} has neither output.json nor output.wav: run the model on it "
+            f"(`minmo chat --fdb-root {root}`), then `minmo asr-judge --root {root}`"
+        )
+    seconds = _wav_seconds(wav)  # raises, naming the file, when it is corrupt
+    if seconds == 0:
+        return f"{wav} is empty (0 samples): rerun the model on this sample"
+    return f"{folder / 'output.json'} not found: transcribe output.wav with `minmo asr-judge --root {root}`"
 
 
 def _relevance(folder: Path, meta: dict, words: list[Word], tor: int, judge: Judge | None) -> float | None:
@@ -392,11 +419,17 @@ def fdb_task(task: str) -> FDBTask:
 
 
 def evaluate_sample(folder: Path, spec: FDBTask, inputs: SampleInputs) -> dict:
+    if not (folder / "output.json").is_file():
+        raise FileNotFoundError(_missing_words(folder))
     words = read_words(folder / "output.json")
     row: dict = {"id": folder.name, "n_words": len(words)}
     row.update(spec.score_sample(folder, words, inputs))
     row["words"] = [[w.text, w.start, w.end] for w in words]
     return row
+
+
+def _message(error: Exception) -> str:
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -417,7 +450,17 @@ def evaluate_fdb(
     root = Path(root)
     gt = _read_json(root / "icc_gt_distribution.json") if spec.reads_gt else None
     inputs = SampleInputs(gt, reference_compat, judge)
-    rows = [evaluate_sample(folder, spec, inputs) for folder in sample_dirs(root)]
+    rows, failures = [], []
+    for folder in sample_dirs(root):
+        try:
+            rows.append(evaluate_sample(folder, spec, inputs))
+        except (OSError, ValueError, KeyError) as error:
+            failures.append((folder.name, error))
+    errors = [{"sample": name, "error": _message(error)} for name, error in failures]
+    if not rows:
+        name, error = failures[0]
+        kind = FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError
+        raise kind(f"no sample of {root} could be scored; the first, {name}: {_message(error)}")
     latencies = [r["latency"] for r in rows if r["latency"] is not None]
     tor, tor_std = _mean_std([r["tor"] for r in rows])
     latency, latency_std = _mean_std(latencies)
@@ -430,6 +473,8 @@ def evaluate_fdb(
         "latency": latency,
         "latency_std": latency_std,
         "n_took_turn": sum(r["tor"] for r in rows),
+        "n_errors": len(errors),
+        "errors": errors,
     }
     if spec.summarize is not None:
         out.update(spec.summarize(rows))

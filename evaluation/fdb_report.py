@@ -2,7 +2,8 @@
 
 metrics.json keeps FDB's figures at the top level (``tor``, ``latency`` in seconds or null, and for
 backchannel ``freq`` and ``jsd``; each the mean over samples) next to ``per_sample``, so it reads like
-the reference's printout; versions and settings are added beside them.
+the reference's printout; versions and settings are added beside them. Samples that could not be scored
+are listed under ``errors`` (``[{"sample", "error"}]``) and in the report's "Not scored" section.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ def run_fdb(root: str | Path, task: str, out_dir: str | Path, reference_compat: 
         ("Timeline", image(png, "model speech per sample")),
         ("Per sample", md_table(per_sample_cols, per_sample_rows)),
     ]
+    if result["errors"]:
+        failed = md_table(["sample", "error"], [[e["sample"], e["error"]] for e in result["errors"]])
+        sections.insert(1, (f"Not scored ({len(result['errors'])} samples)", failed))
     settings = {"task": task, "reference_compat": reference_compat, "root": str(Path(root).resolve())}
     metrics = {**result, "config_hash": config_hash(settings), "settings": settings}
     write_report(out_dir, metrics, sections, f"Full-Duplex-Bench {task}")

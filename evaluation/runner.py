@@ -145,12 +145,14 @@ def build(spec: dict, base: type, what: str) -> Any:
 
 def load_model(spec: dict, ckpt: str | None):
     """``class_path`` alone + a Lightning checkpoint: ``load_from_checkpoint`` (hyperparameters rebuild the
-    model). With ``init_args``: build, ``configure_model()``, then load the checkpoint's weights strictly."""
+    model); ``load_args`` beside it override saved hyperparameters (a nested ``{class_path, init_args}``
+    block's arguments are merged over its saved ones). With ``init_args``: build, ``configure_model()``,
+    then load the checkpoint's weights strictly."""
     import lightning as L
 
     if isinstance(spec, dict) and "init_args" not in spec and ckpt:
         cls = resolve_class(spec.get("class_path", ""), L.LightningModule, "model.class_path")
-        return cls.load_from_checkpoint(ckpt, map_location="cpu")
+        return cls.load_from_checkpoint(ckpt, map_location="cpu", **_load_args(ckpt, spec.get("load_args")))
     model = build(spec, L.LightningModule, "model")
     if hasattr(model, "configure_model"):
         model.configure_model()
@@ -159,6 +161,22 @@ def load_model(spec: dict, ckpt: str | None):
 
         load_state_dict_strict(model, read_state_dict(ckpt), source=str(ckpt))
     return model
+
+
+def _load_args(ckpt: str, load_args: dict | None) -> dict:
+    """``load_args`` merged over the checkpoint's saved hyperparameters, key by key and into nested dicts."""
+    if not load_args:
+        return {}
+    from minmo_lightning.checkpoints import read_checkpoint
+
+    saved = read_checkpoint(ckpt, mmap=True).get("hyper_parameters") or {}
+
+    def merge(base: Any, override: Any) -> Any:
+        if isinstance(base, dict) and isinstance(override, dict):
+            return {**base, **{k: merge(base.get(k), v) for k, v in override.items()}}
+        return override
+
+    return {key: merge(saved.get(key), value) for key, value in load_args.items()}
 
 
 def _audio_seconds(batch: dict, i: int) -> float | None:
@@ -212,6 +230,10 @@ def run_inference(
         for batch_idx, batch in enumerate(loader):
             if limit is not None and batch_idx >= limit:
                 break
+            batch = datamodule.on_before_batch_transfer(batch, 0)  # records rows a worker skipped
+            if batch is None:  # every row of it was skipped (listed in skipped_rows.jsonl)
+                bar.advance(job)
+                continue
             ids = [str(i) for i in batch["ids"]]
             if all(i in done for i in ids):
                 stats["skipped_batches"] += 1
@@ -379,6 +401,9 @@ def evaluate(
         run["datamodule_skipped"] = {
             k: dict(v) for k, v in (getattr(datamodule, "skipped", None) or {}).items()
         }
+        skipped_rows = list(getattr(datamodule, "skipped_rows", []))
+        run["skipped_rows"] = len(skipped_rows)
+        write_jsonl(out_dir / "skipped_rows.jsonl", skipped_rows)
         records = read_jsonl(out_dir / PREDICTIONS)
         source = str(out_dir / PREDICTIONS)
         model_info = {
@@ -442,6 +467,8 @@ def evaluate(
         )
     ]
     sections += scored.sections
+    if run.get("skipped_rows"):
+        sections.append(("Skipped rows", _skipped_text(out_dir / "skipped_rows.jsonl")))
     if variants:
         metrics["variants"] = variants
         sections.append(
@@ -466,6 +493,19 @@ def evaluate(
     sections.append(("Settings", settings_text or "(defaults)"))
     write_report(out_dir, metrics, sections, f"{task} evaluation: {model_info['name']}")
     return json.loads((out_dir / "metrics.json").read_text())
+
+
+def _skipped_text(path: Path) -> str:
+    """The rows the datamodule left out, counted per reason, with the first ids."""
+    rows = read_jsonl(path)
+    reasons: dict[str, list[str]] = {}
+    for row in rows:
+        reasons.setdefault(row["reason"], []).append(row["id"])
+    table = md_table(
+        ["reason", "rows", "first ids"],
+        [[reason, len(ids), ", ".join(ids[:5])] for reason, ids in reasons.items()],
+    )
+    return f"{len(rows)} rows were not scored (every id in `{path.name}`):\n\n{table}"
 
 
 def _resume_guard(out_dir: Path, fingerprint: str, overwrite: bool) -> dict:

@@ -6,6 +6,7 @@ masks are derived from the lengths, never stored beside them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +42,24 @@ def _check_lengths(name: str, lengths: Tensor, batch: int, max_length: int) -> N
         )
 
 
+#: a row whose share of samples at full scale (|x| >= 1) exceeds this is reported as clipped
+CLIPPED_FRACTION = 0.01
+
+
+def _rows(rows: list[int]) -> str:
+    """``row 2`` / ``rows 0, 3, 5`` / ``rows 0, 1, 2, ... (12 rows)``, short enough for one error line."""
+    shown = ", ".join(map(str, rows[:3])) + (f", ... ({len(rows)} rows)" if len(rows) > 3 else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}"
+
+
 @dataclass
 class AudioBatch:
-    """Mono waveforms in [-1, 1]: ``waveform`` [B, S] float, ``lengths`` [B] samples."""
+    """Mono waveforms in [-1, 1]: ``waveform`` [B, S] float, ``lengths`` [B] samples.
+
+    Blocks call ``require`` on what users hand them: a wrong sample rate, an empty row, NaN/Inf samples, a
+    non-float waveform or a clip over the block's limit is an error naming the row; clipped rows are a
+    warning (still encoded). Stereo is an error, never mixed down silently: average the channels first.
+    """
 
     waveform: Tensor
     lengths: Tensor
@@ -58,9 +74,19 @@ class AudioBatch:
         _check_lengths("AudioBatch", self.lengths, self.waveform.shape[0], self.waveform.shape[1])
 
     @classmethod
-    def from_list(cls, waves: list[Tensor], sample_rate: int) -> AudioBatch:
-        lengths = torch.tensor([w.shape[-1] for w in waves], dtype=torch.long)
-        padded = torch.nn.utils.rnn.pad_sequence([w.reshape(-1) for w in waves], batch_first=True)
+    def from_list(cls, waves: list[Any], sample_rate: int) -> AudioBatch:
+        """Right-pad mono clips (1-D tensors or numpy arrays, or ``[1, T]``) into one batch."""
+        tensors = []
+        for row, wave in enumerate(waves):
+            wave = torch.as_tensor(wave)
+            if wave.dim() > 1 and wave.numel() > max(wave.shape):
+                raise ValueError(
+                    f"audio row {row} has shape {tuple(wave.shape)}: several channels; AudioBatch holds mono "
+                    "clips, so mix it down first (wave.mean(0) for [channels, samples])"
+                )
+            tensors.append(wave.reshape(-1))
+        lengths = torch.tensor([t.numel() for t in tensors], dtype=torch.long)
+        padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
         return cls(padded, lengths, sample_rate)
 
     @property
@@ -68,21 +94,66 @@ class AudioBatch:
         return lengths_to_mask(self.lengths, self.waveform.shape[1])
 
     def require(self, sample_rate: int, max_seconds: float | None = None, who: str = "this block") -> None:
-        """Raise a clear error for the input mistakes users make most."""
+        """Raise a clear error for the input mistakes users make most (see the class docstring)."""
         if self.sample_rate != sample_rate:
             raise ValueError(
-                f"{who} expects {sample_rate} Hz audio, got {self.sample_rate} Hz; resample first "
-                "(minmo_lightning.datamodules.audio.resample)"
+                f"{who} expects {sample_rate} Hz audio, got {self.sample_rate} Hz; resample it from "
+                f"{self.sample_rate} to {sample_rate} Hz first (minmo_lightning.datamodules.audio.resample)"
             )
-        if self.lengths.numel() == 0 or int(self.lengths.min()) == 0:
+        if not self.waveform.is_floating_point():
             raise ValueError(
-                f"{who} got an empty waveform (a length of 0 samples); drop empty clips before encoding"
+                f"{who} reads float audio in [-1, 1], got {self.waveform.dtype}; convert it first "
+                "(int16 PCM: divide by 32768)"
             )
-        if max_seconds is not None and int(self.lengths.max()) > max_seconds * sample_rate:
+        if self.lengths.numel() == 0:
+            raise ValueError(f"{who} got an empty batch (no audio rows)")
+        empty = (self.lengths == 0).nonzero().flatten().tolist()
+        if empty:
             raise ValueError(
-                f"{who} accepts at most {max_seconds:g} s of audio, got {int(self.lengths.max()) / sample_rate:.1f} s; "
-                "split the clip or use the streaming step()"
+                f"{who}: audio {_rows(empty)} is an empty waveform (0 samples); drop empty clips first"
             )
+        limit = None if max_seconds is None else max_seconds * sample_rate
+        if limit is not None and int(self.lengths.max()) > limit:
+            long = (self.lengths > limit).nonzero().flatten().tolist()
+            lasts = "lasts" if len(long) == 1 else "last up to"
+            raise ValueError(
+                f"{who} accepts at most {max_seconds:g} s of audio, but audio {_rows(long)} {lasts} "
+                f"{int(self.lengths.max()) / sample_rate:.1f} s; split the clip or use the streaming step()"
+            )
+        valid = lengths_to_mask(self.lengths.to(self.waveform.device), self.waveform.shape[1])
+        self._require_finite(who, valid)
+        self._warn_if_clipped(who, valid)
+
+    def _require_finite(self, who: str, valid: Tensor) -> None:
+        bad = ~torch.isfinite(self.waveform) & valid
+        if not bool(bad.any()):
+            return
+        counts = bad.sum(1)
+        rows = counts.nonzero().flatten().tolist()
+        nan = int((torch.isnan(self.waveform) & valid).sum())
+        kinds = " and ".join(k for k, n in (("NaN", nan), ("Inf", int(bad.sum()) - nan)) if n)
+        found = (
+            f"has {int(counts[rows[0]])} {kinds} samples"
+            if len(rows) == 1
+            else f"have {kinds} samples ({int(counts[rows[0]])} in row {rows[0]})"
+        )
+        raise ValueError(
+            f"{who}: audio {_rows(rows)} {found}; fix or drop that audio (torch.nan_to_num zeroes them)"
+        )
+
+    def _warn_if_clipped(self, who: str, valid: Tensor) -> None:
+        """One warning per call naming the clipped rows; the text stays the same from call to call for the
+        same rows, so Python's warning filter shows it once, not once per streaming chunk."""
+        magnitude = self.waveform.abs().masked_fill(~valid, 0)
+        share = (magnitude >= 1.0).sum(1) / valid.sum(1).clamp(min=1)
+        rows = (share > CLIPPED_FRACTION).nonzero().flatten().tolist()
+        if not rows:
+            return
+        if float(magnitude.max()) > 2.0:
+            what = "samples far beyond [-1, 1] (unscaled? int16 PCM: divide by 32768)"
+        else:
+            what = f"clipped audio (over {CLIPPED_FRACTION:.0%} of the samples at |x| >= 1)"
+        warnings.warn(f"{who}: {what} in audio {_rows(rows)}; encoded anyway", stacklevel=3)
 
 
 @dataclass
