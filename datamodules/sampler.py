@@ -150,12 +150,8 @@ class DurationBatchSampler(DistributedSampler):
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Make the next pass over ``state["epoch"]`` start after its first ``batches_done`` batches.
-
-        The epoch is set here too (the next one when that epoch was complete): a DataLoader with workers
-        starts drawing from the sampler as soon as Lightning creates its iterator, before Lightning sets
-        the epoch.
-        """
+        """Make the next pass over ``state["epoch"]`` start after its first ``batches_done`` batches; a
+        pass over another epoch (Lightning moves on when that one was complete) starts at its beginning."""
         self.set_epoch(state["epoch"])
         if state["seed"] != self.seed or state["batches_in_epoch"] != len(self):
             log.warning(
@@ -170,9 +166,6 @@ class DurationBatchSampler(DistributedSampler):
                 self.epoch,
             )
             return
-        if state["batches_done"] >= len(self):  # that epoch was complete: the next pass is the next epoch
-            self.set_epoch(state["epoch"] + 1)
-            return
         self._resume_at = (state["epoch"], state["batches_done"])
 
 
@@ -183,6 +176,7 @@ class ResumableLoader(DataLoader):
     sampler: DurationBatchSampler
 
     def __iter__(self) -> Iterator[Any]:
+        # A generator: workers start drawing at the first batch asked for, after Lightning set the epoch.
         for batch in super().__iter__():
             self.sampler.batches_done += 1  # handed out now, in the main process
             yield batch

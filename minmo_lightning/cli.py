@@ -57,13 +57,12 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import RichProgressBar
 
-    from minmo_lightning.checkpoint_io import AtomicCheckpointIO
-
     # Lightning's default logger already writes CSV under default_root_dir (TensorBoard when installed).
-    # Checkpoints are replaced atomically: a kill while saving leaves the previous last.ckpt loadable.
+    # Checkpoints are replaced atomically: a kill while saving leaves the previous last.ckpt loadable
+    # (a class_path, not an instance, so that config.yaml records it).
     trainer_defaults = {
         "callbacks": [lazy_instance(RichProgressBar)],
-        "plugins": [lazy_instance(AtomicCheckpointIO)],
+        "plugins": [{"class_path": "minmo_lightning.checkpoint_io.AtomicCheckpointIO"}],
     }
     return LightningCLI(
         L.LightningModule,

@@ -1,0 +1,229 @@
+"""``minmo fit ... --ckpt_path last`` after a crash mid-epoch trains on the batches an uninterrupted run
+would have trained on (the loader's position is in the checkpoint), through the ``minmo fit`` CLI.
+
+The crash is an exception raised after step k: the resumed run starts from the last checkpoint saved
+before it (``ModelCheckpoint`` saves none on exceptions). Only batch ids are compared: Lightning does not
+restore the random state, so dropout or SpecAugment masks may differ after a resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+from datasets import Audio, Dataset, DatasetDict
+from minmo_lightning.datamodules import ASRDataModule
+from minmo_lightning.datamodules.sampler import ResumableLoader
+
+from minmo_lightning.checkpoint_io import AtomicCheckpointIO
+from minmo_lightning.cli import lightning_main
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN_ASR = REPO / "data" / "builtin" / "asr"
+TONES, PER_EPOCH = 30, 6
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class RecordBatchIds(L.Callback):
+    """Appends every training batch's ids to a JSON-lines file; raises ``SimulatedCrash`` once
+    ``crash_after_step`` optimizer steps are done."""
+
+    def __init__(self, path: str, crash_after_step: int | None = None) -> None:
+        self.path, self.crash_after_step = Path(path), crash_after_step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
+    ) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps({"step": trainer.global_step, "ids": batch["ids"]}) + "\n")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.crash_after_step is not None and trainer.global_step >= self.crash_after_step:
+            raise SimulatedCrash(f"crash after step {trainer.global_step}")
+
+
+class TinyASRModel(L.LightningModule):
+    """One weight over ASR batches: the loader, not the model, is under test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return (self.scale * batch["audio"].waveform).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(recipe: dict, run: Path, every_n_steps: int, crash_after_step: int | None = None, *args: str) -> list:
+    """Run ``minmo fit`` on ``recipe`` in ``run``; returns the (step, ids) of every training batch it took."""
+    recipe = copy.deepcopy(recipe)
+    checkpoints = {"dirpath": str(run / "checkpoints"), "save_last": True, "save_top_k": 0}
+    recipe["trainer"]["callbacks"] = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {**checkpoints, "every_n_train_steps": every_n_steps},
+        },
+        {
+            "class_path": f"{__name__}.RecordBatchIds",
+            "init_args": {"path": str(run / "ids.jsonl"), "crash_after_step": crash_after_step},
+        },
+    ]
+    recipe["trainer"].update({"default_root_dir": str(run), "enable_model_summary": False})
+    run.mkdir(exist_ok=True)
+    config = run / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    (run / "ids.jsonl").unlink(missing_ok=True)
+    lightning_main(["fit", "--config", str(config), *args])
+    return recorded(run)
+
+
+def recorded(run: Path) -> list:
+    return [(line["step"], line["ids"]) for line in map(json.loads, (run / "ids.jsonl").open())]
+
+
+def crash_and_resume(recipe: dict, tmp_path: Path, every_n_steps: int, crash_after_step: int) -> dict:
+    """An uninterrupted run, a run crashing after ``crash_after_step``, and its resume from ``last``."""
+    uninterrupted = fit(recipe, tmp_path / "uninterrupted", every_n_steps)
+    run = tmp_path / f"crash{crash_after_step}"
+    with pytest.raises(SimulatedCrash):
+        fit(recipe, run, every_n_steps, crash_after_step)
+    crashed = recorded(run)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    resumed = fit(recipe, run, every_n_steps, None, "--ckpt_path", "last")
+    return {
+        "uninterrupted": uninterrupted,
+        "crashed": crashed,
+        "checkpoint_step": saved["global_step"],
+        "loader_state": saved["loops"]["fit_loop"]["state_dict"]["combined_loader"],
+        "resumed": resumed,
+    }
+
+
+def assert_resumed_exactly(outcome: dict) -> None:
+    step = outcome["checkpoint_step"]
+    assert outcome["crashed"] == outcome["uninterrupted"][: len(outcome["crashed"])]  # same seed
+    expected = outcome["uninterrupted"][step:]
+    assert outcome["resumed"][0][0] == step, "the resume did not start at the checkpoint's step"
+    assert [ids for _, ids in outcome["resumed"]] == [ids for _, ids in expected], (
+        f"the resumed run (from step {step}) trained on other batches than the uninterrupted run"
+    )
+
+
+# ---- a dataset of its own (runs on a fresh checkout) --------------------------------------------------
+@pytest.fixture(scope="module")
+def tone_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 tones of 0.2 s: 6 batches of 5 an epoch at ``max_seconds_per_batch: 1.05``."""
+    root = tmp_path_factory.mktemp("tones")
+    paths = [str(root / f"{i}.wav") for i in range(TONES)]
+    for i, path in enumerate(paths):
+        soundfile.write(path, np.full(3200, 0.01 * (i + 1), dtype=np.float32), 16000)
+    rows = {"id": [f"tone{i:02d}" for i in range(TONES)], "audio": paths, "text": ["a tone"] * TONES}
+    train = Dataset.from_dict(rows).cast_column("audio", Audio(decode=False))
+    DatasetDict({"train": train}).save_to_disk(str(root / "asr"))
+    return root / "asr"
+
+
+def tone_recipe(corpus: Path, num_workers: int) -> dict:
+    data = {"path": str(corpus), "val_split": None, "test_split": None, "max_seconds_per_batch": 1.05}
+    return {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "max_steps": 14, "logger": False},
+        "model": {"class_path": f"{__name__}.TinyASRModel"},
+        "data": {"class_path": "ASRDataModule", "init_args": {**data, "num_workers": num_workers}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("every_n_steps", "crash_after_step", "num_workers"),
+    [
+        (4, 5, 0),  # checkpoint in the middle of epoch 0
+        (4, 9, 0),  # the middle of epoch 1: the epoch is restored as well
+        (6, 8, 2),  # the end of epoch 0 (its last batch), with workers drawing ahead of the loop
+    ],
+)
+def test_resume_after_a_crash_takes_the_uninterrupted_batches(
+    tone_corpus: Path, tmp_path: Path, every_n_steps: int, crash_after_step: int, num_workers: int
+) -> None:
+    recipe = tone_recipe(tone_corpus, num_workers)
+    outcome = crash_and_resume(recipe, tmp_path, every_n_steps, crash_after_step)
+    step = outcome["checkpoint_step"]
+    assert step == crash_after_step // every_n_steps * every_n_steps
+    epoch, done = divmod(step - 1, PER_EPOCH)
+    assert outcome["loader_state"] == [
+        {"epoch": epoch, "seed": 0, "batches_done": done + 1, "batches_in_epoch": PER_EPOCH}
+    ]
+    assert_resumed_exactly(outcome)
+    first_epoch = [i for _, ids in outcome["uninterrupted"][:PER_EPOCH] for i in ids]
+    assert sorted(first_epoch) == [f"tone{i:02d}" for i in range(TONES)]
+
+
+def test_fit_saves_through_the_atomic_checkpoint_io(tone_corpus: Path, tmp_path: Path) -> None:
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(tone_recipe(tone_corpus, 0)))
+    cli = lightning_main(["--config", str(config)], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+# ---- the tiny recipe on the built-in corpus -----------------------------------------------------------
+@pytest.mark.skipif(
+    not (BUILTIN_ASR / "am.mvn").is_file(), reason="data/builtin is not built (minmo synth-data)"
+)
+def test_tiny_recipe_resumes_mid_epoch_with_the_uninterrupted_batches(tmp_path: Path) -> None:
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny" / "stage1a_prealign.yaml").read_text())
+    recipe["trainer"].update({"max_steps": 8, "limit_val_batches": 0, "log_every_n_steps": 1})
+    recipe["model"]["init_args"]["voice_encoder"]["init_args"]["cmvn_file"] = str(BUILTIN_ASR / "am.mvn")
+    recipe["data"]["init_args"].update({"path": str(BUILTIN_ASR), "max_seconds_per_batch": 10.0})
+    outcome = crash_and_resume(recipe, tmp_path, every_n_steps=3, crash_after_step=5)
+    assert outcome["checkpoint_step"] == 3
+    assert outcome["loader_state"][0]["batches_done"] == 3 and outcome["loader_state"][0]["epoch"] == 0
+    assert_resumed_exactly(outcome)
+
+
+# ---- the loader's state alone ---------------------------------------------------------------------------
+def tone_loader(corpus: Path, seed: int = 0, num_workers: int = 0) -> ResumableLoader:
+    module = ASRDataModule(
+        str(corpus),
+        val_split=None,
+        test_split=None,
+        max_seconds_per_batch=1.05,
+        seed=seed,
+        num_workers=num_workers,
+    )
+    module.setup("fit")
+    return module.train_dataloader()
+
+
+def test_the_state_counts_batches_handed_out_not_drawn_ahead_by_workers(tone_corpus: Path) -> None:
+    loader = tone_loader(tone_corpus, num_workers=2)
+    loader.sampler.set_epoch(3)
+    batches = iter(loader)
+    taken = [next(batches)["ids"] for _ in range(2)]  # the workers have drawn further ahead
+    state = loader.state_dict()
+    assert state == {"epoch": 3, "seed": 0, "batches_done": 2, "batches_in_epoch": PER_EPOCH}
+    rest = [batch["ids"] for batch in batches]
+    resumed = tone_loader(tone_corpus)
+    resumed.load_state_dict(state)
+    assert [batch["ids"] for batch in resumed] == rest
+    assert [batch["ids"] for batch in resumed] == taken + rest  # the next pass is the whole epoch again
+
+
+def test_a_state_from_another_plan_restarts_the_epoch_and_says_so(
+    tone_corpus: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = {"epoch": 1, "seed": 7, "batches_done": 2, "batches_in_epoch": PER_EPOCH}
+    loader = tone_loader(tone_corpus)
+    loader.load_state_dict(state)
+    assert len([batch["ids"] for batch in loader]) == PER_EPOCH
+    assert "differs from this run's (seed 0" in caplog.text
