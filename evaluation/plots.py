@@ -99,6 +99,29 @@ def bar_png(values: dict[str, float], path: Path, ylabel: str, title: str) -> Pa
     return _save(fig, path)
 
 
+def interval_png(
+    values: dict[str, float | None],
+    intervals: dict[str, tuple[float, float]],
+    path: Path,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """One bar per run, with an interval drawn over the runs that have one."""
+    names = list(values)
+    heights = [np.nan if values[n] is None else values[n] for n in names]
+    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(names), 3.4))
+    bars = ax.bar(names, heights, color=["tab:gray" if n not in intervals else "tab:blue" for n in names])
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    for x, name in enumerate(names):
+        if name in intervals:
+            low, high = intervals[name]
+            ax.plot([x, x], [low, high], color="black", linewidth=2)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelrotation=20)
+    return _save(fig, path)
+
+
 def _runs(labels: np.ndarray, cls: int) -> list[tuple[int, int]]:
     is_cls = np.concatenate([[False], np.asarray(labels) == cls, [False]])
     edges = np.flatnonzero(np.diff(is_cls.astype(np.int8)))

@@ -40,6 +40,43 @@ class BatchLabels:
 
 
 @dataclass(frozen=True)
+class PairedStatistic:
+    """A task's headline figure as a ratio of per-record counts summed over the corpus, so a paired bootstrap
+    can resample records (utterances, dialogues) and recompute it exactly as the scorer does."""
+
+    #: settings -> the summary key it reproduces (``wer``, ``assistant_f1@600``, ...)
+    name: Callable[[dict], str]
+    #: a scored record and the run's settings -> (numerator, denominator)
+    counts: Callable[[dict, dict], tuple[float, float]]
+    lower_is_better: bool
+
+
+def _word_errors(record: dict, settings: dict) -> tuple[float, float]:
+    errors = record["substitutions"] + record["deletions"] + record["insertions"]
+    return float(errors), float(record["hits"] + record["substitutions"] + record["deletions"])
+
+
+def _correct(record: dict, settings: dict) -> tuple[float, float]:
+    return float(bool(record["correct"])), 1.0
+
+
+def _primary_tolerance(settings: dict) -> float:
+    return max(settings.get("tolerances") or [1])
+
+
+def _assistant_f1_counts(record: dict, settings: dict) -> tuple[float, float]:
+    """2TP and 2TP + FP + FN of the assistant's turn-taking onsets at the largest tolerance."""
+    from minmo_lightning.evaluation.duplex import EventScore, onsets, tolerance_frames
+
+    k = tolerance_frames(_primary_tolerance(settings), settings["tolerance_unit"], settings["frame_ms"])
+    score = EventScore()
+    score.add(
+        onsets(record["reference_labels"], 1), onsets(record["predicted_labels"], 1), k, settings["window"]
+    )
+    return 2.0 * score.tp, 2.0 * score.tp + score.fp + score.fn
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     #: record fields the scorer reads
@@ -60,6 +97,8 @@ class TaskSpec:
     #: predictions are one label per frame: the datamodule's frame rate must match ``frame_ms``, and
     #: predicted frames beyond the reference's are dropped
     per_frame: bool = False
+    #: the headline figure a comparison of runs resamples (``None``: compared without intervals)
+    statistic: PairedStatistic | None = None
 
     def check_record(self, record: dict, source: str) -> None:
         """Fill a field the model wrote under another name; fail naming what a record lacks."""
@@ -120,6 +159,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             reference_column="text",
             reference_field="reference",
             batch_references=_asr_references,
+            statistic=PairedStatistic(lambda settings: "wer", _word_errors, lower_is_better=True),
         ),
         TaskSpec(
             "emotion",
@@ -130,6 +170,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             reference_column="emotion",
             reference_field="reference",
             batch_references=_emotion_references,
+            statistic=PairedStatistic(lambda settings: "wa", _correct, lower_is_better=False),
         ),
         TaskSpec(
             "duplex",
@@ -145,6 +186,11 @@ TASK_SPECS: dict[str, TaskSpec] = {
             reference_field="reference_labels",
             batch_references=_duplex_references,
             per_frame=True,
+            statistic=PairedStatistic(
+                lambda settings: f"assistant_f1@{_primary_tolerance(settings):g}",
+                _assistant_f1_counts,
+                lower_is_better=False,
+            ),
         ),
         TaskSpec("latency", required=("first_packet_s",), scorer=latency_report),
     )

@@ -1,0 +1,227 @@
+"""``minmo ablate NAME``: train the variants of one ablation, evaluate each on the same test split, compare.
+
+An ablation (``recipes/ablations/NAME.yaml``) names a base stage recipe per size and, per variant, the ONE
+recipe entry it changes (a dotted key and its new value)::
+
+    base: {tiny: tiny/stage1a_prealign.yaml, full: minmo/stage1a_prealign.yaml}
+    evaluate: eval/asr_builtin.yaml            # how the tiny variants are scored
+    starts_from:                               # the base stage's starting point (tiny), for every variant
+      model.init_args.init_blocks: {voice_encoder: runs/tiny/voice_encoder/lightning_logs/version_0/checkpoints/last.ckpt}
+    variants:
+      transformer_conv: {}                     # the base as it is
+      linear:
+        tiny: {model.init_args.input_projector: {class_path: LinearProjector, init_args: {...}}}
+        full: {model.init_args.input_projector: {...}}
+        # follows: {tiny: {dotted.key: value}}  # a width that must match the swapped block, nothing else
+
+Each variant runs in ``OUT/VARIANT/`` (``recipe.yaml``, ``checkpoints/``, ``eval/`` with ``training.json``:
+trainable parameters and train time); ``OUT/comparison/`` holds the side-by-side report
+(``evaluation/compare.py``). Finished steps are skipped, so an interrupted ablation resumes.
+``--size full --dry-run`` writes the full-size recipes only (they need GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SIZES = ("tiny", "full")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    #: size -> {dotted key: value}: the one entry this variant changes (empty for the base)
+    changes: dict[str, dict[str, Any]]
+    #: size -> {dotted key: value}: widths that follow the changed block
+    follows: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    description: str
+    base: dict[str, str]
+    evaluate: str
+    starts_from: dict[str, Any]
+    variants: list[Variant]
+
+    def recipe(self, size: str, variant: Variant, run_dir: Path | None = None) -> dict:
+        """The base recipe of ``size`` with the variant's entry (and what follows it) set."""
+        recipe = yaml.safe_load(Path(recipe_path(self.base[size])).read_text())
+        settings = {**(self.starts_from if size == "tiny" else {})}
+        settings |= variant.changes.get(size, {}) | variant.follows.get(size, {})
+        for key, value in settings.items():
+            set_dotted(recipe, key, copy.deepcopy(value))
+        if run_dir is not None:
+            relocate(recipe, run_dir)
+        return recipe
+
+
+def recipe_path(relative: str) -> str:
+    return str(resources.files("minmo_lightning.recipes").joinpath(relative))
+
+
+def load_ablation(name: str) -> Ablation:
+    path = Path(name) if name.endswith(".yaml") else Path(recipe_path(f"ablations/{name}.yaml"))
+    if not path.is_file():
+        raise FileNotFoundError(f"no ablation {name!r}; available: {', '.join(available())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    variants = []
+    for variant, spec in (raw.get("variants") or {}).items():
+        spec = spec or {}
+        unknown = set(spec) - {*SIZES, "follows"}
+        if unknown:
+            raise ValueError(
+                f"{path}: variant {variant!r} has unknown key(s) {sorted(unknown)}; use tiny, full, follows"
+            )
+        changes = {size: dict(spec.get(size) or {}) for size in SIZES}
+        for size, entry in changes.items():
+            if len(entry) > 1:
+                raise ValueError(
+                    f"{path}: variant {variant!r} changes {len(entry)} entries at size {size} ({', '.join(entry)}); "
+                    "an ablation changes exactly one (widths that must follow go under `follows`)"
+                )
+        variants.append(
+            Variant(variant, changes, {s: dict(v or {}) for s, v in (spec.get("follows") or {}).items()})
+        )
+    if len(variants) < 2:
+        raise ValueError(f"{path}: an ablation needs at least two variants (the base and one change)")
+    return Ablation(
+        name=path.stem,
+        description=str(raw.get("description", "")).strip(),
+        base=dict(raw["base"]),
+        evaluate=raw["evaluate"],
+        starts_from=dict(raw.get("starts_from") or {}),
+        variants=variants,
+    )
+
+
+def available() -> list[str]:
+    folder = resources.files("minmo_lightning.recipes").joinpath("ablations")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """``a.b.c`` -> ``tree[a][b][c] = value``; every part but the last must exist (a typo is an error)."""
+    *parents, last = key.split(".")
+    node = tree
+    for depth, part in enumerate(parents):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"recipe has no entry {'.'.join(parents[: depth + 1])!r} (setting {key})")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise KeyError(f"recipe entry {'.'.join(parents)!r} is not a mapping (setting {key})")
+    node[last] = value
+
+
+def relocate(recipe: dict, run_dir: Path) -> None:
+    """Point the run's logs and checkpoints at ``run_dir``."""
+    trainer = recipe.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(run_dir)
+    for callback in trainer.get("callbacks") or []:
+        if str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+            callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
+
+
+def run_variant(
+    ablation: Ablation, variant: Variant, out: Path, extra: list[str], eval_args: list[str]
+) -> Path:
+    """Fit (unless done) and evaluate one tiny variant; returns its evaluation directory."""
+    from minmo_lightning.cli import lightning_main
+    from minmo_lightning.evaluation.cli import main as evaluate
+
+    run_dir = out / variant.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_file = run_dir / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(ablation.recipe("tiny", variant, run_dir), sort_keys=False))
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    training_file = run_dir / "training.json"
+    if not (checkpoint.is_file() and training_file.is_file()):
+        print(f"ablate {ablation.name}: training {variant.name} ({recipe_file})", flush=True)
+        started = time.perf_counter()
+        cli = lightning_main(["fit", "--config", str(recipe_file), *extra])
+        training = {
+            "train_s": round(time.perf_counter() - started, 1),
+            "steps": int(cli.trainer.global_step),
+            "trainable_parameters": sum(p.numel() for p in cli.model.parameters() if p.requires_grad),
+        }
+        training_file.write_text(json.dumps(training, indent=2))
+    eval_dir = run_dir / "eval"
+    if not (eval_dir / "metrics.json").is_file():
+        print(f"ablate {ablation.name}: evaluating {variant.name}", flush=True)
+        code = evaluate(
+            [
+                "--config",
+                recipe_path(ablation.evaluate),
+                "--ckpt",
+                str(checkpoint),
+                "--out",
+                str(eval_dir),
+                *eval_args,
+            ]
+        )
+        if code != 0:
+            raise RuntimeError(f"evaluating {variant.name} failed (exit {code}); see the messages above")
+    (eval_dir / "training.json").write_text(training_file.read_text())
+    return eval_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minmo ablate", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "name", nargs="?", help=f"an ablation: {', '.join(available())} (or a manifest .yaml)"
+    )
+    parser.add_argument("--list", action="store_true", help="list the ablations and their variants")
+    parser.add_argument("--size", choices=SIZES, default="tiny")
+    parser.add_argument("--out", help="default runs/ablations/NAME")
+    parser.add_argument(
+        "--variants", nargs="+", help="run only these variants (the first listed is the base)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="write each variant's recipe.yaml, train nothing"
+    )
+    parser.add_argument("--max-steps", type=int, help="override trainer.max_steps (smoke runs)")
+    parser.add_argument("--limit", type=int, help="evaluate at most this many batches (smoke runs)")
+    args = parser.parse_args(argv)
+    if args.list or not args.name:
+        for name in available():
+            ablation = load_ablation(name)
+            print(f"{name}: {', '.join(v.name for v in ablation.variants)}\n  {ablation.description}")
+        return 0
+    ablation = load_ablation(args.name)
+    variants = ablation.variants
+    if args.variants:
+        by_name = {v.name: v for v in variants}
+        unknown = [v for v in args.variants if v not in by_name]
+        if unknown:
+            raise ValueError(f"{ablation.name} has no variant {unknown}; its variants: {', '.join(by_name)}")
+        variants = [by_name[v] for v in args.variants]
+    out = Path(
+        args.out or f"runs/ablations/{ablation.name}" + ("" if args.size == "tiny" else f"-{args.size}")
+    )
+    if args.size == "full" or args.dry_run:
+        for variant in variants:
+            folder = out / variant.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "recipe.yaml").write_text(
+                yaml.safe_dump(ablation.recipe(args.size, variant, folder), sort_keys=False)
+            )
+            print(f"{variant.name}: minmo fit --config {folder / 'recipe.yaml'}")
+        return 0
+    extra = ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
+    eval_args = ["--limit", str(args.limit)] if args.limit else []
+    eval_dirs = [run_variant(ablation, v, out, extra, eval_args) for v in variants]
+    from minmo_lightning.evaluation.compare import compare_runs
+
+    compare_runs(eval_dirs, out / "comparison", names=[v.name for v in variants])
+    print(f"ablate {ablation.name}: {out / 'comparison' / 'report.md'}")
+    return 0

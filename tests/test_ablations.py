@@ -1,0 +1,210 @@
+"""Ablation recipes: each variant changes exactly the entry it names; full size builds on the meta device
+(parameters per slot printed); the tiny twins train two steps; the comparison report resolves differences."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import yaml
+from minmo_lightning.datamodules.synth import wav_bytes
+from minmo_lightning.evaluation.compare import compare_runs
+from test_cli import _with_identity_cmvn, _without_absent_local_files
+
+from minmo_lightning.ablate import Ablation, Variant, available, load_ablation, main
+from minmo_lightning.cli import lightning_main
+
+ABLATIONS = {name: load_ablation(name) for name in available()}
+CASES = [(name, v.name) for name, a in ABLATIONS.items() for v in a.variants]
+NO_CHANGE = Variant("base", {}, {})
+
+
+def _pop(tree: dict, key: str):
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree[part]
+    return tree.pop(last, None)
+
+
+def _variant(ablation: Ablation, name: str) -> Variant:
+    return next(v for v in ablation.variants if v.name == name)
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+@pytest.mark.parametrize(("ablation", "variant"), CASES)
+def test_a_variant_differs_from_its_base_in_exactly_its_entry(ablation: str, variant: str, size: str) -> None:
+    spec = ABLATIONS[ablation]
+    chosen = _variant(spec, variant)
+    base, changed = spec.recipe(size, NO_CHANGE), spec.recipe(size, chosen)
+    keys = [*chosen.changes.get(size, {}), *chosen.follows.get(size, {})]
+    assert len(chosen.changes.get(size, {})) <= 1
+    for key in chosen.changes.get(size, {}):
+        before, after = _pop(copy.deepcopy(base), key), _pop(copy.deepcopy(changed), key)
+        assert before != after, f"{ablation}/{variant} sets {key} to the base's own value"
+    for key in keys:
+        _pop(base, key), _pop(changed, key)
+    assert base == changed
+
+
+def test_the_ablation_table_covers_the_papers_questions() -> None:
+    assert {
+        "input_projector",
+        "projector_downsampling",
+        "llm_adaptation",
+        "output_projector",
+        "mix_ratio",
+    } <= set(ABLATIONS)
+
+
+def _build(config: dict, tmp_path: Path, device: str):
+    config = _with_identity_cmvn(_without_absent_local_files(config), tmp_path)
+    config["model"]["init_args"].pop("init_checkpoint", None)
+    config["model"]["init_args"].pop("init_blocks", None)
+    if device == "meta":
+        config["trainer"] = {"accelerator": "cpu", "devices": 1}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(config))
+    with torch.device(device):
+        cli = lightning_main(
+            ["--config", str(recipe), "--trainer.default_root_dir", str(tmp_path)], run=False
+        )
+        cli.model.configure_model()
+    return cli
+
+
+def _trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_full_size_llm_adaptation_variants_order_their_trainable_parameters(tmp_path: Path, capsys) -> None:
+    """On the meta device: per-slot counts printed; frozen < LoRA r8 < LoRA r64 < full fine-tuning."""
+    spec = ABLATIONS["llm_adaptation"]
+    trainable = {}
+    for variant in spec.variants:
+        model = _build(spec.recipe("full", variant), tmp_path / variant.name, "meta").model
+        slots = {slot: sum(p.numel() for p in getattr(model, slot).parameters()) for slot in model.slots}
+        trainable[variant.name] = _trainable(model)
+        print(variant.name, slots, "trainable", trainable[variant.name])
+    assert trainable["frozen"] < trainable["lora_r8"] < trainable["lora_r64"] < trainable["full_finetune"]
+    # Qwen2.5-7B: 7.07 B parameters outside the embeddings are what full fine-tuning adds over frozen
+    assert trainable["full_finetune"] - trainable["frozen"] == pytest.approx(7.6e9, rel=0.02)
+    assert "llm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("ablation", "variant"), [(n, v) for n, v in CASES if "stage1" in ABLATIONS[n].base["full"]]
+)
+def test_full_size_variant_builds_on_meta(ablation: str, variant: str, tmp_path: Path) -> None:
+    spec = ABLATIONS[ablation]
+    model = _build(spec.recipe("full", _variant(spec, variant)), tmp_path, "meta").model
+    assert _trainable(model) > 0
+
+
+def _asr_corpus(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    texts = ["hello there", "stop now", "what is five plus four", "turn left"] * 2
+    split = datasets.Dataset.from_dict(
+        {
+            "id": [f"u{i}" for i in range(len(texts))],
+            "audio": [
+                {
+                    "bytes": wav_bytes((0.1 * rng.standard_normal(12000)).astype(np.float32), 16000),
+                    "path": None,
+                }
+                for _ in texts
+            ],
+            "text": texts,
+            "duration": [0.75] * len(texts),
+        }
+    ).cast_column("audio", datasets.Audio(decode=False))
+    datasets.DatasetDict({"train": split, "validation": split, "test": split}).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize(("ablation", "variant"), [(n, v) for n, v in CASES if ABLATIONS[n].evaluate])
+def test_tiny_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path) -> None:
+    spec = ABLATIONS[ablation]
+    config = spec.recipe("tiny", _variant(spec, variant), tmp_path / "run")
+    corpus = str(_asr_corpus(tmp_path / "asr"))  # the stage's own corpus may be a mixture: ASR is enough here
+    config["data"] = {"class_path": "ASRDataModule", "init_args": {"path": corpus, "max_seconds_per_batch": 3.0}}
+    config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
+    cli = _build(config, tmp_path, "cpu")
+    before = {k: v.clone() for k, v in cli.model.state_dict().items()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2
+    assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+
+
+def _run(folder: Path, errors: list[int]) -> Path:
+    """An ASR evaluation run: one record per utterance, ``errors[i]`` substitutions in 4 words."""
+    folder.mkdir(parents=True)
+    records = [
+        {"id": f"u{i}", "hits": 4 - e, "substitutions": e, "deletions": 0, "insertions": 0}
+        for i, e in enumerate(errors)
+    ]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    wer = sum(errors) / (4 * len(errors))
+    (folder / "metrics.json").write_text(json.dumps({"task": "asr", "summary": {"wer": wer}, "settings": {}}))
+    return folder
+
+
+def test_comparison_resolves_a_real_difference_and_not_noise(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 3, 200).tolist()
+    worse = [min(4, e + 1) for e in base]  # one more error in every utterance
+    noise = [e if i % 2 else max(0, e - 1) if i % 4 else min(4, e + 1) for i, e in enumerate(base)]
+    result = compare_runs(
+        [_run(tmp_path / "a", base), _run(tmp_path / "b", worse), _run(tmp_path / "c", noise)],
+        tmp_path / "cmp",
+        names=["base", "worse", "noise"],
+    )
+    worse_row, noise_row = result["runs"][1]["vs_base"], result["runs"][2]["vs_base"]
+    assert worse_row["difference"] == pytest.approx(0.25 * sum(min(4, e + 1) - e for e in base) / len(base))
+    assert worse_row["ci95"][0] > 0  # resolved
+    assert noise_row["ci95"][0] < 0 < noise_row["ci95"][1]  # not resolved
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "worse than the base" in report and "not resolved" in report
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 1000
+
+
+def test_comparison_refuses_runs_of_different_tasks(tmp_path: Path) -> None:
+    _run(tmp_path / "a", [0, 1])
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / "predictions.jsonl").write_text('{"id": "u0", "correct": true}\n')
+    (other / "metrics.json").write_text(json.dumps({"task": "emotion", "summary": {"wa": 1.0}}))
+    with pytest.raises(ValueError, match="different tasks"):
+        compare_runs([tmp_path / "a", other], tmp_path / "cmp")
+
+
+def test_dry_run_writes_one_recipe_per_variant(tmp_path: Path) -> None:
+    assert main(["input_projector", "--size", "full", "--dry-run", "--out", str(tmp_path)]) == 0
+    written = sorted(p.parent.name for p in tmp_path.glob("*/recipe.yaml"))
+    assert written == sorted(v.name for v in ABLATIONS["input_projector"].variants)
+    linear = yaml.safe_load((tmp_path / "linear" / "recipe.yaml").read_text())
+    assert linear["model"]["init_args"]["input_projector"]["class_path"] == "LinearProjector"
+    assert linear["trainer"]["default_root_dir"] == str(tmp_path / "linear")
+
+
+def test_a_variant_changing_two_entries_is_refused(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "base": {"tiny": "tiny/stage1a_prealign.yaml"},
+                "evaluate": "eval/asr_builtin.yaml",
+                "variants": {
+                    "a": {},
+                    "b": {"tiny": {"model.init_args.learning_rate": 1, "trainer.max_steps": 2}},
+                },
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="changes 2 entries at size tiny"):
+        load_ablation(str(manifest))
