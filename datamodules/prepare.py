@@ -133,15 +133,17 @@ def prepare_dataset(
     dataset_path, out = Path(dataset_path), Path(out)
     if out.resolve() == dataset_path.resolve():
         raise ValueError("--out must differ from --dataset (a dataset cannot be rewritten while it is read)")
+    work = Path(str(out) + ".work")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty; choose another --out or delete it")
+        if not work.is_dir() or (out / "prepare_report.json").is_file():
+            raise FileExistsError(f"{out} already exists and is not empty; choose another --out or delete it")
+        shutil.rmtree(out)  # a run killed while writing it: written again from the finished shards
     loaded = load_from_disk(str(dataset_path))
     splits = dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
     for name, split in splits.items():
         if column in split.column_names:
             raise ValueError(f"split {name!r} already has a {column!r} column; choose another --column")
 
-    work = Path(str(out) + ".work")
     work.mkdir(parents=True, exist_ok=True)
     identity_file = work / "tokenizer.json"
     identity = {**identity, "audio_column": audio_column, "shard_size": shard_size}

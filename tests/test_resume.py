@@ -9,8 +9,13 @@ restore the random state, so dropout or SpecAugment masks may differ after a res
 from __future__ import annotations
 
 import copy
+import io
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import numpy as np
@@ -19,11 +24,14 @@ import soundfile
 import torch
 import yaml
 from datasets import Audio, Dataset, DatasetDict
-from minmo_lightning.datamodules import ASRDataModule
+from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
+from minmo_lightning.datamodules import ASRDataModule, prepare
 from minmo_lightning.datamodules.sampler import ResumableLoader
+from minmo_lightning.evaluation.runner import evaluate, read_jsonl
 
 from minmo_lightning.checkpoint_io import AtomicCheckpointIO
 from minmo_lightning.cli import lightning_main
+from minmo_lightning.contracts import AudioBatch
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTIN_ASR = REPO / "data" / "builtin" / "asr"
@@ -227,3 +235,137 @@ def test_a_state_from_another_plan_restarts_the_epoch_and_says_so(
     loader.load_state_dict(state)
     assert len([batch["ids"] for batch in loader]) == PER_EPOCH
     assert "differs from this run's (seed 0" in caplog.text
+
+
+# ---- minmo evaluate and minmo prepare after a kill ----------------------------------------------------
+class NamedData(L.LightningDataModule):
+    """Eight 0.1 s clips in batches of 3; the reference text is the id."""
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        def collate(ids: list[str]) -> dict:
+            waves = [torch.full((1600,), 0.1) for _ in ids]
+            return {"ids": ids, "audio": AudioBatch.from_list(waves, 16000), "text": ids}
+
+        ids = [f"utt{k}" for k in range(8)]
+        return torch.utils.data.DataLoader(ids, batch_size=3, collate_fn=collate)
+
+
+class EchoModel(L.LightningModule):
+    """Predicts each id as its transcript and notes which batches it computed."""
+
+    calls: ClassVar[list[int]] = []
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        EchoModel.calls.append(batch_idx)
+        return [{"id": i, "hypothesis": i} for i in batch["ids"]]
+
+
+def test_evaluate_killed_mid_write_resumes_with_every_row_once(tmp_path: Path) -> None:
+    recipe = {
+        "model": {"class_path": f"{__name__}.EchoModel"},
+        "data": {"class_path": f"{__name__}.NamedData"},
+    }
+    out = tmp_path / "eval"
+    killed_while_writing_batch_1 = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from minmo_lightning.evaluation.runner import evaluate
+
+        real_fsync, calls = os.fsync, []
+
+        def dies_mid_batch(fd):
+            calls.append(fd)
+            if len(calls) == 2:  # batch 1's lines are written: cut the last one short, then die
+                os.ftruncate(fd, os.fstat(fd).st_size - 15)
+                os.kill(os.getpid(), 9)
+            real_fsync(fd)
+
+        os.fsync = dies_mid_batch
+        evaluate("asr", {str(out)!r}, {{"normalizer": "none"}}, recipe={recipe!r}, progress=False)
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", killed_while_writing_batch_1], capture_output=True, text=True
+    )
+    assert child.returncode == -9, child.stderr[-2000:]
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and not lines[-1].endswith("}")  # batch 0, two rows of batch 1, a cut row
+
+    EchoModel.calls = []
+    metrics = evaluate("asr", out, {"normalizer": "none"}, recipe=recipe, progress=False)
+    ids = [row["id"] for row in read_jsonl(out / "predictions.jsonl")]
+    assert sorted(ids) == [f"utt{k}" for k in range(8)]  # every row exactly once
+    assert EchoModel.calls == [1, 2]  # batch 0 was complete; batch 1 is redone for its missing row
+    assert metrics["summary"]["wer"] == 0.0 and metrics["inference"]["new_utterances"] == 3
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten 0.3 s clips in a saved dataset, tokenized in shards of 3 (four shards)."""
+    path = tmp_path_factory.mktemp("clips") / "data"
+    rows = {"id": [f"clip{i}" for i in range(10)], "audio": [], "text": ["x"] * 10}
+    for i in range(10):
+        buffer = io.BytesIO()
+        tone = 0.3 * np.sin(np.arange(4800) * (0.05 + 0.01 * i)).astype(np.float32)
+        soundfile.write(buffer, tone, 16000, format="WAV")
+        rows["audio"].append({"bytes": buffer.getvalue(), "path": f"clip{i}.wav"})
+    Dataset.from_dict(rows).cast_column("audio", Audio(decode=False)).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def speech_tokenizer() -> S3TokenizerV2:
+    torch.manual_seed(0)
+    return S3TokenizerV2.from_preset("tiny", dim=64, n_heads=2, n_layers=1, asr_vocab="", asr_layers=0).eval()
+
+
+def prepare_into(clips: Path, out: Path, tokenizer: S3TokenizerV2) -> None:
+    prepare.prepare_dataset(clips, out, tokenizer, {"test": 1}, shard_size=3, show_progress=False)
+
+
+def test_prepare_killed_in_each_phase_resumes_with_every_row_once(
+    clips: Path, speech_tokenizer: S3TokenizerV2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare_into(clips, tmp_path / "uninterrupted", speech_tokenizer)
+    expected = Dataset.load_from_disk(str(tmp_path / "uninterrupted"))
+    out = tmp_path / "out"
+    write_json, save_to_disk = prepare._write_json, Dataset.save_to_disk
+    shards_written: list[str] = []
+
+    def killed_on_the_third_shard(path: Path, payload) -> None:
+        if path.name.startswith("shard-"):
+            if len(shards_written) == 2:
+                path.with_suffix(".tmp").write_text(json.dumps(payload)[:50])  # cut short
+                raise KeyboardInterrupt
+            shards_written.append(path.name)
+        write_json(path, payload)
+
+    def killed_while_saving(self: Dataset, path: str, **kwargs) -> None:
+        Path(path).mkdir(parents=True)
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half a table")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "_write_json", killed_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_into(clips, out, speech_tokenizer)
+    monkeypatch.setattr(prepare, "_write_json", write_json)
+    monkeypatch.setattr(Dataset, "save_to_disk", killed_while_saving)
+    tokenized: list[int] = []
+    real_shard = prepare._tokenize_shard
+    monkeypatch.setattr(
+        prepare, "_tokenize_shard", lambda *a: (tokenized.append(len(a[1])), real_shard(*a))[1]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        prepare_into(clips, out, speech_tokenizer)
+    assert tokenized == [3, 1]  # only the shards the first kill left undone
+    monkeypatch.setattr(Dataset, "save_to_disk", save_to_disk)
+    prepare_into(clips, out, speech_tokenizer)
+    assert tokenized == [3, 1]  # the output is written again from the finished shards
+
+    result = Dataset.load_from_disk(str(out))
+    assert result["id"] == expected["id"] == [f"clip{i}" for i in range(10)]  # every row once, in order
+    assert result["speech_tokens"] == expected["speech_tokens"]
+    assert not Path(f"{out}.work").exists()
+    with pytest.raises(FileExistsError, match="already exists"):  # a finished output is never replaced
+        prepare_into(clips, out, speech_tokenizer)
