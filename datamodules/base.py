@@ -119,6 +119,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.skipped: dict[str, Counter] = {}
         #: every skipped row by id (see ``skipped.py``)
         self.ledger = SkipLedger()
+        #: the trainer epoch of the last batch seen in the main process, and the epochs already reported
+        self._epoch: int | None = None
+        self._reported: set[tuple[str, int]] = set()
         self._base_dir: Path | None = None
 
     # ---- hooks for subclasses ----------------------------------------------------------------
@@ -298,7 +301,11 @@ class SpeechDataModule(L.LightningDataModule):
 
     def take_skipped(self, batch: Any) -> Any:
         """Record the rows a worker skipped for this datamodule and strip them from ``batch``; a batch with
-        no row left becomes None."""
+        no row left becomes None. Under a Trainer, the first batch of a new epoch reports the last one."""
+        epoch = getattr(self.trainer, "current_epoch", None)
+        if self._epoch is not None and epoch != self._epoch:
+            self._report_epoch(self._epoch)
+        self._epoch = epoch
         if isinstance(batch, dict) and batch.get(SKIPPED_KEY, (None,))[0] == self.ledger.token:
             self._note_skipped(batch.pop(SKIPPED_KEY)[1])
             return batch if batch["ids"] else None
@@ -306,6 +313,11 @@ class SpeechDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return self.take_skipped(batch)
+
+    def teardown(self, stage: str) -> None:
+        """The end of a Trainer run reports its last epoch."""
+        if self._epoch is not None:
+            self._report_epoch(self._epoch)
 
     @property
     def skipped_rows(self) -> list[dict]:
@@ -334,7 +346,7 @@ class SpeechDataModule(L.LightningDataModule):
             self.max_batch_size,
             shuffle=shuffle,
             seed=self.seed,
-            on_epoch_end=lambda epoch, role=role: self.report(role, epoch),
+            on_epoch_end=lambda epoch, role=role: self._pass_ended(role, epoch),
         )
         return ResumableLoader(
             data,
@@ -345,10 +357,25 @@ class SpeechDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _pass_ended(self, role: str, epoch: int) -> None:
+        """The sampler ended a pass: the end of the epoch when a loader is iterated directly. Under a Trainer
+        its loops stop before the sampler ends, or workers exhaust it early, so batches report instead."""
+        if self.trainer is None:
+            self.report(role, epoch)
+
+    def _report_epoch(self, epoch: int) -> None:
+        for role in self.data:
+            self.report(role, epoch)
+
     def report(self, role: str, epoch: int) -> None:
-        """Log what was left out of ``role`` so far (once per epoch, on rank 0): count, reasons, first ids."""
-        if getattr(self.trainer, "global_rank", 0) != 0:
+        """Log what was left out of ``role`` so far (once per epoch, on rank 0): count, reasons, first ids.
+
+        Called when the sampler ends a pass (iterating the loader yourself) or, under a Trainer, from the
+        first batch of the next epoch and from ``teardown`` (see ``_pass_ended``).
+        """
+        if getattr(self.trainer, "global_rank", 0) != 0 or (role, epoch) in self._reported:
             return
+        self._reported.add((role, epoch))
         summary = self.ledger.summary(role)
         if summary:
             log.warning("%s epoch %d, %s of %r: %s", self.task, epoch, role, self.path, summary)

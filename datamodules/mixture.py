@@ -94,6 +94,10 @@ class MixtureDataModule(L.LightningDataModule):
             datamodule.trainer = self.trainer
             datamodule.setup(stage)
 
+    def teardown(self, stage: str) -> None:
+        for datamodule in self.datamodules:
+            datamodule.teardown(stage)
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Each source records the rows its workers skipped (Lightning calls this hook on the mixture only)."""
         for datamodule in self.datamodules:
