@@ -10,7 +10,8 @@ the target is the previous complete file or the new complete one. A kill leaves 
 through here, and removes an older top-k file only after the new one is in place. (``save_last="link"``
 makes ``last.ckpt`` a symlink that Lightning re-creates by remove-then-link, outside this plugin.)
 
-Loading names the file when it is truncated or corrupt instead of torch's zip-reader message.
+Loading names the file when it is truncated or corrupt instead of torch's zip-reader message
+(``naming_unreadable`` does the same around any other ``torch.load`` of a checkpoint).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import glob
 import os
 import pickle
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +60,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _sync_folder(target.parent)
 
     def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        try:
+        with naming_unreadable(path):
             return super().load_checkpoint(path, *args, **kwargs)
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            if not _is_local_file_protocol(path) or not _unreadable(error):
-                raise
-            raise CheckpointReadError(_unreadable_message(Path(path))) from None
+
+
+@contextmanager
+def naming_unreadable(path: Any) -> Iterator[None]:
+    """Turn torch.load's errors for a truncated or corrupt file into a ``CheckpointReadError`` naming
+    ``path`` (and the earlier checkpoints beside it); other errors pass unchanged."""
+    try:
+        yield
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        if not _is_local_file_protocol(path) or not _unreadable(error):
+            raise
+        raise CheckpointReadError(_unreadable_message(Path(path))) from None
 
 
 def _sync_folder(folder: Path) -> None:

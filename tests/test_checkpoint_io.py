@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minmo_lightning.checkpoint_io import AtomicCheckpointIO
+from minmo_lightning.checkpoint_io import AtomicCheckpointIO, naming_unreadable
 from minmo_lightning.checkpoints import CheckpointReadError
 
 
@@ -69,7 +69,7 @@ def test_a_killed_save_keeps_the_previous_checkpoint_and_the_next_save_cleans_up
     killed_mid_write = textwrap.dedent(
         f"""
         import io, os, torch
-        from minmo_lightning.checkpoint_io import AtomicCheckpointIO
+        from minmo_lightning.checkpoint_io import AtomicCheckpointIO, naming_unreadable
 
         def killed(state, file):
             buffer = io.BytesIO()
@@ -104,6 +104,9 @@ def test_a_truncated_checkpoint_is_named_in_the_error(tmp_path: Path, kept_bytes
     assert str(broken) in message and "truncated or corrupt" in message
     assert "epoch=0-step=4.ckpt" in message  # the earlier checkpoint to resume from
     assert len(message) < 400
+    # as around LightningCLI's own read of --ckpt_path FILE
+    with pytest.raises(CheckpointReadError, match="truncated or corrupt"), naming_unreadable(broken):
+        torch.load(broken, weights_only=True, map_location="cpu")
 
 
 def test_other_load_errors_pass_through(tmp_path: Path) -> None:
