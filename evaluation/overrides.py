@@ -127,10 +127,12 @@ def _check_spec(
 
 
 def _class_of(annotation: Any) -> type | None:
-    """``Block`` from ``Block``, ``Block | None`` or ``Optional[Block]``; None when no class is named."""
-    if isinstance(annotation, type):
-        return annotation
-    return next((a for a in typing.get_args(annotation) if isinstance(a, type) and a is not type(None)), None)
+    """The block class a parameter takes (``Block``, ``Block | None``); None for anything else (a ``dict``
+    spec, a list of datamodules...)."""
+    from torch import nn
+
+    candidates = (annotation, *typing.get_args(annotation))
+    return next((a for a in candidates if isinstance(a, type) and issubclass(a, nn.Module)), None)
 
 
 def init_parameters(cls: type) -> dict[str, Any]:
