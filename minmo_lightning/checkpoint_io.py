@@ -41,9 +41,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(
-            f".{glob.escape(target.name)}.*.tmp"
-        ):  # left by a save that was killed
+        # what a killed save of this file left behind
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
             stale.unlink(missing_ok=True)
         temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
         # os.open applies the umask like a plain open (mkstemp would leave the checkpoint private)
