@@ -12,7 +12,10 @@ from minmo_lightning.components.voice_encoder.cmvn import write_cmvn
 from minmo_lightning.cli import lightning_main, main
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-TRAINING_RECIPES = sorted(p for p in RECIPES.rglob("*.yaml") if "eval" not in p.relative_to(RECIPES).parts)
+#: eval/ holds evaluation recipes, ablations/ manifests of variants of a training recipe
+TRAINING_RECIPES = sorted(
+    p for p in RECIPES.rglob("*.yaml") if not {"eval", "ablations"} & set(p.relative_to(RECIPES).parts)
+)
 TINY = RECIPES / "tiny" / "stage1a_prealign.yaml"
 
 
@@ -95,21 +98,47 @@ def test_unknown_implementation_lists_choices(capsys: pytest.CaptureFixture, tmp
     recipe["model"]["init_args"]["voice_encoder"] = {"class_path": "SenseVoiceEncodr", "init_args": {}}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    with pytest.raises(SystemExit) as exit_:
-        lightning_main(["fit", "--config", str(path)])
-    message = str(exit_.value.code)
-    assert "model.init_args.voice_encoder.class_path 'SenseVoiceEncodr'" in message
+    message = _error_of(["fit", "--config", str(path)], capsys)
+    assert f"{path}: model.init_args.voice_encoder.class_path 'SenseVoiceEncodr'" in message
     assert "did you mean SenseVoiceEncoder?" in message and "valid choices:" in message
 
 
-def test_unknown_stage_mode_names_choices(tmp_path: Path) -> None:
+def test_unknown_stage_mode_names_choices(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     recipe = yaml.safe_load(TINY.read_text())
     recipe["model"]["init_args"]["trainable"]["llm"] = "half"
     recipe["model"]["init_args"]["voice_encoder"]["init_args"]["cmvn_file"] = None  # no corpus needed here
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    with pytest.raises(Exception, match="choose one of frozen, full, lora"):
+    with pytest.raises(SystemExit) as exit_:
         lightning_main(["--config", str(path)], run=False)
+    assert exit_.value.code == 2
+    assert (
+        "error: model (MinMo): trainable.llm is 'half'; choose one of frozen, full, lora"
+        in capsys.readouterr().err
+    )
+
+
+def test_verbose_shows_the_parser_detail_before_the_cause(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--verbose", "--config", str(TINY), "--trainer.max_steps", "abc"])
+    err = capsys.readouterr().err
+    assert "Traceback" in err and 'Parser key "trainer.max_steps"' in err
+    assert err.strip().splitlines()[-1] == "minmo fit: error: trainer.max_steps = abc: expected int"
+
+
+BORING = ["--model", "lightning.pytorch.demos.boring_classes.BoringModel"]
+BORING += ["--data", "lightning.pytorch.demos.boring_classes.BoringDataModule"]
+BORING += ["--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu", "--trainer.logger", "false"]
+
+
+def test_config_is_never_saved_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    lightning_main(["validate", *BORING])
+    assert not list(tmp_path.rglob("config.yaml"))  # no logger, no default_root_dir: nowhere to put it
+    lightning_main(["validate", *BORING, "--trainer.default_root_dir", str(tmp_path / "run")])
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("config.yaml")] == [Path("run/config.yaml")]
 
 
 def test_list_prints_registry(capsys: pytest.CaptureFixture) -> None:
@@ -127,4 +156,7 @@ def test_list_yaml_prints_a_preset(capsys: pytest.CaptureFixture) -> None:
 
 def test_unknown_command(capsys: pytest.CaptureFixture) -> None:
     assert main(["fitt"]) == 2
-    assert "unknown command 'fitt'" in capsys.readouterr().err
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "minmo: error: unknown command 'fitt' (did you mean fit?)"
+    )
