@@ -14,10 +14,12 @@ empty, shorter than a frame) are left out of the output, counted, and listed wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,9 +84,10 @@ def prepare_split(
     audio_column: str,
     batch_size: int,
     shard_size: int,
-    progress=None,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[list[list[int] | None], dict[int, str]]:
-    """Tokenize one ``datasets.Dataset``; finished shards in ``work`` are reused, not recomputed."""
+    """Tokenize one ``datasets.Dataset``; finished shards in ``work`` are reused, not recomputed.
+    ``advance(rows)`` is told of every shard done."""
     from datasets import Audio
 
     if audio_column not in dataset.column_names:
@@ -94,7 +97,6 @@ def prepare_split(
         )
     audio = dataset.select_columns([audio_column]).cast_column(audio_column, Audio(decode=False))
     work.mkdir(parents=True, exist_ok=True)
-    task = progress.add_task(f"tokenizing {work.name}", total=len(audio)) if progress else None
     tokens: list[list[int] | None] = []
     skipped: dict[int, str] = {}
     for start in range(0, len(audio), shard_size):
@@ -110,8 +112,8 @@ def prepare_split(
             _write_json(shard_file, shard)
         tokens += shard["tokens"]
         skipped.update({start + int(k): v for k, v in shard["skipped"].items()})
-        if progress:
-            progress.advance(task, len(shard["tokens"]))
+        if advance is not None:
+            advance(len(shard["tokens"]))
     return tokens, skipped
 
 
@@ -129,6 +131,8 @@ def prepare_dataset(
     """Write ``out`` = the dataset plus ``column`` and ``column + '_lengths'`` (see the module docstring)."""
     from datasets import Dataset, DatasetDict, Sequence, Value, load_from_disk
     from rich.progress import Progress
+
+    from minmo_lightning.progress import plain_progress_wanted
 
     dataset_path, out = Path(dataset_path), Path(out)
     if out.resolve() == dataset_path.resolve():
@@ -156,11 +160,13 @@ def prepare_dataset(
 
     report = PrepareReport()
     results: dict[str, Dataset] = {}
-    with Progress(disable=not show_progress) as progress:
+    plain = show_progress and plain_progress_wanted()
+    with Progress(disable=not show_progress or plain) as bar:
         for name, split in splits.items():
-            tokens, skipped = prepare_split(
-                split, tokenizer, work / name, dataset_path, audio_column, batch_size, shard_size, progress
-            )
+            with _split_progress(bar, f"tokenizing {name}", len(split), plain) as advance:
+                tokens, skipped = prepare_split(
+                    split, tokenizer, work / name, dataset_path, audio_column, batch_size, shard_size, advance
+                )
             keep = [i for i, t in enumerate(tokens) if t is not None]
             kept = split.select(keep) if len(keep) < len(split) else split
             kept = kept.add_column(column, [tokens[i] for i in keep], feature=Sequence(Value("int32")))
@@ -180,6 +186,20 @@ def prepare_dataset(
     )
     shutil.rmtree(work)
     return report
+
+
+@contextlib.contextmanager
+def _split_progress(bar, label: str, rows: int, plain: bool) -> Iterator[Callable[[int], None]]:
+    """``advance(rows)`` for one split: a task of Rich's ``bar`` on a terminal, else a plain line every 30 s
+    (``minmo_lightning.progress.ProgressLine``) for logs that are not one."""
+    if plain:
+        from minmo_lightning.progress import ProgressLine
+
+        with ProgressLine(label, rows, unit="rows") as line:
+            yield line.advance
+    else:
+        task = bar.add_task(label, total=rows)
+        yield lambda done: bar.advance(task, done)
 
 
 def build_tokenizer(preset: str, checkpoint: str, device: str):

@@ -226,8 +226,10 @@ def build_corpus(
     label_span: float = 0.24,
     duplex: DuplexConfig | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> dict:
-    """Synthesise and write the corpus; returns ``{task: {split: {"rows", "hours"}}}``."""
+    """Synthesise and write the corpus; returns ``{task: {split: {"rows", "hours"}}}``. ``progress`` prints a
+    plain line per split every 30 s (rows done, rate, ETA), on a terminal or in a log file alike."""
     unknown = sorted(set(tasks) - set(CORPUS_TASKS))
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; choose from {', '.join(CORPUS_TASKS)}")
@@ -258,6 +260,8 @@ def build_corpus(
         stats[name] = {}
         for split, jobs in plan.jobs[name].items():
             results = render(jobs, workers, task.shard_size)
+            if progress:
+                results = _with_progress(results, f"synth-data {name} {split}", len(jobs))
             rows = (task.row(meta, r, frame_rate) for r, meta in zip(results, plan.meta[name][split]))
             stats[name][split] = write_split(staging / split, task, rows, f"{fingerprint}-{name}-{split}")
         # The layout DatasetDict.save_to_disk writes; splits were saved one by one to bound memory.
@@ -269,6 +273,15 @@ def build_corpus(
     (out / "README.md").write_text(dataset_card(stats, settings))
     log(f"built in {time.perf_counter() - begin:.1f} s")
     return stats
+
+
+def _with_progress(results: Iterator, label: str, total: int) -> Iterator:
+    from minmo_lightning.progress import ProgressLine  # loads Lightning: only the command pays for it
+
+    with ProgressLine(label, total, unit="rows") as line:
+        for result in results:
+            yield result
+            line.advance()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,7 +320,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     duplex = DuplexConfig(min_seconds=args.duplex_min_seconds, max_seconds=args.duplex_max_seconds)
-    build_corpus(args.out, size, args.seed, tasks, args.workers, args.frame_rate, args.label_span, duplex)
+    build_corpus(
+        args.out,
+        size,
+        args.seed,
+        tasks,
+        args.workers,
+        args.frame_rate,
+        args.label_span,
+        duplex,
+        progress=True,
+    )
     for task in CORPUS_TASKS.values():
         if task.name in tasks and task.write_extras:
             task.write_extras(Path(args.out) / task.name)

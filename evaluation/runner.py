@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,6 @@ def run_inference(
     """Predict every batch not already in ``out_path``; returns counts of computed and skipped batches."""
     import lightning as L
     import torch
-    from rich.progress import Progress
 
     done = (
         {str(r["id"]) for r in read_jsonl(out_path, allow_truncated_tail=True)}
@@ -225,19 +225,17 @@ def run_inference(
     model.eval()
     stats = {"computed_batches": 0, "skipped_batches": 0, "new_utterances": 0}
     total = len(loader) if hasattr(loader, "__len__") else None
-    with out_path.open("a") as sink, Progress(disable=not progress) as bar, torch.inference_mode():
-        job = bar.add_task(f"evaluate {spec.name}", total=total)
-        for batch_idx, batch in enumerate(loader):
+    batches = _tracked(loader, f"evaluate {spec.name}", total, progress)
+    with out_path.open("a") as sink, torch.inference_mode():
+        for batch_idx, batch in enumerate(batches):
             if limit is not None and batch_idx >= limit:
                 break
             batch = datamodule.on_before_batch_transfer(batch, 0)  # records rows a worker skipped
             if batch is None:  # every row of it was skipped (listed in skipped_rows.jsonl)
-                bar.advance(job)
                 continue
             ids = [str(i) for i in batch["ids"]]
             if all(i in done for i in ids):
                 stats["skipped_batches"] += 1
-                bar.advance(job)
                 continue
             start = time.perf_counter()
             outputs = model.predict_step(batch, batch_idx)
@@ -262,8 +260,23 @@ def run_inference(
             os.fsync(sink.fileno())
             stats["computed_batches"] += 1
             stats["new_utterances"] += len(lines)
-            bar.advance(job)
     return stats
+
+
+def _tracked(items: Iterable, label: str, total: int | None, enabled: bool) -> Iterator:
+    """``items``, with a progress display advanced after each: Rich's bar on a terminal, a plain line every
+    30 s where stdout is not one (nohup, SLURM, CI logs; ``minmo_lightning.progress.ProgressLine``)."""
+    from minmo_lightning.progress import ProgressLine, plain_progress_wanted
+
+    if enabled and plain_progress_wanted():
+        with ProgressLine(label, total, unit="batches") as line:
+            for item in items:
+                yield item
+                line.advance()
+    else:
+        from rich.progress import track
+
+        yield from track(items, description=label, total=total, disable=not enabled)
 
 
 def run_variants(
