@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import pkgutil
+import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,8 +27,10 @@ if TYPE_CHECKING:
 _IMPLEMENTATIONS: dict[str, type[Block]] = {}
 
 
+#: the implementations, one package per slot (``components/<slot>/``)
+_COMPONENTS = "minmo_lightning.components"
 #: where the classes a recipe names by short name live; imported before a short name is looked up
-SEARCHED_MODULES = ("minmo_lightning.components", "minmo_lightning.datamodules", "minmo_lightning.model")
+SEARCHED_MODULES = (_COMPONENTS, "minmo_lightning.datamodules", "minmo_lightning.model")
 
 
 class RegistryError(ValueError):
@@ -131,7 +136,7 @@ def implementations() -> dict[str, type[Block]]:
 
 def import_all_components() -> None:
     """Import every module under ``minmo_lightning.components`` so that all subclasses register."""
-    import_modules("minmo_lightning.components")
+    import_modules(_COMPONENTS)
 
 
 @dataclass(frozen=True)
@@ -142,23 +147,74 @@ class PresetInfo:
     parameters: int | None
 
 
-def count_preset_parameters(cls: type[Block], preset: str) -> int:
+#: the implementation column of a slot that nothing implements yet
+NONE_REGISTERED = "(none registered)"
+
+
+def count_preset_parameters(cls: type[torch.nn.Module], preset: str) -> int:
     """Parameter count of a preset, built on the meta device so no memory is allocated."""
     with torch.device("meta"):
-        block = cls.from_preset(preset)
-        block.configure_model()
-    return sum(p.numel() for p in block.parameters())
+        module = cls.from_preset(preset)
+        if hasattr(module, "configure_model"):
+            module.configure_model()
+    return sum(p.numel() for p in module.parameters())
 
 
 def list_presets(count: bool = True) -> list[PresetInfo]:
+    """Every preset of every implementation, under the recipe slot it fills (``model.SLOT_TYPES``' names;
+    a slot nothing implements gets one ``(none registered)`` row).
+
+    A slot implementation may be composed of parts that live in the slot's component package without
+    being slots themselves (token2wav's flow and vocoders): they are listed as ``slot (part)``, the part
+    named by the module of its family's root class (``flow``, ``vocoder``). Blocks of no MinMo slot (the
+    speech tokenizer, which data preparation uses) go under their own slot's name.
+    """
+    from minmo_lightning.model import SLOT_TYPES
+
     rows = []
-    for name, cls in implementations().items():
-        slot = cls.slot_name()
+    for cls in [*implementations().values(), *_component_parts(SLOT_TYPES)]:
+        slot = _slot_label(cls, SLOT_TYPES)
         presets = cls.presets or {}
         if not presets:
-            rows.append(PresetInfo(slot, name, "-", None))
+            rows.append(PresetInfo(slot, cls.__name__, "-", None))
         for preset in presets:
-            rows.append(
-                PresetInfo(slot, name, preset, count_preset_parameters(cls, preset) if count else None)
-            )
+            parameters = count_preset_parameters(cls, preset) if count else None
+            rows.append(PresetInfo(slot, cls.__name__, preset, parameters))
+    filled = {row.slot for row in rows}
+    rows += [PresetInfo(slot, NONE_REGISTERED, "-", None) for slot in SLOT_TYPES if slot not in filled]
     return sorted(rows, key=lambda r: (r.slot, r.implementation, r.preset))
+
+
+def _component_parts(slots: dict[str, type]) -> list[type]:
+    """Concrete modules with presets in a slot's component package that are not blocks (the vocoders)."""
+    from minmo_lightning.blocks import Block
+
+    import_all_components()
+    found = []
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(_COMPONENTS + ".") or name.split(".")[2] not in slots:
+            continue
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and obj.__module__ == name
+                and issubclass(obj, torch.nn.Module)
+                and not issubclass(obj, Block)
+                and not inspect.isabstract(obj)
+                and getattr(obj, "presets", None)
+            ):
+                found.append(obj)
+    return found
+
+
+def _slot_label(cls: type, slots: dict[str, type]) -> str:
+    for slot, base in slots.items():
+        if issubclass(cls, base):
+            return slot
+    package = cls.__module__.split(".")
+    if cls.__module__.startswith(_COMPONENTS + ".") and package[2] in slots:
+        family = next(
+            c for c in reversed(cls.__mro__) if c.__module__.startswith(".".join(package[:3]) + ".")
+        )
+        return f"{package[2]} ({family.__module__.rsplit('.', 1)[-1]})"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.slot_name()).lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,11 @@ def test_list_prints_registry(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     for name in ("HFCausalLM", "TransformerConvProjector", "qwen2.5-7b-instruct", "7,615,616,512"):
         assert name in out
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")
+    ]
+    assert ["token2wav (vocoder)", "HiFTVocoder", "cosyvoice2-0.5b", "20,821,295"] in rows
+    assert ["token2wav (flow)", "CosyVoice2Flow", "tiny", "1,270,320"] in rows
 
 
 def test_list_yaml_prints_a_preset(capsys: pytest.CaptureFixture) -> None:
@@ -160,3 +166,20 @@ def test_unknown_command(capsys: pytest.CaptureFixture) -> None:
         capsys.readouterr().err.strip().splitlines()[-1]
         == "minmo: error: unknown command 'fitt' (did you mean fit?)"
     )
+
+
+def test_plain_progress_lines_where_stdout_is_not_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+
+    from minmo_lightning.progress import PlainProgressBar
+
+    def progress_bar() -> ProgressBar:
+        cli = lightning_main([*BORING, "--trainer.default_root_dir", str(tmp_path)], run=False)
+        (bar,) = [c for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
+        return bar
+
+    assert isinstance(progress_bar(), PlainProgressBar)  # captured stdout is not a terminal
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert isinstance(progress_bar(), RichProgressBar)

@@ -104,3 +104,24 @@ def test_one_name_for_two_classes_asks_for_the_dotted_path() -> None:
         del twin
         gc.collect()  # a class lives in its base's __subclasses__ until collected
     assert resolve_class("FancyVocoder", Vocoderish) is FancyVocoder
+
+
+def test_list_has_every_slot_and_groups_token2wav_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from minmo_lightning import model
+    from minmo_lightning.registry import NONE_REGISTERED, list_presets
+
+    class Unimplemented:
+        """A slot nothing implements."""
+
+    monkeypatch.setitem(model.SLOT_TYPES, "vision_encoder", Unimplemented)
+    rows = list_presets(count=False)
+    slots = {row.slot for row in rows}
+    assert set(model.SLOT_TYPES) <= slots and "Block" not in slots
+    assert [(r.implementation, r.preset) for r in rows if r.slot == "vision_encoder"] == [
+        (NONE_REGISTERED, "-")
+    ]
+    by_slot = {slot: {r.implementation for r in rows if r.slot == slot} for slot in slots}
+    assert by_slot["token2wav"] == {"CosyVoice2Token2Wav"}
+    assert by_slot["token2wav (flow)"] == {"CosyVoice2Flow"}
+    assert by_slot["token2wav (vocoder)"] == {"HiFTVocoder", "GriffinLimVocoder"}
+    assert by_slot["speech_tokenizer"] == {"S3TokenizerV2"}
