@@ -8,8 +8,7 @@ the decoded rows of one planned batch -> the task's fields of the batch dict (se
 Bad rows are skipped, counted and listed by id, never dropped silently and never a crash mid-epoch:
 ``setup`` screens what it can without decoding (missing/unreadable/empty audio headers, empty text, clips
 over ``max_duration``, labels outside the label set); ``collate`` skips rows whose audio fails to decode
-or holds NaN/Inf samples (a batch then has fewer rows; a batch with none left is ``None``, which
-Lightning's training loop skips). Several channels are mixed down and other sample rates resampled;
+or holds NaN/Inf samples (a batch then has fewer rows; a batch with none left is not handed out). Several channels are mixed down and other sample rates resampled;
 clipped audio is kept. Every skipped row is in ``skipped_rows`` (``skipped.py``) and, under a Trainer,
 in ``<default_root_dir>/skipped_rows.jsonl``; each epoch logs a warning per split with the count and the
 first ids. A split whose every row is skipped is an error in ``setup`` naming the source.
@@ -311,9 +310,6 @@ class SpeechDataModule(L.LightningDataModule):
             return batch if batch["ids"] else None
         return batch
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.take_skipped(batch)
-
     def teardown(self, stage: str) -> None:
         """The end of a Trainer run reports its last epoch."""
         if self._epoch is not None:
@@ -355,6 +351,7 @@ class SpeechDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=functools.partial(self.collate, mapping=self.mapping[role], role=role),
             persistent_workers=self.num_workers > 0,
+            finish_batch=self.take_skipped,
         )
 
     def _pass_ended(self, role: str, epoch: int) -> None:

@@ -98,12 +98,6 @@ class MixtureDataModule(L.LightningDataModule):
         for datamodule in self.datamodules:
             datamodule.teardown(stage)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Each source records the rows its workers skipped (Lightning calls this hook on the mixture only)."""
-        for datamodule in self.datamodules:
-            batch = datamodule.take_skipped(batch)
-        return batch
-
     @property
     def skipped_rows(self) -> list[dict]:
         """Every source's skipped rows (``skipped.py``)."""

@@ -175,11 +175,20 @@ class ResumableLoader(DataLoader):
 
     sampler: DurationBatchSampler
 
+    def __init__(self, *args: Any, finish_batch: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
+        """``finish_batch`` runs on each batch in the main process (the datamodule records the rows a worker
+        skipped); a batch it returns as None (every row unreadable) is not handed out."""
+        super().__init__(*args, **kwargs)
+        self.finish_batch = finish_batch
+
     def __iter__(self) -> Iterator[Any]:
         # A generator: workers start drawing at the first batch asked for, after Lightning set the epoch.
         for batch in super().__iter__():
             self.sampler.batches_done += 1  # handed out now, in the main process
-            yield batch
+            if self.finish_batch is not None:
+                batch = self.finish_batch(batch)
+            if batch is not None:
+                yield batch
 
     def state_dict(self) -> dict[str, int]:
         return self.sampler.state_dict()

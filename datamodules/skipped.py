@@ -7,8 +7,8 @@ evaluation runner writes its own copy next to its report). A row skipped again i
 recorded once.
 
 Rows skipped while a worker process decodes travel to the main process inside the batch (under
-``SKIPPED_KEY``, with the ledger's ``token``) and are recorded there by the datamodule's
-``on_before_batch_transfer``, so their ids are not lost in the worker.
+``SKIPPED_KEY``, with the ledger's ``token``) and are recorded there, as the loader hands the batch out
+(``ResumableLoader.finish_batch``), so their ids are not lost in the worker.
 """
 
 from __future__ import annotations

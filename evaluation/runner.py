@@ -230,9 +230,6 @@ def run_inference(
         for batch_idx, batch in enumerate(batches):
             if limit is not None and batch_idx >= limit:
                 break
-            batch = datamodule.on_before_batch_transfer(batch, 0)  # records rows a worker skipped
-            if batch is None:  # every row of it was skipped (listed in skipped_rows.jsonl)
-                continue
             ids = [str(i) for i in batch["ids"]]
             if all(i in done for i in ids):
                 stats["skipped_batches"] += 1

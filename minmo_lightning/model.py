@@ -299,12 +299,22 @@ class MinMo(DuplexTraining, L.LightningModule):
         saved = checkpoint.get("hyper_parameters") or {}
         assets = checkpoint.get(ASSETS_KEY) or {}
         for slot, base in SLOT_TYPES.items():
-            spec = saved.get(slot)
-            if slot in kwargs or not isinstance(spec, Mapping) or "class_path" not in spec:
+            spec, given = saved.get(slot), kwargs.get(slot)
+            if not isinstance(spec, Mapping) or "class_path" not in spec:
                 continue
+            if given is not None and (
+                not isinstance(given, Mapping)
+                or given.get("class_path", spec["class_path"]) != spec["class_path"]
+            ):
+                continue  # the caller replaces the block
+            saved_args = spec.get("init_args") or {}
             block_class = resolve_class(spec["class_path"], base, what=slot)
-            init_args = restore_args(block_class, spec.get("init_args") or {}, assets.get(slot))
-            kwargs[slot] = {"class_path": spec["class_path"], "init_args": init_args}
+            init_args = restore_args(block_class, saved_args, assets.get(slot))
+            # the caller's changes (a whole spec or only the changed arguments) go over the restored arguments
+            changed = {
+                k: v for k, v in ((given or {}).get("init_args") or {}).items() if saved_args.get(k) != v
+            }
+            kwargs[slot] = {"class_path": spec["class_path"], "init_args": {**init_args, **changed}}
         kwargs.setdefault("init_checkpoint", None)
         kwargs.setdefault("init_blocks", None)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

@@ -103,6 +103,9 @@ def test_a_checkpoint_alone_loads_from_another_directory(lone_checkpoint) -> Non
     batch = tiny_batch()
     with torch.no_grad():
         assert torch.equal(restored.speech_to_text_loss(batch), model.speech_to_text_loss(batch))
+    # a caller's change to one block argument goes over the restored ones (the folder is still not needed)
+    changed = MinMo.load_from_checkpoint(path.name, llm={"init_args": {"lora_dropout": 0.1}})
+    assert changed.llm.hparams.lora_dropout == 0.1 and changed.llm.hparams.path is None
     # the restored model is itself portable: saved again, it loads again
     again = MinMo.load_from_checkpoint(_save(restored, path.parent / "again.ckpt"), map_location="cpu")
     assert torch.equal(again.voice_encoder.frontend.cmvn, model.voice_encoder.frontend.cmvn)
