@@ -16,36 +16,47 @@ source skips, counts and lists its own bad rows (``base.py``); ``skipped_rows`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from minmo_lightning.datamodules.base import SpeechDataModule
 
+log = logging.getLogger(__name__)
+
 
 class InterleavedLoader:
-    """Every batch of every loader ``repeats[i]`` times per pass, sources interleaved in a seeded order."""
+    """Every batch of every loader ``repeats[i]`` times per pass, sources interleaved in a seeded order.
 
-    def __init__(self, loaders: list[Any], seed: int, repeats: list[int] | None = None) -> None:
-        self.loaders, self.seed, self.epoch = loaders, seed, 0
+    Resumable mid-pass like ``ResumableLoader`` (Lightning keeps ``state_dict`` in the checkpoint): the
+    state is the epoch and the batches handed out; a resumed pass replays the same order from there, each
+    source's sampler starting at the batch it had reached (nothing is decoded to skip ahead).
+    """
+
+    def __init__(
+        self,
+        loaders: list[Any],
+        seed: int,
+        repeats: list[int] | None = None,
+        epoch_of: Callable[[], int | None] | None = None,
+    ) -> None:
+        """``epoch_of``: the trainer's epoch, read as each pass starts (without one, passes count up)."""
+        self.loaders, self.seed, self.epoch, self.epoch_of = loaders, seed, 0, epoch_of
         self.repeats = list(repeats or [1] * len(loaders))
         if len(self.repeats) != len(loaders) or min(self.repeats) < 1:
             raise ValueError(
                 f"repeats must give a count >= 1 per datamodule ({len(loaders)}), got {self.repeats}"
             )
+        self.batches_done = 0
+        self._resume_at: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return sum(len(loader) * r for loader, r in zip(self.loaders, self.repeats))
 
-    def _fresh(self, source: int, round_: int) -> Iterator[Any]:
-        """A new pass over one loader; Lightning only sets the epoch on loaders it sees directly."""
-        sampler = getattr(self.loaders[source], "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch * self.repeats[source] + round_)
-        return iter(self.loaders[source])
-
-    def __iter__(self) -> Iterator[Any]:
+    def _order(self) -> list[int]:
         sources = torch.cat(
             [
                 torch.full((len(loader) * r,), i)
@@ -53,18 +64,66 @@ class InterleavedLoader:
             ]
         )
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = sources[torch.randperm(len(sources), generator=generator)].tolist()
-        rounds = [0] * len(self.loaders)
-        iterators = [self._fresh(i, 0) for i in range(len(self.loaders))]
-        for source in order:
+        return sources[torch.randperm(len(sources), generator=generator)].tolist()
+
+    def _fresh(self, source: int, round_: int, skip: int = 0) -> Iterator[Any]:
+        """A pass over one loader from its ``skip``-th batch; Lightning only sets the epoch on loaders it
+        sees directly."""
+        sampler = getattr(self.loaders[source], "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch * self.repeats[source] + round_)
+        if skip:
+            sampler.load_state_dict({**sampler.state_dict(), "batches_done": skip})
+        return iter(self.loaders[source])
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.epoch_of is not None and self.epoch_of() is not None:
+            self.epoch = self.epoch_of()
+        order = self._order()
+        resume, self._resume_at = self._resume_at, None
+        start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        drawn = Counter(order[:start])  # each source's batches already handed out this pass
+        rounds, iterators = [], []
+        for source, loader in enumerate(self.loaders):
+            round_, position = divmod(drawn[source], len(loader))
+            rounds.append(round_)
+            iterators.append(self._fresh(source, round_, position))
+        self.batches_done = start
+        for source in order[start:]:
             try:
                 batch = next(iterators[source])
             except StopIteration:
                 rounds[source] += 1
                 iterators[source] = self._fresh(source, rounds[source])
                 batch = next(iterators[source])
+            self.batches_done += 1
             yield batch
         self.epoch += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "batches_done": self.batches_done,
+            "batches_in_epoch": len(self),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """A pass over ``state["epoch"]`` starts after its first ``batches_done`` batches (a pass over another
+        epoch, or when the sources' sizes or the seed changed, at its beginning: the warning says so)."""
+        self.epoch = state["epoch"]
+        if state["seed"] != self.seed or state["batches_in_epoch"] != len(self):
+            log.warning(
+                "the checkpoint's mixture plan (seed %d, %d batches) differs from this run's (seed %d, %d batches): "
+                "epoch %d resumes from its first batch",
+                state["seed"],
+                state["batches_in_epoch"],
+                self.seed,
+                len(self),
+                self.epoch,
+            )
+            return
+        self._resume_at = (state["epoch"], state["batches_done"])
 
 
 class MixtureDataModule(L.LightningDataModule):
@@ -106,7 +165,10 @@ class MixtureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> InterleavedLoader:
         if self._train is None:  # one object, so its epoch counter survives reloads
             self._train = InterleavedLoader(
-                [dm.train_dataloader() for dm in self.datamodules], self.seed, self.repeats
+                [dm.train_dataloader() for dm in self.datamodules],
+                self.seed,
+                self.repeats,
+                epoch_of=lambda: getattr(self.trainer, "current_epoch", None),
             )
         return self._train
 

@@ -369,3 +369,27 @@ def test_prepare_killed_in_each_phase_resumes_with_every_row_once(
     assert not Path(f"{out}.work").exists()
     with pytest.raises(FileExistsError, match="already exists"):  # a finished output is never replaced
         prepare_into(clips, out, speech_tokenizer)
+
+
+# ---- a mixture of sources (stage 1c) ------------------------------------------------------------------
+def test_a_mixture_resumes_mid_epoch_with_the_uninterrupted_batches(
+    tone_corpus: Path, tmp_path: Path
+) -> None:
+    """Two sources, one upsampled: the interleaved order and each source's position come back."""
+    recipe = tone_recipe(tone_corpus, 0)
+    source = recipe["data"]
+    small = copy.deepcopy(source)
+    small["init_args"]["max_seconds_per_batch"] = 2.05  # 3 batches of 10: another plan than the first source
+    recipe["data"] = {
+        "class_path": "MixtureDataModule",
+        "init_args": {"datamodules": [source, small], "repeats": [1, 2]},
+    }
+    recipe["trainer"]["max_steps"] = 20
+    outcome = crash_and_resume(recipe, tmp_path, every_n_steps=4, crash_after_step=14)
+    assert outcome["checkpoint_step"] == 12  # after the last of epoch 0's 12 batches: epoch 1 starts afresh
+    assert outcome["loader_state"] == [{"epoch": 0, "seed": 0, "batches_done": 12, "batches_in_epoch": 12}]
+    assert_resumed_exactly(outcome)
+    (tmp_path / "mid").mkdir()
+    outcome = crash_and_resume(recipe, tmp_path / "mid", every_n_steps=5, crash_after_step=7)
+    assert outcome["loader_state"][0]["batches_done"] == 5
+    assert_resumed_exactly(outcome)
