@@ -4,6 +4,7 @@
     minmo evaluate --config recipes/eval/asr_builtin.yaml [--ckpt model.ckpt] [--out DIR]
         [--data.init_args.path /my/copy] [--metrics.normalizer basic] [--any.recipe.key VALUE]
     minmo evaluate fdb --task smooth_turn_taking --root DIR [--out DIR] [--no-reference-compat]
+    minmo evaluate --compare RUN_DIR RUN_DIR... --out DIR [--names A B ...]
 
 A recipe supplies defaults (task, dataset, metric settings, baselines, model and data); flags override.
 Any recipe key is set with a dotted flag, as in `minmo fit` (value parsed as YAML, key checked: see
@@ -120,11 +121,37 @@ def main(argv: list[str] | None = None) -> int:
     """Input problems (missing files, mismatched ids or labels) print one clear line and exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return fdb_main(argv[1:]) if argv and argv[0] == "fdb" else _evaluate_main(argv)
+        if argv and argv[0] == "fdb":
+            return fdb_main(argv[1:])
+        return compare_main(argv) if "--compare" in argv else _evaluate_main(argv)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"minmo evaluate: error: {message}", file=sys.stderr)
         return 2
+
+
+def compare_main(argv: list[str]) -> int:
+    from minmo_lightning.evaluation.compare import compare_runs
+
+    p = argparse.ArgumentParser(
+        prog="minmo evaluate --compare",
+        description="Evaluation runs side by side; the first is the base the others are compared with.",
+    )
+    p.add_argument("--compare", nargs="+", required=True, metavar="RUN_DIR", help="report directories")
+    p.add_argument("--names", nargs="+", help="one name per run (default: the folder names)")
+    p.add_argument("--out", required=True, help="where comparison.json, report.md and comparison.png go")
+    args = p.parse_args(argv)
+    result = compare_runs(args.compare, args.out, args.names)
+    for row in result["runs"]:
+        versus = row.get("vs_base")
+        delta = (
+            "base"
+            if versus is None
+            else f"{versus['difference']:+.4f} [{versus['ci95'][0]:+.4f}, {versus['ci95'][1]:+.4f}]"
+        )
+        print(f"{row['run']}: {result['headline']} {row['summary'].get(result['headline'])}  {delta}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
 
 
 def _with_overrides(recipe: dict, extra: list[str], task: str | None, ckpt: str | None) -> dict:

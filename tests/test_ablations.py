@@ -208,3 +208,14 @@ def test_a_variant_changing_two_entries_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="changes 2 entries at size tiny"):
         load_ablation(str(manifest))
+
+
+def test_evaluate_compare_command(tmp_path: Path, capsys) -> None:
+    from minmo_lightning.evaluation.cli import main as evaluate
+
+    runs = [str(_run(tmp_path / "a", [0, 1, 2, 1])), str(_run(tmp_path / "b", [1, 1, 2, 2]))]
+    assert evaluate(["--compare", *runs, "--names", "old", "new", "--out", str(tmp_path / "cmp")]) == 0
+    assert "new: wer 0.375  +0.1250" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["base"] == "old"
+    assert evaluate(["--compare", runs[0], "--out", str(tmp_path / "one")]) == 2
+    assert "at least two" in capsys.readouterr().err
