@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import yaml
@@ -101,6 +102,8 @@ def _lightning_cli(args: list[str], run: bool) -> Any:
     }
     # Errors raise (not print and exit) so that report_error can name their root cause.
     no_exit = {"exit_on_error": False}
+    # minmo hands LightningCLI its arguments (without --verbose; from `minmo demo`): not a mistake
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return LightningCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -111,7 +114,7 @@ def _lightning_cli(args: list[str], run: bool) -> Any:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={**no_exit, **{command: no_exit for command in LIGHTNING_COMMANDS}},
         seed_everything_default=0,
-        args=None if args == sys.argv[1:] else args,
+        args=args,
         run=run,
         auto_configure_optimizers=False,
     )
@@ -384,10 +387,7 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from_command_line = argv is None
     argv, verbose = take_verbose(list(sys.argv[1:] if argv is None else argv))
-    if from_command_line:
-        sys.argv[1:] = argv  # LightningCLI reads them there (it warns when also given them as a list)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

@@ -9,14 +9,18 @@
 5. converse: ``minmo chat`` on a few test dialogues (assistant channel, event log, timeline per dialogue);
    print where the reports are.
 
-Every step is skipped when its output exists, so an interrupted demo resumes where it stopped.
-``--quick`` shrinks everything to a smoke run of a few minutes.
+Each step is announced with its expected duration on a 2-core CPU, and followed by its elapsed time and the
+estimated time left. Steps 1-3 are skipped ("done already") when their output exists; evaluation and the
+dialogues resume what they wrote; so an interrupted demo resumes where it stopped. ``--quick`` shrinks
+the training and evaluation to a smoke run of a few minutes (once the corpus exists).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -43,67 +47,159 @@ def _newest(pattern: str, root: Path) -> Path | None:
     return found[-1] if found else None
 
 
+#: minutes each step takes on a 2-core CPU (full run, --quick), from the timestamps of a demo run's outputs
+#: (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues); the corpus
+#: step's start left no file: its 8 minutes are an estimate
+MINUTES = {
+    "corpus": (8.0, 8.0),
+    "voice_encoder": (14.1, 0.12),
+    "stage1a": (3.6, 0.08),
+    "stage1b": (3.3, 0.15),
+    "stage1c": (4.3, 0.25),
+    "stage4": (9.9, 0.9),
+    "evaluation": (0.5, 0.3),
+    "chat": (0.3, 0.2),
+}
+
+
+@dataclass
+class Step:
+    """One demo step: ``run`` does it; it is done already when ``output`` (if given) names a file there."""
+
+    key: str
+    title: str
+    run: Callable[[], None]
+    output: Callable[[], Path | None] | None = None
+
+    def done(self) -> Path | None:
+        found = self.output() if self.output else None
+        return found if found is not None and found.exists() else None
+
+
+def run_steps(steps: list[Step], quick: bool, clock: Callable[[], float] = time.monotonic) -> float:
+    """Run the steps not done already, announcing each with its expected duration, then its elapsed time
+    and the estimated time left (the expected minutes of the steps to come, scaled by the pace so far).
+    Returns the minutes the steps took."""
+    expected = {step.key: MINUTES[step.key][1 if quick else 0] for step in steps}
+    started, spent, planned = clock(), 0.0, 0.0
+    for number, step in enumerate(steps, 1):
+        tag = f"[demo {number}/{len(steps)}] {step.title}"
+        done = step.done()
+        if done is not None:
+            _say(f"{tag}: done already ({done})")
+            continue
+        _say(f"{tag}: about {_minutes(expected[step.key])} on a 2-core CPU")
+        step_started = clock()
+        step.run()
+        took = (clock() - step_started) / 60
+        spent, planned = spent + took, planned + expected[step.key]
+        pending = sum(expected[later.key] for later in steps[number:] if later.done() is None)
+        pace = spent / planned if planned > 0 else 1.0
+        _say(f"{tag}: done in {_minutes(took)}; about {_minutes(pending * pace)} left")
+    return (clock() - started) / 60
+
+
+def _minutes(minutes: float) -> str:
+    return f"{minutes:.0f} min" if minutes >= 1.5 else f"{minutes * 60:.0f} s"
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # a log file (nohup, SLURM) shows each line when it happens
+
+
+def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
+    """The demo's steps, the reports they write and the folder of the dialogues."""
+    fast = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "4"] if quick else []
+    encoder_dir = runs / "voice_encoder"
+    stage_checkpoints = {stage: runs / stage.split("_")[0] / "checkpoints" / "last.ckpt" for stage in STAGES}
+
+    def corpus() -> None:
+        if not (DATA / "asr" / "dataset_dict.json").is_file():
+            from minmo_lightning.datamodules.synth import main as synth
+
+            if synth(["--out", str(DATA)]) != 0:
+                raise SystemExit(1)
+        if not (DATA / "asr" / "am.mvn").is_file():  # a corpus built before synth-data wrote the statistics
+            from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
+
+            cmvn(["--data", str(DATA / "asr"), "--out", str(DATA / "asr" / "am.mvn")])
+
+    def voice_encoder() -> None:
+        _fit(
+            recipe("components/voice_encoder_ctc.yaml"),
+            ["--trainer.default_root_dir", str(encoder_dir), *fast],
+        )
+        if _newest("**/last.ckpt", encoder_dir) is None:
+            raise RuntimeError(f"the voice encoder run wrote no last.ckpt under {encoder_dir}")
+
+    def stage_run(stage: str, previous: Path | None) -> Callable[[], None]:
+        def run() -> None:
+            checkpoint = stage_checkpoints[stage]
+            where = ["--trainer.default_root_dir", str(checkpoint.parent.parent)]
+            where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
+            start = (
+                ["--model.init_args.init_checkpoint", str(previous)]
+                if previous
+                else [
+                    "--model.init_args.init_blocks",
+                    f"{{voice_encoder: {_newest('**/last.ckpt', encoder_dir)}}}",
+                ]
+            )
+            _fit(recipe(f"tiny/{stage}.yaml"), where + fast + start)
+
+        return run
+
+    speech_to_text, duplex = stage_checkpoints["stage1c_sft"], stage_checkpoints[STAGES[-1]]
+    evaluations = (("asr", speech_to_text), ("emotion", speech_to_text), ("duplex", duplex))
+    reports = [runs / f"eval-{task}" / "report.md" for task, _ in evaluations]
+
+    def evaluation() -> None:  # always run: minmo evaluate resumes what it scored already
+        from minmo_lightning.evaluation.cli import main as evaluate
+
+        limit = ["--limit", "2"] if quick else []
+        for (task, checkpoint), report in zip(evaluations, reports):
+            config = recipe(f"eval/{task}_builtin.yaml")
+            code = evaluate(
+                ["--config", config, "--ckpt", str(checkpoint), "--out", str(report.parent), *limit]
+            )
+            if code:
+                raise SystemExit(code)
+
+    steps = [
+        Step(
+            "corpus", "built-in corpus (minmo synth-data, espeak-ng)", corpus, lambda: DATA / "asr" / "am.mvn"
+        ),
+        Step(
+            "voice_encoder",
+            "voice encoder alone (CTC + rich heads)",
+            voice_encoder,
+            lambda: _newest("**/last.ckpt", encoder_dir),
+        ),
+    ]
+    previous = None
+    for stage in STAGES:
+        tag = stage.split("_")[0]
+        checkpoint = stage_checkpoints[stage]
+        title = f"{tag} (recipes/tiny/{stage}.yaml)"
+        steps.append(Step(tag, title, stage_run(stage, previous), lambda c=checkpoint: c))
+        previous = checkpoint
+    chats = runs / "chat"
+    steps.append(Step("evaluation", "evaluation (ASR, emotion, duplex turn-taking)", evaluation))
+    steps.append(
+        Step("chat", "minmo chat on test dialogues", lambda: converse(duplex, chats, 1 if quick else CHATS))
+    )
+    return steps, reports, chats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minmo demo", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small corpus and a few steps per stage")
     args = parser.parse_args(argv)
     runs = Path("runs/tiny-quick" if args.quick else "runs/tiny")
-    started = time.time()
-
-    if not (DATA / "asr" / "dataset_dict.json").is_file():
-        from minmo_lightning.datamodules.synth import main as synth
-
-        if synth(["--out", str(DATA)]) != 0:
-            return 1
-    if not (DATA / "asr" / "am.mvn").is_file():  # a corpus built before synth-data wrote the statistics
-        from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
-
-        cmvn(["--data", str(DATA / "asr"), "--out", str(DATA / "asr" / "am.mvn")])
-
-    quick = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "4"] if args.quick else []
-    encoder_dir = runs / "voice_encoder"
-    encoder_ckpt = _newest("**/last.ckpt", encoder_dir)
-    if encoder_ckpt is None:
-        _fit(
-            recipe("components/voice_encoder_ctc.yaml"),
-            ["--trainer.default_root_dir", str(encoder_dir), *quick],
-        )
-        encoder_ckpt = _newest("**/last.ckpt", encoder_dir)
-        if encoder_ckpt is None:
-            raise RuntimeError(f"the voice encoder run wrote no last.ckpt under {encoder_dir}")
-
-    previous = None
-    for stage in STAGES:
-        tag = stage.split("_")[0]
-        checkpoint = runs / tag / "checkpoints" / "last.ckpt"
-        if not checkpoint.is_file():
-            where = ["--trainer.default_root_dir", str(runs / tag)]
-            where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
-            overrides = (
-                where
-                + quick
-                + (
-                    ["--model.init_args.init_checkpoint", str(previous)]
-                    if previous
-                    else ["--model.init_args.init_blocks", f"{{voice_encoder: {encoder_ckpt}}}"]
-                )
-            )
-            _fit(recipe(f"tiny/{stage}.yaml"), overrides)
-        previous = checkpoint
-
-    from minmo_lightning.evaluation.cli import main as evaluate
-
-    limit = ["--limit", "2"] if args.quick else []
-    speech_to_text = runs / "stage1c" / "checkpoints" / "last.ckpt"
-    reports = []
-    for task, checkpoint in (("asr", speech_to_text), ("emotion", speech_to_text), ("duplex", previous)):
-        report = runs / f"eval-{task}"
-        config = recipe(f"eval/{task}_builtin.yaml")
-        evaluate(["--config", config, "--ckpt", str(checkpoint), "--out", str(report), *limit])
-        reports.append(str(report / "report.md"))
-    chats = converse(previous, runs / "chat", 1 if args.quick else CHATS)
-    print(
-        f"demo finished in {(time.time() - started) / 60:.1f} min; reports: {', '.join(reports)}; "
+    steps, reports, chats = demo_steps(runs, args.quick)
+    minutes = run_steps(steps, args.quick)
+    _say(
+        f"demo finished in {minutes:.1f} min; reports: {', '.join(map(str, reports))}; "
         f"dialogues (output.wav, events.json, timeline.png): {chats}"
     )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -122,3 +123,96 @@ def test_plain_bar_counts_test_batches(tmp_path, capsys: pytest.CaptureFixture) 
         "test: 3/3 batches (100%)",
     ]
     assert lines[-1].endswith("| done")
+
+
+def test_demo_announces_each_step_with_expected_elapsed_and_left(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from minmo_lightning import demo
+
+    clock = Clock()
+    monkeypatch.setattr(demo, "MINUTES", {"a": (4, 1), "b": (2, 0.5), "c": (6, 2), "d": (1, 1)})
+    (tmp_path / "a.ckpt").touch()
+
+    def takes(seconds: float, writes: str | None = None):
+        def run() -> None:
+            clock.now += seconds
+            if writes:
+                (tmp_path / writes).touch()
+
+        return run
+
+    steps = [
+        demo.Step("a", "step A", takes(999), lambda: tmp_path / "a.ckpt"),
+        demo.Step("b", "step B", takes(240)),  # twice the expected 2 min
+        demo.Step("c", "step C", takes(360, writes="c.ckpt"), lambda: tmp_path / "c.ckpt"),
+        demo.Step("d", "step D", takes(30)),
+    ]
+    assert demo.run_steps(steps, quick=False, clock=clock) == pytest.approx(10.5)
+    assert capsys.readouterr().out.splitlines() == [
+        f"[demo 1/4] step A: done already ({tmp_path / 'a.ckpt'})",
+        "[demo 2/4] step B: about 2 min on a 2-core CPU",
+        "[demo 2/4] step B: done in 4 min; about 14 min left",  # C and D, 7 min at twice the pace
+        "[demo 3/4] step C: about 6 min on a 2-core CPU",
+        "[demo 3/4] step C: done in 6 min; about 75 s left",  # D's minute at 10 min / 8 planned
+        "[demo 4/4] step D: about 60 s on a 2-core CPU",
+        "[demo 4/4] step D: done in 30 s; about 0 s left",
+    ]
+
+
+def test_demo_main_runs_the_steps_with_quick_estimates(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from minmo_lightning import demo
+
+    ran = []
+    monkeypatch.setattr(demo, "MINUTES", {**demo.MINUTES, "voice_encoder": (14.0, 0.1)})
+
+    def steps(runs, quick):
+        ran.append((runs, quick))
+        return (
+            [demo.Step("voice_encoder", "voice encoder", lambda: None)],
+            [runs / "eval-asr" / "report.md"],
+            runs,
+        )
+
+    monkeypatch.setattr(demo, "demo_steps", steps)
+    assert demo.main(["--quick"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert ran == [(Path("runs/tiny-quick"), True)]
+    assert out[0] == "[demo 1/1] voice encoder: about 6 s on a 2-core CPU"
+    assert out[-1].startswith("demo finished in 0.0 min; reports: runs/tiny-quick/eval-asr/report.md")
+
+
+def test_demo_steps_cover_the_pipeline_and_skip_what_exists(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minmo_lightning import demo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "stage1a" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "stage1a" / "checkpoints" / "last.ckpt").touch()
+    steps, reports, chats = demo.demo_steps(Path("runs"), quick=True)
+    assert [s.key for s in steps] == list(demo.MINUTES)
+    assert [s.key for s in steps if s.done()] == ["stage1a"]
+    assert [r.parent.name for r in reports] == ["eval-asr", "eval-emotion", "eval-duplex"] and chats == Path(
+        "runs/chat"
+    )
+
+
+def test_eta_is_the_earliest_of_the_step_budget_and_max_time() -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    timer = Timer(duration="00:00:10:00")
+    timer.time_remaining = lambda stage: 120.0  # the run's max_time leaves two minutes
+    trainer = SimpleNamespace(
+        global_step=10, callbacks=[], estimated_stepping_batches=40
+    )  # e.g. 2 epochs x 20
+    bar = PlainProgressBar(every=0)
+    assert bar.total_steps(trainer) == 40
+    assert bar.eta(trainer, 40, steps_per_second=0.1) == pytest.approx(300)  # 30 steps at 0.1/s
+    trainer.callbacks.append(timer)
+    assert bar.eta(trainer, 40, steps_per_second=0.1) == 120
+    assert bar.total_steps(SimpleNamespace(estimated_stepping_batches=-1)) == float("inf")  # iterable data
