@@ -59,6 +59,9 @@ def read_user_audio(path: Path) -> tuple[np.ndarray, str | None]:
     wave, rate = soundfile.read(str(path), dtype="float32")
     if len(wave) == 0:
         raise ChatInputError(f"{path} holds no audio (0 samples)")
+    bad = int(np.count_nonzero(~np.isfinite(wave)))
+    if bad:
+        raise ChatInputError(f"{path} has {bad} NaN or Inf samples of {len(wave)}; fix or re-record it")
     if rate != SAMPLE_RATE:
         return resample(wave, rate, SAMPLE_RATE), f"resampled {path.name} from {rate} Hz to {SAMPLE_RATE} Hz"
     return wave, None

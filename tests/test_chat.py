@@ -67,6 +67,13 @@ def test_other_rates_are_resampled_and_said(checkpoint, tmp_path, capsys) -> Non
     assert len(soundfile.read(str(tmp_path / "o" / "output.wav"))[0]) == 12000
 
 
+def _nan_wav(path: Path) -> Path:
+    wave = np.zeros(8000, dtype=np.float32)
+    wave[[5, 50, 500]] = np.nan
+    soundfile.write(str(path), wave, 16000, subtype="FLOAT")
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -74,6 +81,7 @@ def test_other_rates_are_resampled_and_said(checkpoint, tmp_path, capsys) -> Non
         (lambda p: _wav(p / "empty.wav", 0.0), "holds no audio"),
         (lambda p: (p / "notes.wav").write_text("not audio") and p / "notes.wav", "not a readable WAV"),
         (lambda p: p / "missing.wav", "no such file"),
+        (lambda p: _nan_wav(p / "nan.wav"), "has 3 NaN or Inf samples of 8000"),
     ],
 )
 def test_bad_inputs_get_a_clear_error(checkpoint, tmp_path, capsys, make, message) -> None:
