@@ -29,7 +29,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 
-from minmo_lightning.checkpoints import CheckpointReadError
+from minmo_lightning.checkpoints import unreadable_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -72,7 +72,7 @@ def naming_unreadable(path: Any) -> Iterator[None]:
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         if not _is_local_file_protocol(path) or not _unreadable(error):
             raise
-        raise CheckpointReadError(_unreadable_message(Path(path))) from None
+        raise unreadable_checkpoint(Path(path), error) from None
 
 
 def _sync_folder(folder: Path) -> None:
@@ -89,12 +89,3 @@ def _sync_folder(folder: Path) -> None:
 def _unreadable(error: BaseException) -> bool:
     """torch.load's errors for a file cut short or not a torch archive (not e.g. a device error)."""
     return isinstance(error, EOFError) or any(s in str(error) for s in ("PytorchStreamReader", "truncated"))
-
-
-def _unreadable_message(path: Path) -> str:
-    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name)
-    earlier = f" (in {path.parent}: {', '.join(others)})" if others else ""
-    return (
-        f"{path} ({path.stat().st_size:,} bytes) is truncated or corrupt: it cannot be loaded (a save "
-        f"that was killed, or an incomplete copy). Resume from an earlier checkpoint instead{earlier}"
-    )

@@ -84,23 +84,31 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    size = path.stat().st_size
-    archive = zipfile.is_zipfile(path)  # torch >= 1.6 writes zip archives; only those can be mapped
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap and archive)
+        return torch.load(
+            path, map_location="cpu", weights_only=False, mmap=mmap and zipfile.is_zipfile(path)
+        )
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as error:
-        if size == 0:
-            cause = "the file is empty"
-        elif archive:
-            cause = str(error).split(". ")[0][:160]
-        elif path.open("rb").read(4) == b"PK\x03\x04":
-            cause = "a zip archive cut short: its index at the end is missing"
-        else:
-            cause = "not a torch zip archive, nor an old-style pickle"
-        raise CheckpointReadError(
-            f"{path} ({size:,} bytes) is not a readable checkpoint: it is truncated or corrupt ({cause}). "
-            "A run killed while saving leaves such a file; use the previous checkpoint, or save it again"
-        ) from None
+        raise unreadable_checkpoint(path, error) from None
+
+
+def unreadable_checkpoint(path: Path, error: BaseException) -> CheckpointReadError:
+    """The error for a file torch cannot load: the file, its size, why, and the checkpoints beside it."""
+    size = path.stat().st_size
+    if size == 0:
+        cause = "the file is empty"
+    elif zipfile.is_zipfile(path):  # torch >= 1.6 writes zip archives
+        cause = str(error).split(". ")[0][:160]
+    elif path.open("rb").read(4) == b"PK\x03\x04":
+        cause = "a zip archive cut short: its index at the end is missing"
+    else:
+        cause = "not a torch zip archive, nor an old-style pickle"
+    others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name)
+    beside = f" ({path.parent} also holds {', '.join(others[:6])})" if others else ""
+    return CheckpointReadError(
+        f"{path} ({size:,} bytes) is not a readable checkpoint: it is truncated or corrupt ({cause}). A run killed "
+        f"while saving, or an incomplete copy, leaves such a file: use an earlier checkpoint{beside}"
+    )
 
 
 def require_files(folder: str | Path, names: Iterable[str], what: str) -> Path:
