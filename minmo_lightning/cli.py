@@ -16,6 +16,7 @@ import re
 import sys
 import traceback
 import warnings
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -100,11 +101,12 @@ def _lightning_cli(args: list[str], run: bool) -> Any:
         "callbacks": [lazy_instance(progress_bar)],
         "plugins": [{"class_path": "minmo_lightning.checkpoint_io.AtomicCheckpointIO"}],
     }
-    # Errors raise (not print and exit) so that report_error can name their root cause.
-    no_exit = {"exit_on_error": False}
+    # Errors raise (not print and exit) so that report_error can name their root cause; a misspelt key is
+    # an error, never read as the key it abbreviates (`--trainer.max_step 3`).
+    strict = {"exit_on_error": False, "allow_abbrev": False}
     # minmo hands LightningCLI its arguments (without --verbose; from `minmo demo`): not a mistake
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return LightningCLI(
+    return _minmo_cli(LightningCLI)(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
@@ -112,12 +114,50 @@ def _lightning_cli(args: list[str], run: bool) -> Any:
         trainer_defaults=trainer_defaults,
         save_config_callback=_run_dir_config_saver(),
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={**no_exit, **{command: no_exit for command in LIGHTNING_COMMANDS}},
+        parser_kwargs={**strict, **{command: strict for command in LIGHTNING_COMMANDS}},
         seed_everything_default=0,
         args=args,
         run=run,
         auto_configure_optimizers=False,
     )
+
+
+def _minmo_cli(base: type) -> type:
+    """LightningCLI, where ``--ckpt_path`` names an unreadable file in one line, and a model restored from
+    it does not first load its stage's starting point (``init_checkpoint``/``init_blocks``): the checkpoint
+    holds every weight, and the starting point may be gone."""
+    from minmo_lightning.checkpoint_io import naming_unreadable
+
+    class MinmoCLI(base):
+        def _parse_ckpt_path(self) -> None:
+            ckpt_path = (
+                self.config[self.config.subcommand].get("ckpt_path")
+                if self.config.get("subcommand")
+                else None
+            )
+            with naming_unreadable(ckpt_path or ""):
+                super()._parse_ckpt_path()
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            if (
+                ckpt_path
+                and _restores_weights(self.trainer, ckpt_path)
+                and hasattr(self.model, "skip_init_weights")
+            ):
+                self.model.skip_init_weights()
+            super()._run_subcommand(subcommand)
+
+    return MinmoCLI
+
+
+def _restores_weights(trainer: Any, ckpt_path: str) -> bool:
+    """Whether the trainer will load weights from ``ckpt_path``: a file, or ``last`` when a checkpoint
+    callback's folder holds one (Lightning starts from scratch, with a warning, otherwise)."""
+    if ckpt_path == "last":
+        folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        return any(Path(folder, "last.ckpt").is_file() for folder in folders)
+    return Path(ckpt_path).is_file()
 
 
 def _run_dir_config_saver() -> type:

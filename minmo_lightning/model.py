@@ -215,6 +215,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         self.emotion_labels = list(emotion_labels or ["neutral", "happy", "sad", "angry"])
         self._check_wiring()
         self._configured = False
+        self._init_weights = True
         self._prompts: Any = None
         self._duplex_states: dict[str, Tensor] = {}
 
@@ -247,11 +248,24 @@ class MinMo(DuplexTraining, L.LightningModule):
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(SPEECH_TASKS)}")
 
+    def skip_init_weights(self) -> None:
+        """The trainer restores every weight from a checkpoint (``--ckpt_path``): do not first read the
+        stage's starting point (``init_checkpoint``, ``init_blocks``), which may be gone by then."""
+        self._init_weights = False
+
     def configure_model(self) -> None:
         if self._configured:
             return
         for slot in self.slots:
             getattr(self, slot).configure_model()
+        if self._init_weights:
+            self._load_starting_point()
+        if self.hparams.trainable.get("llm") == "lora":
+            self.llm.apply_lora()
+        apply_stage(self, self._rules)
+        self._configured = True
+
+    def _load_starting_point(self) -> None:
         if self.hparams.init_checkpoint:
             self._load_init_checkpoint(self.hparams.init_checkpoint)
         for slot, path in (self.hparams.init_blocks or {}).items():
@@ -263,10 +277,6 @@ class MinMo(DuplexTraining, L.LightningModule):
                 getattr(self, slot), read_state_dict(path), source=f"init_blocks.{slot} ({path})"
             )
             rank_zero_info(f"initialised {slot} from {path}")
-        if self.hparams.trainable.get("llm") == "lora":
-            self.llm.apply_lora()
-        apply_stage(self, self._rules)
-        self._configured = True
 
     def _load_init_checkpoint(self, path: str) -> None:
         """Initialise from a previous stage: every block it holds must load fully; new blocks keep theirs."""

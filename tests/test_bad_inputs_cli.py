@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from minmo_lightning.cli import main
+from minmo_lightning.cli import lightning_main, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "recipes" / "tiny" / "stage1a_prealign.yaml")
@@ -170,3 +170,10 @@ def test_bad_input_is_answered_shortly(
     assert fragment in last_lines, last_lines
     assert "Traceback" not in out + err and "Namespace(" not in out + err
     assert len((out + err).encode()) < 4096, f"{len(out + err)} bytes:\n{out}{err}"
+
+
+def test_an_abbreviated_key_is_an_error_not_the_key_it_abbreviates(capsys) -> None:
+    """`--trainer.max_step 3` once ran with max_steps=3: argparse's prefix matching, now off."""
+    with pytest.raises(SystemExit):
+        lightning_main(["fit", "--config", TINY, "--trainer.max_step", "3"])
+    assert "max_step" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def _stage(workdir: Path) -> MinMo:
     return model
 
 
-def _asr_dataset(folder: Path) -> None:
+def _asr_dataset(folder: Path, splits: tuple[str, ...] = ("test",)) -> None:
     rng = np.random.default_rng(0)
     waves = [wav_bytes((0.1 * rng.standard_normal(16000)).astype(np.float32), 16000) for _ in range(2)]
     rows = {
@@ -75,7 +75,7 @@ def _asr_dataset(folder: Path) -> None:
         "text": ["hello there", "stop now"],
     }
     split = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(decode=False))
-    datasets.DatasetDict({"test": split}).save_to_disk(str(folder))
+    datasets.DatasetDict({name: split for name in splits}).save_to_disk(str(folder))
 
 
 @pytest.fixture
@@ -174,3 +174,51 @@ def test_a_block_trained_alone_loads_from_its_checkpoint_only(tmp_path: Path, mo
     assert all(
         torch.equal(a, b) for a, b in zip(restored.state_dict().values(), encoder.state_dict().values())
     )
+
+
+def test_resuming_a_stage_does_not_need_its_starting_point(tmp_path: Path, monkeypatch) -> None:
+    """``minmo fit --ckpt_path last`` restores every weight: the deleted init_checkpoint is not read."""
+    from builders import tiny_minmo
+
+    from minmo_lightning.cli import lightning_main
+
+    monkeypatch.setenv("MINMO_CACHE", str(tmp_path / "cache"))
+    previous = _save(tiny_minmo(tasks=["asr"]), tmp_path / "previous.ckpt")
+    _asr_dataset(tmp_path / "asr", splits=("train",))
+    model = {
+        "llm": {"class_path": "HFCausalLM", "init_args": HFCausalLM.preset_args("tiny")},
+        "voice_encoder": {"class_path": "FramingTestEncoder"},
+        "input_projector": {
+            "class_path": "TransformerConvProjector",
+            "init_args": TransformerConvProjector.preset_args("tiny"),
+        },
+        "trainable": {"voice_encoder": "frozen", "input_projector": "full", "llm": "lora"},
+        "init_checkpoint": str(previous),
+    }
+    checkpoint = {
+        "dirpath": str(tmp_path / "run" / "checkpoints"),
+        "save_last": True,
+        "every_n_train_steps": 1,
+    }
+    recipe = {
+        "trainer": {
+            "accelerator": "cpu",
+            "logger": False,
+            "default_root_dir": str(tmp_path / "run"),
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": checkpoint}
+            ],
+        },
+        "model": {"class_path": "MinMo", "init_args": model},
+        "data": {
+            "class_path": "ASRDataModule",
+            "init_args": {"path": str(tmp_path / "asr"), "val_split": None, "test_split": None},
+        },
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    lightning_main(["fit", "--config", str(tmp_path / "recipe.yaml"), "--trainer.max_steps", "1"])
+    previous.unlink()
+    cli = lightning_main(
+        ["fit", "--config", str(tmp_path / "recipe.yaml"), "--trainer.max_steps", "2", "--ckpt_path", "last"]
+    )
+    assert cli.trainer.global_step == 2
