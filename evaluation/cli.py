@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import yaml
@@ -124,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "fdb":
             return fdb_main(argv[1:])
         return compare_main(argv) if "--compare" in argv else _evaluate_main(argv)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"minmo evaluate: error: {message}", file=sys.stderr)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        from minmo_lightning.cli import explain_error
+
+        if os.environ.get("MINMO_VERBOSE", "") not in ("", "0"):
+            traceback.print_exception(error)
+        # the root cause, also of a block that failed to build inside the parser
+        print(f"minmo evaluate: error: {explain_error(error)}", file=sys.stderr)
         return 2
 
 
