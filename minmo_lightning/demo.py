@@ -10,8 +10,9 @@
    print where the reports are.
 
 Each step is announced with its expected duration on a 2-core CPU, and followed by its elapsed time and the
-estimated time left. Steps 1-3 are skipped ("done already") when their output exists; evaluation and the
-dialogues resume what they wrote; so an interrupted demo resumes where it stopped. ``--quick`` shrinks
+estimated time left. Steps 1-3 are skipped ("done already") when finished; a training step stopped part-way
+continues from its last.ckpt (``--ckpt_path last``; written every 100 steps); evaluation and the dialogues
+resume what they wrote; so an interrupted demo resumes where it stopped. ``--quick`` shrinks
 the training and evaluation to a smoke run of a few minutes (once the corpus exists).
 """
 
@@ -24,9 +25,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
+from minmo_lightning.checkpoints import read_checkpoint
+
 STAGES = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft", "stage4_duplex")
 #: test dialogues ``minmo chat`` talks through at the end
 CHATS = 3
+#: written beside the voice encoder run when it ends (it stops on time, not on a step budget)
+FINISHED = "finished"
 DATA = Path(
     "data/builtin"
 )  # where the tiny and eval recipes read the corpus (relative to the working directory)
@@ -40,6 +47,11 @@ def _fit(config: str, overrides: list[str]) -> None:
     from minmo_lightning.cli import lightning_main
 
     lightning_main(["fit", "--config", config, *overrides])
+
+
+def _resume(checkpoint: Path) -> list[str]:
+    """Continue a run a crash or Ctrl-C stopped from its last.ckpt (written every 100 steps)."""
+    return ["--ckpt_path", "last"] if checkpoint.is_file() else []
 
 
 def _newest(pattern: str, root: Path) -> Path | None:
@@ -125,12 +137,17 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
             cmvn(["--data", str(DATA / "asr"), "--out", str(DATA / "asr" / "am.mvn")])
 
     def voice_encoder() -> None:
-        _fit(
-            recipe("components/voice_encoder_ctc.yaml"),
-            ["--trainer.default_root_dir", str(encoder_dir), *fast],
-        )
-        if _newest("**/last.ckpt", encoder_dir) is None:
-            raise RuntimeError(f"the voice encoder run wrote no last.ckpt under {encoder_dir}")
+        checkpoints = encoder_dir / "checkpoints"
+        where = [
+            "--trainer.default_root_dir",
+            str(encoder_dir),
+            "--trainer.callbacks.init_args.dirpath",
+            str(checkpoints),
+        ]
+        _fit(recipe("components/voice_encoder_ctc.yaml"), where + fast + _resume(checkpoints / "last.ckpt"))
+        if not (checkpoints / "last.ckpt").is_file():
+            raise RuntimeError(f"the voice encoder run wrote no last.ckpt in {checkpoints}")
+        (encoder_dir / FINISHED).touch()  # a max_time run: its checkpoint does not say it finished
 
     def stage_run(stage: str, previous: Path | None) -> Callable[[], None]:
         def run() -> None:
@@ -145,9 +162,21 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
                     f"{{voice_encoder: {_newest('**/last.ckpt', encoder_dir)}}}",
                 ]
             )
-            _fit(recipe(f"tiny/{stage}.yaml"), where + fast + start)
+            _fit(recipe(f"tiny/{stage}.yaml"), where + fast + start + _resume(checkpoint))
 
         return run
+
+    def finished(stage: str) -> Path | None:
+        """The stage's last.ckpt once it reached its step budget (one written before is resumed)."""
+        checkpoint = stage_checkpoints[stage]
+        budget = (
+            4
+            if quick
+            else yaml.safe_load(Path(recipe(f"tiny/{stage}.yaml")).read_text())["trainer"]["max_steps"]
+        )
+        if checkpoint.is_file() and read_checkpoint(checkpoint, mmap=True).get("global_step", 0) >= budget:
+            return checkpoint
+        return None
 
     speech_to_text, duplex = stage_checkpoints["stage1c_sft"], stage_checkpoints[STAGES[-1]]
     evaluations = (("asr", speech_to_text), ("emotion", speech_to_text), ("duplex", duplex))
@@ -173,7 +202,12 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
             "voice_encoder",
             "voice encoder alone (CTC + rich heads)",
             voice_encoder,
-            lambda: _newest("**/last.ckpt", encoder_dir),
+            # a run of a demo before resumable steps left lightning_logs/version_0/checkpoints/last.ckpt
+            lambda: (
+                encoder_dir / FINISHED
+                if (encoder_dir / FINISHED).is_file()
+                else _newest("lightning_logs/*/checkpoints/last.ckpt", encoder_dir)
+            ),
         ),
     ]
     previous = None
@@ -181,7 +215,7 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
         tag = stage.split("_")[0]
         checkpoint = stage_checkpoints[stage]
         title = f"{tag} (recipes/tiny/{stage}.yaml)"
-        steps.append(Step(tag, title, stage_run(stage, previous), lambda c=checkpoint: c))
+        steps.append(Step(tag, title, stage_run(stage, previous), lambda s=stage: finished(s)))
         previous = checkpoint
     chats = runs / "chat"
     steps.append(Step("evaluation", "evaluation (ASR, emotion, duplex turn-taking)", evaluation))

@@ -190,11 +190,16 @@ def test_demo_steps_cover_the_pipeline_and_skip_what_exists(
     from minmo_lightning import demo
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs" / "stage1a" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "runs" / "stage1a" / "checkpoints" / "last.ckpt").touch()
+    for stage, step in (("stage1a", 4), ("stage1b", 2)):  # --quick budgets 4 steps: 1a ended, 1b stopped at 2
+        (tmp_path / "runs" / stage / "checkpoints").mkdir(parents=True)
+        torch.save({"global_step": step}, tmp_path / "runs" / stage / "checkpoints" / "last.ckpt")
     steps, reports, chats = demo.demo_steps(Path("runs"), quick=True)
     assert [s.key for s in steps] == list(demo.MINUTES)
     assert [s.key for s in steps if s.done()] == ["stage1a"]
+    fits = []
+    monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append(overrides))
+    next(s for s in steps if s.key == "stage1b").run()
+    assert fits[0][-2:] == ["--ckpt_path", "last"]  # stage 1b continues from its last.ckpt
     assert [r.parent.name for r in reports] == ["eval-asr", "eval-emotion", "eval-duplex"] and chats == Path(
         "runs/chat"
     )
