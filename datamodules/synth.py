@@ -276,7 +276,7 @@ def build_corpus(
 
 
 def _with_progress(results: Iterator, label: str, total: int) -> Iterator:
-    from minmo_lightning.progress import ProgressLine  # loads Lightning: only the command pays for it
+    from minmo_lightning.progress import ProgressLine
 
     with ProgressLine(label, total, unit="rows") as line:
         for result in results:

@@ -90,7 +90,8 @@ def _lightning_cli(args: list[str], run: bool) -> Any:
     from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import RichProgressBar
 
-    from minmo_lightning.progress import PlainProgressBar, plain_progress_wanted
+    from minmo_lightning.progress import plain_progress_wanted
+    from minmo_lightning.progress_bar import PlainProgressBar
 
     # Lightning's default logger already writes CSV under default_root_dir (TensorBoard when installed).
     # Checkpoints are replaced atomically: a kill while saving leaves the previous last.ckpt loadable

@@ -173,7 +173,7 @@ def test_plain_progress_lines_where_stdout_is_not_a_terminal(
 ) -> None:
     from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
-    from minmo_lightning.progress import PlainProgressBar
+    from minmo_lightning.progress_bar import PlainProgressBar
 
     def progress_bar() -> ProgressBar:
         cli = lightning_main([*BORING, "--trainer.default_root_dir", str(tmp_path)], run=False)

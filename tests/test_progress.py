@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
 from torch.utils.data import DataLoader
 
-from minmo_lightning.progress import PlainProgressBar, ProgressLine, format_duration, plain_progress_wanted
+from minmo_lightning.progress import ProgressLine, format_duration, plain_progress_wanted
+from minmo_lightning.progress_bar import PlainProgressBar
 
 
 class Clock:
