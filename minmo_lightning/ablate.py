@@ -6,7 +6,7 @@ recipe entry it changes (a dotted key and its new value)::
     base: {tiny: tiny/stage1a_prealign.yaml, full: minmo/stage1a_prealign.yaml}
     evaluate: eval/asr_builtin.yaml            # how the tiny variants are scored
     starts_from:                               # the base stage's starting point (tiny), for every variant
-      model.init_args.init_blocks: {voice_encoder: runs/tiny/voice_encoder/lightning_logs/version_0/checkpoints/last.ckpt}
+      model.init_args.init_blocks: {voice_encoder: runs/tiny/voice_encoder/checkpoints/last.ckpt}
     variants:
       transformer_conv: {}                     # the base as it is
       linear:
