@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"{variant.name}: minmo fit --config {folder / 'recipe.yaml'}")
         return 0
+    if not ablation.evaluate:
+        raise ValueError(
+            f"{ablation.name} names no evaluation for its tiny twins yet (evaluate: null in its manifest); "
+            f"`minmo ablate {ablation.name} --dry-run` writes the recipes"
+        )
     extra = ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
     eval_args = ["--limit", str(args.limit)] if args.limit else []
     eval_dirs = [run_variant(ablation, v, out, extra, eval_args) for v in variants]

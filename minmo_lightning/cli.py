@@ -45,6 +45,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "write FDB's output.json (timed words) from every output.wav with a CTC voice encoder",
     ),
     "export": ("minmo_lightning.export:main", "write per-block safetensors folders from a checkpoint"),
+    "ablate": (
+        "minmo_lightning.ablate:main",
+        "train an ablation's tiny variants, evaluate each and write a comparison report",
+    ),
     "demo": ("minmo_lightning.demo:main", "build the corpus and train the tiny pipeline end to end"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
