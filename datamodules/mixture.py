@@ -16,7 +16,6 @@ source skips, counts and lists its own bad rows (``base.py``); ``skipped_rows`` 
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,11 +23,10 @@ from typing import Any
 import lightning as L
 import torch
 from minmo_lightning.datamodules.base import SpeechDataModule
+from minmo_lightning.datamodules.sampler import PassPosition
 
-log = logging.getLogger(__name__)
 
-
-class InterleavedLoader:
+class InterleavedLoader(PassPosition):
     """Every batch of every loader ``repeats[i]`` times per pass, sources interleaved in a seeded order.
 
     Resumable mid-pass like ``ResumableLoader`` (Lightning keeps ``state_dict`` in the checkpoint): the
@@ -50,8 +48,6 @@ class InterleavedLoader:
             raise ValueError(
                 f"repeats must give a count >= 1 per datamodule ({len(loaders)}), got {self.repeats}"
             )
-        self.batches_done = 0
-        self._resume_at: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return sum(len(loader) * r for loader, r in zip(self.loaders, self.repeats))
@@ -80,8 +76,7 @@ class InterleavedLoader:
         if self.epoch_of is not None and self.epoch_of() is not None:
             self.epoch = self.epoch_of()
         order = self._order()
-        resume, self._resume_at = self._resume_at, None
-        start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        start = self.resume_position()
         drawn = Counter(order[:start])  # each source's batches already handed out this pass
         rounds, iterators = [], []
         for source, loader in enumerate(self.loaders):
@@ -99,31 +94,6 @@ class InterleavedLoader:
             self.batches_done += 1
             yield batch
         self.epoch += 1
-
-    def state_dict(self) -> dict[str, int]:
-        return {
-            "epoch": self.epoch,
-            "seed": self.seed,
-            "batches_done": self.batches_done,
-            "batches_in_epoch": len(self),
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """A pass over ``state["epoch"]`` starts after its first ``batches_done`` batches (a pass over another
-        epoch, or when the sources' sizes or the seed changed, at its beginning: the warning says so)."""
-        self.epoch = state["epoch"]
-        if state["seed"] != self.seed or state["batches_in_epoch"] != len(self):
-            log.warning(
-                "the checkpoint's mixture plan (seed %d, %d batches) differs from this run's (seed %d, %d batches): "
-                "epoch %d resumes from its first batch",
-                state["seed"],
-                state["batches_in_epoch"],
-                self.seed,
-                len(self),
-                self.epoch,
-            )
-            return
-        self._resume_at = (state["epoch"], state["batches_done"])
 
 
 class MixtureDataModule(L.LightningDataModule):

@@ -71,7 +71,54 @@ def split_to_multiple(batches: list[np.ndarray], multiple: int) -> list[np.ndarr
     return batches
 
 
-class DurationBatchSampler(DistributedSampler):
+class PassPosition:
+    """How far the current pass over a seeded plan got, as Lightning checkpoints it (``state_dict``) and
+    hands it back (``load_state_dict``). Its users have ``epoch``, ``seed``, ``set_epoch``, ``len()`` and
+    count ``batches_done``; a pass starts at ``resume_position()``."""
+
+    epoch: int
+    seed: int
+    batches_done: int = 0
+    #: (epoch, batches to skip) from ``load_state_dict``, for the next pass over that epoch
+    _resume_at: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_position(self) -> int:
+        """Batches of this pass to skip: those a checkpoint of the same epoch had seen (once)."""
+        resume, self._resume_at = self._resume_at, None
+        return resume[1] if resume is not None and resume[0] == self.epoch else 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "batches_done": self.batches_done,
+            "batches_in_epoch": len(self),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next pass over ``state["epoch"]`` start after its first ``batches_done`` batches; a
+        pass over another epoch (Lightning moves on when that one was complete) starts at its beginning."""
+        self.set_epoch(state["epoch"])
+        if state["seed"] != self.seed or state["batches_in_epoch"] != len(self):
+            log.warning(
+                "the checkpoint's batch plan (seed %d, %d batches in epoch %d) differs from this run's "
+                "(seed %d, %d batches): epoch %d resumes from its first batch, so batches before the "
+                "checkpoint are seen twice",
+                state["seed"],
+                state["batches_in_epoch"],
+                state["epoch"],
+                self.seed,
+                len(self),
+                self.epoch,
+            )
+            return
+        self._resume_at = (state["epoch"], state["batches_done"])
+
+
+class DurationBatchSampler(PassPosition, DistributedSampler):
     """Yields lists of indices into ``durations`` whose padded seconds stay within ``max_seconds``."""
 
     def __init__(
@@ -106,10 +153,6 @@ class DurationBatchSampler(DistributedSampler):
         self.pool_size = pool_size
         self.on_epoch_end = on_epoch_end
         self._cache: tuple[int, list[np.ndarray]] | None = None
-        #: batches of the current pass handed out so far (``ResumableLoader`` counts them)
-        self.batches_done = 0
-        #: (epoch, batches to skip) from ``load_state_dict``, for the next pass over that epoch
-        self._resume_at: tuple[int, int] | None = None
 
     def _plan(self) -> list[np.ndarray]:
         if self._cache is not None and self._cache[0] == self.epoch:
@@ -134,39 +177,11 @@ class DurationBatchSampler(DistributedSampler):
         return len(self._plan())
 
     def __iter__(self) -> Iterator[list[int]]:
-        resume, self._resume_at = self._resume_at, None
-        self.batches_done = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        self.batches_done = self.resume_position()
         for batch in self._plan()[self.batches_done :]:
             yield batch.tolist()
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.epoch)
-
-    def state_dict(self) -> dict[str, int]:
-        return {
-            "epoch": self.epoch,
-            "seed": self.seed,
-            "batches_done": self.batches_done,
-            "batches_in_epoch": len(self),
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Make the next pass over ``state["epoch"]`` start after its first ``batches_done`` batches; a
-        pass over another epoch (Lightning moves on when that one was complete) starts at its beginning."""
-        self.set_epoch(state["epoch"])
-        if state["seed"] != self.seed or state["batches_in_epoch"] != len(self):
-            log.warning(
-                "the checkpoint's batch plan (seed %d, %d batches in epoch %d) differs from this run's "
-                "(seed %d, %d batches): epoch %d resumes from its first batch, so batches before the "
-                "checkpoint are seen twice",
-                state["seed"],
-                state["batches_in_epoch"],
-                state["epoch"],
-                self.seed,
-                len(self),
-                self.epoch,
-            )
-            return
-        self._resume_at = (state["epoch"], state["batches_done"])
 
 
 class ResumableLoader(DataLoader):
