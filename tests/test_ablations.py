@@ -132,7 +132,10 @@ def test_tiny_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path)
     spec = ABLATIONS[ablation]
     config = spec.recipe("tiny", _variant(spec, variant), tmp_path / "run")
     corpus = str(_asr_corpus(tmp_path / "asr"))  # the stage's own corpus may be a mixture: ASR is enough here
-    config["data"] = {"class_path": "ASRDataModule", "init_args": {"path": corpus, "max_seconds_per_batch": 3.0}}
+    config["data"] = {
+        "class_path": "ASRDataModule",
+        "init_args": {"path": corpus, "max_seconds_per_batch": 3.0},
+    }
     config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
     cli = _build(config, tmp_path, "cpu")
     before = {k: v.clone() for k, v in cli.model.state_dict().items()}
