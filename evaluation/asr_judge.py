@@ -1,6 +1,6 @@
 """``minmo asr-judge``: FDB's ``get_transcript/asr.py`` with a CTC voice encoder of ours as the ASR.
 
-    minmo asr-judge --root fdb_builtin [--ckpt runs/tiny/voice_encoder/lightning_logs/version_0/checkpoints/last.ckpt]
+    minmo asr-judge --root fdb_builtin [--ckpt runs/tiny/voice_encoder/checkpoints/last.ckpt]
 
 For every sample folder under ROOT with an ``output.wav`` (what ``minmo chat --fdb-root`` writes; any sample
 rate, resampled to the encoder's 16 kHz) it writes ``output.json`` in FDB's format, ``{"text", "chunks":

@@ -2,7 +2,7 @@
 
     minmo fdb-build --data data/builtin/duplex --split test --out fdb_builtin
     minmo chat --ckpt runs/tiny/stage4/checkpoints/last.ckpt --fdb-root fdb_builtin
-    minmo asr-judge --root fdb_builtin --ckpt runs/tiny/voice_encoder/lightning_logs/version_0/checkpoints/last.ckpt
+    minmo asr-judge --root fdb_builtin --ckpt runs/tiny/voice_encoder/checkpoints/last.ckpt
     minmo evaluate fdb --task smooth_turn_taking --root fdb_builtin/smooth_turn_taking
 
 ``OUT/<task>/<session id>-<nn>/input.wav`` is the user channel (16 kHz mono) of one cut, beside the metadata

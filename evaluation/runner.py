@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from minmo_lightning.evaluation.report import (
     baseline_table,
     config_hash,
@@ -185,6 +186,23 @@ def _audio_seconds(batch: dict, i: int) -> float | None:
     return None if audio is None else float(audio.lengths[i]) / audio.sample_rate
 
 
+def _with_audio_files(record: dict, folder: Path, uid: str) -> dict:
+    """A record's audio values (``{"waveform", "sample_rate"}``: spoken output) -> ``audio/<id>.<field>.wav``,
+    named by ``<field>_path`` (relative to the report directory)."""
+    record = dict(record)
+    import soundfile
+
+    for field in [
+        k for k, v in record.items() if isinstance(v, dict) and {"waveform", "sample_rate"} <= v.keys()
+    ]:
+        clip = record.pop(field)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{uid}.{field}.wav"
+        soundfile.write(str(path), np.asarray(clip["waveform"], dtype=np.float32), int(clip["sample_rate"]))
+        record[f"{field}_path"] = str(path.relative_to(folder.parent))
+    return record
+
+
 def _clean(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else value
 
@@ -242,7 +260,8 @@ def run_inference(
             for i, uid in enumerate(ids):
                 if uid in done:
                     continue
-                record = {k: _clean(v) for k, v in by_id[uid].items()}
+                record = _with_audio_files(by_id[uid], out_path.parent / "audio", uid)
+                record = {k: _clean(v) for k, v in record.items()}
                 record.update(spec.references_from_batch(batch, i, labels))
                 if spec.per_frame and len(record.get("predicted_labels", [])) > len(
                     record["reference_labels"]

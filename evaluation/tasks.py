@@ -8,6 +8,9 @@ A record is one utterance as a dict (one line of ``predictions.jsonl``). Fields 
   (free text, mapped to a label by ``emotion.parse_label``; unmappable text is counted wrong).
 - ``duplex``: ``id``, ``reference_labels`` and ``predicted_labels`` (one class id per frame,
   ``DuplexPredictor.CLASSES``), optional ``backchannels`` ([[start, end], ...] frames).
+- ``tts`` / ``s2s`` (spoken output, ``spoken.py``): ``id``, ``reference`` (tts: the text to speak, from the
+  batch; s2s: the model's own text answer) and ``output_audio_path`` (a WAV under the report directory) or its
+  transcript ``hypothesis``; optional ``ceiling_audio_path`` and ``ceiling_reference`` (s2s: the answer text).
 - ``latency``: ``id``, ``first_packet_s``, optional ``components_s``, ``d_llm_s``, ``d_lm_s``, ``d_syn_s``.
 
 Any task: optional ``processing_s`` and ``audio_s`` give the RTF / RTFx of the run.
@@ -28,6 +31,16 @@ from minmo_lightning.evaluation.scorers import (
     emotion_report,
     latency_report,
 )
+from minmo_lightning.evaluation.spoken import spoken_report
+
+#: metric settings of the spoken-output tasks: the ASR task's, the judge, and how many WAVs stay
+SPOKEN_SETTINGS = {
+    "normalizer": "whisper_english",
+    "unit": None,
+    "crosscheck_torchmetrics": False,
+    "judge": None,
+    "keep_wavs": 20,
+}
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,14 @@ def _emotion_references(batch: dict, i: int, labels: BatchLabels) -> dict:
     return {"reference": labels.emotion_labels[int(batch["emotion"][i])]}
 
 
+def _tts_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {"reference": batch["text"][i]}
+
+
+def _s2s_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {"ceiling_reference": batch["answer_text"][i]}
+
+
 def _duplex_references(batch: dict, i: int, labels: BatchLabels) -> dict:
     n = int(batch["frame_lengths"][i])
     events = batch["events"][i] if batch.get("events") is not None else []
@@ -191,6 +212,26 @@ TASK_SPECS: dict[str, TaskSpec] = {
                 _assistant_f1_counts,
                 lower_is_better=False,
             ),
+        ),
+        TaskSpec(
+            "tts",
+            required=("reference",),
+            scorer=spoken_report,
+            settings=SPOKEN_SETTINGS,
+            any_of=("output_audio_path", "hypothesis"),
+            reference_column="text",
+            reference_field="reference",
+            batch_references=_tts_references,
+            statistic=PairedStatistic(lambda settings: "wer", _word_errors, lower_is_better=True),
+        ),
+        TaskSpec(
+            "s2s",
+            required=("reference",),
+            scorer=spoken_report,
+            settings=SPOKEN_SETTINGS,
+            any_of=("output_audio_path", "hypothesis"),
+            batch_references=_s2s_references,
+            statistic=PairedStatistic(lambda settings: "wer", _word_errors, lower_is_better=True),
         ),
         TaskSpec("latency", required=("first_packet_s",), scorer=latency_report),
     )

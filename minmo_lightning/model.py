@@ -128,6 +128,8 @@ OBJECTIVES: dict[str, Objective] = {
 #: batch field that tells what the data is -> the ``MinMo`` method predicting it (the first match wins)
 PREDICTIONS: tuple[tuple[str, str], ...] = (
     ("frame_labels", "predict_turn_taking"),
+    ("answer_text", "predict_spoken_answer"),
+    ("speech_tokens", "predict_speech"),
     ("emotion", "predict_emotion"),
     ("audio", "predict_transcript"),
 )
@@ -573,6 +575,97 @@ class MinMo(DuplexTraining, L.LightningModule):
             }
             for i, t, row in zip(batch["ids"], texts, scores)
         ]
+
+    def predict_speech(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """TTS: each text read aloud (the LLM teacher forced on it, so the speech side is judged) and, as the
+        ceiling, the reference speech tokens through the same token2wav. Audio goes in records as
+        ``{"waveform", "sample_rate"}`` (the evaluation runner writes WAVs)."""
+        spoken = self.speak(
+            texts=list(batch["text"]), verbatim=True, seed=zlib.crc32(batch["ids"][0].encode())
+        )
+        ceiling = self._synthesize(batch["speech_tokens"])
+        return [
+            {"id": i, "task": "tts", **row, "ceiling_audio": ceiling[k]}
+            for k, (i, row) in enumerate(zip(batch["ids"], spoken))
+        ]
+
+    def predict_spoken_answer(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """S2S: the spoken answer to each spoken question, judged against the model's own text answer; the
+        ceiling is the dataset's answer speech tokens through the same token2wav, against the answer text."""
+        spoken = self.speak(audio=batch["user_audio"], seed=zlib.crc32(batch["ids"][0].encode()))
+        tokens = batch.get("answer_speech_tokens")
+        ceiling = self._synthesize(tokens) if tokens is not None else [None] * len(spoken)
+        return [
+            {
+                "id": i,
+                "task": "s2s",
+                "reference": row.pop("text"),
+                "answer_text": answer,
+                **row,
+                **(
+                    {"ceiling_audio": ceiling[k], "ceiling_reference": answer}
+                    if ceiling[k] is not None
+                    else {}
+                ),
+            }
+            for k, (i, answer, row) in enumerate(zip(batch["ids"], batch["answer_text"], spoken))
+        ]
+
+    @torch.no_grad()
+    def speak(
+        self,
+        audio: AudioBatch | None = None,
+        texts: list[str] | None = None,
+        verbatim: bool = False,
+        seed: int = 0,
+    ) -> list[dict[str, Any]]:
+        """``respond`` run to the end: per row the answer ``text``, its ``speech_tokens`` count and
+        ``output_audio`` (``{"waveform", "sample_rate"}``); speech sampled with a generator seeded by ``seed``."""
+        self._require_token2wav()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        rows = len(texts) if texts is not None else audio.waveform.shape[0]
+        text_ids: list[list[int]] = [[] for _ in range(rows)]
+        speech = [0] * rows
+        waves: list[list[Tensor]] = [[] for _ in range(rows)]
+        for chunk in self.respond(audio=audio, texts=texts, verbatim=verbatim, generator=generator):
+            for r in range(rows):
+                text_ids[r] += chunk.text.tokens[r, : chunk.text.lengths[r]].tolist()
+                speech[r] += int(chunk.speech.lengths[r])
+                waves[r].append(chunk.audio.waveform[r, : chunk.audio.lengths[r]].float().cpu())
+        rate = self.token2wav.sample_rate
+        tokenizer = self.llm.tokenizer
+        return [
+            {
+                "text": tokenizer.decode(
+                    [t for t in ids if t != self.prompts.end_id], skip_special_tokens=True
+                ).strip(),
+                "speech_tokens": count,
+                "output_audio": {
+                    "waveform": torch.cat([torch.zeros(0), *parts]).numpy(),
+                    "sample_rate": rate,
+                },
+            }
+            for ids, count, parts in zip(text_ids, speech, waves)
+        ]
+
+    def _synthesize(self, tokens: TokenBatch) -> list[dict[str, Any]]:
+        self._require_token2wav()
+        with torch.no_grad():
+            audio = self.token2wav(TokenBatch(tokens.tokens.to(self.device), tokens.lengths.to(self.device)))
+        return [
+            {
+                "waveform": audio.waveform[r, : audio.lengths[r]].float().cpu().numpy(),
+                "sample_rate": audio.sample_rate,
+            }
+            for r in range(audio.waveform.shape[0])
+        ]
+
+    def _require_token2wav(self) -> None:
+        if self.token2wav is None:
+            raise ValueError(
+                "this model has no token2wav block, so it cannot produce audio: use a stage-2b/3 checkpoint "
+                "whose recipe names model.init_args.token2wav"
+            )
 
     def predict_transcript(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         texts = self.generate_text(self.encode_audio(batch["audio"]))

@@ -1,0 +1,127 @@
+"""Spoken-output evaluation (tasks tts and s2s): a model speaks, a judge listens, WER against what it should say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from builders import speaking_minmo
+from minmo_lightning.evaluation import spoken
+from minmo_lightning.evaluation.runner import _with_audio_files, evaluate
+
+from minmo_lightning.contracts import AudioBatch, TokenBatch
+
+TEXTS = {"a": "the cat sat down", "b": "open the door", "c": "stop right now"}
+
+
+def _clip(path: Path, seconds: float, relative: bool = True) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), 0.1 * np.sin(np.arange(int(seconds * 24000)) / 5).astype(np.float32), 24000)
+    return str(path.relative_to(path.parent.parent)) if relative else str(path)
+
+
+@pytest.fixture
+def judged_by_text(monkeypatch: pytest.MonkeyPatch):
+    """A judge that 'hears' what a clip's name says: the text registered for it (no model needed)."""
+    heard: dict[str, str] = {}
+    monkeypatch.setattr(spoken._Judge, "__call__", lambda self, path: heard[Path(path).name])
+    return heard
+
+
+def test_a_judge_hearing_the_reference_gives_zero_wer(tmp_path: Path, judged_by_text: dict) -> None:
+    records = []
+    for uid, text in TEXTS.items():
+        output = _clip(tmp_path / "audio" / f"{uid}.output_audio.wav", 1.5, relative=False)
+        ceiling = _clip(tmp_path / "audio" / f"{uid}.ceiling_audio.wav", 1.0, relative=False)
+        judged_by_text[f"{uid}.output_audio.wav"] = text
+        judged_by_text[f"{uid}.ceiling_audio.wav"] = text
+        records.append(
+            {"id": uid, "reference": text, "output_audio_path": output, "ceiling_audio_path": ceiling}
+        )
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    metrics = evaluate(
+        "tts", tmp_path / "report", {"keep_wavs": 1}, predictions=tmp_path / "predictions.jsonl"
+    )
+    summary = metrics["summary"]
+    assert summary["wer"] == 0.0 and summary["ceiling_wer"] == 0.0
+    assert summary["duration_ratio"] == pytest.approx(1.5)
+    assert (
+        len(list((tmp_path / "audio").iterdir())) == 6
+    )  # clips named by absolute paths are the user's: kept
+
+
+def test_errors_against_the_ceiling_and_wavs_beyond_keep_are_removed(
+    tmp_path: Path, judged_by_text: dict
+) -> None:
+    records = []
+    for uid, text in TEXTS.items():
+        records.append(
+            {
+                "id": uid,
+                "reference": text,
+                "output_audio_path": _clip(tmp_path / "audio" / f"{uid}.output_audio.wav", 1.0),
+                "ceiling_audio_path": _clip(tmp_path / "audio" / f"{uid}.ceiling_audio.wav", 1.0),
+            }
+        )
+        judged_by_text[f"{uid}.output_audio.wav"] = text.replace("the", "a")  # 'the' misheard where it occurs
+        judged_by_text[f"{uid}.ceiling_audio.wav"] = text
+    scored = spoken.spoken_report(records, {"keep_wavs": 1}, tmp_path)
+    assert scored.summary["wer"] == pytest.approx(2 / 10) and scored.summary["ceiling_wer"] == 0.0
+    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == [
+        "a.ceiling_audio.wav",
+        "a.output_audio.wav",
+    ]
+    judged_by_text.clear()  # transcripts are kept in the records: rescoring needs neither audio nor judge
+    again = spoken.spoken_report(scored.records, {"keep_wavs": 1}, tmp_path)
+    assert again.summary["wer"] == scored.summary["wer"]
+
+
+def test_records_without_spoken_output_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no spoken output to judge"):
+        spoken.spoken_report([{"id": "a", "reference": "hi"}], {}, tmp_path)
+
+
+def test_a_model_without_token2wav_cannot_speak() -> None:
+    model = speaking_minmo(token2wav=False)
+    batch = {"ids": ["a"], "text": ["hello"], "speech_tokens": TokenBatch.from_list([[1, 2, 3]])}
+    with pytest.raises(ValueError, match="no token2wav block"):
+        model.predict_step(batch, 0)
+
+
+def test_model_mode_speaks_and_the_runner_writes_wavs(tmp_path: Path) -> None:
+    model = speaking_minmo(token2wav=True)
+    tts = {
+        "ids": ["a", "b"],
+        "text": ["hello there", "stop"],
+        "speech_tokens": TokenBatch.from_list([[5] * 30, [7] * 20]),
+    }
+    records = model.predict_step(tts, 0)
+    assert [r["task"] for r in records] == ["tts", "tts"] and all("reference" not in r for r in records)
+    for record in records:
+        clip = record["output_audio"]
+        assert (
+            clip["sample_rate"] == 24000
+            and clip["waveform"].ndim == 1
+            and np.isfinite(clip["waveform"]).all()
+        )
+        assert len(record["ceiling_audio"]["waveform"]) > 0
+    written = _with_audio_files(records[0], tmp_path / "audio", "a")
+    assert written["output_audio_path"] == "audio/a.output_audio.wav" and "output_audio" not in written
+    assert soundfile.info(str(tmp_path / written["output_audio_path"])).samplerate == 24000
+
+    g = torch.Generator().manual_seed(0)
+    question = AudioBatch.from_list([0.1 * torch.randn(16000, generator=g)], 16000)
+    s2s = {
+        "ids": ["q"],
+        "user_audio": question,
+        "answer_text": ["an answer"],
+        "answer_speech_tokens": TokenBatch.from_list([[3] * 25]),
+    }
+    (record,) = model.predict_step(s2s, 0)
+    assert record["task"] == "s2s" and isinstance(record["reference"], str)
+    assert record["answer_text"] == "an answer" and "ceiling_audio" in record
+    assert model.predict_step(s2s, 0)[0]["reference"] == record["reference"]  # seeded: the same answer again
