@@ -179,8 +179,9 @@ class MinMo(DuplexTraining, L.LightningModule):
                 (``asr`` needs ``text``, ``ser`` needs ``emotion``); see ``prompts.SPEECH_TASKS``.
             emotion_labels: names of the emotion classes, in the datamodule's index order.
             init_checkpoint: a previous stage's ``.ckpt``; its block weights initialise this stage.
-            init_blocks: per slot, a checkpoint of that block trained alone (its Lightning ``.ckpt`` or a
-                ``.safetensors`` export), loaded strictly after ``init_checkpoint``.
+            init_blocks: per slot (or a part of one: ``token2wav.flow``), a checkpoint of that block trained
+                alone (its Lightning ``.ckpt`` or a ``.safetensors`` export), loaded strictly after
+                ``init_checkpoint``.
             duplex_chunk_seconds: the listen path's chunk (rounded to whole LLM audio frames).
             cache_duplex_states: stage 4 keeps each session's LLM states at the audio frames after their first
                 pass (only valid while the encoder, projector and LLM are frozen; memory grows with the data).
@@ -270,15 +271,26 @@ class MinMo(DuplexTraining, L.LightningModule):
     def _load_starting_point(self) -> None:
         if self.hparams.init_checkpoint:
             self._load_init_checkpoint(self.hparams.init_checkpoint)
-        for slot, path in (self.hparams.init_blocks or {}).items():
-            if slot not in self.slots:
-                raise ValueError(
-                    f"init_blocks names {slot!r}, which this model does not have ({', '.join(self.slots)})"
-                )
+        for target, path in (self.hparams.init_blocks or {}).items():
             load_state_dict_strict(
-                getattr(self, slot), read_state_dict(path), source=f"init_blocks.{slot} ({path})"
+                self._init_target(target), read_state_dict(path), source=f"init_blocks.{target} ({path})"
             )
-            rank_zero_info(f"initialised {slot} from {path}")
+            rank_zero_info(f"initialised {target} from {path}")
+
+    def _init_target(self, target: str) -> nn.Module:
+        """A slot (``voice_encoder``) or a part of one trained alone (``token2wav.flow``)."""
+        slot, _, part = target.partition(".")
+        if slot not in self.slots:
+            raise ValueError(
+                f"init_blocks names {target!r}, but this model has no {slot} ({', '.join(self.slots)})"
+            )
+        try:
+            return getattr(self, slot).get_submodule(part) if part else getattr(self, slot)
+        except AttributeError:
+            parts = sorted({name.split(".")[0] for name, _ in getattr(self, slot).named_children()})
+            raise ValueError(
+                f"init_blocks names {target!r}, but {slot} has no part {part!r} (its parts: {', '.join(parts)})"
+            ) from None
 
     def _load_init_checkpoint(self, path: str) -> None:
         """Initialise from a previous stage: every block it holds must load fully; new blocks keep theirs."""

@@ -304,3 +304,23 @@ def test_every_objective_names_a_loss_method_and_known_slots() -> None:
         assert set(objective.slots) <= set(SLOT_TYPES), name
     for field, method in PREDICTIONS:
         assert callable(getattr(MinMo, method)), field
+
+
+def test_init_blocks_initialises_a_part_of_a_slot(tmp_path: Path) -> None:
+    """A part trained alone (the flow of token2wav) starts its slot: ``init_blocks: {token2wav.flow: ...}``."""
+    from builders import speaking_minmo
+    from safetensors.torch import save_file
+
+    trained = speaking_minmo(token2wav=True).token2wav.flow
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.5)
+    path = tmp_path / "flow.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    model = speaking_minmo(token2wav=True, init_blocks={"token2wav.flow": str(path)})
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.token2wav.flow.state_dict().values(), trained.state_dict().values())
+    )
+    with pytest.raises(ValueError, match="token2wav has no part 'flwo' \\(its parts: flow, vocoder"):
+        speaking_minmo(token2wav=True, init_blocks={"token2wav.flwo": str(path)})
