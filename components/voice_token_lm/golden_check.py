@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import Tensor
 
@@ -10,7 +14,7 @@ from minmo_lightning.contracts import IGNORE_INDEX, TokenBatch, VoiceLMStreamOpt
 from minmo_lightning.golden import Comparison, Fixture, compare, compare_exact, golden_check
 
 from .cosyvoice2_lm import CosyVoice2LM
-from .generation import generate, generate_bistream
+from .generation import SpeechCapReached, generate, generate_bistream
 from .layout import Layout
 
 #: reference ``Qwen2Config`` fields that shape the computation (the rest is bookkeeping)
@@ -22,6 +26,7 @@ _QWEN2_FIELDS = (
 LOGIT_TOL = 1e-4
 #: the reference's layout spells "not scored" as target -1 and pads ``lm_input`` with -1.0
 REFERENCE_IGNORE_ID, REFERENCE_PAD = -1, -1.0
+Result = TypeVar("Result")
 
 
 def build_from_fixture(fixture: Fixture) -> CosyVoice2LM:
@@ -55,8 +60,22 @@ def _as_reference(layout: Layout) -> tuple[Tensor, Tensor]:
     return inputs, targets
 
 
+def _capped(run: Callable[[], Result]) -> tuple[Result, bool]:
+    """``run()`` and whether it stopped at a length cap (its ``SpeechCapReached`` warning, kept off the
+    console; any other warning goes on)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run()
+    for warning in caught:
+        if not issubclass(warning.category, SpeechCapReached):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return result, any(issubclass(w.category, SpeechCapReached) for w in caught)
+
+
 def _compare_finite(name: str, ours: Tensor, ref: Tensor) -> list[Comparison]:
     """Log-prob vectors with banned ids at -inf: same -inf pattern, finite entries within tolerance."""
+    if ours.shape != ref.shape:
+        return [compare_exact(name, ours, ref)]  # fails, naming both shapes
     finite = torch.isfinite(ref)
     return [
         compare_exact(f"{name} (-inf pattern)", torch.isfinite(ours), finite),
@@ -92,16 +111,20 @@ def check_cosyvoice2_llm(fixture: Fixture) -> list[Comparison]:
         steps.append(logp[0].clone())
         return logp.argmax(-1)
 
+    # the reference generator was consumed for its first n tokens: our run stops at that cap and says so
     expected = fixture["output.inference.tokens"]
-    generated = generate(
-        model,
-        _tokens(fixture, "inference.text"),
-        prompt_text=_tokens(fixture, "inference.prompt_text"),
-        prompt_speech=_tokens(fixture, "inference.prompt_speech_token"),
-        options=VoiceLMStreamOptions(sampler=greedy_recorder),
-        max_tokens=expected.numel(),
+    generated, capped = _capped(
+        lambda: generate(
+            model,
+            _tokens(fixture, "inference.text"),
+            prompt_text=_tokens(fixture, "inference.prompt_text"),
+            prompt_speech=_tokens(fixture, "inference.prompt_speech_token"),
+            options=VoiceLMStreamOptions(sampler=greedy_recorder),
+            max_tokens=expected.numel(),
+        )
     )
     results.append(compare_exact("inference.tokens", generated.tokens[0], expected))
+    results.append(compare_exact("inference.stopped_at_cap", torch.tensor(capped), torch.tensor(True)))
     results += _compare_finite(
         "inference.step_logp", torch.stack(steps), fixture["output.inference.step_logp"]
     )
@@ -109,7 +132,12 @@ def check_cosyvoice2_llm(fixture: Fixture) -> list[Comparison]:
 
 
 def _check_bistream_inference(model: CosyVoice2LM, fixture: Fixture) -> list[Comparison]:
-    """Text arriving in pieces: tokens, sampler inputs and the length of every backbone call."""
+    """Text arriving in pieces: tokens, sampler inputs and the length of every backbone call.
+
+    The reference generator was consumed until it ended or yielded ``inference_bistream.max_tokens`` tokens
+    (config.json; a fixture without it was consumed to the end): our run gets the same cap, and stops at it
+    (with its warning) exactly when the reference run was cut there.
+    """
     steps: list[Tensor] = []
     call_lengths: list[int] = []
 
@@ -119,20 +147,32 @@ def _check_bistream_inference(model: CosyVoice2LM, fixture: Fixture) -> list[Com
 
     inputs = fixture.group("input.inference_bistream.")
     chunks = [inputs[f"text_chunk{i}"] for i in range(sum(k.startswith("text_chunk") for k in inputs))]
+    max_tokens = fixture.config.get("inference_bistream", {}).get("max_tokens")
     hook = model.llm.register_forward_pre_hook(lambda module, args: call_lengths.append(args[0].shape[1]))
     try:
         options = VoiceLMStreamOptions(sampler=greedy_recorder)
-        tokens = list(
-            generate_bistream(
-                model, iter(chunks), inputs["prompt_text"], inputs["prompt_speech_token"], options
+        tokens, capped = _capped(
+            lambda: list(
+                generate_bistream(
+                    model,
+                    iter(chunks),
+                    inputs["prompt_text"],
+                    inputs["prompt_speech_token"],
+                    options,
+                    max_tokens=max_tokens,
+                )
             )
         )
     finally:
         hook.remove()
     ref = fixture.group("output.inference_bistream.")
     lens = "inference_bistream.forward_one_step_input_lens"
+    reference_capped = max_tokens is not None and ref["tokens"].numel() == max_tokens
     return [
         compare_exact("inference_bistream.tokens", torch.tensor(tokens), ref["tokens"]),
+        compare_exact(
+            "inference_bistream.stopped_at_cap", torch.tensor(capped), torch.tensor(reference_capped)
+        ),
         compare_exact(lens, torch.tensor(call_lengths), ref["forward_one_step_input_lens"]),
         *_compare_finite(
             "inference_bistream.sampled_step_logp", torch.stack(steps), ref["sampled_step_logp"]

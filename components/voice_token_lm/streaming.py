@@ -15,6 +15,7 @@ from torch import Tensor
 
 from minmo_lightning.contracts import SemanticChunk, TokenBatch
 
+from .generation import ratio_cap, warn_cap
 from .layout import SOS_ROW, TASK_ROW
 from .state import VoiceLMState
 
@@ -121,7 +122,7 @@ def read_chunk(model: CosyVoice2LM, chunk: SemanticChunk, state: VoiceLMState) -
     state.turn_of_speech_fed |= turn_of_speech
     state.text_count = state.text_count + torch.where(live, lengths, 0)
     state.has_pending &= ~live
-    max_len = (state.text_count.clamp(min=1) * model.hparams.max_token_text_ratio).long()
+    max_len = ratio_cap(model, state.text_count.clamp(min=1))
 
     # speech ids only while text is coming; eos too once the turn of speech was given; never fill
     ids = torch.arange(model.ids.num_outputs, device=lengths.device)[None]
@@ -129,7 +130,7 @@ def read_chunk(model: CosyVoice2LM, chunk: SemanticChunk, state: VoiceLMState) -
     banned = ~((ids < model.speech_vocab_size) | eos_allowed)
     tokens = lengths.new_zeros(batch, speech_size)
     produced = torch.zeros_like(lengths)
-    active = live.clone()
+    active, capped = live.clone(), torch.zeros_like(live)
     hidden = model.feed(state, inputs, valid)
     for g in range(speech_size):
         logp = model.log_probs(hidden).masked_fill(banned, float("-inf"))
@@ -140,7 +141,8 @@ def read_chunk(model: CosyVoice2LM, chunk: SemanticChunk, state: VoiceLMState) -
         tokens[:, g] = torch.where(emit, token, 0)
         produced += emit.long()
         state.remember(token, emit)
-        state.finished |= emit & state.turn_of_speech_fed & (state.speech_count >= max_len)
+        capped |= emit & state.turn_of_speech_fed & (state.speech_count >= max_len)
+        state.finished |= capped
         active = emit & ~state.finished
         state.pending = torch.where(emit, token, state.pending)
         if g == speech_size - 1 or not bool(active.any()):
@@ -148,4 +150,7 @@ def read_chunk(model: CosyVoice2LM, chunk: SemanticChunk, state: VoiceLMState) -
             break
         hidden = model.feed(state, model.speech_embedding(token)[:, None], active[:, None])
     state.trim_cache()
+    if bool(capped.any()):
+        cap = f"max_token_text_ratio={model.hparams.max_token_text_ratio:g} x their text"
+        warn_cap(f"CosyVoice2LM.step rows {_row_list(capped)}", cap)
     return TokenBatch(tokens[:, : int(produced.max())], produced)
