@@ -125,3 +125,27 @@ def test_model_mode_speaks_and_the_runner_writes_wavs(tmp_path: Path) -> None:
     assert record["task"] == "s2s" and isinstance(record["reference"], str)
     assert record["answer_text"] == "an answer" and "ceiling_audio" in record
     assert model.predict_step(s2s, 0)[0]["reference"] == record["reference"]  # seeded: the same answer again
+
+
+def test_the_readme_respond_snippet_yields_audio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's ``MinMo.respond`` example, run as written on a tiny stage-3-like checkpoint."""
+    import re
+
+    import lightning as L
+
+    from minmo_lightning.model import MinMo
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "model.respond(" in b)
+    path = re.search(r'load_from_checkpoint\("([^"]+)"\)', snippet).group(1)
+    trainer = L.Trainer(max_steps=0, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(speaking_minmo(token2wav=True))
+    monkeypatch.chdir(tmp_path)
+    trainer.save_checkpoint(path)
+    played: list[AudioBatch] = []
+    user_audio = AudioBatch.from_list(
+        [0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0))], 16000
+    )
+    exec(snippet, {"MinMo": MinMo, "user_audio": user_audio, "play": played.append})  # noqa: S102
+    assert played and all(isinstance(a, AudioBatch) and a.sample_rate == 24000 for a in played)
+    assert sum(int(a.lengths.sum()) for a in played) > 0
