@@ -335,7 +335,7 @@ def test_eval_recipes_parse():
         if path.name.startswith("baselines"):
             assert all("systems" in entry for entry in data.values())
             continue
-        assert data["task"] in ("asr", "emotion", "duplex", "latency"), path
+        assert data["task"] in TASK_SPECS, path
         assert data["dataset"]["path"] and data["metrics"], path
         # the named classes exist and take the recipe's arguments
         data_cls = resolve_class(data["data"]["class_path"], L.LightningDataModule)
