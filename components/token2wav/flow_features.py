@@ -68,8 +68,9 @@ def log_mel(audio: AudioBatch, n_mels: int = 80) -> tuple[Tensor, Tensor]:
 def speaker_embedding(batch: dict[str, Any], size: int, dim: int, device: torch.device) -> Tensor:
     """The batch's ``speaker_embedding`` [B, dim] (CAM++ x-vectors) if it carries one, else zeros.
 
-    There is no CAM++ here; with zeros the speaker term is the affine layer's bias and the voice comes from
-    the prompt mel alone.
+    CosyVoice2 trains on each utterance's CAM++ x-vector (``campplus.CAMPPlus.embed`` of its 16 kHz audio).
+    With zeros the speaker term is the affine layer's bias and the voice comes from the prompt mel alone; a
+    flow trained on zeros should run without a speaker encoder (token2wav's ``speaker_encoder: null``).
     """
     embedding = batch.get("speaker_embedding")
     if embedding is None:

@@ -2,11 +2,15 @@
 
 The vocoder is chosen by its alias (``vocoder.py``): ``hift`` (CosyVoice2's HiFT, load ``hift.pt``) or
 ``griffin_lim`` (no weights: audible audio for demos and tests without pretrained checkpoints). Offline
-``forward`` uses the same chunk mask as streaming, so the concatenated ``step`` outputs equal it.
+``forward`` uses the same chunk mask as streaming, so the concatenated ``step`` outputs equal it. The optional
+speaker encoder (``speaker_encoder: campplus``, CAM++ from ``campplus.onnx``) gives the flow the x-vector of a
+prompt's voice (``speaker_prompt``); without it the x-vector is zeros and the voice comes from the prompt mel.
 
     t2w = CosyVoice2Token2Wav.from_preset("cosyvoice2-0.5b")
-    t2w.load_pretrained("CosyVoice2-0.5B")          # folder with flow.pt (and hift.pt)
+    t2w.load_pretrained("CosyVoice2-0.5B")          # folder with flow.pt (and hift.pt, campplus.onnx)
     audio = t2w(tokens)                              # TokenBatch -> AudioBatch at 24 kHz
+    prompt = t2w.speaker_prompt(prompt_16k, prompt_tokens, prompt_24k)  # zero-shot: speak in its voice
+    audio = t2w(tokens, prompt)
     state = t2w.init_state(batch_size, Token2WavStreamOptions(prompt))  # x-vector, prompt tokens + mel
     for chunk in chunks:                             # e.g. 15 tokens per row per call
         audio_chunk = t2w.step(chunk, state)         # the audio that became final
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from minmo_lightning.components.token2wav.campplus import CAMPPlus
 from minmo_lightning.components.token2wav.flow import (
     COSYVOICE2_FLOW,
     TINY_FLOW,
@@ -29,13 +34,14 @@ from minmo_lightning.components.token2wav.flow import (
     SpeakerPrompt,
     Token2WavStreamOptions,
 )
+from minmo_lightning.components.token2wav.flow_features import log_mel
 from minmo_lightning.components.token2wav.flow_streaming import FlowStreamState
 from minmo_lightning.components.token2wav.vocoder import VocoderStreamState, build_vocoder
 from torch import Tensor
 
 from minmo_lightning.blocks import Token2Wav
 from minmo_lightning.checkpoints import require_files
-from minmo_lightning.contracts import AudioBatch, TokenBatch
+from minmo_lightning.contracts import AudioBatch, TokenBatch, lengths_to_mask
 from minmo_lightning.stream_state import StreamState
 
 #: CosyVoice2-0.5B's token2wav (flow + HiFT); the other presets state what they change
@@ -44,6 +50,7 @@ COSYVOICE2_TOKEN2WAV = {
     "vocoder": "hift",
     "vocoder_preset": "cosyvoice2-0.5b",
     "vocoder_args": {},
+    "speaker_encoder": "campplus",
     "pretrained_path": None,
 }
 
@@ -72,7 +79,12 @@ class CosyVoice2Token2Wav(Token2Wav):
     weight_args = ("pretrained_path",)
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "cosyvoice2-0.5b": COSYVOICE2_TOKEN2WAV,
-        "tiny": {**COSYVOICE2_TOKEN2WAV, "flow": TINY_FLOW, "vocoder": "griffin_lim"},
+        "tiny": {
+            **COSYVOICE2_TOKEN2WAV,
+            "flow": TINY_FLOW,
+            "vocoder": "griffin_lim",
+            "speaker_encoder": None,
+        },
     }
 
     def __init__(
@@ -81,15 +93,25 @@ class CosyVoice2Token2Wav(Token2Wav):
         vocoder: str = "hift",
         vocoder_preset: str | None = "cosyvoice2-0.5b",
         vocoder_args: dict[str, Any] | None = None,
+        speaker_encoder: str | None = None,
         pretrained_path: str | None = None,
     ) -> None:
         """``flow``: ``CosyVoice2Flow`` arguments; ``vocoder``: ``hift`` | ``griffin_lim`` built from
-        ``vocoder_preset`` with ``vocoder_args`` overrides; ``pretrained_path``: a CosyVoice2 model folder
-        (``flow.pt``, and ``hift.pt`` for HiFT) loaded in ``configure_model``."""
+        ``vocoder_preset`` with ``vocoder_args`` overrides; ``speaker_encoder``: a ``CAMPPlus`` preset
+        (``campplus``: CosyVoice2's) or None (no encoder: the zero x-vector); ``pretrained_path``: a CosyVoice2
+        model folder (``flow.pt``, ``hift.pt`` for HiFT, ``campplus.onnx`` for the encoder) loaded in
+        ``configure_model``."""
         super().__init__()
         self.save_hyperparameters()
         self.flow = CosyVoice2Flow(**copy.deepcopy(flow or COSYVOICE2_FLOW))
         self.vocoder = build_vocoder(vocoder, vocoder_preset, dict(vocoder_args or {}))
+        self.speaker_encoder = None if speaker_encoder is None else CAMPPlus.from_preset(speaker_encoder)
+        spk_dim = self.flow.hparams.spk_embed_dim
+        if self.speaker_encoder is not None and self.speaker_encoder.embedding_size != spk_dim:
+            raise ValueError(
+                f"speaker_encoder {speaker_encoder!r} gives {self.speaker_encoder.embedding_size}-d x-vectors, the "
+                f"flow's spk_embed_dim is {spk_dim}; pick a preset of that size"
+            )
         if self.vocoder.sampling_rate != self.sample_rate:
             raise ValueError(
                 f"the vocoder runs at {self.vocoder.sampling_rate} Hz; CosyVoice2's flow produces 50 Hz mel for "
@@ -102,14 +124,45 @@ class CosyVoice2Token2Wav(Token2Wav):
             self.load_pretrained(self.hparams.pretrained_path)
 
     def load_pretrained(self, path: str) -> None:
-        """A CosyVoice2 folder: ``flow.pt`` always, the vocoder's checkpoint (``hift.pt``) when it has weights."""
+        """A CosyVoice2 folder: ``flow.pt`` always, the vocoder's checkpoint (``hift.pt``) when it has weights,
+        ``campplus.onnx`` when there is a speaker encoder."""
         vocoder_file = self.vocoder.checkpoint_file
-        needs = ["flow.pt"] + ([vocoder_file] if vocoder_file else [])
+        speaker_file = "campplus.onnx" if self.speaker_encoder is not None else None
+        needs = ["flow.pt"] + [name for name in (vocoder_file, speaker_file) if name]
         folder = require_files(Path(path), needs, "CosyVoice2 token2wav")
         self.flow.load_pretrained(str(folder / "flow.pt"))
         if vocoder_file:
             self.vocoder.load_pretrained(folder / vocoder_file)
+        if speaker_file:
+            self.speaker_encoder.load_pretrained(folder / speaker_file)
         self._loaded = True
+
+    def speaker_prompt(
+        self, audio_16k: AudioBatch, tokens: TokenBatch | None = None, audio_24k: AudioBatch | None = None
+    ) -> SpeakerPrompt:
+        """Who speaks, from a prompt utterance (CosyVoice2's zero-shot frontend): the x-vector of its 16 kHz
+        audio (zeros without a speaker encoder) and, given its speech ``tokens`` and 24 kHz audio, its mel,
+        both cut to the shorter of tokens and mel frames / 2 so the flow continues the prompt's voice."""
+        if self.speaker_encoder is None:
+            embedding = torch.zeros(audio_16k.waveform.shape[0], self.flow.hparams.spk_embed_dim)
+        else:
+            embedding = self.speaker_encoder.embed(audio_16k)
+        embedding = embedding.to(self.flow.input_embedding.weight.device)
+        if tokens is None and audio_24k is None:
+            return SpeakerPrompt(embedding)
+        if tokens is None or audio_24k is None:
+            raise ValueError(
+                "a prompt utterance needs both its speech tokens and its 24 kHz audio (or neither)"
+            )
+        mel, frames = log_mel(audio_24k, self.flow.mel_dim)
+        lengths = torch.minimum(tokens.lengths, torch.div(frames, self.flow.ratio, rounding_mode="floor"))
+        count = int(lengths.max())
+        mel = (
+            mel[:, : self.flow.ratio * count]
+            * lengths_to_mask(self.flow.ratio * lengths, self.flow.ratio * count)[..., None]
+        )
+        cut = TokenBatch(tokens.tokens[:, :count] * lengths_to_mask(lengths, count), lengths)
+        return SpeakerPrompt(embedding, cut, mel.to(embedding.device))
 
     def _prompt(self, prompt: SpeakerPrompt | None, batch: int) -> SpeakerPrompt:
         if prompt is not None:

@@ -69,8 +69,9 @@ class KaldiFbank(nn.Module):
     """Log-mel filterbank as Kaldi computes it (``snip_edges=True``), for a batch of padded waveforms.
 
     Frames are ``frame_ms`` long every ``shift_ms``; an utterance shorter than one frame gets one frame as
-    long as itself (what funasr's ``WavFrontend`` asks Kaldi for). Input is in [-1, 1]: it is scaled to the
-    int16 range first, as the reference does.
+    long as itself (what funasr's ``WavFrontend`` asks Kaldi for). Input is in [-1, 1], multiplied by
+    ``input_scale`` first: 32768 (the int16 range) as funasr does, 1 as CosyVoice2's CAM++ frontend does.
+    ``window_type`` is funasr's ``hamming`` or torchaudio's default ``povey`` (Hann to the power 0.85).
     """
 
     def __init__(
@@ -81,8 +82,13 @@ class KaldiFbank(nn.Module):
         shift_ms: float = 10.0,
         dither: float = 0.0,
         preemphasis: float = 0.97,
+        window_type: str = "hamming",
+        input_scale: float = 32768.0,
     ) -> None:
         super().__init__()
+        if window_type not in ("hamming", "povey"):
+            raise ValueError(f"window_type must be 'hamming' or 'povey', got {window_type!r}")
+        self.window_type, self.input_scale = window_type, input_scale
         self.sample_rate, self.n_mels, self.dither, self.preemphasis = (
             sample_rate,
             n_mels,
@@ -96,8 +102,9 @@ class KaldiFbank(nn.Module):
         self.register_buffer("window", self._window(self.window_size), persistent=False)
         self.register_buffer("banks", kaldi_mel_banks(n_mels, self.padded, sample_rate), persistent=False)
 
-    @staticmethod
-    def _window(size: int) -> Tensor:
+    def _window(self, size: int) -> Tensor:
+        if self.window_type == "povey":
+            return torch.hann_window(size, periodic=False, dtype=torch.float32).pow(0.85)
         return torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float32)
 
     def num_frames(self, lengths: Tensor) -> Tensor:
@@ -117,7 +124,7 @@ class KaldiFbank(nn.Module):
 
     def forward(self, waveform: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``[B, S]`` waveforms in [-1, 1] -> ``[B, T, n_mels]`` fbank (zero padded) and ``[B]`` frame counts."""
-        waveform = waveform.float() * 32768.0
+        waveform = waveform.float() * self.input_scale
         num_frames = self.num_frames(lengths)
         if waveform.shape[1] >= self.window_size:
             frames = waveform.unfold(1, self.window_size, self.shift)
