@@ -5,17 +5,26 @@ arguments), so a later recipe can start that block from it (``MinMo.init_blocks`
 The LLM is written as a transformers folder (weights, config, tokenizer) that ``HFCausalLM(path=...)``
 and ``from_pretrained`` read; when it was tuned with LoRA the adapters are saved separately
 (``llm/adapter/``) and merged into the weights of ``llm/``.
+
+A block whose own head a stage left stale (``stages.HEAD_STALE``) is exported with that mark in its
+``config.json`` (the rebuilt block refuses the head) and a ``StaleHeadWarning`` naming it: never silently.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from minmo_lightning.model import MinMo
+from minmo_lightning.stages import HEAD_STALE
+
+
+class StaleHeadWarning(UserWarning):
+    """An exported block carries a head that no longer fits the rest of it."""
 
 
 def export_blocks(model: MinMo, out: str | Path) -> dict[str, Path]:
@@ -26,6 +35,13 @@ def export_blocks(model: MinMo, out: str | Path) -> dict[str, Path]:
         folder = out / slot
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(block.spec(), indent=2, default=str))
+        if block.hparams.get(HEAD_STALE):
+            warnings.warn(
+                f"{slot}: its own head is stale ({block.hparams[HEAD_STALE]}); exported with "
+                f"init_args.{HEAD_STALE} in {folder / 'config.json'}, so the rebuilt block refuses to use it",
+                StaleHeadWarning,
+                stacklevel=2,
+            )
         if slot == "llm":
             if block.has_lora:
                 block.save_adapters(folder / "adapter")

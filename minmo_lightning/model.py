@@ -72,7 +72,17 @@ from minmo_lightning.prompts import (
     splice_audio,
 )
 from minmo_lightning.registry import resolve_class
-from minmo_lightning.stages import apply_stage, compile_stage, format_summary, summarize, verify_stage
+from minmo_lightning.stages import (
+    adopt_stale_heads,
+    apply_stage,
+    compile_stage,
+    format_summary,
+    mark_stale_heads,
+    recorded_stale_heads,
+    starting_point_stale_heads,
+    summarize,
+    verify_stage,
+)
 from minmo_lightning.streaming import ResponseChunk, SpeechResponder, turn_query
 
 SLOT_TYPES: dict[str, type[Block]] = {
@@ -263,9 +273,12 @@ class MinMo(DuplexTraining, L.LightningModule):
             getattr(self, slot).configure_model()
         if self._init_weights:
             self._load_starting_point()
+            init = self.hparams.init_checkpoint, self.hparams.init_blocks
+            adopt_stale_heads(self, starting_point_stale_heads(*init))
         if self.hparams.trainable.get("llm") == "lora":
             self.llm.apply_lora()
         apply_stage(self, self._rules)
+        mark_stale_heads(self, self._rules)  # a head this stage leaves behind says so (stages.py)
         self._configured = True
 
     def _load_starting_point(self) -> None:
@@ -313,6 +326,10 @@ class MinMo(DuplexTraining, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ASSETS_KEY] = {slot: pack(getattr(self, slot).checkpoint_assets()) for slot in self.slots}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Weights restored from a checkpoint (resume, ``load_from_checkpoint``) keep its stale-head marks."""
+        adopt_stale_heads(self, recorded_stale_heads(checkpoint.get("hyper_parameters") or {}))
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> MinMo:

@@ -4,16 +4,29 @@ A stage recipe says, for every slot the model holds, whether it trains. That com
 of regex rules over parameter names (later rules win, as in NeMo's freeze/keep lists). Rules are applied
 once the model is materialised (before any sharding) and re-checked when the optimizer is built; a rule
 that matches no parameter is an error, because it almost always means a typo or a missing block.
+
+Stale heads: a block may carry a head that only its own recipe trains (``standalone_head``: parameter-name
+prefixes, e.g. SenseVoice's CTC/rich-tag head ``ctc.``). No MinMo objective gives it a loss, so a stage that
+trains the rest of the block leaves the head reading features it was not trained on. The stage records why
+in the block's ``head_stale`` hyperparameter (saved with its spec in every checkpoint and export, inherited
+by the stages that start from it), and the block refuses to use the head. Keeping the head trained (an
+auxiliary CTC + tag loss in MinMo's stages) was the alternative; MinMo never uses this head (the LLM reads
+the encoder's features) and the tags' text would need the encoder's tokenizer in every stage's batches,
+so the honest minimum is to say the head is stale and point at the recipe that retrains it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from torch import nn
+
+from minmo_lightning.checkpoints import read_checkpoint
 
 SlotMode = Literal["frozen", "full", "lora"]
 MODES: tuple[str, ...] = ("frozen", "full", "lora")
@@ -101,6 +114,79 @@ def verify_stage(model: nn.Module, rules: list[Rule]) -> None:
             f"{len(wrong)} parameter(s) no longer follow the stage rules (e.g. {wrong[0]}); "
             "something changed requires_grad after the stage was applied"
         )
+
+
+#: the block hyperparameter that says why its ``standalone_head`` is stale (None: it is not)
+HEAD_STALE = "head_stale"
+
+
+def heads_left_stale(model: nn.Module, rules: list[Rule], slots: Iterable[str]) -> list[str]:
+    """Slots whose block has a ``standalone_head`` and whose other parameters these rules train."""
+    trainable = expected_trainable(model, rules)
+    stale = []
+    for slot in slots:
+        head = tuple(f"{slot}.{prefix}" for prefix in getattr(getattr(model, slot), "standalone_head", ()))
+        body = [n for n in trainable if n.startswith(f"{slot}.") and not n.startswith(head)]
+        if head and any(trainable[n] for n in body):
+            stale.append(slot)
+    return stale
+
+
+def mark_stale_heads(model: nn.Module, rules: list[Rule]) -> None:
+    """Record in each block whose head this stage leaves behind why it is stale (``HEAD_STALE``)."""
+    trainable, objective = model.hparams.trainable, model.hparams.objective
+    adopt_stale_heads(
+        model,
+        {
+            slot: f"a MinMo stage (objective {objective}, trainable.{slot}: {trainable[slot]}) trained the rest "
+            "of the block without it"
+            for slot in heads_left_stale(model, rules, model.slots)
+        },
+    )
+
+
+def adopt_stale_heads(model: nn.Module, reasons: Mapping[str, str]) -> None:
+    """Mark these slots' heads stale (the first reason recorded is kept) and refresh the block specs that
+    the composite saves, so its checkpoints and exports carry the mark."""
+    for slot, reason in reasons.items():
+        block = getattr(model, slot, None)
+        if block is None or HEAD_STALE not in block.hparams:
+            continue
+        if block.hparams[HEAD_STALE] is None:
+            block.hparams[HEAD_STALE] = reason
+        model.hparams[slot] = block.spec()
+
+
+def recorded_stale_heads(hyper_parameters: Mapping[str, Any]) -> dict[str, str]:
+    """Slot -> reason, from a composite checkpoint's hyperparameters (its blocks' saved specs)."""
+    reasons = {}
+    for slot, spec in hyper_parameters.items():
+        args = spec.get("init_args") if isinstance(spec, Mapping) else None
+        if isinstance(args, Mapping) and args.get(HEAD_STALE):
+            reasons[slot] = args[HEAD_STALE]
+    return reasons
+
+
+def starting_point_stale_heads(
+    init_checkpoint: str | None, init_blocks: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What the stage's starting points record as stale: a previous stage's ``.ckpt`` (its hyperparameters),
+    a block's own ``.ckpt`` or an exported ``model.safetensors`` (the ``config.json`` beside it)."""
+    reasons = {}
+    if init_checkpoint and not str(init_checkpoint).endswith(".safetensors"):
+        reasons.update(
+            recorded_stale_heads(read_checkpoint(init_checkpoint, mmap=True).get("hyper_parameters") or {})
+        )
+    for slot, path in (init_blocks or {}).items():
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            config = path.parent / "config.json"
+            args = json.loads(config.read_text()).get("init_args", {}) if config.is_file() else {}
+        else:
+            args = read_checkpoint(path, mmap=True).get("hyper_parameters") or {}
+        if args.get(HEAD_STALE):
+            reasons[slot] = args[HEAD_STALE]
+    return reasons
 
 
 @dataclass(frozen=True)

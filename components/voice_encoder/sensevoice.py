@@ -14,12 +14,17 @@ viewed as ``slots`` frames): character CTC needs it, since speech runs ~17 chars
 
 The block's other jobs live beside it: ``sensevoice_loading`` (the official folder),
 ``sensevoice_training`` (CTC + rich-tag training and metrics), ``sensevoice_streaming`` (chunk by chunk).
+
+The CTC head is a ``standalone_head``: only this block's own recipe trains it. A MinMo stage that trains the
+encoder (stage 1b/1c) moves the features under it, records why in ``head_stale`` (see ``stages.py``), and
+``transcribe`` then refuses with ``StaleHeadError`` instead of returning text and tags from a stale head.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from minmo_lightning.components.voice_encoder.ctc import greedy_ctc
@@ -87,6 +92,10 @@ class CTCProjection(nn.Module):
         return self.ctc_lo(x).unflatten(-1, (self.slots, self.vocab_size)).flatten(1, 2)
 
 
+class StaleHeadError(RuntimeError):
+    """The CTC/rich-tag head no longer matches the encoder body (``head_stale`` says why)."""
+
+
 @dataclass
 class Transcript:
     language: str
@@ -101,6 +110,8 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
 
     sample_rate = 16000
     stream_leading_frames = NUM_QUERIES
+    #: parameters only the block's own recipe trains (MinMo's stages never give them a loss)
+    standalone_head: ClassVar[tuple[str, ...]] = ("ctc.",)
     presets = {
         "sensevoice-small": SENSEVOICE_SMALL,
         # SenseVoice-Large was never released: same SAN-M design at Whisper-large width (~0.63 B encoder).
@@ -163,12 +174,14 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         warmup_steps: int = SENSEVOICE_SMALL["warmup_steps"],
         stream_left_frames: int = SENSEVOICE_SMALL["stream_left_frames"],
         gradient_checkpointing: bool = False,
+        head_stale: str | None = None,
     ) -> None:
         """Defaults are SenseVoiceSmall's (no tokenizer or CMVN file until ``load_pretrained``), except
         ``emotion_labels``: none unless asked for (the presets name four). ``num_layers`` counts the SAN-M
         layers before ``after_norm`` (funasr's ``num_blocks``), ``tp_layers`` those after it (funasr's ``tp_blocks``).
         ``gradient_checkpointing`` recomputes each SAN-M layer's activations in backward (memory for long
-        batches when the encoder trains inside MinMo)."""
+        batches when the encoder trains inside MinMo). ``head_stale`` says why the CTC/tag head no longer fits the
+        body (a MinMo stage trained the body alone; None: it fits): ``transcribe`` then refuses."""
         super().__init__()
         self.save_hyperparameters()
         for name, value in (("language", language), ("train_language", train_language)):
@@ -262,12 +275,24 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         return SequenceBatch(out, lengths)
 
     # ---- decoding -----------------------------------------------------------------------------
+    def check_head(self) -> None:
+        """Raise ``StaleHeadError`` when the CTC/tag head no longer fits the body (``head_stale``)."""
+        if self.hparams.head_stale:
+            raise StaleHeadError(
+                f"SenseVoiceEncoder's CTC/tag head is stale: {self.hparams.head_stale}, so its text and tags "
+                "would not match the audio (MinMo's stages never train this head). Retrain it with the encoder's "
+                "own recipe (minmo fit --config recipes/components/voice_encoder_ctc.yaml), or transcribe with "
+                "an encoder trained alone"
+            )
+
     def transcribe(self, audio: AudioBatch) -> list[Transcript]:
         """Rich tags from the query frames and greedy CTC text from the speech frames.
 
         Only for an encoder whose CTC head trained with it: MinMo's stages 1b/1c move the encoder through the
-        LLM's loss and never train this head, which then reads stale features (its emotion tag fell to chance).
+        LLM's loss and never train this head, which then reads stale features (its emotion tag fell to chance),
+        so such an encoder (``head_stale``) raises ``StaleHeadError``.
         """
+        self.check_head()
         tokenizer = self._require_tokenizer()
         encoded = self(audio)
         logits = self.ctc(encoded.values)

@@ -45,7 +45,8 @@ class SenseVoiceLoading:
         load_state_dict_strict(self, state, source=str(folder / "model.pt"))
         self.frontend.set_cmvn(load_cmvn(folder / "am.mvn"))
         self._set_tokenizer(build_tokenizer(str(bpe_path)))
-        self.hparams.update(cmvn_file=str(folder / "am.mvn"), tokenizer=str(bpe_path))
+        # the official head was trained with the official body
+        self.hparams.update(cmvn_file=str(folder / "am.mvn"), tokenizer=str(bpe_path), head_stale=None)
 
     def _check_config(self, encoder_conf: dict[str, Any], source: Path) -> None:
         wrong = [

@@ -31,6 +31,10 @@ class SenseVoiceTraining:
                 f"{self.hparams.emotion_labels}; set model.init_args.emotion_labels to the datamodule's"
             )
 
+    def on_fit_start(self) -> None:
+        """This recipe trains the CTC/tag head with the body: whatever made it stale is undone."""
+        self.hparams.head_stale = None
+
     def _tag_id(self, name: str) -> int:
         return self._require_tokenizer().token_to_id(tag(name))
 
@@ -120,6 +124,7 @@ class SenseVoiceTraining:
         ``split`` names the metric set: ``val`` for the first (or only) source, ``val_1``... for the
         others of a ``MixtureDataModule``, so every source is scored on its own.
         """
+        self.check_head()  # scoring a stale head outside a fit would report the stale head's errors
         tokenizer, metrics = self._require_tokenizer(), self._split_metrics(split)
         out = self._step(batch)
         hypotheses = [

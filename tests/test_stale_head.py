@@ -1,0 +1,116 @@
+"""A stage that trains the voice encoder's body leaves its CTC/tag head marked stale; a stale head is refused,
+the mark travels through checkpoints, later stages and exports, and the encoder's own recipe clears it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
+from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder, StaleHeadError
+
+from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.export import StaleHeadWarning, export_blocks
+from minmo_lightning.model import MinMo
+from minmo_lightning.registry import resolve_class
+
+AUDIO = AudioBatch.from_list([0.1 * torch.randn(8000)], 16000)
+
+
+def stage(encoder: str, **overrides) -> MinMo:
+    """A tiny stage-1 MinMo with a SenseVoice encoder (its CTC head included); ``encoder`` is its mode."""
+    model = MinMo(
+        llm=HFCausalLM.from_preset("tiny"),
+        voice_encoder=SenseVoiceEncoder.from_preset("tiny"),
+        input_projector=TransformerConvProjector.from_preset("tiny", input_dim=192),
+        trainable={"voice_encoder": encoder, "input_projector": "full", "llm": "frozen"},
+        **overrides,
+    )
+    model.configure_model()
+    return model.eval()
+
+
+def save(model: MinMo, path: Path) -> Path:
+    trainer = L.Trainer(max_steps=0, default_root_dir=path.parent, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def stale_reason(model: MinMo) -> str | None:
+    """The mark on the block and in the spec the composite's checkpoints save: always the same."""
+    reason = model.voice_encoder.hparams.head_stale
+    assert model.hparams["voice_encoder"]["init_args"]["head_stale"] == reason
+    return reason
+
+
+@pytest.fixture(scope="module")
+def stage1b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a stage that trained the encoder (stage 1b's rule)."""
+    return save(stage("full"), tmp_path_factory.mktemp("stage1b") / "stage1b.ckpt")
+
+
+def test_a_frozen_encoder_keeps_its_head() -> None:
+    model = stage("frozen")
+    assert stale_reason(model) is None
+    assert len(model.voice_encoder.transcribe(AUDIO)) == 1
+
+
+def test_training_the_body_marks_the_head_and_transcribe_refuses() -> None:
+    model = stage("full")
+    assert "objective speech_to_text, trainable.voice_encoder: full" in stale_reason(model)
+    with pytest.raises(StaleHeadError, match=r"head is stale: a MinMo stage .*voice_encoder_ctc\.yaml"):
+        model.voice_encoder.transcribe(AUDIO)
+
+
+def test_the_rule_looks_at_the_body_not_the_slot_mode() -> None:
+    head_only = stage("frozen", train_patterns=[r"^voice_encoder\.ctc\."])
+    assert stale_reason(head_only) is None  # the head itself may train: nothing under it moved
+    one_layer = stage("frozen", train_patterns=[r"^voice_encoder\.encoder\.encoders\.0\."])
+    assert stale_reason(one_layer) is not None
+
+
+def test_the_mark_travels_to_the_next_stage_and_back_from_the_checkpoint(stage1b: Path) -> None:
+    later = stage("frozen", init_checkpoint=str(stage1b))  # stage 2-4: encoder frozen, 1b's weights
+    assert "trainable.voice_encoder: full" in stale_reason(later)
+    restored = MinMo.load_from_checkpoint(stage1b, map_location="cpu")
+    assert stale_reason(restored) == stale_reason(later)
+    resumed = stage("frozen")  # --ckpt_path: the stage is built from its recipe, then the weights restored
+    resumed.on_load_checkpoint(torch.load(stage1b, map_location="cpu", weights_only=False))
+    assert stale_reason(resumed) == stale_reason(later)
+    with pytest.raises(StaleHeadError):
+        restored.voice_encoder.transcribe(AUDIO)
+
+
+def test_export_warns_and_records_the_stale_head(stage1b: Path, tmp_path: Path) -> None:
+    model = MinMo.load_from_checkpoint(stage1b, map_location="cpu")
+    with pytest.warns(StaleHeadWarning, match="voice_encoder: its own head is stale"):
+        folders = export_blocks(model, tmp_path / "exported")
+    config = json.loads((folders["voice_encoder"] / "config.json").read_text())
+    assert "trainable.voice_encoder: full" in config["init_args"]["head_stale"]
+    rebuilt = resolve_class(config["class_path"], SenseVoiceEncoder, what="voice_encoder")(
+        **config["init_args"]
+    )
+    with pytest.raises(StaleHeadError):
+        rebuilt.transcribe(AUDIO)
+    # a stage that starts the encoder from the export inherits the mark
+    weights = str(folders["voice_encoder"] / "model.safetensors")
+    assert stale_reason(stage("frozen", init_blocks={"voice_encoder": weights})) is not None
+
+
+def test_a_fresh_export_does_not_warn(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    export_blocks(stage("frozen"), tmp_path / "exported")
+    assert not [w for w in recwarn if issubclass(w.category, StaleHeadWarning)]
+
+
+def test_the_encoders_own_recipe_clears_the_mark() -> None:
+    encoder = SenseVoiceEncoder.from_preset("tiny", head_stale="a MinMo stage trained the body")
+    with pytest.raises(StaleHeadError):
+        encoder.check_head()
+    encoder.on_fit_start()  # its recipe trains the head with the body
+    assert encoder.hparams.head_stale is None
+    assert len(encoder.transcribe(AUDIO)) == 1
