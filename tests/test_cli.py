@@ -43,7 +43,15 @@ def test_recipe_prints_its_config(recipe: Path, capsys: pytest.CaptureFixture) -
     assert printed["model"]["class_path"]
 
 
-LOCAL_PATH_KEYS = ("path", "pretrained_path", "init_checkpoint", "checkpoint", "tokenizer_path", "cmvn_file")
+LOCAL_PATH_KEYS = (
+    "path",
+    "pretrained_path",
+    "init_checkpoint",
+    "checkpoint",
+    "tokenizer_path",
+    "tokenizer",
+    "cmvn_file",
+)
 
 
 def _without_absent_local_files(node: object) -> object:
