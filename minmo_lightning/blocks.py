@@ -460,6 +460,11 @@ class Token2Wav(Block):
     @abstractmethod
     def step(self, chunk: TokenBatch, state: StreamState) -> AudioBatch: ...
 
+    @abstractmethod
+    def voice_of(self, prompt_audio: AudioBatch, batch_size: int) -> Any:
+        """``init_state`` options that speak ``batch_size`` rows in the voice of ``prompt_audio`` (one clip,
+        or one per row)."""
+
 
 class SpeechTokenizer(Block):
     """Waveform -> discrete speech tokens: ``forward(AudioBatch) -> TokenBatch`` at ``token_rate`` Hz."""

@@ -503,13 +503,15 @@ class MinMo(DuplexTraining, L.LightningModule):
         audio: AudioBatch | None = None,
         texts: list[str] | None = None,
         verbatim: bool = False,
+        prompt_audio: AudioBatch | None = None,
         **options: Any,
     ) -> Iterator[ResponseChunk]:
         """Stream a spoken answer to the user's ``audio`` (chat), or read ``texts`` aloud (TTS prompt).
 
         ``verbatim`` (with ``texts``) teacher-forces the LLM's answer to be exactly the text, so only the
-        voice decoder is judged. ``options`` go to ``SpeechResponder`` (text sampling, speech sampler,
-        ``synthesize``).
+        voice decoder is judged. ``prompt_audio`` (16 kHz, one clip or one per row) gives the voice: token2wav
+        speaks in its speaker's voice (``Token2Wav.voice_of``). ``options`` go to ``SpeechResponder`` (text
+        sampling, speech sampler, ``synthesize``).
         """
         if (audio is None) == (texts is None):
             raise ValueError(
@@ -524,6 +526,9 @@ class MinMo(DuplexTraining, L.LightningModule):
                 embeds, mask = self.generation_prompt(
                     [SPEECH_TASKS["chat"].instruction] * audio.waveform.shape[0], self.encode_audio(audio)
                 )
+        if prompt_audio is not None:
+            self._require_token2wav()
+            options["voice"] = self.token2wav.voice_of(prompt_audio, embeds.shape[0])
         forced = None
         if verbatim:
             forced = TokenBatch.from_list([self.prompts.encode(t) for t in texts], self.device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -89,7 +90,9 @@ class SpeechResponder:
         generator: torch.Generator | None = None,
         synthesize: bool = True,
         max_speech_steps: int = 10_000,
+        voice: Any = None,
     ) -> None:
+        """``voice``: token2wav stream options for the speaker (``Token2Wav.voice_of``; None: its default)."""
         for slot in ("output_projector", "voice_token_lm"):
             if getattr(model, slot) is None:
                 raise ValueError(f"a spoken response needs a {slot}; add it under model.init_args.{slot}")
@@ -98,6 +101,7 @@ class SpeechResponder:
         self.speech_sampler, self.generator = speech_sampler, generator
         self.token2wav = model.token2wav if synthesize else None
         self.max_speech_steps = max_speech_steps
+        self.voice = voice
 
     @torch.no_grad()
     def stream(
@@ -121,7 +125,7 @@ class SpeechResponder:
         )
         query = turn_query(inputs_embeds, attention_mask.bool(), text.prompt_hidden)
         state = voice_lm.init_state(batch, VoiceLMStreamOptions(self.speech_sampler, self.generator))
-        wav_state = self.token2wav.init_state(batch) if self.token2wav is not None else None
+        wav_state = self.token2wav.init_state(batch, self.voice) if self.token2wav is not None else None
         buffer = _TextBuffer()
 
         def voice_buffered_text() -> ResponseChunk:

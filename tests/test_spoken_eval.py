@@ -149,3 +149,28 @@ def test_the_readme_respond_snippet_yields_audio(tmp_path: Path, monkeypatch: py
     exec(snippet, {"MinMo": MinMo, "user_audio": user_audio, "play": played.append})  # noqa: S102
     assert played and all(isinstance(a, AudioBatch) and a.sample_rate == 24000 for a in played)
     assert sum(int(a.lengths.sum()) for a in played) > 0
+
+
+def test_respond_speaks_in_the_voice_of_a_prompt(tmp_path: Path) -> None:
+    """``respond(prompt_audio=...)``: CAM++ hears the prompt; its x-vector conditions the flow (audio changes)."""
+    from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
+
+    model = speaking_minmo(token2wav=True)
+    model.token2wav = CosyVoice2Token2Wav.from_preset(
+        "tiny", vocoder="griffin_lim", speaker_encoder="tiny"
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    voices = [AudioBatch.from_list([0.3 * torch.randn(16000, generator=g)], 16000) for _ in range(2)]
+
+    def spoken(prompt) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(1)
+        chunks = model.respond(
+            texts=["hello", "stop"], verbatim=True, prompt_audio=prompt, generator=generator
+        )
+        return torch.cat([c.audio.waveform[0, : c.audio.lengths[0]] for c in chunks])
+
+    first, again, other = spoken(voices[0]), spoken(voices[0]), spoken(voices[1])
+    assert torch.equal(first, again) and first.shape == other.shape and not torch.allclose(first, other)
+    model.token2wav = CosyVoice2Token2Wav.from_preset("tiny", vocoder="griffin_lim").eval()
+    with pytest.raises(ValueError, match="no speaker encoder"):
+        spoken(voices[0])

@@ -137,6 +137,20 @@ class CosyVoice2Token2Wav(Token2Wav):
             self.speaker_encoder.load_pretrained(folder / speaker_file)
         self._loaded = True
 
+    def voice_of(self, prompt_audio: AudioBatch, batch_size: int) -> Token2WavStreamOptions:
+        """The prompt's x-vector for every row (CosyVoice2 speaks in it); the voice alone, without the prompt
+        utterance's tokens and mel (``speaker_prompt`` takes those)."""
+        if self.speaker_encoder is None:
+            raise ValueError(
+                "this token2wav has no speaker encoder, so it cannot take a voice from prompt audio; build it with "
+                "speaker_encoder: campplus (the cosyvoice2-0.5b preset does)"
+            )
+        rows = prompt_audio.waveform.shape[0]
+        if rows not in (1, batch_size):
+            raise ValueError(f"prompt_audio has {rows} clips for {batch_size} rows: give one, or one per row")
+        prompt = self.speaker_prompt(prompt_audio)  # 16 kHz, as CAM++ hears it (it says so otherwise)
+        return Token2WavStreamOptions(SpeakerPrompt(prompt.embedding.expand(batch_size, -1)))
+
     def speaker_prompt(
         self, audio_16k: AudioBatch, tokens: TokenBatch | None = None, audio_24k: AudioBatch | None = None
     ) -> SpeakerPrompt:
