@@ -103,6 +103,7 @@ def ctc_log_probs(encoder, wave: np.ndarray) -> tuple[Tensor, float]:
 
     device = next(encoder.parameters()).device
     audio = AudioBatch(torch.from_numpy(wave)[None].to(device), torch.tensor([len(wave)]), SAMPLE_RATE)
+    encoder.check_head()  # a head a later stage left behind its body reads wrong words
     encoded = encoder(audio)
     slots = encoder.ctc.slots
     logits = encoder.ctc(encoded.values)[0, NUM_QUERIES * slots :]
