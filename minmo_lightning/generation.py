@@ -7,6 +7,7 @@ the cache). Iterating a ``TextStream`` yields tokens as they are produced; ``gen
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -59,6 +60,10 @@ def sample_next(logits: Tensor, config: TextSamplingConfig, generator: torch.Gen
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+class TextCapReached(UserWarning):
+    """Generation stopped at ``max_new_tokens`` before a row's end of turn."""
+
+
 class TextStream:
     """Greedy/sampled generation, one ``GeneratedStep`` per iteration; prompts must be left padded.
 
@@ -102,6 +107,8 @@ class TextStream:
         self._next_position = positions[:, -1:] + 1
         self._attention_mask = attention_mask
         self.prompt_hidden = self._out.hidden_states[:, -1]
+        #: [B] rows whose answer ``max_new_tokens`` cut before its end (set when the stream ends)
+        self.cut = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=attention_mask.device)
 
     @torch.no_grad()
     def __iter__(self) -> Iterator[GeneratedStep]:
@@ -127,6 +134,13 @@ class TextStream:
             yield GeneratedStep(tokens, embedding, out.hidden_states[:, -1], finished.clone(), active)
             if bool(finished.all()):
                 return
+        self.cut = ~finished
+        rows = self.cut.nonzero().flatten().tolist()
+        warnings.warn(
+            f"text generation stopped at max_new_tokens={steps} in row(s) {rows}: the answer is cut there",
+            TextCapReached,
+            stacklevel=2,
+        )
 
 
 def generate(

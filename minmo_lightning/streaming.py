@@ -54,6 +54,7 @@ class ResponseChunk:
     finished: Tensor  # [B] the row reached end of speech
     elapsed: float  # seconds from the first sampled text token to the end of this chunk
     timings: dict[str, float] = field(default_factory=dict)  # seconds spent per block in this chunk
+    text_cut: Tensor | None = None  # [B] the answer's text was cut at max_new_tokens (known once text ended)
 
 
 @dataclass
@@ -147,7 +148,9 @@ class SpeechResponder:
                 wav_state.end_input(state.finished)
                 audio = self.token2wav.step(speech, wav_state)
                 clock.mark("token2wav")
-            return ResponseChunk(tokens, speech, audio, state.finished.clone(), clock.elapsed(), clock.take())
+            return ResponseChunk(
+                tokens, speech, audio, state.finished.clone(), clock.elapsed(), clock.take(), text.cut.clone()
+            )
 
         # the prompt is prefilled: the first text token is sampled from here on
         clock = BlockClock(inputs_embeds.device)

@@ -174,3 +174,17 @@ def test_respond_speaks_in_the_voice_of_a_prompt(tmp_path: Path) -> None:
     model.token2wav = CosyVoice2Token2Wav.from_preset("tiny", vocoder="griffin_lim").eval()
     with pytest.raises(ValueError, match="no speaker encoder"):
         spoken(voices[0])
+
+
+def test_an_answer_cut_at_max_new_tokens_says_so() -> None:
+    from minmo_lightning.generation import TextCapReached, TextSamplingConfig
+
+    model = speaking_minmo(token2wav=False)
+    question = AudioBatch.from_list(
+        [0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(0))], 16000
+    )
+    with pytest.warns(TextCapReached, match=r"max_new_tokens=2 in row\(s\) \[0\]"):
+        chunks = list(model.respond(audio=question, text_config=TextSamplingConfig(max_new_tokens=2)))
+    assert bool(chunks[-1].text_cut[0])
+    forced = list(model.respond(texts=["hi"], verbatim=True))  # a forced text always ends: never cut
+    assert not bool(forced[-1].text_cut[0])
