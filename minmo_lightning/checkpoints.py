@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,20 @@ def unreadable_checkpoint(path: Path, error: BaseException) -> CheckpointReadErr
         f"{path} ({size:,} bytes) is not a readable checkpoint: it is truncated or corrupt ({cause}). A run killed "
         f"while saving, or an incomplete copy, leaves such a file: use an earlier checkpoint{beside}"
     )
+
+
+def checkpoint_file(path: str | Path, names: Sequence[str], what: str) -> Path:
+    """``path`` itself, or the first of ``names`` inside the folder ``path`` (the error lists what is there)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = [path / name for name in names if (path / name).is_file()]
+    if not found:
+        present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+        raise FileNotFoundError(
+            f"{path} holds no {what} checkpoint: expected one of {', '.join(names)}; found {present}"
+        )
+    return found[0]
 
 
 def require_files(folder: str | Path, names: Iterable[str], what: str) -> Path:

@@ -20,13 +20,7 @@ from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.golden import load_fixture, run_golden
 from minmo_lightning.registry import count_preset_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -132,7 +126,7 @@ def test_pytorch_checkpoint_round_trip(calibrated: CAMPPlus, tmp_path: Path) -> 
     with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
         CAMPPlus.from_preset("tiny").load_pretrained(tmp_path / "campplus_cn_common.bin")  # 192-d vs 64-d
     (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(FileNotFoundError, match="expected campplus.onnx or campplus_cn_common.bin"):
+    with pytest.raises(FileNotFoundError, match="expected one of campplus.onnx, campplus_cn_common.bin"):
         reloaded.load_pretrained(tmp_path / "checkpoints")
 
 

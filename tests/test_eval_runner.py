@@ -214,7 +214,9 @@ def test_bad_inputs_name_the_problem(tmp_path, capsys):
 
 def test_task_specs_are_validated(tmp_path):
     assert all(name == spec.name for name, spec in TASK_SPECS.items())
-    with pytest.raises(ValueError, match="unknown task 'asrr'; choose one of asr, emotion, duplex, tts, s2s, latency"):
+    with pytest.raises(
+        ValueError, match="unknown task 'asrr'; choose one of asr, emotion, duplex, tts, s2s, latency"
+    ):
         evaluate("asrr", tmp_path, predictions=tmp_path / "unused.jsonl")
     # latency records come from a latency benchmark: no model mode, no dataset column
     with pytest.raises(ValueError, match="task 'latency' cannot run a model"):

@@ -14,14 +14,7 @@ from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict
 from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.golden import run_golden
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("item", ["cosyvoice2_flow_estimator", "cosyvoice2_flow"])

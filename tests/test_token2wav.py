@@ -12,13 +12,7 @@ from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 
 from minmo_lightning.contracts import TokenBatch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(vocoder: str, vocoder_preset: str | None) -> CosyVoice2Token2Wav:

@@ -8,7 +8,6 @@ on the built-in corpus (``training_step``), since the official weights are not o
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -19,7 +18,12 @@ from minmo_lightning.components.speech_tokenizer.windows import WindowPolicy
 from torch import Tensor
 
 from minmo_lightning.blocks import SpeechTokenizer
-from minmo_lightning.checkpoints import CheckpointMismatchError, load_state_dict_strict, read_state_dict
+from minmo_lightning.checkpoints import (
+    CheckpointMismatchError,
+    checkpoint_file,
+    load_state_dict_strict,
+    read_state_dict,
+)
 from minmo_lightning.contracts import AudioBatch, TokenBatch, lengths_to_mask
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
 
@@ -165,16 +169,7 @@ class S3TokenizerV2(SpeechTokenizer):
     # ---- loading -------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> None:
         """Load the official ``speech_tokenizer_v2.onnx`` or a torch/safetensors state dict (file or folder)."""
-        path = Path(path)
-        if path.is_dir():
-            found = [path / n for n in CHECKPOINT_NAMES if (path / n).is_file()]
-            if not found:
-                present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
-                raise FileNotFoundError(
-                    f"{path} holds no speech tokenizer checkpoint: expected one of {', '.join(CHECKPOINT_NAMES)}; "
-                    f"found {present}"
-                )
-            path = found[0]
+        path = checkpoint_file(path, CHECKPOINT_NAMES, "speech tokenizer")
         if path.suffix == ".onnx":
             from minmo_lightning.components.speech_tokenizer.onnx_weights import onnx_state_dict
 

@@ -40,7 +40,7 @@ from minmo_lightning.components.voice_encoder.frontend import KaldiFbank
 from torch import Tensor, nn
 
 from minmo_lightning.blocks import Block
-from minmo_lightning.checkpoints import load_state_dict_strict, read_state_dict
+from minmo_lightning.checkpoints import checkpoint_file, load_state_dict_strict, read_state_dict
 from minmo_lightning.contracts import AudioBatch, lengths_to_mask
 
 SAMPLE_RATE = 16000
@@ -294,15 +294,7 @@ class CAMPPlus(Block):
     def load_pretrained(self, path: str | Path) -> None:
         """``campplus.onnx`` (CosyVoice2's), a PyTorch state dict (``.bin``/``.pt``/``.safetensors``), or a folder
         holding one of ``CHECKPOINT_FILES``."""
-        path = Path(path)
-        if path.is_dir():
-            found = [path / name for name in CHECKPOINT_FILES if (path / name).is_file()]
-            if not found:
-                present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
-                raise FileNotFoundError(
-                    f"{path} holds no CAM++ checkpoint: expected {' or '.join(CHECKPOINT_FILES)}; found {present}"
-                )
-            path = found[0]
+        path = checkpoint_file(path, CHECKPOINT_FILES, "CAM++")
         if path.suffix == ".onnx":
             parameter = next(self.parameters())
             example = parameter.new_zeros(1, 2 * MIN_FRAMES, self.feat_dim)
