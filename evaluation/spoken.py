@@ -5,9 +5,9 @@ A model speaks (``MinMo.predict_speech`` / ``predict_spoken_answer``; the runner
 text the model was asked to speak (tts) or its own text answer (s2s), with the normaliser and unit of the
 ``asr`` task. Beside it, the ceiling: the reference speech tokens through the same token2wav and judge
 (``ceiling_audio``), scored against the reference text: what the vocoder and judge allow at best. Also the
-duration ratio (spoken seconds over the ceiling's). The judge is a ``SenseVoiceEncoder`` checkpoint with its
-CTC head (``judge`` setting; default the tiny encoder ``minmo demo`` trains), read through
-``asr_judge.transcribe``. Transcripts are kept in the records (``hypothesis``, ``ceiling_hypothesis``), so
+duration ratio (spoken seconds over the ceiling's). The judge (``judge`` setting) is a ``SenseVoiceEncoder``
+checkpoint with its CTC head (default: the tiny encoder ``minmo demo`` trains, read through
+``asr_judge.transcribe``) or a speech-to-text ``MinMo`` checkpoint (its ``transcribe``). Transcripts are kept in the records (``hypothesis``, ``ceiling_hypothesis``), so
 rescoring needs no audio; the WAVs of the first ``keep_wavs`` records (by id) stay with the report, the
 others are deleted once judged. Clip paths are relative to the report directory (as the runner writes them)
 or absolute (records from elsewhere: never deleted).
@@ -18,7 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from minmo_lightning.evaluation.asr import score_asr
+from minmo_lightning.evaluation.asr_judge import SAMPLE_RATE
 from minmo_lightning.evaluation.normalizers import get_scheme
 from minmo_lightning.evaluation.report import md_table
 from minmo_lightning.evaluation.scorers import Scored, asr_report
@@ -90,35 +92,51 @@ def spoken_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
 
 
 class _Judge:
-    """The ASR judge, loaded on first use (records that already hold transcripts need none)."""
+    """The ASR judge, loaded on first use (records that already hold transcripts need none): a
+    ``SenseVoiceEncoder`` checkpoint (greedy CTC, ``asr_judge.transcribe``) or a speech-to-text ``MinMo``
+    checkpoint (its ``transcribe``: the stage-1c model hears the built-in voices far better than the CTC head)."""
 
     def __init__(self, checkpoint: str | None) -> None:
         from minmo_lightning.evaluation.asr_judge import default_checkpoint
 
         self.path = Path(checkpoint) if checkpoint else default_checkpoint()
-        self._encoder = None
+        self._transcribe = None
 
     @property
     def name(self) -> str:
         return self.path.name if self.path else "none"
 
+    def _load(self):
+        from minmo_lightning.evaluation.asr_judge import JudgeError, load_judge, transcribe
+
+        from minmo_lightning.checkpoints import read_checkpoint
+        from minmo_lightning.contracts import AudioBatch
+
+        if self.path is None:
+            raise JudgeError(
+                "no ASR judge: set metrics.judge to a SenseVoiceEncoder checkpoint trained with CTC (the tiny one: "
+                "minmo fit --config recipes/components/voice_encoder_ctc.yaml) or a speech-to-text MinMo checkpoint"
+            )
+        if "llm" in (read_checkpoint(self.path, mmap=True).get("hyper_parameters") or {}):
+            from minmo_lightning.model import MinMo
+
+            model = MinMo.load_from_checkpoint(str(self.path), map_location="cpu").eval()
+            return lambda wave: model.transcribe(AudioBatch.from_list([torch.from_numpy(wave)], SAMPLE_RATE))[
+                0
+            ]
+        encoder = load_judge(self.path)
+        return lambda wave: transcribe(encoder, wave)["text"]
+
     def __call__(self, path: Path) -> str:
-        from minmo_lightning.datamodules.audio import decode_audio
-        from minmo_lightning.evaluation.asr_judge import SAMPLE_RATE, JudgeError, load_judge, transcribe
-
-        if self._encoder is None:
-            if self.path is None:
-                raise JudgeError(
-                    "no ASR judge: set metrics.judge to a SenseVoiceEncoder checkpoint trained with CTC "
-                    "(the tiny one: minmo fit --config recipes/components/voice_encoder_ctc.yaml)"
-                )
-            self._encoder = load_judge(self.path)
         import soundfile
+        from minmo_lightning.datamodules.audio import decode_audio
 
+        if self._transcribe is None:
+            self._transcribe = self._load()
         if soundfile.info(str(path)).frames == 0:
             return ""  # the model said nothing: every reference word is a deletion
         wave, _ = decode_audio(str(path), target_rate=SAMPLE_RATE)
-        return transcribe(self._encoder, np.ascontiguousarray(wave, dtype=np.float32))["text"]
+        return self._transcribe(np.ascontiguousarray(wave, dtype=np.float32))
 
 
 def _keep_first_wavs(records: list[dict], out_dir: Path, keep: int) -> None:

@@ -188,3 +188,18 @@ def test_an_answer_cut_at_max_new_tokens_says_so() -> None:
     assert bool(chunks[-1].text_cut[0])
     forced = list(model.respond(texts=["hi"], verbatim=True))  # a forced text always ends: never cut
     assert not bool(forced[-1].text_cut[0])
+
+
+def test_a_speech_to_text_minmo_can_judge(tmp_path: Path) -> None:
+    import lightning as L
+    from builders import tiny_minmo
+
+    trainer = L.Trainer(max_steps=0, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(tiny_minmo(tasks=["asr"]))
+    trainer.save_checkpoint(tmp_path / "asr.ckpt")
+    clip = tmp_path / "a.wav"
+    soundfile.write(
+        str(clip), 0.1 * np.random.default_rng(0).standard_normal(24000).astype(np.float32), 24000
+    )
+    heard = spoken._Judge(str(tmp_path / "asr.ckpt"))(clip)  # resampled to 16 kHz, transcribed by the LLM
+    assert isinstance(heard, str)
