@@ -64,9 +64,20 @@ class PairedStatistic:
     lower_is_better: bool
 
 
+def _error_rate_name(settings: dict) -> str:
+    """``wer``, ``cer`` or ``mer``: what the scheme of these settings reports (``normalizers.metric_name``)."""
+    from minmo_lightning.evaluation.normalizers import get_scheme, metric_name
+
+    return metric_name(get_scheme(settings.get("normalizer", "whisper_english"), settings.get("unit")))
+
+
 def _word_errors(record: dict, settings: dict) -> tuple[float, float]:
     errors = record["substitutions"] + record["deletions"] + record["insertions"]
     return float(errors), float(record["hits"] + record["substitutions"] + record["deletions"])
+
+
+#: the error rate of the ASR-scored tasks (asr, tts, s2s), from per-utterance edit counts
+ERROR_RATE = PairedStatistic(_error_rate_name, _word_errors, lower_is_better=True)
 
 
 def _correct(record: dict, settings: dict) -> tuple[float, float]:
@@ -168,6 +179,23 @@ def _duplex_references(batch: dict, i: int, labels: BatchLabels) -> dict:
     return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
 
 
+def _spoken_task(
+    name: str, batch_references: Callable[[dict, int, BatchLabels], dict], reference_column: str | None = None
+) -> TaskSpec:
+    """tts and s2s differ only in where the reference comes from (the batch's text; the model's own answer)."""
+    return TaskSpec(
+        name,
+        required=("reference",),
+        scorer=spoken_report,
+        settings=SPOKEN_SETTINGS,
+        any_of=("output_audio_path", "hypothesis"),
+        reference_column=reference_column,
+        reference_field="reference" if reference_column else None,
+        batch_references=batch_references,
+        statistic=ERROR_RATE,
+    )
+
+
 TASK_SPECS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -180,7 +208,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             reference_column="text",
             reference_field="reference",
             batch_references=_asr_references,
-            statistic=PairedStatistic(lambda settings: "wer", _word_errors, lower_is_better=True),
+            statistic=ERROR_RATE,
         ),
         TaskSpec(
             "emotion",
@@ -213,26 +241,8 @@ TASK_SPECS: dict[str, TaskSpec] = {
                 lower_is_better=False,
             ),
         ),
-        TaskSpec(
-            "tts",
-            required=("reference",),
-            scorer=spoken_report,
-            settings=SPOKEN_SETTINGS,
-            any_of=("output_audio_path", "hypothesis"),
-            reference_column="text",
-            reference_field="reference",
-            batch_references=_tts_references,
-            statistic=PairedStatistic(lambda settings: "wer", _word_errors, lower_is_better=True),
-        ),
-        TaskSpec(
-            "s2s",
-            required=("reference",),
-            scorer=spoken_report,
-            settings=SPOKEN_SETTINGS,
-            any_of=("output_audio_path", "hypothesis"),
-            batch_references=_s2s_references,
-            statistic=PairedStatistic(lambda settings: "wer", _word_errors, lower_is_better=True),
-        ),
+        _spoken_task("tts", _tts_references, reference_column="text"),
+        _spoken_task("s2s", _s2s_references),
         TaskSpec("latency", required=("first_packet_s",), scorer=latency_report),
     )
 }
