@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"{ablation.name} has no variant {unknown}; its variants: {', '.join(by_name)}")
         variants = [by_name[v] for v in args.variants]
+    # a variant that changes nothing at this size would rerun the base (the first variant is the base itself)
+    variants = variants[:1] + [v for v in variants[1:] if v.changes.get(args.size)]
     out = Path(
         args.out or f"runs/ablations/{ablation.name}" + ("" if args.size == "tiny" else f"-{args.size}")
     )

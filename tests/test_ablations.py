@@ -225,3 +225,12 @@ def test_evaluate_compare_command(tmp_path: Path, capsys) -> None:
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["base"] == "old"
     assert evaluate(["--compare", runs[0], "--out", str(tmp_path / "one")]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_variants_that_change_nothing_at_a_size_are_not_run_there(tmp_path: Path) -> None:
+    assert main(["voice_encoder", "--size", "full", "--dry-run", "--out", str(tmp_path / "full")]) == 0
+    assert main(["voice_encoder", "--size", "tiny", "--dry-run", "--out", str(tmp_path / "tiny")]) == 0
+    full = sorted(p.parent.name for p in (tmp_path / "full").glob("*/recipe.yaml"))
+    tiny = sorted(p.parent.name for p in (tmp_path / "tiny").glob("*/recipe.yaml"))
+    assert full == ["base_encoder", "sensevoice_large_like", "sensevoice_small"]
+    assert tiny == ["base_encoder", "whisper_untrained"]
