@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 from minmo_lightning.evaluation.asr import score_asr
 from minmo_lightning.evaluation.asr_judge import SAMPLE_RATE
@@ -40,8 +41,6 @@ def spoken_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
             if transcript not in record:
                 record[transcript] = judge(path)
             if f"{clip}_seconds" not in record and path.is_file():
-                import soundfile
-
                 record[f"{clip}_seconds"] = soundfile.info(str(path)).duration
     missing = [r["id"] for r in records if "hypothesis" not in r]
     if missing:
@@ -128,7 +127,6 @@ class _Judge:
         return lambda wave: transcribe(encoder, wave)["text"]
 
     def __call__(self, path: Path) -> str:
-        import soundfile
         from minmo_lightning.datamodules.audio import decode_audio
 
         if self._transcribe is None:
