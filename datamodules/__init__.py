@@ -10,18 +10,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = [
-    "ASRDataModule",
-    "DuplexDataModule",
-    "EmotionDataModule",
-    "MixtureDataModule",
-    "S2SDataModule",
-    "TTSDataModule",
-]
+#: class name -> the module defining it
+_MODULES = {
+    "ASRDataModule": "tasks",
+    "EmotionDataModule": "tasks",
+    "TTSDataModule": "tasks",
+    "S2SDataModule": "tasks",
+    "DuplexDataModule": "tasks",
+    "S2TTDataModule": "understanding",
+    "LanguageIDDataModule": "understanding",
+    "SpeakerDataModule": "understanding",
+    "AudioEventDataModule": "understanding",
+    "SpokenQADataModule": "understanding",
+    "DialogueDataModule": "dialogue",
+    "MixtureDataModule": "mixture",
+}
+__all__ = sorted(_MODULES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        module = "mixture" if name == "MixtureDataModule" else "tasks"
-        return getattr(importlib.import_module(f"minmo_lightning.datamodules.{module}"), name)
+    if name in _MODULES:
+        return getattr(importlib.import_module(f"minmo_lightning.datamodules.{_MODULES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

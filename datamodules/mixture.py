@@ -118,6 +118,11 @@ class MixtureDataModule(L.LightningDataModule):
             )
         return list(found.pop()) if found else None
 
+    @property
+    def supervised_tasks(self) -> list[str]:
+        """The speech-to-text tasks some source supervises (its ``tasks``)."""
+        return list(dict.fromkeys(t for dm in self.datamodules for t in getattr(dm, "tasks", ())))
+
     def setup(self, stage: str) -> None:
         for datamodule in self.datamodules:
             datamodule.trainer = self.trainer

@@ -25,6 +25,51 @@ TASK_FIELDS: dict[str, dict[str, bool]] = {
         "id": False,
         "duration": False,
     },
+    "s2tt": {
+        "audio": True,
+        "translation": True,
+        "target_language": False,  # or the datamodule's `target_language` (one language per dataset)
+        "text": False,
+        "source_language": False,
+        "id": False,
+        "duration": False,
+    },
+    "lid": {"audio": True, "language": True, "text": False, "id": False, "duration": False},
+    "speaker": {
+        "audio": True,
+        "gender": False,
+        "age": False,
+        "speaker": False,
+        "text": False,
+        "id": False,
+        "duration": False,
+    },
+    # ``events``: [{label, onset, offset}] per clip; or one ``event_label`` for the whole clip (ESC-50)
+    "aed": {
+        "audio": True,
+        "events": False,
+        "event_label": False,
+        "text": False,
+        "id": False,
+        "duration": False,
+    },
+    "sqa": {
+        "audio": True,
+        "answer_text": True,
+        "question": False,
+        "answer_type": False,
+        "passage": False,
+        "id": False,
+        "duration": False,
+    },
+    "dialogue": {
+        "audio": True,
+        "answer_text": True,
+        "history": True,
+        "text": False,
+        "id": False,
+        "duration": False,
+    },
     "duplex": {
         "user_audio": True,
         "assistant_audio": True,
@@ -47,16 +92,61 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
         "speech_tokens": ("speech_tokens",),
         "user_audio": ("user_audio",),
         "user_text": ("user_text",),
-        "answer_text": ("answer_text",),
+        "answer_text": ("answer_text", "answer"),
         "answer_audio": ("answer_audio",),
         "answer_speech_tokens": ("answer_speech_tokens",),
         "assistant_audio": ("assistant_audio",),
         "events": ("events",),
         "frame_labels": ("frame_labels",),
         "frame_rate": ("frame_rate",),
+        "translation": ("translation",),
+        "target_language": ("target_language",),
+        "source_language": ("source_language",),
+        "language": ("language",),
+        "gender": ("gender",),
+        "age": ("age",),
+        "speaker": ("speaker",),
+        "question": ("question",),
+        "answer_type": ("answer_type",),
+        "passage": ("passage",),
+        "history": ("history",),
     },
     "librispeech_asr": {"audio": ("audio",), "text": ("text",), "id": ("id",)},
-    "fleurs": {"audio": ("audio",), "text": ("transcription", "raw_transcription"), "id": ("id",)},
+    # FLEURS also serves language ID (``language``: the English name) and speaker gender
+    "fleurs": {
+        "audio": ("audio",),
+        "text": ("transcription", "raw_transcription"),
+        "id": ("id",),
+        "language": ("language",),
+        "gender": ("gender",),
+    },
+    # CoVoST 2 (``facebook/covost2`` layout): one language pair per config; give the datamodule its
+    # ``target_language``
+    "covost2": {
+        "audio": ("audio", "file"),
+        "text": ("sentence",),
+        "translation": ("translation",),
+        "id": ("id",),
+    },
+    # ESC-50: one event per 5 s clip, its class name in ``category``
+    "esc50": {"audio": ("audio", "filename"), "event_label": ("category",), "id": ("filename",)},
+    # AudioSet-style event lists: [{label, onset, offset}] per clip
+    "audioset_strong": {"audio": ("audio",), "events": ("events", "labels"), "id": ("id", "segment_id")},
+    # VoxCeleb metadata joined to the clips (gender m/f; age from VoxCeleb enrichment where present)
+    "voxceleb": {
+        "audio": ("audio",),
+        "speaker": ("speaker_id", "VoxCeleb1 ID", "id"),
+        "gender": ("gender", "Gender"),
+        "age": ("age_band", "age"),
+        "id": ("id", "path"),
+    },
+    # spoken-QA sets in the AudioBench layout: audio ``context``, text question ``instruction``, ``answer``
+    "audiobench_sqa": {
+        "audio": ("context", "audio"),
+        "question": ("instruction", "question"),
+        "answer_text": ("answer",),
+        "id": ("id",),
+    },
     "common_voice": {"audio": ("audio",), "text": ("sentence",), "id": ("path",)},
     # The official AISHELL-1 release has no parquet; copies use these (AudioBench style: context/answer).
     "aishell": {"audio": ("audio", "context"), "text": (*_TEXT, "answer"), "id": ("id", "key")},
@@ -105,6 +195,18 @@ EMOTION_ALIASES: dict[str, str] = {
     "sur": "surprise",
     "surprised": "surprise",
 }
+
+
+#: Raw spellings of closed-set attributes -> canonical names (VoxCeleb's m/f, FLEURS' gender ids' names).
+ATTRIBUTE_ALIASES: dict[str, dict[str, str]] = {
+    "gender": {"m": "male", "f": "female", "man": "male", "woman": "female"},
+}
+
+
+def canonical_attribute(field: str, label: str) -> str:
+    """A label's canonical spelling: its alias if it has one, else the label as written (trimmed)."""
+    label = str(label).strip()
+    return ATTRIBUTE_ALIASES.get(field, {}).get(label.lower(), label)
 
 
 def canonical_emotion(label: str) -> str:

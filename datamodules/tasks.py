@@ -3,8 +3,10 @@
 Every constructor takes the shared arguments of ``SpeechDataModule`` (path, schema, columns, splits,
 batching, workers, seed) plus its own sample rates. Batches are dicts:
 
-- asr: ``{"ids", "audio": AudioBatch, "text": list[str]}``
+- asr: ``{"ids", "audio": AudioBatch, "text": list[str], "supervises": tuple[str, ...]}``
 - emotion: asr keys + ``"emotion": LongTensor[B]`` (index into ``emotion_labels``)
+- the other speech-to-text families (translation, language, speaker, events, spoken QA, dialogue):
+  ``understanding.py`` and ``dialogue.py``
 - tts: ``{"ids", "text", "audio", "speech_tokens": TokenBatch (when mapped)}``
 - s2s: ``{"ids", "user_audio", "user_text", "answer_text", "answer_audio", "answer_speech_tokens" (when mapped)}``
 - duplex: ``{"ids", "user_audio", "assistant_audio", "frame_labels": LongTensor[B, T] (-100 on padding),
@@ -14,38 +16,98 @@ batching, workers, seed) plus its own sample rates. Batches are dicts:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
 from minmo_lightning.datamodules.base import ColumnMapping, Columns, SpeechDataModule, Waves, pad_audio
-from minmo_lightning.datamodules.schema import EMOTION_LABELS, canonical_emotion
+from minmo_lightning.datamodules.schema import EMOTION_LABELS, TASK_FIELDS, canonical_emotion
 from minmo_lightning.datamodules.timeline import frame_labels as labels_from_events
 
 from minmo_lightning.contracts import IGNORE_INDEX, TokenBatch
+from minmo_lightning.prompts import SPEECH_TASKS
 
 
-def _texts(columns: dict, mapping: dict, field: str, rows: list[int]) -> list[str]:
+def column_texts(columns: dict, mapping: dict, field: str, rows: list[int]) -> list[str]:
     column = mapping.get(field)
     return [str(columns[column][r] or "") for r in rows] if column else [""] * len(rows)
 
 
-class ASRDataModule(SpeechDataModule):
+class SpeechToTextDataModule(SpeechDataModule):
+    """A source of speech-to-text items: it says which of ``prompts.SPEECH_TASKS`` its items supervise
+    (``tasks``, default ``supervises``; the first is the one ``minmo evaluate`` predicts) and puts them in
+    every batch as ``batch["supervises"]``. A task whose fields this source cannot fill is an error when the
+    data is set up, naming the task, the field and the source; never an answer read from another field."""
+
+    supervises: ClassVar[tuple[str, ...]]
+    #: fields a datamodule fills from its own arguments when no column holds them
+    filled_without_column: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self, path: str, sample_rate: int = 16000, tasks: list[str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(path, **kwargs)
+        self.sample_rate = sample_rate
+        self.tasks = tuple(tasks if tasks is not None else self.supervises)
+        if not self.tasks:
+            raise ValueError(f"{type(self).__name__} ({path}) supervises no task: give it `tasks`")
+        fields = TASK_FIELDS[self.task]
+        for name in self.tasks:
+            if name not in SPEECH_TASKS:
+                raise ValueError(
+                    f"{type(self).__name__} ({path}): unknown task {name!r}; choose from {', '.join(SPEECH_TASKS)}"
+                )
+            missing = [f for f in SPEECH_TASKS[name].fields if f not in fields]
+            if missing:
+                raise ValueError(
+                    f"{type(self).__name__} ({path}) cannot supervise task {name!r}: its batches have no "
+                    f"{', '.join(missing)}; supervise one of the tasks its data has fields for"
+                )
+
+    def _prepare(self, role: str, split: str, dataset: Dataset) -> Any:
+        data = super()._prepare(role, split, dataset)
+        mapping = self.mapping[role]
+        for name in self.tasks:
+            absent = [
+                f
+                for f in SPEECH_TASKS[name].fields
+                if f in mapping and mapping[f] is None and f not in self.filled_without_column
+            ]
+            if absent:
+                raise ValueError(
+                    f"task {name!r} needs field {absent[0]!r}, which {self.path!r} split {split!r} does not "
+                    f"have (columns: {', '.join(dataset.column_names)}); map it with `columns: "
+                    f"{{{absent[0]}: COLUMN}}` or leave {name!r} out of this source's `tasks`"
+                )
+        return data
+
+    @property
+    def supervised_tasks(self) -> list[str]:
+        return list(self.tasks)
+
+    def collate(self, columns: Columns, mapping: ColumnMapping, role: str = "train") -> dict[str, Any] | None:
+        batch = super().collate(columns, mapping, role)
+        if batch is not None:
+            batch["supervises"] = self.tasks
+        return batch
+
+
+class ASRDataModule(SpeechToTextDataModule):
     """Speech -> transcript pairs, audio at ``sample_rate`` (16 kHz for the voice encoders)."""
 
     task = "asr"
+    supervises = ("asr",)
 
     def __init__(self, path: str = "data/builtin/asr", sample_rate: int = 16000, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self.sample_rate = sample_rate
+        super().__init__(path, sample_rate, **kwargs)
 
     def batch_fields(
         self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
     ) -> dict[str, Any]:
         return {
             "audio": pad_audio(waves["audio"], self.sample_rate),
-            "text": _texts(columns, mapping, "text", rows),
+            "text": column_texts(columns, mapping, "text", rows),
         }
 
 
@@ -58,6 +120,7 @@ class EmotionDataModule(ASRDataModule):
     """
 
     task = "emotion"
+    supervises = ("ser",)
 
     def __init__(
         self,
@@ -105,7 +168,7 @@ class TTSDataModule(SpeechDataModule):
     def batch_fields(
         self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
     ) -> dict[str, Any]:
-        batch = {"text": _texts(columns, mapping, "text", rows)}
+        batch = {"text": column_texts(columns, mapping, "text", rows)}
         if "audio" in waves:  # `columns: {audio: null}` skips decoding when only speech tokens are used
             batch["audio"] = pad_audio(waves["audio"], self.sample_rate)
         if mapping.get("speech_tokens"):
@@ -138,8 +201,8 @@ class S2SDataModule(SpeechDataModule):
     ) -> dict[str, Any]:
         batch = {
             "user_audio": pad_audio(waves["user_audio"], self.user_sample_rate),
-            "user_text": _texts(columns, mapping, "user_text", rows),
-            "answer_text": _texts(columns, mapping, "answer_text", rows),
+            "user_text": column_texts(columns, mapping, "user_text", rows),
+            "answer_text": column_texts(columns, mapping, "answer_text", rows),
         }
         if "answer_audio" in waves:  # not decoded when unmapped (stage 3 reads answer speech tokens)
             batch["answer_audio"] = pad_audio(waves["answer_audio"], self.answer_sample_rate)

@@ -69,6 +69,7 @@ from minmo_lightning.prompts import (
     TTS_INSTRUCTION,
     PromptBatch,
     SpeechPromptBuilder,
+    Turn,
     splice_audio,
 )
 from minmo_lightning.registry import resolve_class
@@ -111,11 +112,15 @@ class Objective:
     answer_speech: str | None = None
     user_audio: str | None = None
     instruction: str | None = None
+    #: its items are speech-to-text items of the model's ``tasks`` (which the data's sources must supervise)
+    trains_tasks: bool = False
 
 
 VOICE_DECODER = ("output_projector", "voice_token_lm")
 OBJECTIVES: dict[str, Objective] = {
-    "speech_to_text": Objective(slots=("voice_encoder", "input_projector"), loss="speech_to_text_objective"),
+    "speech_to_text": Objective(
+        slots=("voice_encoder", "input_projector"), loss="speech_to_text_objective", trains_tasks=True
+    ),
     "text_to_speech": Objective(
         slots=VOICE_DECODER,
         loss="voice_decoder_objective",
@@ -135,10 +140,12 @@ OBJECTIVES: dict[str, Objective] = {
         slots=("voice_encoder", "input_projector", "duplex_predictor"), loss="duplex_objective"
     ),
 }
-#: batch field that tells what the data is -> the ``MinMo`` method predicting it (the first match wins)
+#: a speech-to-text source's first task -> the ``MinMo`` method predicting it (others: ``predict_answer``)
+TASK_PREDICTIONS: dict[str, str] = {"asr": "predict_transcript", "ser": "predict_emotion"}
+#: otherwise, a batch field that tells what the data is -> the method (the first match wins)
 PREDICTIONS: tuple[tuple[str, str], ...] = (
     ("frame_labels", "predict_turn_taking"),
-    ("answer_text", "predict_spoken_answer"),
+    ("user_audio", "predict_spoken_answer"),
     ("speech_tokens", "predict_speech"),
     ("emotion", "predict_emotion"),
     ("audio", "predict_transcript"),
@@ -185,8 +192,8 @@ class MinMo(DuplexTraining, L.LightningModule):
         Args:
             trainable: per present slot, ``frozen``, ``full`` or ``lora`` (LLM only).
             objective: what ``training_step`` optimises; one of ``OBJECTIVES``.
-            tasks: speech-to-text tasks to train, cycled over the batch items that support them
-                (``asr`` needs ``text``, ``ser`` needs ``emotion``); see ``prompts.SPEECH_TASKS``.
+            tasks: speech-to-text tasks to train, cycled over the items of the sources that supervise them
+                (each datamodule's ``tasks``); see ``prompts.SPEECH_TASKS``.
             emotion_labels: names of the emotion classes, in the datamodule's index order.
             init_checkpoint: a previous stage's ``.ckpt``; its block weights initialise this stage.
             init_blocks: per slot (or a part of one: ``token2wav.flow``), a checkpoint of that block trained
@@ -369,7 +376,20 @@ class MinMo(DuplexTraining, L.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
+        self._check_supervision(getattr(self.trainer, "datamodule", None))
         rank_zero_info("trainable parameters per slot:\n" + format_summary(self.trainable_summary()))
+
+    def _check_supervision(self, datamodule: Any) -> None:
+        """Every task this model trains is supervised by some source of the data (their ``tasks``)."""
+        offered = getattr(datamodule, "supervised_tasks", None)
+        if not self.objective.trains_tasks or offered is None:
+            return
+        unsupervised = [t for t in self.tasks if t not in offered]
+        if unsupervised:
+            raise ValueError(
+                f"the model trains task(s) {unsupervised}, which no source of the data supervises (the sources "
+                f"supervise {offered}); add a source for them or drop them from model.init_args.tasks"
+            )
 
     def trainable_summary(self) -> list:
         return summarize(self, self.hparams.trainable, self.slots)
@@ -386,27 +406,86 @@ class MinMo(DuplexTraining, L.LightningModule):
         return self.input_projector(self.voice_encoder(audio))
 
     def _item_tasks(self, batch: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-        """Per item (instruction, response): each utterance gets one of the tasks the batch can supervise,
-        chosen from its id and the epoch (deterministic, and the task rotates from epoch to epoch)."""
-        supported = [t for t in self.tasks if SPEECH_TASKS[t].answer_field in batch]
+        """Per item (instruction, response): each utterance gets one of the tasks this model trains that its
+        source supervises (``batch["supervises"]``), chosen from its id and the epoch (deterministic, and the
+        task rotates from epoch to epoch)."""
+        offered = batch.get("supervises")
+        if offered is None:
+            raise ValueError(
+                f"the batch (keys {sorted(batch)}) does not say which tasks it supervises: a speech-to-text "
+                "datamodule sets batch['supervises'] (its `tasks`)"
+            )
+        supported = [t for t in self.tasks if t in offered]
         if not supported:
-            raise ValueError(f"the batch (keys {sorted(batch)}) supervises none of the tasks {self.tasks}")
+            raise ValueError(
+                f"a batch of a source that supervises {list(offered)} reached a model that trains "
+                f"{self.tasks}; give the model one of them (model.init_args.tasks) or the source one of the "
+                "model's (its `tasks`)"
+            )
         instructions, responses = [], []
-        labels = ", ".join(self.emotion_labels)
         for i, item_id in enumerate(batch["ids"]):
             task = SPEECH_TASKS[
                 supported[(zlib.crc32(str(item_id).encode()) + self.current_epoch) % len(supported)]
             ]
-            instructions.append(task.instruction.format(labels=labels, target_language="English"))
+            instructions.append(task.prompt(batch, i, self.emotion_labels))
             responses.append(task.answer(batch, i, self.emotion_labels))
         return instructions, responses
 
+    def encode_conversation(self, batch: Mapping[str, Any]) -> tuple[SequenceBatch, list[list[Turn]] | None]:
+        """``encode_audio`` of the current turn, preceded per item by the speech of its earlier turns
+        (``batch["history"]``, whose user turns point into ``batch["history_audio"]``): the frames in the order
+        the prompt's audio spans take them, and the history as prompt turns (``None``: no history)."""
+        current = self.encode_audio(batch["audio"])
+        if batch.get("history") is None:
+            return current, None
+        clips = batch.get("history_audio")
+        past = self.encode_audio(clips) if clips is not None else None
+        histories, rows = [], []
+        for i, turns in enumerate(batch["history"]):
+            history, spans = [], []
+            for turn in turns:
+                clip = turn.get("audio")
+                if clip is None:
+                    history.append(Turn(turn["role"], turn.get("text", "")))
+                    continue
+                frames = int(past.lengths[clip])
+                history.append(Turn(turn["role"], audio_frames=frames))
+                spans.append(past.values[clip, :frames])
+            spans.append(current.values[i, : int(current.lengths[i])])
+            histories.append(history)
+            rows.append(torch.cat(spans))
+        lengths = torch.tensor([len(r) for r in rows], device=current.lengths.device)
+        return SequenceBatch(nn.utils.rnn.pad_sequence(rows, batch_first=True), lengths), histories
+
+    def _prompt_batch(
+        self,
+        instructions: list[str],
+        audio: SequenceBatch | None,
+        histories: list[list[Turn]] | None,
+        responses: list[str] | None = None,
+        padding_side: str = "right",
+    ) -> PromptBatch:
+        """The prompts for ``audio`` frames of whole conversations (``encode_conversation``)."""
+        if audio is None:
+            lengths = torch.zeros(len(instructions), dtype=torch.long)
+        else:
+            lengths = audio.lengths.cpu()
+            if histories is not None:
+                earlier = [sum(t.audio_frames or 0 for t in history) for history in histories]
+                lengths = lengths - torch.tensor(earlier, dtype=torch.long)
+        return self.prompts.build(instructions, lengths, responses, padding_side, histories).to_device(
+            self.device
+        )
+
     def _prompted_llm(
-        self, instructions: list[str], responses: list[str], audio: SequenceBatch | None
+        self,
+        instructions: list[str],
+        responses: list[str],
+        audio: SequenceBatch | None,
+        histories: list[list[Turn]] | None = None,
     ) -> tuple[PromptBatch, Tensor, LLMOutput]:
         """Build the prompts (audio spliced in where given), run the LLM teacher forced."""
-        lengths = audio.lengths if audio is not None else torch.zeros(len(instructions), dtype=torch.long)
-        prompt = self.prompts.build(instructions, lengths, responses).to_device(self.device)
+        prompt = self._prompt_batch(instructions, audio, histories, responses)
         if prompt.token_ids.shape[1] > self.llm.max_positions:
             raise ValueError(
                 f"prompt of {prompt.token_ids.shape[1]} positions exceeds the LLM context ({self.llm.max_positions}); "
@@ -418,9 +497,9 @@ class MinMo(DuplexTraining, L.LightningModule):
         return prompt, embeds, self.llm(embeds, attention_mask=prompt.attention_mask)
 
     def speech_to_text_loss(self, batch: Mapping[str, Any]) -> Tensor:
-        audio = self.encode_audio(batch["audio"])
+        audio, histories = self.encode_conversation(batch)
         instructions, responses = self._item_tasks(batch)
-        prompt, _, out = self._prompted_llm(instructions, responses, audio)
+        prompt, _, out = self._prompted_llm(instructions, responses, audio, histories)
         return nn.functional.cross_entropy(
             out.logits[:, :-1].flatten(0, 1).float(),
             prompt.labels[:, 1:].flatten(),
@@ -487,12 +566,14 @@ class MinMo(DuplexTraining, L.LightningModule):
         return loss
 
     def generation_prompt(
-        self, instructions: list[str], frames: SequenceBatch | None = None
+        self,
+        instructions: list[str],
+        frames: SequenceBatch | None = None,
+        histories: list[list[Turn]] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Left-padded prompt embeddings and attention mask, the user's encoded audio (``encode_audio``)
-        spliced in where given."""
-        lengths = frames.lengths if frames is not None else torch.zeros(len(instructions), dtype=torch.long)
-        prompt = self.prompts.build(instructions, lengths, padding_side="left").to_device(self.device)
+        """Left-padded prompt embeddings and attention mask, the user's encoded audio (``encode_audio``, or
+        ``encode_conversation`` with its ``histories``) spliced in where given."""
+        prompt = self._prompt_batch(instructions, frames, histories, padding_side="left")
         embeds = self.llm.embed(prompt.token_ids)
         if frames is not None:
             embeds = splice_audio(embeds, prompt.audio_mask, frames)
@@ -540,10 +621,17 @@ class MinMo(DuplexTraining, L.LightningModule):
         return self.generate_text(self.encode_audio(audio), instruction)
 
     @torch.no_grad()
-    def generate_text(self, frames: SequenceBatch, instruction: str | None = None) -> list[str]:
-        """``transcribe`` on already encoded audio (``encode_audio``), so one encoding serves several prompts."""
+    def generate_text(
+        self,
+        frames: SequenceBatch,
+        instruction: str | list[str] | None = None,
+        histories: list[list[Turn]] | None = None,
+    ) -> list[str]:
+        """Greedy answers to already encoded audio (``encode_audio`` / ``encode_conversation``), so one encoding
+        serves several prompts; ``instruction``: one for every item or one per item (default: ASR)."""
         instruction = instruction or SPEECH_TASKS["asr"].instruction
-        embeds, attention_mask = self.generation_prompt([instruction] * frames.values.shape[0], frames)
+        instructions = [instruction] * frames.values.shape[0] if isinstance(instruction, str) else instruction
+        embeds, attention_mask = self.generation_prompt(instructions, frames, histories)
         tokenizer = self.llm.tokenizer
         result = generate(
             self.llm,
@@ -584,7 +672,10 @@ class MinMo(DuplexTraining, L.LightningModule):
         return torch.zeros(size * count, device=picked.device).index_add_(0, rows, picked).view(size, count)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """One record per item (the ``minmo evaluate`` protocol), by what the batch holds (``PREDICTIONS``)."""
+        """One record per item (the ``minmo evaluate`` protocol): a speech-to-text source's first task
+        (``TASK_PREDICTIONS``), else by what the batch holds (``PREDICTIONS``)."""
+        if batch.get("supervises"):
+            return getattr(self, TASK_PREDICTIONS.get(batch["supervises"][0], "predict_answer"))(batch)
         for field, method in PREDICTIONS:
             if field in batch:
                 return getattr(self, method)(batch)
@@ -700,6 +791,16 @@ class MinMo(DuplexTraining, L.LightningModule):
                 "this model has no token2wav block, so it cannot produce audio: use a stage-2b/3 checkpoint "
                 "whose recipe names model.init_args.token2wav"
             )
+
+    def predict_answer(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The generated answer to the source's first task (its references come from the batch through the
+        evaluation task's ``batch_references``)."""
+        name = batch["supervises"][0]
+        task = SPEECH_TASKS[name]
+        frames, histories = self.encode_conversation(batch)
+        instructions = [task.prompt(batch, i, self.emotion_labels) for i in range(len(batch["ids"]))]
+        texts = self.generate_text(frames, instructions, histories)
+        return [{"id": i, "task": name, "prediction_text": t} for i, t in zip(batch["ids"], texts)]
 
     def predict_transcript(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         texts = self.generate_text(self.encode_audio(batch["audio"]))

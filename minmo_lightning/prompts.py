@@ -1,52 +1,94 @@
 """Speech-to-text prompts: ChatML from the LLM's own tokenizer, with an audio span spliced in.
 
 A prompt is the tokenizer's chat template applied to a user turn whose content holds the audio
-placeholder ``<|audio|>``. The placeholder is never tokenized: the text on each side is, and the
-projected audio embeddings (one per frame) take its place. Loss covers only the response tokens and
-the closing ``<|im_end|>``.
+placeholder ``<|audio|>``, after any earlier turns of the conversation (the user's speech or text, the
+assistant's text). A placeholder is never tokenized: the text between placeholders is, and the projected
+audio embeddings (one per frame) take their places. Loss covers only the response to the last turn and
+its closing ``<|im_end|>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from minmo_lightning.answers import render_attributes, render_events
 from minmo_lightning.contracts import IGNORE_INDEX, SequenceBatch
 
 AUDIO_PLACEHOLDER = "<|audio|>"
 ANSWER_PLACEHOLDER = "<|answer|>"
 
 
+def _text(values: tuple, labels: Sequence[str]) -> str:
+    return str(values[0])
+
+
+def _class_name(values: tuple, labels: Sequence[str]) -> str:
+    return labels[int(values[0])]
+
+
+def _events(values: tuple, labels: Sequence[str]) -> str:
+    return render_events(values[0])
+
+
+def _attributes(values: tuple, labels: Sequence[str]) -> str:
+    return render_attributes([str(v) for v in values])
+
+
 @dataclass(frozen=True)
 class SpeechTask:
-    """A speech-to-text task: the instruction the user turn carries and the batch field its answer comes
-    from (``label_field``: the field holds class indices, answered with the class name)."""
+    """A speech-to-text task: the instruction the user turn carries, the batch fields its answer comes from
+    and how they are written as text (``render``: the item's values of ``answer_fields`` and the model's
+    emotion classes -> the answer). ``instruction_fields``: placeholders of the instruction filled from
+    per-item batch fields (``{target_language}`` from ``batch["target_language"]``); ``{labels}`` is the
+    model's emotion classes."""
 
     instruction: str
-    answer_field: str
-    label_field: bool = False
+    answer_fields: tuple[str, ...]
+    render: Callable[[tuple, Sequence[str]], str] = _text
+    instruction_fields: tuple[str, ...] = ()
+
+    def prompt(self, batch: Mapping[str, Any], item: int, labels: Sequence[str]) -> str:
+        values = {name: batch[name][item] for name in self.instruction_fields}
+        return self.instruction.format(labels=", ".join(labels), **values)
 
     def answer(self, batch: Mapping[str, Any], item: int, labels: Sequence[str]) -> str:
-        value = batch[self.answer_field][item]
-        return labels[int(value)] if self.label_field else value
+        return self.render(tuple(batch[name][item] for name in self.answer_fields), labels)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every batch field an item of this task reads."""
+        return self.answer_fields + self.instruction_fields
 
 
-#: task -> spec; ``{...}`` fields of the instruction come from per-item arguments (target_language, labels).
-#: Only asr and ser have answers of their own in today's data; the others read the transcript until the
-#: task-range work (#16) gives them theirs.
+#: task -> spec. A datamodule names the tasks it supervises (``SpeechDataModule.tasks``); each must find
+#: its fields in that datamodule's batches, checked when the data is set up.
 SPEECH_TASKS: dict[str, SpeechTask] = {
-    "asr": SpeechTask("Transcribe the speech.", "text"),
-    "s2tt": SpeechTask("Translate the speech into {target_language}.", "text"),
-    "lid": SpeechTask("Which language is spoken?", "text"),
-    "ser": SpeechTask("What is the emotion of the speaker? Answer with one of: {labels}.", "emotion", True),
-    "aed": SpeechTask("Which audio events occur in the recording?", "text"),
-    "speaker": SpeechTask("Describe the speaker's gender and age.", "text"),
-    "chat": SpeechTask("Answer the user's spoken question.", "text"),
+    "asr": SpeechTask("Transcribe the speech.", ("text",)),
+    "s2tt": SpeechTask(
+        "Translate the speech into {target_language}.",
+        ("translation",),
+        instruction_fields=("target_language",),
+    ),
+    "lid": SpeechTask("Which language is spoken?", ("language",)),
+    "ser": SpeechTask(
+        "What is the emotion of the speaker? Answer with one of: {labels}.", ("emotion",), _class_name
+    ),
+    "aed": SpeechTask("Which sound events occur, and when?", ("events",), _events),
+    "speaker": SpeechTask("What are the speaker's gender and age group?", ("gender", "age"), _attributes),
+    # ``question``: empty when the question is spoken after the passage, else " " + its text
+    "sqa": SpeechTask(
+        "Answer the question about the recording.{question}",
+        ("answer_text",),
+        instruction_fields=("question",),
+    ),
+    "chat": SpeechTask("Answer the user's spoken question.", ("answer_text",)),
 }
+
 #: the text-only user turn of text-to-speech alignment (stage 2); the answer is the same text.
 TTS_INSTRUCTION = "Read this text aloud: {text}"
 
@@ -69,6 +111,30 @@ class PromptBatch:
     def position_ids(self) -> Tensor:
         """Positions that skip left padding (0 at each item's first real token)."""
         return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """An earlier turn of a conversation: the assistant's text, or the user's text or speech (``audio_frames``
+    projected frames, spliced in where the turn's audio placeholder is)."""
+
+    role: str
+    text: str = ""
+    audio_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ("user", "assistant"):
+            raise ValueError(f"a turn's role is 'user' or 'assistant', got {self.role!r}")
+        if self.role == "assistant" and self.audio_frames is not None:
+            raise ValueError(
+                "an assistant turn is text: the assistant's speech enters the context as its words"
+            )
+
+    def message(self) -> dict[str, str]:
+        return {
+            "role": self.role,
+            "content": AUDIO_PLACEHOLDER if self.audio_frames is not None else self.text,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,15 +172,21 @@ class SpeechPromptBuilder:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def _prompt_halves(self, instruction: str) -> tuple[list[int], list[int]]:
-        messages = [{"role": "user", "content": self.user_template.format(instruction=instruction)}]
+    def _prompt_pieces(self, instruction: str, history: Sequence[Turn] = ()) -> list[list[int]]:
+        """The prompt's token ids between its audio spans: one more piece than spans (the history's audio
+        turns, then the current turn's audio)."""
+        messages = [turn.message() for turn in history]
+        messages.append({"role": "user", "content": self.user_template.format(instruction=instruction)})
         if self.system_prompt is not None:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if text.count(AUDIO_PLACEHOLDER) != 1:
-            raise ValueError(f"the chat template lost or repeated the audio placeholder: {text!r}")
-        left, right = text.split(AUDIO_PLACEHOLDER)
-        return self.encode(left), self.encode(right)
+        spans = 1 + sum(turn.audio_frames is not None for turn in history)
+        if text.count(AUDIO_PLACEHOLDER) != spans:
+            raise ValueError(
+                f"the prompt should hold {spans} audio placeholder(s) {AUDIO_PLACEHOLDER}, the chat template "
+                f"made {text.count(AUDIO_PLACEHOLDER)} (a turn's text must not contain it): {text!r}"
+            )
+        return [self.encode(piece) for piece in text.split(AUDIO_PLACEHOLDER)]
 
     def duplex_turns(self, instruction: str) -> DuplexTurns:
         """The ChatML pieces of a duplex conversation, cut from the tokenizer's own chat template."""
@@ -139,16 +211,26 @@ class SpeechPromptBuilder:
         audio_lengths: Tensor,
         responses: Sequence[str] | None = None,
         padding_side: str = "right",
+        histories: Sequence[Sequence[Turn]] | None = None,
     ) -> PromptBatch:
-        """Right padding for training, left padding for generation (all prompts end together)."""
+        """Right padding for training, left padding for generation (all prompts end together).
+
+        ``histories``: earlier turns per item, before the current user turn; the audio of an item's history
+        turns precedes its current audio in the frames spliced in (``splice_audio``). Loss covers only the
+        response to the current turn."""
         if len(instructions) != len(audio_lengths):
             raise ValueError(f"{len(instructions)} instructions for {len(audio_lengths)} audio clips")
+        if histories is not None and len(histories) != len(instructions):
+            raise ValueError(f"{len(histories)} histories for {len(instructions)} prompts")
         rows: list[tuple[list[int], list[bool], list[int]]] = []
         for i, instruction in enumerate(instructions):
-            left, right = self._prompt_halves(instruction)
-            n_audio = int(audio_lengths[i])
-            ids = left + [self.pad_id] * n_audio + right
-            is_audio = [False] * len(left) + [True] * n_audio + [False] * len(right)
+            history = histories[i] if histories is not None else ()
+            pieces = self._prompt_pieces(instruction, history)
+            spans = [t.audio_frames for t in history if t.audio_frames is not None] + [int(audio_lengths[i])]
+            ids, is_audio = list(pieces[0]), [False] * len(pieces[0])
+            for frames, piece in zip(spans, pieces[1:]):
+                ids += [self.pad_id] * frames + piece
+                is_audio += [True] * frames + [False] * len(piece)
             labels = [IGNORE_INDEX] * len(ids)
             if responses is not None:
                 answer = self.encode(responses[i]) + [self.end_id]

@@ -57,6 +57,7 @@ def tiny_batch() -> dict:
         "audio": audio,
         "text": ["hello there", "stop now"],
         "emotion": torch.tensor([1, 3]),
+        "supervises": ("ser", "asr"),
     }
 
 

@@ -204,7 +204,8 @@ def test_emotion_batch_is_the_asr_batch_plus_the_emotion_ids(tmp_path):
     asr_batches, emotion_batches = collect(asr.train_dataloader()), collect(emotion.train_dataloader())
     assert len(asr_batches) == len(emotion_batches) > 1
     for plain, labelled in zip(asr_batches, emotion_batches):
-        assert list(labelled) == [*plain, "emotion"]
+        assert sorted(labelled) == sorted([*plain, "emotion"])
+        assert plain["supervises"] == ("asr",) and labelled["supervises"] == ("ser",)
         assert labelled["ids"] == plain["ids"] and labelled["text"] == plain["text"]
         assert torch.equal(labelled["audio"].waveform, plain["audio"].waveform)
         assert torch.equal(labelled["audio"].lengths, plain["audio"].lengths)
