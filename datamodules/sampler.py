@@ -1,25 +1,37 @@
-"""Duration-bucketed dynamic batching that is reproducible and DDP-aware.
+"""Duration-bucketed dynamic batching that is reproducible, DDP-aware and resumable on any world size.
 
-Every rank computes the same global plan from ``(seed, epoch)``: shuffle, sort by duration inside
-pools, cut batches whose *padded* length (items x longest item) fits ``max_seconds``, shuffle the
-batches, then split batches until their count divides by the number of ranks (so every rank runs
-the same number of steps and no item is dropped or repeated), and deal them out round-robin.
+**The epoch's plan.** Every rank computes the same *order plan* from ``(seed, epoch)``, whatever the
+number of ranks: shuffle, sort by duration inside pools, cut batches whose *padded* length (items x
+longest item) fits ``max_seconds``, shuffle the batches. The items of those batches, in that order, are
+the epoch's *item order*. For ``W`` ranks the plan is then split until its batch count divides by ``W``
+(the largest batches are halved in place, so the item order is unchanged) and dealt out round-robin:
+step ``s`` of rank ``r`` is batch ``s * W + r``. Every rank runs the same number of steps and no item is
+dropped or repeated (unless fewer items than ranks are left to deal: then some repeat, with a warning).
 
 It subclasses ``DistributedSampler`` so Lightning treats it as already rank-aware (it calls
 ``set_epoch`` on it instead of wrapping it in a sampler of its own). Use it as the DataLoader's
 ``sampler`` with ``batch_size=None``: each element it yields is a whole batch of indices.
 
-``ResumableLoader`` is that DataLoader made resumable mid-epoch: Lightning saves a loader's
+**Resuming.** ``ResumableLoader`` is that DataLoader made resumable mid-epoch: Lightning saves a loader's
 ``state_dict`` in the checkpoint's loop state and, on ``--ckpt_path``, hands it back before the epoch
-continues. The state is the epoch, the seed and how many batches the loader has handed to the training
-loop (counted in the main process, not what workers prefetched); the resumed pass skips exactly those
-batches of the same plan, so the run sees the batches an uninterrupted run would have seen.
+continues. The state says how much of the epoch was consumed, in two units:
+``batches_done``, the steps every rank has taken this epoch (counted as the loader hands batches to the
+training loop in the main process, not as workers prefetch them), and ``items_done``, how many items of
+the epoch's item order the ranks have taken together (the first ``batches_done * W`` batches of the
+dealt plan). A resume on the same world size skips ``batches_done`` steps of the same plan, so it takes
+exactly the batches an uninterrupted run would have taken. A resume on another world size re-plans the
+rest of the item order (the batch holding the cut keeps its remaining items) for the new ``W``: the run
+continues with the next unseen items, none seen twice or skipped within the epoch, and ``len()`` counts
+the epoch's steps as resumed (the steps done before plus those left). A state from another plan (another
+seed, dataset or batch budget) restarts its epoch with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +41,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 log = logging.getLogger(__name__)
 
 
-def _world() -> tuple[int, int]:
+def world() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialised process group, or ``(1, 0)``."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
@@ -57,13 +70,21 @@ def plan_batches(
 
 
 def split_to_multiple(batches: list[np.ndarray], multiple: int) -> list[np.ndarray]:
-    """Halve the largest batches until ``len(batches) % multiple == 0``; repeats batches only if every
-    batch is a single item (fewer items than ranks), so ranks stay in step."""
+    """Halve the largest batches in place until ``len(batches) % multiple == 0`` (the item order stays);
+    repeats batches, with a warning, only if every batch is a single item, so ranks stay in step."""
     batches = list(batches)
     while len(batches) % multiple:
         largest = max(range(len(batches)), key=lambda i: len(batches[i]))
         if len(batches[largest]) < 2:
-            batches += batches[: multiple - len(batches) % multiple]
+            missing = multiple - len(batches) % multiple
+            log.warning(
+                "%d single-item batches cannot be dealt evenly to %d ranks: %d of them are repeated so every "
+                "rank takes the same number of steps",
+                len(batches),
+                multiple,
+                missing,
+            )
+            batches += batches[:missing]
             break
         batch = batches.pop(largest)
         half = len(batch) // 2
@@ -71,9 +92,20 @@ def split_to_multiple(batches: list[np.ndarray], multiple: int) -> list[np.ndarr
     return batches
 
 
+def cut_plan(batches: list[np.ndarray], items: int) -> list[np.ndarray]:
+    """The batches after the first ``items`` items of their order (the batch holding the cut keeps the rest)."""
+    ends = np.cumsum([len(b) for b in batches])
+    first = int(np.searchsorted(ends, items, side="right"))
+    if first == len(batches):
+        return []
+    begin = items - (int(ends[first]) - len(batches[first]))
+    return [batches[first][begin:], *batches[first + 1 :]]
+
+
 class PassPosition:
     """How far the current pass over a seeded plan got, as Lightning checkpoints it (``state_dict``) and
-    hands it back (``load_state_dict``). Its users have ``epoch``, ``seed``, ``set_epoch``, ``len()`` and
+    hands it back (``load_state_dict``), for a plan that only resumes on the world size it was saved on
+    (the mixture's interleaved loader). Its users have ``epoch``, ``seed``, ``set_epoch``, ``len()`` and
     count ``batches_done``; a pass starts at ``resume_position()``."""
 
     epoch: int
@@ -118,7 +150,17 @@ class PassPosition:
         self._resume_at = (state["epoch"], state["batches_done"])
 
 
-class DurationBatchSampler(PassPosition, DistributedSampler):
+@dataclass(frozen=True)
+class PlanStart:
+    """Where an epoch's dealt plan begins: after ``item`` items of the item order, at step ``step``
+    (both 0 unless the epoch was resumed on another world size)."""
+
+    epoch: int
+    item: int = 0
+    step: int = 0
+
+
+class DurationBatchSampler(DistributedSampler):
     """Yields lists of indices into ``durations`` whose padded seconds stay within ``max_seconds``."""
 
     def __init__(
@@ -133,10 +175,10 @@ class DurationBatchSampler(PassPosition, DistributedSampler):
         rank: int | None = None,
         on_epoch_end: Callable[[int], None] | None = None,
     ) -> None:
-        world, own_rank = _world()
+        world_size, own_rank = world()
         super().__init__(
             durations,
-            num_replicas=world if num_replicas is None else num_replicas,
+            num_replicas=world_size if num_replicas is None else num_replicas,
             rank=own_rank if rank is None else rank,
             shuffle=shuffle,
             seed=seed,
@@ -152,11 +194,21 @@ class DurationBatchSampler(PassPosition, DistributedSampler):
         self.max_batch_size = max_batch_size
         self.pool_size = pool_size
         self.on_epoch_end = on_epoch_end
-        self._cache: tuple[int, list[np.ndarray]] | None = None
+        #: tells this plan from one over other data or another budget (checked on resume)
+        budget = repr((max_seconds, max_batch_size, pool_size, shuffle)).encode()
+        self.plan_id = f"{zlib.crc32(self.durations.tobytes() + budget):08x}"
+        self.batches_done = 0
+        self._active = PlanStart(0)
+        #: (start, steps to skip) from ``load_state_dict``, for the next pass over that epoch
+        self._pending: tuple[PlanStart, int] | None = None
+        self._orders: tuple[int, list[np.ndarray]] | None = None
+        self._dealt: tuple[PlanStart, list[np.ndarray]] | None = None
 
-    def _plan(self) -> list[np.ndarray]:
-        if self._cache is not None and self._cache[0] == self.epoch:
-            return self._cache[1]
+    # ---- the plan ----------------------------------------------------------------------------
+    def order_plan(self) -> list[np.ndarray]:
+        """This epoch's batches before they are split for the ranks (the same for any world size)."""
+        if self._orders is not None and self._orders[0] == self.epoch:
+            return self._orders[1]
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
             order = rng.permutation(len(self.durations))
@@ -169,19 +221,93 @@ class DurationBatchSampler(PassPosition, DistributedSampler):
             batches = plan_batches(
                 self.durations, self.max_seconds, self.max_batch_size, order, len(order) or 1
             )
-        batches = split_to_multiple(batches, self.num_replicas)[self.rank :: self.num_replicas]
-        self._cache = (self.epoch, batches)
+        self._orders = (self.epoch, batches)
         return batches
 
+    def dealt_plan(self, start: PlanStart) -> list[np.ndarray]:
+        """Every rank's batches from ``start`` on, in step-major order (step ``s`` of rank ``r`` at
+        ``s * num_replicas + r``)."""
+        if self._dealt is None or self._dealt[0] != start:
+            rest = cut_plan(self.order_plan(), start.item) if start.item else self.order_plan()
+            self._dealt = (start, split_to_multiple(rest, self.num_replicas))
+        return self._dealt[1]
+
+    def _start(self) -> PlanStart:
+        """Where this epoch's plan begins: a pending resume's start, else the running pass's."""
+        if self._pending is not None and self._pending[0].epoch == self.epoch:
+            return self._pending[0]
+        return self._active if self._active.epoch == self.epoch else PlanStart(self.epoch)
+
     def __len__(self) -> int:
-        return len(self._plan())
+        start = self._start()
+        return start.step + len(self.dealt_plan(start)) // self.num_replicas
 
     def __iter__(self) -> Iterator[list[int]]:
-        self.batches_done = self.resume_position()
-        for batch in self._plan()[self.batches_done :]:
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0].epoch != self.epoch:
+            pending = (PlanStart(self.epoch), 0)
+        start, skip = pending
+        self._active = start
+        self.batches_done = start.step + skip
+        for batch in self.dealt_plan(start)[self.rank :: self.num_replicas][skip:]:
             yield batch.tolist()
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.epoch)
+
+    # ---- resume state ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """See the module docstring; ``plan_start_*`` say where this epoch's dealt plan began."""
+        start = self._start()
+        pending = self._pending is not None and self._pending[0] == start
+        done = start.step + self._pending[1] if pending else self.batches_done
+        taken = self.dealt_plan(start)[: (done - start.step) * self.num_replicas]
+        items = min(start.item + sum(len(b) for b in taken), len(self.durations))
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "plan_id": self.plan_id,
+            "world_size": self.num_replicas,
+            "batches_done": done,
+            "batches_in_epoch": len(self),
+            "items_done": items,
+            "items_in_epoch": len(self.durations),
+            "plan_start_item": start.item,
+            "plan_start_step": start.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next pass over ``state["epoch"]`` continue after what the state consumed (see the
+        module docstring); a pass over another epoch (Lightning moves on when that one was complete) starts
+        at its beginning."""
+        self.set_epoch(state["epoch"])
+        if state["seed"] != self.seed or state.get("plan_id") != self.plan_id:
+            log.warning(
+                "the checkpoint's batch plan (seed %s, plan %s, %s items in epoch %d) differs from this run's "
+                "(seed %d, plan %s, %d items): epoch %d resumes from its first batch, so batches before the "
+                "checkpoint are seen twice",
+                state["seed"],
+                state.get("plan_id"),
+                state.get("items_in_epoch"),
+                state["epoch"],
+                self.seed,
+                self.plan_id,
+                len(self.durations),
+                self.epoch,
+            )
+            return
+        if state["world_size"] == self.num_replicas:
+            start = PlanStart(self.epoch, state["plan_start_item"], state["plan_start_step"])
+            self._pending = (start, state["batches_done"] - start.step)
+        else:
+            log.info(
+                "epoch %d resumes on %d ranks after %d of its %d items (saved on %d ranks)",
+                self.epoch,
+                self.num_replicas,
+                state["items_done"],
+                state["items_in_epoch"],
+                state["world_size"],
+            )
+            self._pending = (PlanStart(self.epoch, state["items_done"], state["batches_done"]), 0)
 
 
 class ResumableLoader(DataLoader):
@@ -205,8 +331,8 @@ class ResumableLoader(DataLoader):
             if batch is not None:
                 yield batch
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
