@@ -219,7 +219,7 @@ def test_the_state_counts_batches_handed_out_not_drawn_ahead_by_workers(tone_cor
     batches = iter(loader)
     taken = [next(batches)["ids"] for _ in range(2)]  # the workers have drawn further ahead
     state = loader.state_dict()
-    assert state == {"epoch": 3, "seed": 0, "batches_done": 2, "batches_in_epoch": PER_EPOCH}
+    assert state.items() >= {"epoch": 3, "seed": 0, "batches_done": 2, "batches_in_epoch": PER_EPOCH}.items()
     rest = [batch["ids"] for batch in batches]
     resumed = tone_loader(tone_corpus)
     resumed.load_state_dict(state)
