@@ -11,7 +11,6 @@ import numpy as np
 from minmo_lightning.evaluation import plots
 from minmo_lightning.evaluation.asr import render_alignment, score_asr
 from minmo_lightning.evaluation.duplex import DuplexRecord, score_duplex
-from minmo_lightning.evaluation.emotion import LABEL_MAPS, map_label, parse_label, score_emotion
 from minmo_lightning.evaluation.latency import LatencyRecord, score_latency
 from minmo_lightning.evaluation.normalizers import get_scheme
 from minmo_lightning.evaluation.report import image, md_table
@@ -124,79 +123,6 @@ def _torchmetrics_crosscheck(result) -> dict:
     else:
         value = float(WordErrorRate()(list(hyps), list(refs)))
     return {"value": value, "agrees": abs(value - result.rate) < 1e-6}
-
-
-# --------------------------------------------------------------------------------------- emotion
-
-
-def emotion_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
-    label_map = settings.get("label_map")
-    canonical = set(LABEL_MAPS[label_map].values()) if label_map else set()
-
-    def to_label(raw: str) -> str:  # raw dataset spellings go through the map, canonical names stay
-        return map_label(raw, label_map) if label_map and raw not in canonical else raw
-
-    refs = [to_label(r["reference"]) for r in records]
-    labels = settings.get("labels") or sorted(set(refs))
-    preds = []
-    for r in records:
-        if r.get("prediction") is not None:
-            preds.append(to_label(r["prediction"]))
-        else:
-            preds.append(parse_label(r.get("prediction_text") or "", labels))
-    result = score_emotion(refs, preds, labels=labels, ids=[r["id"] for r in records])
-    summary = result.summary()
-    out = [
-        {**r, "reference_label": ref, "predicted_label": pred, "correct": ref == pred}
-        for r, ref, pred in zip(records, refs, preds)
-    ]
-    headline = md_table(
-        ["WA", "UA", "macro-F1", "weighted-F1", "micro-F1", "n", "unparseable"],
-        [
-            [
-                summary["wa"],
-                summary["ua"],
-                summary["macro_f1"],
-                summary["weighted_f1"],
-                summary["micro_f1"],
-                summary["n"],
-                summary["n_unparseable"],
-            ]
-        ],
-    )
-    per_class = md_table(
-        ["class", "support", "predicted", "precision", "recall", "F1"],
-        [
-            [k, v["support"], v["predicted"], v["precision"], v["recall"], v["f1"]]
-            for k, v in summary["per_class"].items()
-        ],
-    )
-    png = plots.confusion_png(labels, result.confusion, out_dir / "confusion.png", "emotion confusion matrix")
-    sections = [
-        ("Summary", headline + "\n\nWA = accuracy; UA = mean per-class recall (EmoBox conventions)."),
-        ("Per class", per_class),
-        ("Confusion matrix", image(png, "confusion matrix")),
-    ]
-    headline_keys = ("wa", "ua", "macro_f1", "weighted_f1", "micro_f1")
-    flat = {k: summary[k] for k in headline_keys}
-    scored = [r.get("scored_prediction") for r in records]
-    if all(label is not None for label in scored):  # the model also ranked the closed label set
-        ranked = score_emotion(
-            refs, [to_label(x) for x in scored], labels=labels, ids=[r["id"] for r in records]
-        )
-        closed = {k: ranked.summary()[k] for k in headline_keys}
-        summary["closed_set"] = closed
-        flat |= {f"closed_set_{k}": v for k, v in closed.items()}
-        sections.insert(
-            1,
-            (
-                "Closed set (label scoring)",
-                md_table(["WA", "UA", "macro-F1", "weighted-F1", "micro-F1"], [list(closed.values())])
-                + "\n\nThe label the model gives the highest log-probability (answer tokens and end of turn) "
-                "after the same prompt: what it tells apart, whether or not it spells the answer.",
-            ),
-        )
-    return Scored(flat, summary, out, sections)
 
 
 # ---------------------------------------------------------------------------------------- duplex
@@ -426,6 +352,11 @@ def latency_report(records: list[dict], settings: dict, out_dir: Path) -> Scored
         "first_packet_mean_s": fp["mean"],
     }
     return Scored(flat, metrics, list(records), sections)
+
+
+def text_cell(text: str) -> str:
+    """Free text (a reference, an answer) as one markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _pct(value: float | None) -> str:

@@ -12,6 +12,19 @@ A record is one utterance as a dict (one line of ``predictions.jsonl``). Fields 
   batch; s2s: the model's own text answer) and ``output_audio_path`` (a WAV under the report directory) or its
   transcript ``hypothesis``; optional ``ceiling_audio_path`` and ``ceiling_reference`` (s2s: the answer text).
 - ``latency``: ``id``, ``first_packet_s``, optional ``components_s``, ``d_llm_s``, ``d_lm_s``, ``d_syn_s``.
+- ``s2tt`` (``translation.py``): ``id``, ``reference`` (target-language text), ``hypothesis`` (or
+  ``prediction_text``), ``target_language`` (English name; or the ``target_language`` setting).
+- ``lid`` (``classification.py``): ``id``, ``reference`` (language label), and ``prediction`` or
+  ``prediction_text``, as for ``emotion``.
+- ``speaker`` (``attributes.py``): ``id``, ``reference_attributes`` (``{attribute: label}``),
+  ``prediction_text``; optional ``attribute_labels`` (``{attribute: [labels]}``).
+- ``aed`` (``events.py``): ``id``, ``reference_events`` (``[{label, onset, offset}]``, seconds),
+  ``prediction_text``.
+- ``sqa`` (``qa.py``): ``id``, ``reference`` (the answer, or a list of accepted answers), ``prediction_text``,
+  optional ``answer_type`` (``span`` / ``yesno``).
+- ``voice_control`` (``voice_control.py``): ``id``, ``control`` (``rate`` / ``pitch`` / ``emotion``),
+  ``target``, ``output_audio_path``, ``neutral_audio_path`` (or ``neutral_seconds_per_phoneme`` /
+  ``neutral_f0_hz``); rate: ``phonemes``.
 
 Any task: optional ``processing_s`` and ``audio_s`` give the RTF / RTFx of the run.
 """
@@ -20,18 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from minmo_lightning.evaluation.attributes import attributes_report
+from minmo_lightning.evaluation.classification import classification_report
+from minmo_lightning.evaluation.events import events_report, record_counts
+from minmo_lightning.evaluation.qa import qa_report
 from minmo_lightning.evaluation.report import md_table
-from minmo_lightning.evaluation.scorers import (
-    Scored,
-    asr_report,
-    duplex_report,
-    emotion_report,
-    latency_report,
-)
+from minmo_lightning.evaluation.scorers import Scored, asr_report, duplex_report, latency_report
 from minmo_lightning.evaluation.spoken import spoken_report
+from minmo_lightning.evaluation.translation import translation_report
+from minmo_lightning.evaluation.voice_control import voice_control_report
 
 #: metric settings of the spoken-output tasks: the ASR task's, the judge, and how many WAVs stay
 SPOKEN_SETTINGS = {
@@ -82,6 +96,21 @@ ERROR_RATE = PairedStatistic(_error_rate_name, _word_errors, lower_is_better=Tru
 
 def _correct(record: dict, settings: dict) -> tuple[float, float]:
     return float(bool(record["correct"])), 1.0
+
+
+def _exact_match(record: dict, settings: dict) -> tuple[float, float]:
+    return float(record["exact_match"]), 1.0
+
+
+def _moved(record: dict, settings: dict) -> tuple[float, float]:
+    """A voice-control record moved as asked (an emotion record without a judge counts nowhere)."""
+    return (0.0, 0.0) if record["moved"] is None else (float(record["moved"]), 1.0)
+
+
+def _event_f1_counts(record: dict, settings: dict) -> tuple[float, float]:
+    """2TP and 2TP + FP + FN of a record's events at the run's onset tolerance."""
+    counts = record_counts(record, float(settings["tolerance_s"]))
+    return 2.0 * counts.tp, 2.0 * counts.tp + counts.fp + counts.fn
 
 
 def _primary_tolerance(settings: dict) -> float:
@@ -179,6 +208,47 @@ def _duplex_references(batch: dict, i: int, labels: BatchLabels) -> dict:
     return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
 
 
+#: the speaker attributes a batch may carry (each a list of label strings)
+SPEAKER_ATTRIBUTES = ("gender", "age")
+
+
+def _plain(value: Any) -> Any:
+    """A batch value as JSON takes it (tensors become lists and numbers)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _translation_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {"reference": batch["translation"][i], "target_language": batch["target_language"][i]}
+
+
+def _language_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {"reference": batch["language"][i]}
+
+
+def _speaker_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    attributes = {a: batch[a][i] for a in SPEAKER_ATTRIBUTES if batch.get(a) is not None}
+    if not attributes:
+        raise ValueError(f"the batch has no speaker attribute ({' nor '.join(SPEAKER_ATTRIBUTES)}) to score")
+    return {"reference_attributes": attributes}
+
+
+def _event_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {"reference_events": [{k: _plain(v) for k, v in event.items()} for event in batch["events"][i]]}
+
+
+def _qa_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    types = batch.get("answer_type")
+    return {"reference": batch["answer_text"][i]} | ({"answer_type": types[i]} if types is not None else {})
+
+
+def _voice_control_references(batch: dict, i: int, labels: BatchLabels) -> dict:
+    return {
+        "control": batch["control"][i],
+        "target": batch["target"][i],
+        "phonemes": _plain(batch["phonemes"][i]),
+    }
+
+
 def _spoken_task(
     name: str, batch_references: Callable[[dict, int, BatchLabels], dict], reference_column: str | None = None
 ) -> TaskSpec:
@@ -213,7 +283,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
         TaskSpec(
             "emotion",
             required=("reference",),
-            scorer=emotion_report,
+            scorer=partial(classification_report, accuracy_key="wa", title="emotion"),
             settings={"labels": None, "label_map": None},
             any_of=("prediction", "prediction_text"),
             reference_column="emotion",
@@ -244,6 +314,70 @@ TASK_SPECS: dict[str, TaskSpec] = {
         _spoken_task("tts", _tts_references, reference_column="text"),
         _spoken_task("s2s", _s2s_references),
         TaskSpec("latency", required=("first_packet_s",), scorer=latency_report),
+        TaskSpec(
+            "s2tt",
+            required=("reference", "hypothesis"),
+            scorer=translation_report,
+            settings={"tokenize": None, "target_language": None},
+            alternative_names={"hypothesis": "prediction_text"},
+            reference_column="translation",
+            reference_field="reference",
+            batch_references=_translation_references,
+            statistic=None,  # corpus BLEU is not a ratio of per-record counts: compared without intervals
+        ),
+        TaskSpec(
+            "lid",
+            required=("reference",),
+            scorer=partial(classification_report, title="language ID"),
+            settings={"labels": None, "label_map": None},
+            any_of=("prediction", "prediction_text"),
+            reference_column="language",
+            reference_field="reference",
+            batch_references=_language_references,
+            statistic=PairedStatistic(lambda settings: "accuracy", _correct, lower_is_better=False),
+        ),
+        TaskSpec(
+            "speaker",
+            required=("reference_attributes", "prediction_text"),
+            scorer=attributes_report,
+            settings={"attribute_labels": None},
+            batch_references=_speaker_references,
+            statistic=PairedStatistic(lambda settings: "joint_accuracy", _correct, lower_is_better=False),
+        ),
+        TaskSpec(
+            "aed",
+            required=("reference_events", "prediction_text"),
+            scorer=events_report,
+            settings={"tolerance_s": 0.2},
+            reference_column="events",
+            reference_field="reference_events",
+            batch_references=_event_references,
+            statistic=PairedStatistic(lambda settings: "event_f1", _event_f1_counts, lower_is_better=False),
+        ),
+        TaskSpec(
+            "sqa",
+            required=("reference", "prediction_text"),
+            scorer=qa_report,
+            reference_column="answer_text",
+            reference_field="reference",
+            batch_references=_qa_references,
+            statistic=PairedStatistic(lambda settings: "exact_match", _exact_match, lower_is_better=False),
+        ),
+        TaskSpec(
+            "voice_control",
+            required=("control", "target", "output_audio_path"),
+            scorer=voice_control_report,
+            settings={
+                "trim_db": 40.0,
+                "rate_margin": 0.05,
+                "pitch_margin_st": 0.5,
+                "pitch_floor_hz": 75.0,
+                "pitch_ceiling_hz": 600.0,
+                "emotion_judge": None,
+            },
+            batch_references=_voice_control_references,
+            statistic=PairedStatistic(lambda settings: "moved", _moved, lower_is_better=False),
+        ),
     )
 }
 
