@@ -18,7 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from minmo_lightning.evaluation import plots
-from minmo_lightning.evaluation.emotion import LABEL_MAPS, map_label, parse_label, score_emotion
+from minmo_lightning.evaluation.emotion import (
+    LABEL_MAPS,
+    EmotionResult,
+    map_label,
+    parse_label,
+    score_emotion,
+)
 from minmo_lightning.evaluation.report import image, md_table
 from minmo_lightning.evaluation.scorers import Scored
 
@@ -54,7 +60,7 @@ def label_figures(
     predictions: Sequence[str | None],
     labels: Sequence[str],
     ids: Sequence[str],
-) -> tuple[dict, object]:
+) -> tuple[dict, EmotionResult]:
     """All figures of one label set (``None`` in ``predictions``: unparseable), with the chance levels
     and the unparseable rate; returns them and the confusion result (for its plot)."""
     result = score_emotion(references, predictions, labels=labels, ids=ids)

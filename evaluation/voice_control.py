@@ -44,6 +44,8 @@ from minmo_lightning.evaluation.scorers import Scored
 #: measured change -> the sign each target asks for (rate: log seconds-per-phoneme ratio; pitch: semitones)
 DIRECTIONS = {"rate": {"slow": 1, "fast": -1}, "pitch": {"high": 1, "low": -1}}
 CONTROLS = (*DIRECTIONS, "emotion")
+#: the record field of the change each control measures (emotion: only the judge's hits)
+CHANGES = {"rate": "rate_ratio", "pitch": "semitone_shift"}
 
 
 def load_judge(spec: str | dict | None) -> Callable[[np.ndarray, int], str] | None:
@@ -100,6 +102,10 @@ def _rate(record: dict, clips: _Clips, settings: dict) -> dict:
     if "phonemes" not in record:
         raise ValueError(f"rate record {record['id']!r} has no phonemes (a count, list or string)")
     n = phoneme_count(record["phonemes"])
+    if n <= 0:
+        raise ValueError(
+            f"rate record {record['id']!r} has {n} phonemes; seconds per phoneme need at least one"
+        )
     spoken = clips.seconds(record["output_audio_path"]) / n
     neutral = record.get("neutral_seconds_per_phoneme")
     if neutral is None:
@@ -224,7 +230,8 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
                 rows,
             )
             + "\n\nMean change: rate, seconds-per-phoneme ratio to the neutral reading (silence trimmed); pitch, "
-            f"median-F0 shift in semitones ({PITCH_TRACKER}); emotion, the share the judge hears as the target. Moved: "
+            f"median-F0 shift in semitones ({PITCH_TRACKER}). Judge on neutral: how often the emotion judge already "
+            "hears the target in the neutral reading. Moved: "
             f"beyond a {settings['rate_margin']:g} rate margin / {settings['pitch_margin_st']:g} semitones. "
             "Chance: 0.5 for a random direction (the neutral reading itself scores 0); emotion 1 / the emotions "
             "asked for."
@@ -236,10 +243,10 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
 
 
 def _unmeasured(record: dict) -> bool:
-    return "rate_ratio" not in record and "semitone_shift" not in record and "judged_emotion" not in record
+    return not any(key in record for key in (*CHANGES.values(), "judged_emotion"))
 
 
 def _mean_change(control: str, items: list[dict]) -> float | None:
-    key = {"rate": "rate_ratio", "pitch": "semitone_shift", "emotion": "moved"}[control]
-    values = [float(r[key]) for r in items if r.get(key) is not None]
-    return _share(values)
+    if control not in CHANGES:
+        return None
+    return _share([float(r[CHANGES[control]]) for r in items if r.get(CHANGES[control]) is not None])
