@@ -23,6 +23,7 @@ _MODULES = {
     "AudioEventDataModule": "understanding",
     "SpokenQADataModule": "understanding",
     "DialogueDataModule": "dialogue",
+    "TextDataModule": "text",
     "MixtureDataModule": "mixture",
 }
 __all__ = sorted(_MODULES)
