@@ -150,17 +150,16 @@ def _events(*pairs):
 
 
 def test_event_matching_tolerance_edges():
-    def counts(ref, pred, tol=0.2):
-        c = sum_counts(match_events(ref, pred, tol))
-        return c
-
-    def sum_counts(by_label):
-        return tuple(sum(getattr(c, k) for c in by_label.values()) for k in ("tp", "fp", "fn"))
+    def counts(ref, pred, tolerance=0.2):
+        by_label = match_events(ref, pred, tolerance).values()
+        return tuple(sum(getattr(c, k) for c in by_label) for k in ("tp", "fp", "fn"))
 
     ref = _events(("tone", 0.5))
     assert counts(ref, [{"label": "tone", "onset": 0.7}]) == (1, 0, 0)  # the boundary is inside
     assert counts(ref, [{"label": "tone", "onset": 0.3}]) == (1, 0, 0)
     assert counts(ref, [{"label": "tone", "onset": 0.71}]) == (0, 1, 1)
+    # 0.7 + 0.2 is 0.8999999999999999 in floating point: 0.9 is still on the boundary
+    assert counts(_events(("tone", 0.7)), [{"label": "tone", "onset": 0.9}]) == (1, 0, 0)
     assert counts(ref, [{"label": "click", "onset": 0.5}]) == (0, 1, 1)  # the label must match
     assert counts(_events(("Tone", 0.5)), [{"label": "tone", "onset": 0.5}]) == (1, 0, 0)
     # one-to-one: a second answer near the same event is a false positive
@@ -275,6 +274,16 @@ def loudness_judge(wave: np.ndarray, sample_rate: int) -> str:
     return "angry" if np.abs(wave).max() > 0.3 else "neutral"
 
 
+class PeakJudge:
+    """The same, built from ``{class_path, init_args}``."""
+
+    def __init__(self, level: float) -> None:
+        self.level = level
+
+    def __call__(self, wave: np.ndarray, sample_rate: int) -> str:
+        return "angry" if np.abs(wave).max() > self.level else "neutral"
+
+
 def test_voice_control_rate_pitch_and_emotion(tmp_path):
     neutral = _wav(tmp_path / "neutral.wav", np.concatenate([_silence(0.3), _noise(1.0), _silence(0.3)]))
     fast = _wav(tmp_path / "fast.wav", np.concatenate([_silence(0.5), _noise(0.6), _silence(0.1)]))
@@ -333,6 +342,11 @@ def test_voice_control_rate_pitch_and_emotion(tmp_path):
     )
     assert judged.summary["emotion_moved"] == pytest.approx(1 / 2) and judged.summary["emotion_chance"] == 0.5
     assert judged.metrics["per_target"]["emotion/angry"]["neutral_hit"] == 0.0
+    judge = {"class_path": f"{__name__}.PeakJudge", "init_args": {"level": 0.01}}  # everything sounds angry
+    judged = voice_control_report(records, {**SETTINGS, "emotion_judge": judge}, tmp_path)
+    assert judged.metrics["per_target"]["emotion/angry"]["neutral_hit"] == 1.0
+    with pytest.raises(ValueError, match="emotion_judge 'no_such_module.judge' cannot be imported"):
+        voice_control_report(records, {**SETTINGS, "emotion_judge": "no_such_module.judge"}, tmp_path)
     with pytest.raises(ValueError, match="control 'volume' is not one of"):
         voice_control_report([{**records[0], "control": "volume"}], SETTINGS, tmp_path)
     with pytest.raises(ValueError, match="pitch target 'fast' is not one of \\('high', 'low'\\)"):
