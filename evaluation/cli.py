@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         "--crosscheck-torchmetrics", action="store_true", help="asr: also compute torchmetrics' rate"
     )
     p.add_argument(
-        "--label-map", help="emotion: map raw labels with this dataset's map (iemocap, meld, crema-d, ...)"
+        "--label-map",
+        help="emotion / lid: map raw labels with this dataset's map (iemocap, meld, crema-d, ...)",
     )
-    p.add_argument("--labels", nargs="+", help="emotion: the full label set, in order")
+    p.add_argument("--labels", nargs="+", help="emotion / lid: the full label set, in order")
     p.add_argument("--tolerances", nargs="+", type=float, help="duplex: offsets K for F1@K")
     p.add_argument("--tolerance-unit", choices=("frames", "ms"))
     p.add_argument("--frame-ms", type=float)

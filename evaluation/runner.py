@@ -7,14 +7,16 @@ order, and for each batch calls ``model.predict_step(batch, batch_idx)``, which 
 one dict per utterance of the batch, each with its ``"id"`` (from ``batch["ids"]``) and:
 
 - task ``asr``: ``"hypothesis"`` (or ``"prediction"``, as ``MinMo.predict_step`` writes it): str
-- task ``emotion``: ``"prediction"``: a label name, or ``"prediction_text"``: generated text to parse
+- tasks ``emotion`` and ``lid``: ``"prediction"``: a label name, or ``"prediction_text"``: generated text to parse
+- tasks ``s2tt``, ``speaker``, ``aed``, ``sqa``: ``"prediction_text"``: the generated answer
+- tasks ``tts``, ``s2s``, ``voice_control``: audio fields (``{"waveform", "sample_rate"}``), written as WAVs
 - task ``duplex``: ``"predicted_labels"``: one class id per frame (list or 1-D tensor)
 - optionally anything else (kept in ``predictions.jsonl``), e.g. latency fields for ``duplex``.
 
-References come from the batch (``text``; ``emotion`` indexed into ``data.emotion_labels``;
-``frame_labels`` cut at ``frame_lengths``, back-channels from ``events`` of type ``backchannel``, whose
-``start``/``end`` seconds become frames with ``metrics.frame_ms``), so a
-model never echoes them. The runner times each batch (RTF against the batch's audio), runs under
+References come from the batch through each task's ``TaskSpec.batch_references`` (``tasks.py``: ``text``;
+``emotion`` indexed into ``data.emotion_labels``; ``translation``; ``events``; ``frame_labels`` cut at
+``frame_lengths``, back-channels from ``events`` of type ``backchannel``, whose ``start``/``end`` seconds
+become frames with ``metrics.frame_ms``; ...), so a model never echoes them. The runner times each batch (RTF against the batch's audio), runs under
 ``torch.inference_mode`` with a fixed seed and deterministic algorithms, and appends each finished batch
 to ``predictions.jsonl`` at once (flushed and fsynced). Rerunning the same command resumes: batches whose
 ids are all present are skipped without calling the model; a truncated last line from a crash is
