@@ -1,10 +1,11 @@
 """The built-in corpus task by task: one ``CorpusTask`` each in ``CORPUS_TASKS``, and the plan they draw.
 
 A task states how it draws its jobs and metadata from the seed (``plan``), the columns it writes, how a
-synthesised result becomes a row, its dataset-card description and its render shard size; the builder
-(``synth.py``) only iterates the table, so adding a task family is adding one entry (and its two
-``CorpusSize`` fields). Planning is pure: every random draw happens here, in the parent process, from
-one seed, and nothing here loads espeak-ng or ``datasets``.
+synthesised result becomes a row, its dataset-card description and notes, and its render shard size; the
+builder (``synth.py``) only iterates the table, so adding a task family is adding one entry (its planner
+and row writer in a ``corpus_<family>.py`` module) and its two ``CorpusSize`` fields. Planning is pure:
+every random draw happens in the parent process, from one seed (a worker that lays a clip out draws
+from the seed its job carries), and nothing here loads espeak-ng or ``datasets``.
 """
 
 from __future__ import annotations
@@ -15,108 +16,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minmo_lightning.datamodules.corpus_text import Exchange, punctuate, unique_exchanges
-from minmo_lightning.datamodules.timeline import LABELS, DuplexConfig
-
-ESPEAK_RATE = 22050
-ENCODER_RATE = 16000
-USER_VOICES = (
-    "en-us",
-    "en-us+f2",
-    "en",
-    "en+f4",
-    "en-GB-x-rp+m3",
-    "en-US-nyc+m5",
-    "en-GB-scotland",
-    "en-029+f1",
+from minmo_lightning.datamodules.corpus_aed import (
+    EVENT_GAP,
+    EVENT_LABELS,
+    EVENT_LEVEL_DB,
+    SPEECH_PROBABILITY,
+    event_row,
+    plan_aed,
 )
-"""User voices; the emotion set holds the last two out of training (``test_unseen_voices``)."""
-HELD_OUT_VOICES = 2
-ASSISTANT_VOICE = {"name": "en-us+f3", "rate": 165, "pitch": 55}
-"""The one fixed voice of the assistant (tts, s2s answers, duplex assistant channel)."""
-STYLES = ("neutral", "happy", "sad", "angry")
-"""Prosody styles of the emotion proxy: (rate factor, pitch offset, volume, pitch range) per style."""
-STYLE_PROSODY = {
-    "neutral": (1.0, 0, 100, 50),
-    "happy": (1.15, 15, 110, 85),
-    "sad": (0.8, -15, 60, 25),
-    "angry": (1.15, 5, 170, 20),
-}
-
-
-@dataclass(frozen=True)
-class CorpusSize:
-    """How many sentences / sessions each task gets: ``{task}_train``, and ``{task}_eval`` for
-    validation and test each."""
-
-    asr_train: int = 8000
-    asr_eval: int = 300
-    emotion_train: int = 480
-    emotion_eval: int = 120
-    tts_train: int = 2000
-    tts_eval: int = 100
-    s2s_train: int = 2000
-    s2s_eval: int = 100
-    duplex_train: int = 300
-    duplex_eval: int = 20
-
-
-SIZES = {
-    "default": CorpusSize(),
-    "tiny": CorpusSize(6, 2, 3, 2, 3, 2, 3, 2, 1, 1),
-    "small": CorpusSize(1000, 100, 120, 40, 300, 40, 300, 40, 40, 10),
-}
-
-
-# ---- jobs: picklable descriptions of what a worker synthesises -----------------------------------
-@dataclass(frozen=True)
-class Utterance:
-    text: str
-    voice: str
-    rate: int
-    pitch: int
-    seed: int
-    volume: int = 100
-    range: int = 50
-    gain_db: float = 0.0
-    sample_rate: int = ENCODER_RATE
-
-
-@dataclass(frozen=True)
-class SessionJob:
-    seed: int
-    voice: str
-    rate: int
-    pitch: int
-    config: DuplexConfig
-    frame_rate: float
-    label_span: float
-    sample_rate: int = ENCODER_RATE
-
-
-Job = Utterance | SessionJob | tuple[Utterance, Utterance]
-
-
-@dataclass(frozen=True)
-class PlanInputs:
-    """What one task's planner draws from: the shared generator, its sizes, its sentences, the settings."""
-
-    rng: random.Random
-    train_size: int
-    eval_size: int
-    train: list[Exchange]
-    held_out: list[Exchange]
-    duplex: DuplexConfig
-    frame_rate: float
-    label_span: float
-
-
-Planned = tuple[str, Job, dict]
-"""(split, job, metadata row) as a planner yields them, in the order they are written."""
-
-
-def _user_voice(rng: random.Random, voices: tuple[str, ...] = USER_VOICES) -> tuple[str, int, int]:
-    return rng.choice(voices), rng.randint(130, 200), rng.randint(30, 70)
+from minmo_lightning.datamodules.corpus_dialogue import MAX_USER_TURNS, SCENARIOS, dialogue_row, plan_dialogue
+from minmo_lightning.datamodules.corpus_lid import LANGUAGE_NAMES, LANGUAGE_VOICES, plan_lid
+from minmo_lightning.datamodules.corpus_plan import (
+    ASSISTANT_VOICE,
+    ESPEAK_RATE,
+    HELD_OUT_VOICES,
+    STYLE_PROSODY,
+    STYLES,
+    USER_VOICES,
+    CorpusSize,
+    Job,
+    PlanInputs,
+    Planned,
+    SessionJob,
+    Utterance,
+    user_voice,
+    utterance_row,
+)
+from minmo_lightning.datamodules.corpus_s2tt import plan_s2tt
+from minmo_lightning.datamodules.corpus_speaker import AGES, CELLS, GENDERS, SPEAKERS_PER_CELL, plan_speaker
+from minmo_lightning.datamodules.corpus_sqa import ANSWER_TYPES, SPAN_PROBABILITY, plan_sqa
+from minmo_lightning.datamodules.corpus_text import Exchange, punctuate, unique_exchanges
+from minmo_lightning.datamodules.corpus_voice_control import (
+    CONTROLS,
+    PROSODY,
+    TARGETS,
+    plan_voice_control,
+    voice_control_row,
+)
+from minmo_lightning.datamodules.timeline import LABELS, DuplexConfig
 
 
 def _assistant_says(text: str, seed: int) -> Utterance:
@@ -139,7 +76,7 @@ def _plan_asr(inputs: PlanInputs) -> Iterator[Planned]:
     rng = inputs.rng
     for split, exchanges in _train_validation_test(inputs).items():
         for i, ex in enumerate(exchanges):
-            voice, rate, pitch = _user_voice(rng)
+            voice, rate, pitch = user_voice(rng)
             text = punctuate(ex.user, ex.question)
             job = Utterance(
                 text, voice, rate, pitch, rng.getrandbits(31), gain_db=round(rng.uniform(-3, 3), 2)
@@ -199,7 +136,7 @@ def _plan_s2s(inputs: PlanInputs) -> Iterator[Planned]:
     rng = inputs.rng
     for split, exchanges in _train_validation_test(inputs).items():
         for i, ex in enumerate(exchanges):
-            voice, rate, pitch = _user_voice(rng)
+            voice, rate, pitch = user_voice(rng)
             question = Utterance(punctuate(ex.user, ex.question), voice, rate, pitch, rng.getrandbits(31))
             answer = _assistant_says(punctuate(ex.answer, False), rng.getrandbits(31))
             meta = {
@@ -216,7 +153,7 @@ def _plan_duplex(inputs: PlanInputs) -> Iterator[Planned]:
     counts = {"train": inputs.train_size, "validation": inputs.eval_size, "test": inputs.eval_size}
     for split, count in counts.items():
         for i in range(count):
-            voice, rate, pitch = _user_voice(rng)
+            voice, rate, pitch = user_voice(rng)
             job = SessionJob(
                 rng.getrandbits(31), voice, rate, pitch, inputs.duplex, inputs.frame_rate, inputs.label_span
             )
@@ -224,14 +161,6 @@ def _plan_duplex(inputs: PlanInputs) -> Iterator[Planned]:
 
 
 # ---- rows: a synthesised result (see ``synth.py``) and its metadata -> one written row -------------
-def _utterance_row(meta: dict, result: dict, frame_rate: float) -> dict:
-    return {
-        **meta,
-        "audio": {"bytes": result["bytes"], "path": f"{meta['id']}.wav"},
-        "duration": result["duration"],
-    }
-
-
 def _exchange_row(meta: dict, result: tuple[dict, dict], frame_rate: float) -> dict:
     key, (question, answer) = meta["id"], result
     return {
@@ -270,9 +199,20 @@ def _column_types() -> dict[str, Any]:
         "string": Value("string"),
         "float64": Value("float64"),
         "audio": Audio(decode=False),  # stored as struct<bytes, path>; nothing here encodes or decodes
+        "int32": Value("int32"),
         "prosody_style": ClassLabel(names=list(STYLES)),
         "events": List(event),
         "frame_labels": List(Value("int8")),
+        "language": ClassLabel(names=list(LANGUAGE_NAMES)),
+        "gender": ClassLabel(names=list(GENDERS)),
+        "age": ClassLabel(names=list(AGES)),
+        "answer_type": ClassLabel(names=list(ANSWER_TYPES)),
+        "control": ClassLabel(names=list(CONTROLS)),
+        "target": ClassLabel(names=list(TARGETS)),
+        "timed_events": List(
+            {"label": Value("string"), "onset": Value("float64"), "offset": Value("float64")}
+        ),
+        "history": List({"role": Value("string"), "text": Value("string"), "audio": Value("binary")}),
     }
 
 
@@ -281,6 +221,114 @@ def _write_feature_statistics(folder: Path) -> None:
     from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
 
     cmvn(["--data", str(folder), "--out", str(folder / "am.mvn")])
+
+
+# ---- dataset-card sections: generation settings -> markdown --------------------------------------
+def _emotion_notes(settings: dict) -> str:
+    return """## The emotion set is a proxy
+
+The `prosody_style` column of `emotion` is a **synthetic prosody-style proxy, not human emotion**:
+each style is a fixed espeak rate/pitch/volume/range pattern relative to a per-sentence base.
+Scores on it say whether a model hears prosody, not whether it recognises emotion."""
+
+
+def _duplex_notes(settings: dict) -> str:
+    return f"""## Duplex labelling
+
+Frame labels at {settings["frame_rate"]} Hz, classes {list(LABELS)}: `respond` on the {settings["label_span"]} s
+after each user turn end, `stop_speaking` on the same span after a barge-in (the user starts
+T ~ N(0.6, 0.4^2) s into assistant speech; the assistant stops 0.1-0.3 s later). Mid-turn pauses
+(pieces before them end in a comma: continuation intonation) and back-channels are `keep_listening`.
+`events` (type, start, end, text) are the source of truth; DuplexDataModule recomputes the labels at
+another frame rate."""
+
+
+def _language_notes(settings: dict) -> str:
+    voices = "; ".join(
+        f"{name}: {', '.join(LANGUAGE_VOICES[code])}" for code, name in zip(LANGUAGE_VOICES, LANGUAGE_NAMES)
+    )
+    return f"""## Translation and language ID (`s2tt`, `lid`)
+
+Both read one parallel template grammar (`datamodules/corpus_parallel.py`): each template is written
+in English, Spanish, German, French and Italian, and each slot value carries its article, preposition
+or case per language, so a translation is exact. `s2tt` rows alternate English speech -> Spanish text
+and Spanish speech -> English text; `lid` rows take the languages in turn. The two sets draw from one
+pool of sentences: no test sentence of either is a training sentence of the other, and none is a
+sentence of asr, emotion, tts, s2s or duplex. Text is lower case without a final mark. espeak-ng voices: {voices}."""
+
+
+def _speaker_notes(settings: dict) -> str:
+    rows = "\n".join(
+        f"| {gender} | {age} | {', '.join(cell.variants)} | {cell.pitch[0]}-{cell.pitch[1]} | {cell.rate[0]}-{cell.rate[1]} |"
+        for (gender, age), cell in CELLS.items()
+    )
+    per_split = ", ".join(f"{count} {split}" for split, count in SPEAKERS_PER_CELL.items())
+    return f"""## Speaker attributes are a proxy (`speaker`)
+
+espeak-ng has no speaker or age model. A speaker is one fixed setting (English accent voice, variant,
+pitch, rate); each cell has {per_split} speakers, and no speaker is in two splits (`speaker` ids are
+opaque; `voice` names the espeak voice). Rows take a split's speakers in turn (+-5 % rate, +-3 pitch,
++-6 dB gain per row).
+
+| gender | age | espeak variants | pitch (0-100) | rate (wpm) |
+| --- | --- | --- | --- | --- |
+{rows}
+
+- **child**: the variants with raised formants and a high base pitch (F0 about 230-320 Hz). Their
+  gender is the variant's, nominal: children's voices barely differ by sex.
+- **adult**: espeak's standard female and male variants (F0 about 150-215 and 85-115 Hz).
+- **senior**: the variants with pitch jitter ("flutter") and breathier voicing, read 20-30 % slower;
+  their F0 overlaps the adults'. The cue is voice quality and tempo, not pitch.
+- Test speakers are settings no training speaker has, but the child and senior cells have one or two
+  variants each, so they share variants with training speakers."""
+
+
+def _aed_notes(settings: dict) -> str:
+    return f"""## Audio events (`aed`)
+
+Labels: {", ".join(f"`{label}`" for label in EVENT_LABELS)} (tone: a 300-2000 Hz sine beep; chirp: a
+frequency sweep; click: an 8 ms decaying burst; noise: a white-noise burst; buzz: an 80-200 Hz sawtooth).
+A clip is an English sentence between 0.2-0.8 s and 0.3-1.0 s of silence ({round(100 * SPEECH_PROBABILITY)} %
+of clips) or 1.5-3.5 s without speech (empty `text`), over a -65..-55 dBFS noise floor, with 0-3 events
+at random onsets (under the speech or around it), at least {EVENT_GAP} s apart, each
+{EVENT_LEVEL_DB[0]:g}-{EVENT_LEVEL_DB[1]:g} dB above the louder of the speech's active RMS and the clip around its onset
+(so it stands out where it starts). `events` holds `label`, `onset` and `offset` in seconds, exact to the sample the
+event was mixed at. The answer a model learns: `minmo_lightning.answers.render_events` ("tone at 0.5 s;
+click at 1.2 s", or "none")."""
+
+
+def _sqa_notes(settings: dict) -> str:
+    return f"""## Spoken QA (`sqa`)
+
+`audio` is a passage of 2-4 facts (one user voice) then, 0.5-1 s later, a question about one of them (another
+voice). Within a passage each name, city, item, hour ... is used once, so each question has one answer:
+a span of the passage (`answer_type` span, {round(100 * SPAN_PROBABILITY)} %) or yes/no (half yes; a "no" question
+changes one value to one the passage does not hold). `passage` and `question` keep their punctuation."""
+
+
+def _dialogue_notes(settings: dict) -> str:
+    return f"""## Multi-turn dialogue (`dialogue`)
+
+{len(SCENARIOS)} scenarios in which the last user turn needs an earlier one ("turn it off again", "and what is
+that times three", "what is my name", a changed booking), with 0-2 small-talk turns, 2-{MAX_USER_TURNS} user
+turns in all, one user voice per dialogue. `audio`/`text` are the last user turn, `answer_text` the
+assistant's answer to it; `history` holds the earlier turns in order: user turns with their WAV bytes,
+assistant turns as text (empty `audio`)."""
+
+
+def _voice_control_notes(settings: dict) -> str:
+    styles = "; ".join(
+        f"{target}: rate x{factor}, pitch {offset:+d}, volume {volume}, range {pitch_range}"
+        for target, (factor, offset, volume, pitch_range) in PROSODY.items()
+    )
+    return f"""## Instruction-controlled speech (`voice_control`)
+
+The assistant voice ({ASSISTANT_VOICE["name"]}, rate {ASSISTANT_VOICE["rate"]}, pitch {ASSISTANT_VOICE["pitch"]}) reads
+`text` in the style `instruction` asks for (`audio`) and neutrally (`neutral_audio`), both at 24 kHz
+with one seed. Styles relative to the neutral reading: {styles}. The emotion styles are the emotion
+proxy's own settings: a prosody pattern, not human emotion. `phonemes` is espeak-ng's phoneme count of
+the text (rate = duration per phoneme against `neutral_duration`). `request_audio` (16 kHz, a user voice)
+speaks `request_text`: the text, then the instruction, for speech-to-speech use."""
 
 
 # ---- the table -------------------------------------------------------------------------------------
@@ -297,11 +345,13 @@ class CorpusTask:
     row: Callable[[dict, Any, float], dict]
     """(metadata, synthesised result, duplex frame rate) -> the written row."""
     held_out_sentences: Callable[[int], int] | None
-    """Eval size -> held-out sentences the task reads; None: the task reads no sentences."""
+    """Eval size -> held-out sentences the task reads from the shared pools; None: it reads none of them."""
     shard_size: int = 200
     """Jobs per freshly forked worker process."""
     write_extras: Callable[[Path], None] | None = None
     """What ``minmo synth-data`` adds to the task's written folder."""
+    card_notes: Callable[[dict], str] | None = None
+    """Generation settings -> the task's own section of the dataset card (markdown)."""
 
     def train_size(self, size: CorpusSize) -> int:
         """``CorpusSize`` names a task's sizes ``{task}_train`` and ``{task}_eval``."""
@@ -333,7 +383,7 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
                 "duration": "float64",
             },
             plan=_plan_asr,
-            row=_utterance_row,
+            row=utterance_row,
             held_out_sentences=_validation_and_test,
             write_extras=_write_feature_statistics,
         ),
@@ -351,8 +401,9 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
                 "duration": "float64",
             },
             plan=_plan_emotion,
-            row=_utterance_row,
+            row=utterance_row,
             held_out_sentences=_emotion_held_out,
+            card_notes=_emotion_notes,
         ),
         CorpusTask(
             "tts",
@@ -360,7 +411,7 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             "(espeak-ng en-us+f3, 22.05 kHz).",
             columns={"id": "string", "audio": "audio", "text": "string", "duration": "float64"},
             plan=_plan_tts,
-            row=_utterance_row,
+            row=utterance_row,
             held_out_sentences=_validation_and_test,
         ),
         CorpusTask(
@@ -399,6 +450,147 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             row=_session_row,
             held_out_sentences=None,
             shard_size=4,  # sessions are long: small shards keep both workers busy
+            card_notes=_duplex_notes,
+        ),
+        CorpusTask(
+            "s2tt",
+            description="Speech-to-text translation from a parallel template grammar: English speech with "
+            "its Spanish translation and Spanish speech with its English translation (espeak-ng, 16 kHz).",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "text": "string",
+                "source_language": "language",
+                "translation": "string",
+                "target_language": "language",
+                "speaker": "string",
+                "duration": "float64",
+            },
+            plan=plan_s2tt,
+            row=utterance_row,
+            held_out_sentences=None,
+            shard_size=50,
+            card_notes=_language_notes,
+        ),
+        CorpusTask(
+            "lid",
+            description=f"Language identification: parallel-grammar sentences in {', '.join(LANGUAGE_NAMES)}, "
+            "read by espeak-ng voices of each language (16 kHz), languages balanced.",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "text": "string",
+                "language": "language",
+                "speaker": "string",
+                "duration": "float64",
+            },
+            plan=plan_lid,
+            row=utterance_row,
+            held_out_sentences=None,
+            shard_size=50,
+            card_notes=_language_notes,
+        ),
+        CorpusTask(
+            "speaker",
+            description="Speaker attributes (SYNTHETIC PROXY): English sentences by espeak-ng voice settings "
+            "labelled with gender and an age band; speakers disjoint across splits (16 kHz).",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "text": "string",
+                "speaker": "string",
+                "gender": "gender",
+                "age": "age",
+                "voice": "string",
+                "duration": "float64",
+            },
+            plan=plan_speaker,
+            row=utterance_row,
+            held_out_sentences=None,
+            shard_size=50,
+            card_notes=_speaker_notes,
+        ),
+        CorpusTask(
+            "aed",
+            description=f"Audio events: synthetic {'/'.join(EVENT_LABELS)} sounds mixed under or between "
+            "speech, with onsets and offsets exact to the sample, and the speech's transcript (16 kHz).",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "text": "string",
+                "speaker": "string",
+                "events": "timed_events",
+                "duration": "float64",
+            },
+            plan=plan_aed,
+            row=event_row,
+            held_out_sentences=None,
+            shard_size=50,
+            card_notes=_aed_notes,
+        ),
+        CorpusTask(
+            "sqa",
+            description="Spoken QA: a spoken passage of 2-4 facts, then a spoken question; the answer is a "
+            "span of the passage or yes/no (16 kHz).",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "passage": "string",
+                "question": "string",
+                "answer": "string",
+                "answer_type": "answer_type",
+                "duration": "float64",
+            },
+            plan=plan_sqa,
+            row=utterance_row,
+            held_out_sentences=None,
+            shard_size=50,
+            card_notes=_sqa_notes,
+        ),
+        CorpusTask(
+            "dialogue",
+            description="Multi-turn spoken dialogue: 2-4 user turns (16 kHz) with the assistant's text "
+            "answers; the answer to the last turn needs an earlier turn.",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "text": "string",
+                "history": "history",
+                "answer_text": "string",
+                "speaker": "string",
+                "duration": "float64",
+            },
+            plan=plan_dialogue,
+            row=dialogue_row,
+            held_out_sentences=None,
+            shard_size=25,
+            card_notes=_dialogue_notes,
+        ),
+        CorpusTask(
+            "voice_control",
+            description="Instruction-controlled speech: text, an instruction asking for an emotion style, "
+            "a speaking rate or a pitch, the assistant voice's styled and neutral readings (24 kHz) and "
+            "the request spoken by a user (16 kHz).",
+            columns={
+                "id": "string",
+                "text": "string",
+                "instruction": "string",
+                "control": "control",
+                "target": "target",
+                "audio": "audio",
+                "neutral_audio": "audio",
+                "phonemes": "int32",
+                "request_text": "string",
+                "request_audio": "audio",
+                "duration": "float64",
+                "neutral_duration": "float64",
+                "request_duration": "float64",
+            },
+            plan=plan_voice_control,
+            row=voice_control_row,
+            held_out_sentences=None,
+            shard_size=25,
+            card_notes=_voice_control_notes,
         ),
     )
 }
@@ -445,6 +637,8 @@ def plan_corpus(
     train = unique_exchanges(rng, sum(train_counts.values()), {ex.user for ex in held})
     train_pools = _deal(train, train_counts)
 
+    taken = frozenset(text for ex in held + train for text in (ex.user, ex.answer))
+
     plan, selected = Plan(), set(tasks)
     for task in CORPUS_TASKS.values():
         if task.name not in selected:
@@ -458,6 +652,10 @@ def plan_corpus(
             duplex,
             frame_rate,
             label_span,
+            seed,
+            size,
+            random.Random(f"{seed}/{task.name}"),
+            taken,
         )
         for split, job, meta in task.plan(inputs):
             plan.add(task.name, split, job, meta)

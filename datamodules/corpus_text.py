@@ -8,7 +8,9 @@ explicit ``random.Random`` so the corpus is reproducible from its seed.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 _ONES = [
     "zero",
@@ -152,6 +154,19 @@ SLOTS: dict[str, list[str]] = {
     "temp": [number_words(n) for n in range(16, 29)],
 }
 """Slot fillers; every word of the vocabulary comes from here or from the templates."""
+COUNTABLE_ITEMS: tuple[str, ...] = (
+    "apples",
+    "eggs",
+    "tomatoes",
+    "onions",
+    "bananas",
+    "lemons",
+    "oranges",
+    "cookies",
+    "books",
+    "tickets",
+)
+"""Plural nouns that take a number ("three apples"), for the spoken-QA passages and the dialogues."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +295,8 @@ FOLLOW_UPS: tuple[str, ...] = (
 BACKCHANNELS: tuple[str, ...] = ("uh-huh", "yeah", "right", "okay", "mm-hmm", "i see", "sure")
 """Short listener responses that must not stop the assistant."""
 
+T = TypeVar("T")
+
 
 def _fill(template: str, values: dict[str, str]) -> str:
     return template.format(**values)
@@ -330,22 +347,33 @@ def punctuate(sentence: str, question: bool, final: bool = True) -> str:
     return sentence + ("," if not final else "?" if question else ".")
 
 
-def unique_exchanges(rng: random.Random, count: int, exclude: set[str] = frozenset()) -> list[Exchange]:
-    """``count`` exchanges with distinct user sentences not in ``exclude``.
+def draw_distinct(
+    rng: random.Random,
+    draw: Callable[[random.Random], T],
+    count: int,
+    key: Callable[[T], Hashable],
+    exclude: Iterable[Hashable] = (),
+) -> list[T]:
+    """``count`` draws with distinct keys, none in ``exclude``.
 
-    Raises when the templates cannot produce that many distinct sentences (the pool is ~10^6).
+    Raises when the grammar cannot produce that many distinct items.
     """
     seen, out = set(exclude), []
     tries = 0
     while len(out) < count:
-        exchange = draw_exchange(rng)
+        item = draw(rng)
         tries += 1
-        if exchange.user not in seen:
-            seen.add(exchange.user)
-            out.append(exchange)
+        if key(item) not in seen:
+            seen.add(key(item))
+            out.append(item)
         elif tries > 50 * count + 1000:
-            raise ValueError(f"could only draw {len(out)} distinct sentences out of {count} asked for")
+            raise ValueError(f"could only draw {len(out)} distinct items out of {count} asked for")
     return out
+
+
+def unique_exchanges(rng: random.Random, count: int, exclude: set[str] = frozenset()) -> list[Exchange]:
+    """``count`` exchanges with distinct user sentences not in ``exclude`` (the pool is ~10^6)."""
+    return draw_distinct(rng, draw_exchange, count, lambda exchange: exchange.user, exclude)
 
 
 def vocabulary() -> set[str]:

@@ -19,6 +19,9 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
+_IPA_SEPARATED = 0x02 | (ord("_") << 8)
+"""``espeak_TextToPhonemes`` mode: IPA, phonemes separated by "_" (no IPA symbol is "_")."""
+_STRESS = "ˈˌ"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Espeak:
         if self.sample_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed (returned {self.sample_rate})")
         lib.espeak_SetSynthCallback(self._callback)
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self._lib = lib
         self._libc = ctypes.CDLL("libc.so.6")
 
@@ -100,3 +105,18 @@ class Espeak:
         if not self._chunks:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self._chunks)
+
+    def phonemes(self, text: str, voice_name: str) -> list[str]:
+        """espeak-ng's IPA phonemes of ``text`` in ``voice_name``'s language, stress marks dropped."""
+        if self._lib.espeak_SetVoiceByName(voice_name.encode()) != 0:
+            raise ValueError(f"espeak-ng has no voice {voice_name!r} (try en-us, en, en-GB-scotland, en-029)")
+        buffer = ctypes.create_string_buffer(text.encode())
+        pointer = ctypes.c_char_p(ctypes.addressof(buffer))
+        phonemes: list[str] = []
+        while pointer.value:  # one clause per call; the library advances the pointer
+            clause = self._lib.espeak_TextToPhonemes(
+                ctypes.byref(pointer), _ESPEAK_CHARS_UTF8, _IPA_SEPARATED
+            )
+            for word in clause.decode().split():
+                phonemes += [p for p in (piece.strip(_STRESS) for piece in word.split("_")) if p]
+        return phonemes

@@ -25,20 +25,22 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
-from minmo_lightning.datamodules.corpus_tasks import (
+from minmo_lightning.datamodules.corpus_aed import mix_events
+from minmo_lightning.datamodules.corpus_plan import (
     ASSISTANT_VOICE,
-    CORPUS_TASKS,
     ESPEAK_RATE,
     SIZES,
     USER_VOICES,
+    Concatenation,
     CorpusSize,
-    CorpusTask,
+    EventClip,
+    PhonemeCount,
     SessionJob,
     Utterance,
-    plan_corpus,
 )
+from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, CorpusTask, plan_corpus
 from minmo_lightning.datamodules.corpus_text import vocabulary
-from minmo_lightning.datamodules.timeline import LABELS, DuplexConfig, Speaker, build_session, frame_labels
+from minmo_lightning.datamodules.timeline import DuplexConfig, Speaker, build_session, frame_labels
 
 
 # ---- synthesis: run in forked worker processes ---------------------------------------------------
@@ -97,10 +99,44 @@ def _render_session(job: SessionJob) -> dict:
     }
 
 
-def _render_job(job: Utterance | SessionJob | tuple) -> dict | tuple:
+def _render_concatenation(job: Concatenation) -> dict:
+    pieces = [_synthesize(replace(part, sample_rate=job.sample_rate)) for part in job.parts]
+    wave = pieces[0]
+    for seconds, piece in zip(job.silences, pieces[1:]):
+        wave = np.concatenate([wave, np.zeros(round(seconds * job.sample_rate), dtype=np.float32), piece])
+    return {"bytes": wav_bytes(wave, job.sample_rate), "duration": len(wave) / job.sample_rate}
+
+
+def _render_event_clip(job: EventClip) -> dict:
+    speech = np.zeros(0, dtype=np.float32) if job.speech is None else _synthesize(job.speech)
+    wave, events = mix_events(random.Random(job.seed), speech, job.sample_rate)
+    return {
+        "bytes": wav_bytes(wave, job.sample_rate),
+        "duration": len(wave) / job.sample_rate,
+        "events": events,
+    }
+
+
+def _count_phonemes(job: PhonemeCount) -> dict:
+    from minmo_lightning.datamodules.espeak import Espeak
+
+    return {"phonemes": len(Espeak.get().phonemes(job.text, job.voice))}
+
+
+_RENDERERS: dict[type, Callable] = {
+    Utterance: _render_utterance,
+    SessionJob: _render_session,
+    Concatenation: _render_concatenation,
+    EventClip: _render_event_clip,
+    PhonemeCount: _count_phonemes,
+}
+
+
+def _render_job(job) -> dict | tuple:
+    """A job's result; a tuple of jobs gives the tuple of their results."""
     if isinstance(job, tuple):
         return tuple(_render_job(j) for j in job)
-    return _render_session(job) if isinstance(job, SessionJob) else _render_utterance(job)
+    return _RENDERERS[type(job)](job)
 
 
 def _render_shard(jobs: list) -> list:
@@ -168,52 +204,64 @@ def replace_folder(staging: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def dataset_card(stats: dict, args: dict) -> str:
+def dataset_card(stats: dict, settings: dict, kept: Iterable[str] = ()) -> str:
+    """The card of every task in ``stats`` (``{task: {split: {"rows", "hours"}}}``), in table order;
+    ``kept`` names the tasks whose folders an earlier run wrote."""
     lines = [
         "# minmo-lightning built-in corpus",
         "",
         "Synthesised locally with espeak-ng (GPL-3.0 tool; the generated audio is data) by `minmo synth-data`.",
-        f"Vocabulary: {len(vocabulary())} English words (commands, numbers, short questions).",
+        f"English vocabulary: {len(vocabulary())} words (commands, numbers, short questions); the",
+        "translation and language-ID sets add a Spanish, German, French and Italian template grammar.",
         "",
         "Audio columns are `{bytes, path}` WAV structs cast to `Audio(decode=False)`: decode with soundfile",
         "(`minmo_lightning.datamodules.audio.decode_audio`), not with `datasets`' torchcodec decoder.",
+        "Closed-set columns are `ClassLabel`s: their label names travel with the data.",
         "",
         "| task | split | rows | hours |",
         "| --- | --- | ---: | ---: |",
     ]
-    for task, splits in stats.items():
-        for split, s in splits.items():
-            lines.append(f"| {task} | {split} | {s['rows']} | {s['hours']:.3f} |")
+    tasks = [CORPUS_TASKS[name] for name in CORPUS_TASKS if name in stats]
+    for task in tasks:
+        for split, s in stats[task.name].items():
+            lines.append(f"| {task.name} | {split} | {s['rows']} | {s['hours']:.3f} |")
     lines += ["", "## Tasks", ""]
-    for name in stats:
-        task = CORPUS_TASKS[name]
-        columns = ", ".join(f"`{column}`" for column in task.columns)
-        lines.append(f"- **{name}**: {task.description} Columns: {columns}.")
+    features = {task.name: task.features() for task in tasks}
+    for task in tasks:
+        columns = ", ".join(_column_doc(column, features[task.name][column]) for column in task.columns)
+        lines.append(f"- **{task.name}**: {task.description} Columns: {columns}.")
+    notes = [task.card_notes(settings) for task in tasks if task.card_notes]
+    for note in dict.fromkeys(notes):  # tasks that share a section print it once
+        lines += ["", note]
     lines += [
-        "",
-        "## The emotion set is a proxy",
-        "",
-        "The `prosody_style` column of `emotion` is a **synthetic prosody-style proxy, not human emotion**:",
-        "each style is a fixed espeak rate/pitch/volume/range pattern relative to a per-sentence base.",
-        "Scores on it say whether a model hears prosody, not whether it recognises emotion.",
-        "",
-        "## Duplex labelling",
-        "",
-        f"Frame labels at {args['frame_rate']} Hz, classes {list(LABELS)}: `respond` on the {args['label_span']} s",
-        "after each user turn end, `stop_speaking` on the same span after a barge-in (the user starts",
-        "T ~ N(0.6, 0.4^2) s into assistant speech; the assistant stops 0.1-0.3 s later). Mid-turn pauses",
-        "(pieces before them end in a comma: continuation intonation) and back-channels are `keep_listening`.",
-        "`events` (type, start, end, text) are the source of truth; DuplexDataModule recomputes the labels at",
-        "another frame rate.",
         "",
         "## Generation settings",
         "",
+        f"Of the run that built {', '.join(settings['tasks'])}"
+        + (f"; {', '.join(kept)} kept the folders an earlier run wrote." if kept else "."),
+        "",
         "```json",
-        json.dumps(args, indent=2, sort_keys=True),
+        json.dumps(settings, indent=2, sort_keys=True),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _column_doc(column: str, feature) -> str:
+    names = getattr(feature, "names", None)
+    return f"`{column}` ({'/'.join(names)})" if names else f"`{column}`"
+
+
+def folder_stats(folder: Path) -> dict[str, dict[str, float]]:
+    """``{split: {"rows", "hours"}}`` of a written task folder (for the card of a partial rebuild)."""
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(folder))
+    return {
+        split: {"rows": len(dataset), "hours": float(np.sum(dataset.with_format("numpy")["duration"])) / 3600}
+        for split, dataset in data.items()
+    }
 
 
 def build_corpus(
@@ -270,7 +318,11 @@ def build_corpus(
         hours = sum(s["hours"] for s in stats[name].values())
         rows_total = sum(s["rows"] for s in stats[name].values())
         log(f"{name}: {rows_total} rows, {hours:.2f} h in {time.perf_counter() - started:.1f} s")
-    (out / "README.md").write_text(dataset_card(stats, settings))
+    kept = [
+        name for name in CORPUS_TASKS if name not in stats and (out / name / "dataset_dict.json").is_file()
+    ]
+    everything = {**stats, **{name: folder_stats(out / name) for name in kept}}
+    (out / "README.md").write_text(dataset_card(everything, settings, kept))
     log(f"built in {time.perf_counter() - begin:.1f} s")
     return stats
 

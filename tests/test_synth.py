@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 from minmo_lightning.datamodules import synth
-from minmo_lightning.datamodules.corpus_tasks import (
-    CORPUS_TASKS,
-    HELD_OUT_VOICES,
-    SIZES,
-    USER_VOICES,
-    CorpusSize,
-)
+from minmo_lightning.datamodules.corpus_plan import HELD_OUT_VOICES, SIZES, USER_VOICES, CorpusSize
+from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
 from minmo_lightning.datamodules.timeline import (
     KEEP_LISTENING,
     RESPOND,
