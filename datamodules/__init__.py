@@ -17,6 +17,7 @@ _MODULES = {
     "TTSDataModule": "tasks",
     "S2SDataModule": "tasks",
     "DuplexDataModule": "tasks",
+    "VoiceControlDataModule": "tasks",
     "S2TTDataModule": "understanding",
     "LanguageIDDataModule": "understanding",
     "SpeakerDataModule": "understanding",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-AUDIO_FIELDS = frozenset({"audio", "user_audio", "answer_audio", "assistant_audio"})
+AUDIO_FIELDS = frozenset({"audio", "user_audio", "answer_audio", "assistant_audio", "neutral_audio"})
 
 #: task -> field -> required?  (``duration``, when mapped, spares a pass over the audio headers)
 TASK_FIELDS: dict[str, dict[str, bool]] = {
@@ -70,6 +70,18 @@ TASK_FIELDS: dict[str, dict[str, bool]] = {
         "id": False,
         "duration": False,
     },
+    "voice_control": {
+        "audio": True,
+        "text": True,
+        "instruction": True,
+        "control": False,
+        "target": False,
+        "neutral_audio": False,
+        "phonemes": False,
+        "speech_tokens": False,
+        "id": False,
+        "duration": False,
+    },
     "duplex": {
         "user_audio": True,
         "assistant_audio": True,
@@ -110,6 +122,11 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
         "answer_type": ("answer_type",),
         "passage": ("passage",),
         "history": ("history",),
+        "instruction": ("instruction",),
+        "control": ("control",),
+        "target": ("target",),
+        "neutral_audio": ("neutral_audio",),
+        "phonemes": ("phonemes",),
     },
     "librispeech_asr": {"audio": ("audio",), "text": ("text",), "id": ("id",)},
     # FLEURS also serves language ID (``language``: the English name) and speaker gender

@@ -178,6 +178,31 @@ class TTSDataModule(SpeechDataModule):
         return batch
 
 
+class VoiceControlDataModule(TTSDataModule):
+    """Instruction-controlled speech: a text, an instruction asking for a style (an emotion, a speaking rate,
+    a pitch) and the speech that has it; ``control`` / ``target`` name the asked change, ``neutral_audio``
+    and ``phonemes`` are what evaluation measures the change against."""
+
+    task = "voice_control"
+    audio_rates = {"audio": "sample_rate", "neutral_audio": "sample_rate"}
+    duration_channels = None  # ``duration`` is the styled reading only
+
+    def __init__(self, path: str = "data/builtin/voice_control", **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+
+    def batch_fields(
+        self, columns: Columns, mapping: ColumnMapping, waves: Waves, rows: list[int]
+    ) -> dict[str, Any]:
+        batch = super().batch_fields(columns, mapping, waves, rows)
+        for field in ("instruction", "control", "target"):
+            batch[field] = column_texts(columns, mapping, field, rows)
+        if "neutral_audio" in waves:
+            batch["neutral_audio"] = pad_audio(waves["neutral_audio"], self.sample_rate)
+        if mapping.get("phonemes"):
+            batch["phonemes"] = [columns[mapping["phonemes"]][r] for r in rows]
+        return batch
+
+
 class S2SDataModule(SpeechDataModule):
     """Spoken question -> answer text and answer speech (user audio 16 kHz, answer audio 24 kHz)."""
 

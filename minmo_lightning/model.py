@@ -146,6 +146,7 @@ TASK_PREDICTIONS: dict[str, str] = {"asr": "predict_transcript", "ser": "predict
 PREDICTIONS: tuple[tuple[str, str], ...] = (
     ("frame_labels", "predict_turn_taking"),
     ("user_audio", "predict_spoken_answer"),
+    ("instruction", "predict_voice_control"),
     ("speech_tokens", "predict_speech"),
     ("emotion", "predict_emotion"),
     ("audio", "predict_transcript"),
@@ -539,7 +540,8 @@ class MinMo(DuplexTraining, L.LightningModule):
                 f"objective {self.hparams.objective} needs speech-token targets ({objective.answer_speech}) in the "
                 "batch; add them to the dataset with `minmo prepare` (speech tokenizer) first"
             )
-        instructions = [objective.instruction.format(text=t) for t in texts]
+        styles = batch.get("instruction") or [None] * len(texts)
+        instructions = [with_style(objective.instruction.format(text=t), s) for t, s in zip(texts, styles)]
         llm_trains = self.hparams.trainable.get("llm") != "frozen"
         with torch.set_grad_enabled(torch.is_grad_enabled() and llm_trains):
             audio = self.encode_audio(batch[objective.user_audio]) if objective.user_audio else None
@@ -585,14 +587,16 @@ class MinMo(DuplexTraining, L.LightningModule):
         texts: list[str] | None = None,
         verbatim: bool = False,
         prompt_audio: AudioBatch | None = None,
+        styles: list[str | None] | None = None,
         **options: Any,
     ) -> Iterator[ResponseChunk]:
         """Stream a spoken answer to the user's ``audio`` (chat), or read ``texts`` aloud (TTS prompt).
 
         ``verbatim`` (with ``texts``) teacher-forces the LLM's answer to be exactly the text, so only the
         voice decoder is judged. ``prompt_audio`` (16 kHz, one clip or one per row) gives the voice: token2wav
-        speaks in its speaker's voice (``Token2Wav.voice_of``). ``options`` go to ``SpeechResponder`` (text
-        sampling, speech sampler, ``synthesize``).
+        speaks in its speaker's voice (``Token2Wav.voice_of``). ``styles`` (with ``texts``): per row an
+        instruction on how to speak (``"Say it slowly."``, None: plain). ``options`` go to ``SpeechResponder``
+        (text sampling, speech sampler, ``synthesize``).
         """
         if (audio is None) == (texts is None):
             raise ValueError(
@@ -602,7 +606,10 @@ class MinMo(DuplexTraining, L.LightningModule):
             raise ValueError("verbatim=True reads given texts aloud: pass texts=[...]")
         with torch.no_grad():
             if texts is not None:
-                embeds, mask = self.generation_prompt([TTS_INSTRUCTION.format(text=t) for t in texts])
+                styles = styles or [None] * len(texts)
+                embeds, mask = self.generation_prompt(
+                    [with_style(TTS_INSTRUCTION.format(text=t), s) for t, s in zip(texts, styles)]
+                )
             else:
                 embeds, mask = self.generation_prompt(
                     [SPEECH_TASKS["chat"].instruction] * audio.waveform.shape[0], self.encode_audio(audio)
@@ -714,6 +721,24 @@ class MinMo(DuplexTraining, L.LightningModule):
             for k, (i, row) in enumerate(zip(batch["ids"], spoken))
         ]
 
+    def predict_voice_control(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Each text read aloud as its instruction asks, and the same text read plainly: the change between
+        the two is what voice-control evaluation measures (the LLM teacher forced on the text)."""
+        seed = zlib.crc32(batch["ids"][0].encode())
+        texts = list(batch["text"])
+        styled = self.speak(texts=texts, verbatim=True, seed=seed, styles=list(batch["instruction"]))
+        plain = self.speak(texts=texts, verbatim=True, seed=seed)
+        return [
+            {
+                "id": i,
+                "task": "voice_control",
+                "instruction": instruction,
+                "output_audio": row["output_audio"],
+                "neutral_audio": neutral["output_audio"],
+            }
+            for i, instruction, row, neutral in zip(batch["ids"], batch["instruction"], styled, plain)
+        ]
+
     def predict_spoken_answer(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """S2S: the spoken answer to each spoken question, judged against the model's own text answer; the
         ceiling is the dataset's answer speech tokens through the same token2wav, against the answer text."""
@@ -743,6 +768,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         texts: list[str] | None = None,
         verbatim: bool = False,
         seed: int = 0,
+        styles: list[str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """``respond`` run to the end: per row the answer ``text``, its ``speech_tokens`` count and
         ``output_audio`` (``{"waveform", "sample_rate"}``); speech sampled with a generator seeded by ``seed``."""
@@ -752,7 +778,9 @@ class MinMo(DuplexTraining, L.LightningModule):
         text_ids: list[list[int]] = [[] for _ in range(rows)]
         speech = [0] * rows
         waves: list[list[Tensor]] = [[] for _ in range(rows)]
-        for chunk in self.respond(audio=audio, texts=texts, verbatim=verbatim, generator=generator):
+        for chunk in self.respond(
+            audio=audio, texts=texts, verbatim=verbatim, styles=styles, generator=generator
+        ):
             for r in range(rows):
                 text_ids[r] += chunk.text.tokens[r, : chunk.text.lengths[r]].tolist()
                 speech[r] += int(chunk.speech.lengths[r])

@@ -93,6 +93,11 @@ SPEECH_TASKS: dict[str, SpeechTask] = {
 TTS_INSTRUCTION = "Read this text aloud: {text}"
 
 
+def with_style(instruction: str, style: str | None) -> str:
+    """A user turn after an instruction on how to speak (``"Say it slowly."``), when one is given."""
+    return f"{style.strip()} {instruction}" if style and style.strip() else instruction
+
+
 @dataclass
 class PromptBatch:
     """Token ids with audio slots: ``audio_mask`` marks positions the audio frames fill."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from builders import tiny_minmo
+from builders import speaking_minmo, tiny_minmo
 from datasets import Audio, ClassLabel, Dataset, DatasetDict
 from minmo_lightning.datamodules import (
     ASRDataModule,
@@ -22,11 +22,13 @@ from minmo_lightning.datamodules import (
     S2TTDataModule,
     SpeakerDataModule,
     SpokenQADataModule,
+    VoiceControlDataModule,
 )
 
 from minmo_lightning.answers import parse_events, render_events
-from minmo_lightning.contracts import IGNORE_INDEX
-from minmo_lightning.prompts import SPEECH_TASKS, Turn
+from minmo_lightning.contracts import IGNORE_INDEX, TokenBatch
+from minmo_lightning.model import OBJECTIVES
+from minmo_lightning.prompts import SPEECH_TASKS, Turn, with_style
 
 RATE = 16000
 
@@ -220,3 +222,57 @@ def test_a_turn_is_text_or_user_speech():
         Turn("assistant", audio_frames=3)
     with pytest.raises(ValueError, match="role is 'user' or 'assistant'"):
         Turn("system", "x")
+
+
+def test_voice_control_batches_carry_the_instruction_and_the_neutral_reading(tmp_path):
+    neutral = [{"bytes": wav(0.5), "path": None}, {"bytes": wav(0.6), "path": None}]
+    path = save(
+        tmp_path,
+        "vc",
+        {
+            "id": ["a", "b"],
+            "text": ["turn on the light", "stop"],
+            "instruction": ["Say it slowly.", "Use a high voice."],
+            "control": ["rate", "pitch"],
+            "target": ["slow", "high"],
+            "neutral_audio": neutral,
+            "phonemes": [14, 4],
+        },
+        {"neutral_audio": Audio(decode=False)},
+    )
+    batch = one_batch(VoiceControlDataModule(path, sample_rate=RATE, **OPTIONS))
+    assert batch["instruction"] == ["Say it slowly.", "Use a high voice."]
+    assert batch["control"] == ["rate", "pitch"] and batch["target"] == ["slow", "high"]
+    assert batch["phonemes"] == [14, 4]
+    assert batch["neutral_audio"].lengths.tolist() == [int(0.5 * RATE), int(0.6 * RATE)]
+
+
+def test_a_style_instruction_comes_before_the_text_to_read():
+    assert (
+        with_style("Read this text aloud: hi", "Say it slowly.") == "Say it slowly. Read this text aloud: hi"
+    )
+    assert with_style("Read this text aloud: hi", None) == with_style("Read this text aloud: hi", " ")
+
+
+def test_a_model_reads_each_text_as_asked_and_plainly():
+    model = speaking_minmo(token2wav=True)
+    batch = {
+        "ids": ["a", "b"],
+        "text": ["hello there", "stop"],
+        "instruction": ["Say it slowly.", "Use a high voice."],
+        "speech_tokens": TokenBatch.from_list([[5] * 30, [7] * 20]),
+    }
+    records = model.predict_step(batch, 0)
+    assert [r["task"] for r in records] == ["voice_control"] * 2
+    for record in records:
+        for field in ("output_audio", "neutral_audio"):
+            assert record[field]["waveform"].ndim == 1 and np.isfinite(record[field]["waveform"]).all()
+    model.objective = OBJECTIVES["text_to_speech"]  # the same batch trains the voice decoder, style first
+    seen, build = [], model.prompts.build
+    model.prompts.build = lambda instructions, *args, **kwargs: (
+        seen.append(instructions) or build(instructions, *args, **kwargs)
+    )
+    assert torch.isfinite(model.voice_decoder_forward(batch).loss)
+    assert seen == [
+        ["Say it slowly. Read this text aloud: hello there", "Use a high voice. Read this text aloud: stop"]
+    ]
