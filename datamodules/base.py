@@ -12,6 +12,11 @@ or holds NaN/Inf samples (a batch then has fewer rows; a batch with none left is
 clipped audio is kept. Every skipped row is in ``skipped_rows`` (``skipped.py``) and, under a Trainer,
 in ``<default_root_dir>/skipped_rows.jsonl``; each epoch logs a warning per split with the count and the
 first ids. A split whose every row is skipped is an error in ``setup`` naming the source.
+
+``streaming: true`` streams the training split from its files instead (``streamed.py``: corpora that do
+not fit on a node's disk): rows are screened pool by pool as they are read (each rank records the rows it
+skipped), batches are bucketed in a shuffle buffer of ``stream_buffer`` rows and have the same format.
+Validation and test splits are still loaded whole (only their own files are read).
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Audio, Dataset, Features, IterableDataset, Value
 from minmo_lightning.datamodules.audio import AudioError, decode_audio, probe_duration
 from minmo_lightning.datamodules.sampler import DurationBatchSampler, ResumableLoader
 from minmo_lightning.datamodules.schema import resolve_columns
 from minmo_lightning.datamodules.skipped import SKIPPED_KEY, SkipLedger
-from minmo_lightning.datamodules.sources import load_source
+from minmo_lightning.datamodules.sources import load_source, stream_source
+from minmo_lightning.datamodules.streamed import Rows, StreamedLoader, StreamPlanner
 from torch.utils.data import DataLoader, get_worker_info
 
 from minmo_lightning.contracts import AudioBatch
@@ -45,6 +51,10 @@ Waves = dict[str, list[np.ndarray]]
 """Audio field -> the decoded waveforms of a batch's rows."""
 
 TEXT_REQUIRED = {"asr": ("text",), "tts": ("text",), "s2s": ("answer_text",)}
+#: the id column a streamed row without one gets (its pass, rank and row number)
+STREAM_ROW_ID = "_stream_row"
+#: how an ``Audio(decode=False)`` column is stored (what its rows hold)
+AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}
 
 
 class SplitData(torch.utils.data.Dataset):
@@ -99,7 +109,11 @@ class SpeechDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         shuffle: bool = True,
+        streaming: bool = False,
+        stream_buffer: int = 1000,
     ) -> None:
+        """``streaming``: stream the training split from its files (see the module docstring);
+        ``stream_buffer``: rows a rank holds at once to shuffle and bucket them."""
         super().__init__()
         self.path = path
         self.schema = schema
@@ -112,7 +126,10 @@ class SpeechDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.shuffle = shuffle
+        self.streaming = streaming
+        self.stream_buffer = stream_buffer
         self.data: dict[str, SplitData] = {}
+        self.streams: dict[str, IterableDataset] = {}
         self.mapping: dict[str, dict[str, str | None]] = {}
         #: role -> reason -> count of rows left out in setup; ``"decode"``: rows left out while decoding
         self.skipped: dict[str, Counter] = {}
@@ -136,14 +153,21 @@ class SpeechDataModule(L.LightningDataModule):
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.data:
+        if self.data or self.streams:
             return
         if self.trainer is not None:
             self.ledger.path = Path(self.trainer.default_root_dir) / "skipped_rows.jsonl"
-        sources, self._base_dir = load_source(self.path, self.name)
-        for role, split in self.splits.items():
-            if split is None:
-                continue
+        wanted = {role: split for role, split in self.splits.items() if split is not None}
+        streamed = {"train": wanted.pop("train")} if self.streaming and "train" in wanted else {}
+        sources: dict[str, Any] = {}
+        if streamed:
+            sources, self._base_dir = stream_source(self.path)
+        if wanted:
+            loaded, self._base_dir = load_source(
+                self.path, self.name, list(wanted.values()) if streamed else None
+            )
+            sources.update({split: loaded[split] for split in wanted.values() if split in loaded})
+        for role, split in {**streamed, **wanted}.items():
             if split not in sources:
                 message = (
                     f"{self.path!r} has no split {split!r} (splits: {sorted(sources)}); set {role}_split"
@@ -152,13 +176,33 @@ class SpeechDataModule(L.LightningDataModule):
                     raise ValueError(message)
                 log.warning("%s; %s is disabled", message, role)
                 continue
-            self.data[role] = self._prepare(role, split, sources[split])
+            if role in streamed:
+                self.streams[role] = self._open_stream(role, split, sources[split])
+            else:
+                self.data[role] = self._prepare(role, split, sources[split])
 
     def _prepare(self, role: str, split: str, dataset: Dataset) -> SplitData:
         where = f"{self.path!r} split {split!r}"
         mapping = resolve_columns(self.task, self.schema, self.columns, dataset.column_names, where)
         self.mapping[role] = mapping
         dataset = dataset.select_columns(sorted({c for c in mapping.values() if c is not None}))
+        data, records = self.screen_rows(role, split, dataset, mapping)
+        self.skipped[role] = Counter(record["reason"] for record in records)
+        self.ledger.add(records, write=getattr(self.trainer, "global_rank", 0) == 0)
+        if len(dataset) and not len(data):
+            raise ValueError(
+                f"every row of {where} was skipped: {self.ledger.summary(role)}; check the audio files and "
+                "the column mapping (columns:)"
+            )
+        if records:
+            log.warning("%s: %s", where, self.ledger.summary(role))
+        return data
+
+    def screen_rows(
+        self, role: str, split: str, dataset: Dataset, mapping: ColumnMapping
+    ) -> tuple[SplitData, list[dict]]:
+        """The rows of ``dataset`` fit to train on, and a skip record for each row left out (see the module
+        docstring for the checks)."""
         screened, extra = self.screen(split, dataset, mapping)
         keep = np.ones(len(dataset), dtype=bool)
         why = np.full(len(dataset), "", dtype=object)  # the reason each left-out row is skipped
@@ -185,20 +229,106 @@ class SpeechDataModule(L.LightningDataModule):
         extra = {name: values[indices] for name, values in extra.items()}
         extra["_duration"] = total[indices]
         left_out = np.flatnonzero(~keep).tolist()
-        self.skipped[role] = Counter(why[left_out].tolist())
         records = [
             self._skip_record(role, row_id, why[row], details.get(row, ""))
             for row, row_id in zip(left_out, self._row_ids(dataset, mapping, left_out))
         ]
-        self.ledger.add(records, write=getattr(self.trainer, "global_rank", 0) == 0)
-        if len(dataset) and not len(indices):
+        return SplitData(dataset, indices, extra), records
+
+    # ---- streamed training split -------------------------------------------------------------
+    def _open_stream(self, role: str, split: str, stream: IterableDataset) -> IterableDataset:
+        """Check the stream's columns the way a loaded split's are checked (on no rows) and keep the mapped
+        ones; a row's seconds must be in a column, since bucketing comes before reading any audio."""
+        where = f"{self.path!r} split {split!r} (streamed)"
+        features = stream.features
+        if features is None:  # json: the types show in the rows
+            first = next(iter(stream), None)
+            if first is None:
+                raise ValueError(f"{where} has no rows")
+            features = Dataset.from_list([first]).features
+        self._prepare(role, split, Dataset.from_dict({name: [] for name in features}, features=features))
+        mapping = self.mapping[role]
+        if self.duration_channels is not None and not mapping.get("duration"):
             raise ValueError(
-                f"every row of {where} was skipped: {self.ledger.summary(role)}; check the audio files and "
-                "the column mapping (columns:)"
+                f"{where} has no duration column (columns: {list(features)}): a streamed corpus is bucketed "
+                "before its audio is read, so each row needs its seconds; add a float `duration` column to the "
+                "files, or map yours with data.init_args.columns: {duration: <column>}"
             )
-        if left_out:
-            log.warning("%s: %s", where, self.ledger.summary(role))
-        return SplitData(dataset, indices, extra)
+        stream = stream.select_columns(sorted({c for c in mapping.values() if c is not None}))
+        if not mapping.get("id"):
+            mapping["id"] = STREAM_ROW_ID
+        return stream
+
+    def _screen_pool(self, role: str, split: str, rows: Rows, names: list[str]) -> SplitData:
+        """One pool of streamed rows -> the rows kept; the others are counted, listed and logged."""
+        mapping, stream = self.mapping[role], self.streams[role]
+        features = None
+        if (
+            stream.features is not None
+        ):  # Audio columns as their stored struct: encoding Audio needs torchcodec
+            features = Features(
+                {
+                    name: AUDIO_STRUCT if isinstance(stream.features[name], Audio) else stream.features[name]
+                    for name in rows[0]
+                    if name in stream.features
+                }
+            )
+        if mapping["id"] == STREAM_ROW_ID:
+            rows = [{**row, STREAM_ROW_ID: name} for row, name in zip(rows, names)]
+            if features is not None:
+                features[STREAM_ROW_ID] = Value("string")
+        data, records = self.screen_rows(role, split, Dataset.from_list(rows, features=features), mapping)
+        if records:
+            self.skipped.setdefault(role, Counter()).update(record["reason"] for record in records)
+            self.ledger.add(records)
+            reasons = Counter(record["reason"] for record in records)
+            log.warning(
+                "%r split %r (streamed): %d of %d rows skipped (%s); first ids: %s",
+                self.path,
+                split,
+                len(records),
+                len(rows),
+                ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()),
+                ", ".join(record["id"] for record in records[:5]),
+            )
+        return data
+
+    def _stream_loader(self, role: str, shuffle: bool) -> StreamedLoader:
+        split = self.splits[role]
+        planner = StreamPlanner(
+            self.streams[role],
+            functools.partial(self._screen_pool, role, split),
+            self.max_seconds_per_batch,
+            self.max_batch_size,
+            self.stream_buffer,
+            self.seed,
+            where=f"{self.path!r} split {split!r}",
+            shuffle=shuffle,
+            on_pass_end=lambda index: self._pass_ended(role, index),
+        )
+        return StreamedLoader(
+            planner,
+            functools.partial(self.collate, mapping=self.mapping[role], role=role),
+            num_workers=self.num_workers,
+            finish_batch=self.take_skipped,
+            source=f"{self.path} split {split}",
+            batches_per_epoch=self._batches_per_epoch(),
+        )
+
+    def _batches_per_epoch(self) -> int | None:
+        """The training batches a trainer takes per epoch from an endless stream (None: no trainer)."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        if isinstance(trainer.limit_train_batches, int):
+            return trainer.limit_train_batches
+        if trainer.max_steps >= 0:
+            return trainer.max_steps * trainer.accumulate_grad_batches
+        raise ValueError(
+            f"{self.path!r} is streamed (streaming: true), an endless stream of training batches, and the "
+            "trainer has no step limit: set trainer.max_steps (and, for epochs of N steps, "
+            "trainer.limit_train_batches: N)"
+        )
 
     def _row_ids(self, dataset: Dataset, mapping: ColumnMapping, rows: list[int]) -> list[str]:
         if mapping.get("id"):
@@ -224,7 +354,11 @@ class SpeechDataModule(L.LightningDataModule):
         are unreadable or empty leave ``keep`` with their reason in ``why``."""
         audio_fields = [f for f in self.audio_rates if mapping.get(f)]
         if mapping.get("duration") and self.duration_channels is not None:
-            seconds = np.asarray(dataset[mapping["duration"]], dtype=np.float64)
+            values = dataset[mapping["duration"]]
+            seconds = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            for row in np.flatnonzero(keep & ~(seconds > 0)).tolist():  # NaN, missing, zero or negative
+                keep[row], why[row] = False, "bad_duration"
+                details[row] = f"{mapping['duration']} = {values[row]!r}"
             return seconds, seconds * self.duration_channels
         longest = np.zeros(len(dataset), dtype=np.float64)
         total = np.zeros(len(dataset), dtype=np.float64)
@@ -330,9 +464,11 @@ class SpeechDataModule(L.LightningDataModule):
         return self.skipped.setdefault("decode", Counter())
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, role: str, shuffle: bool) -> ResumableLoader:
+    def _loader(self, role: str, shuffle: bool) -> ResumableLoader | StreamedLoader:
+        if role in self.streams:
+            return self._stream_loader(role, shuffle)
         if role not in self.data:
-            if not self.data:
+            if not (self.data or self.streams):
                 raise RuntimeError("call setup() before asking for a dataloader")
             return []  # type: ignore[return-value]  # no such split: Lightning runs no loop for it
         data = self.data[role]
@@ -361,7 +497,7 @@ class SpeechDataModule(L.LightningDataModule):
             self.report(role, epoch)
 
     def _report_epoch(self, epoch: int) -> None:
-        for role in self.data:
+        for role in [*self.streams, *self.data]:
             self.report(role, epoch)
 
     def report(self, role: str, epoch: int) -> None:

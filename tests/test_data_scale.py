@@ -5,9 +5,25 @@ one test runs two real gloo processes.
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
+from pathlib import Path
+
+import lightning as L
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import soundfile
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from datasets import Audio, Dataset, DatasetDict, concatenate_datasets
+from lightning.pytorch.callbacks import ModelCheckpoint
+from minmo_lightning.datamodules import ASRDataModule
 from minmo_lightning.datamodules.sampler import DurationBatchSampler
+from minmo_lightning.datamodules.streamed import StreamedLoader
 
 DURATIONS = np.random.default_rng(1).uniform(0.5, 12.0, size=101)
 BUDGET = 40.0
@@ -121,3 +137,277 @@ def test_a_state_from_other_data_restarts_the_epoch_and_says_so(caplog):
     other[0].load_state_dict(state)
     assert sorted(items(take(other))) == list(range(len(DURATIONS) - 1))
     assert "differs from this run's" in caplog.text
+
+
+# ---- a streamed corpus ----------------------------------------------------------------------------------
+RATE = 16000
+STREAM_BUDGET = 0.8  # seconds of padded audio per batch
+SHARDS, ROWS = 4, 9
+BAD = {"s1r3": "empty_transcript", "s2r5": "bad_duration", "s3r1": "unreadable_audio"}
+GOOD_IDS = {f"s{k}r{i}" for k in range(SHARDS) for i in range(ROWS)} - set(BAD)
+
+
+def wav(seconds: float) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.full(round(seconds * RATE), 0.1, dtype=np.float32), RATE, format="WAV")
+    return buffer.getvalue()
+
+
+def shard_rows(shard: int, rows: int) -> dict[str, list]:
+    """ASR rows ``s{shard}r{i}`` of 0.05-0.3 s; the ids in ``BAD`` are broken the way they say."""
+    seconds = np.random.default_rng(shard).uniform(0.05, 0.3, rows).round(3).tolist()
+    ids = [f"s{shard}r{i}" for i in range(rows)]
+    audio = [b"not audio" if i == "s3r1" else wav(s) for i, s in zip(ids, seconds)]
+    return {
+        "id": ids,
+        "audio": [{"bytes": a, "path": None} for a in audio],
+        "text": ["" if i == "s1r3" else f"text of {i}" for i in ids],
+        "duration": [None if i == "s2r5" else s for i, s in zip(ids, seconds)],
+    }
+
+
+def write_corpus(folder: Path, kind: str = "parquet") -> None:
+    """``SHARDS`` training files of ``kind`` (parquet, arrow, json, saved) of ``ROWS`` rows in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = [
+        Dataset.from_dict(shard_rows(k, ROWS)).cast_column("audio", Audio(decode=False))
+        for k in range(SHARDS)
+    ]
+    for k, part in enumerate(parts):
+        name = folder / f"train-{k:05d}-of-{SHARDS:05d}"
+        if kind == "parquet":
+            part.to_parquet(f"{name}.parquet")
+        elif kind == "arrow":  # the Arrow IPC stream format, as datasets writes its own files
+            table = part.data.table
+            with pa.OSFile(f"{name}.arrow", "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+        elif kind == "json":  # json holds no bytes: audio files beside the folder, paths relative to it
+            clips = folder.parent / f"{folder.name}_clips"
+            clips.mkdir(exist_ok=True)
+            for row in part:
+                (clips / f"{row['id']}.wav").write_bytes(row["audio"]["bytes"])
+            lines = [{**row, "audio": f"../{clips.name}/{row['id']}.wav"} for row in part]
+            Path(f"{name}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if kind == "saved":
+        DatasetDict({"train": concatenate_datasets(parts)}).save_to_disk(str(folder))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("streamed") / "parquet"
+    write_corpus(folder)
+    return folder
+
+
+def streamed(path: Path, rank: int = 0, world: int = 1, **kwargs) -> tuple[ASRDataModule, StreamedLoader]:
+    settings = {
+        "stream_buffer": 5,
+        "max_seconds_per_batch": STREAM_BUDGET,
+        "val_split": None,
+        "test_split": None,
+    }
+    module = ASRDataModule(str(path), streaming=True, **{**settings, **kwargs})
+    module.setup("fit")
+    loader = module.train_dataloader()
+    loader.planner.rank, loader.planner.world_size = rank, world  # a simulated rank
+    return module, loader
+
+
+def one_pass(loader: StreamedLoader) -> list[dict]:
+    """The batches of the loader's current pass (it is endless: the next pass starts after)."""
+    batches = []
+    for batch in loader:
+        if loader.position.pass_index > 0:
+            break
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_each_rank_streams_its_own_share_once_per_pass_and_skipped_rows_are_listed(corpus, world):
+    shares, skipped = [], {}
+    for rank in range(world):
+        module, loader = streamed(corpus, rank, world)
+        batches = one_pass(loader)
+        shares.append([i for batch in batches for i in batch["ids"]])
+        skipped.update({row["id"]: row["reason"] for row in module.skipped_rows})
+        for batch in batches:  # within the padded-seconds budget (rounding: a sample per row)
+            assert batch["audio"].waveform.numel() <= (STREAM_BUDGET * RATE) + len(batch["ids"])
+    ids = [i for share in shares for i in share]
+    assert len(ids) == len(set(ids)), "a row was read by two ranks or twice in a pass"
+    assert set(ids) == GOOD_IDS
+    assert skipped == BAD  # every bad row named with its reason, by whichever rank read it
+
+
+def test_streamed_batches_have_the_map_style_format_and_content(corpus):
+    loaded = ASRDataModule(str(corpus), max_seconds_per_batch=STREAM_BUDGET, val_split=None, test_split=None)
+    loaded.setup("fit")
+    mapped = list(loaded.train_dataloader())
+    _, loader = streamed(corpus)
+    streamed_batches = one_pass(loader)
+    assert {tuple(b) for b in mapped} == {tuple(b) for b in streamed_batches}  # same keys, same order
+
+    def rows(batches):
+        return {
+            i: (
+                b["text"][k],
+                b["audio"].waveform[k, : b["audio"].lengths[k]].tolist(),
+                b["audio"].sample_rate,
+            )
+            for b in batches
+            for k, i in enumerate(b["ids"])
+        }
+
+    assert rows(streamed_batches) == rows(mapped)
+
+
+def test_a_rank_holds_one_pool_of_rows_at_a_time(corpus):
+    _, loader = streamed(corpus, stream_buffer=4)
+    pools = []  # the names of each pool's rows: "pass P rank R/W row N"
+    screen = loader.planner.screen
+    loader.planner.screen = lambda rows, names: pools.append(names) or screen(rows, names)
+    one_pass(loader)
+    assert max(len(pool) for pool in pools) <= 4
+    assert sum(name.startswith("pass 0 ") for pool in pools for name in pool) == SHARDS * ROWS
+
+
+@pytest.mark.parametrize("kind", ["arrow", "json", "saved"])
+def test_other_file_kinds_stream_too(tmp_path, kind):
+    write_corpus(tmp_path / kind, kind)
+    _, loader = streamed(tmp_path / kind)
+    assert {i for batch in one_pass(loader) for i in batch["ids"]} == GOOD_IDS
+
+
+@pytest.mark.parametrize("taken", [1, 6, 11])
+def test_a_resumed_stream_continues_with_the_next_unseen_batch(corpus, taken):
+    _, uninterrupted = streamed(corpus)
+    expected = [batch["ids"] for batch in itertools.islice(uninterrupted, taken + 6)]
+    _, before = streamed(corpus, num_workers=2)  # workers decode ahead: only what was handed out counts
+    seen = [batch["ids"] for batch in itertools.islice(before, taken)]
+    state = before.state_dict()
+    _, after = streamed(corpus)
+    after.load_state_dict(state)
+    assert seen + [batch["ids"] for batch in itertools.islice(after, 6)] == expected
+
+
+def test_a_stream_state_from_another_world_size_restarts_its_pass_and_says_so(corpus, caplog):
+    _, before = streamed(corpus, 0, 2)
+    list(itertools.islice(before, 3))
+    _, after = streamed(corpus)
+    after.load_state_dict(before.state_dict())
+    assert "starts pass 0 over" in caplog.text
+    assert {i for batch in one_pass(after) for i in batch["ids"]} == GOOD_IDS
+
+
+def test_streamed_sources_say_what_is_missing_and_how_to_fix_it(corpus, tmp_path):
+    no_duration = tmp_path / "no_duration"
+    no_duration.mkdir()
+    pq.write_table(
+        pq.read_table(next(corpus.glob("*.parquet"))).drop(["duration"]), no_duration / "train.parquet"
+    )
+    with pytest.raises(ValueError, match=r"no duration column .*'text'.*columns: \{duration: <column>\}"):
+        streamed(no_duration)
+    with pytest.raises(ValueError, match=r"no column for the asr field 'text' .*'transcription'.*columns"):
+        streamed(corpus, schema="crema_d")
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.wav").write_bytes(wav(0.1))
+    with pytest.raises(ValueError, match="audio folder, which cannot be streamed"):
+        streamed(tmp_path / "clips")
+    with pytest.raises(ValueError, match="not a local path: streaming reads local"):
+        streamed(Path("someone/corpus"))
+    module = ASRDataModule(str(corpus), streaming=True, val_split=None, test_split=None)
+    module.setup("fit")
+    module.trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False)
+    with pytest.raises(ValueError, match="set trainer.max_steps"):
+        module.train_dataloader()
+
+
+# ---- under a Trainer, and with two real processes ------------------------------------------------------------
+class RecordIds(L.LightningModule):
+    """One weight; keeps the ids of every training batch: the data, not the model, is under test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.ids: list[list[str]] = []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.ids.append(batch["ids"])
+        return (self.scale * batch["audio"].waveform).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit_streamed(corpus: Path, root: Path, ckpt_path: Path | None = None) -> list[list[str]]:
+    """7 steps in epochs of 4, a checkpoint every 3 steps; the ids of the batches trained on."""
+    module = ASRDataModule(
+        str(corpus),
+        streaming=True,
+        stream_buffer=5,
+        max_seconds_per_batch=STREAM_BUDGET,
+        val_split=None,
+        test_split=None,
+    )
+    model = RecordIds()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=7,
+        limit_train_batches=4,
+        default_root_dir=root,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", every_n_train_steps=3, save_top_k=-1)],
+    )
+    trainer.fit(model, module, ckpt_path=ckpt_path)
+    return model.ids
+
+
+def test_a_trainer_resumes_a_streamed_run_mid_epoch_with_the_uninterrupted_batches(corpus, tmp_path):
+    uninterrupted = fit_streamed(corpus, tmp_path / "run")
+    assert len(uninterrupted) == 7
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("*step=3.ckpt")
+    resumed = fit_streamed(corpus, tmp_path / "resumed", checkpoint)
+    assert resumed == uninterrupted[3:]  # steps 4-7, across the epoch boundary after step 4
+    listed = [json.loads(line)["id"] for line in (tmp_path / "run" / "skipped_rows.jsonl").open()]
+    assert listed and set(listed) <= set(BAD)
+
+
+def _two_ranks(rank: int, corpus: Path, out: Path) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=2)
+    try:
+        sampler = DurationBatchSampler(
+            DURATIONS, BUDGET, seed=5, pool_size=30
+        )  # the world comes from the group
+        batches = list(sampler)
+        _, loader = streamed(corpus, rank, 2)
+        assert loader.planner.world_size == 2 and loader.planner.rank == rank
+        stream = iter(loader)
+        first = [next(stream)["ids"] for _ in range(2)]
+        state = loader.state_dict()  # gathers both ranks' positions
+        following = next(stream)["ids"]
+        _, again = streamed(corpus, rank, 2)
+        again.load_state_dict(state)
+        result = {
+            "world": sampler.num_replicas,
+            "batches": batches,
+            "state_ranks": sorted(state["positions"]),
+            "first": first,
+            "following": following,
+            "resumed": next(iter(again))["ids"],
+        }
+        (out / f"{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_share_the_plan_and_the_stream_state(corpus, tmp_path):
+    mp.start_processes(_two_ranks, args=(corpus, tmp_path), nprocs=2, start_method="fork")
+    results = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2)]
+    assert [r["world"] for r in results] == [2, 2]
+    assert len(results[0]["batches"]) == len(results[1]["batches"])
+    assert sorted(i for r in results for b in r["batches"] for i in b) == list(range(len(DURATIONS)))
+    assert all(r["state_ranks"] == [0, 1] and r["resumed"] == r["following"] for r in results)
+    firsts = [{i for b in r["first"] for i in b} for r in results]
+    assert not firsts[0] & firsts[1]  # each rank streams its own shards
