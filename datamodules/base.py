@@ -261,37 +261,36 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _screen_pool(self, role: str, split: str, rows: Rows, names: list[str]) -> SplitData:
         """One pool of streamed rows -> the rows kept; the others are counted, listed and logged."""
-        mapping, stream = self.mapping[role], self.streams[role]
-        features = None
-        if (
-            stream.features is not None
-        ):  # Audio columns as their stored struct: encoding Audio needs torchcodec
-            features = Features(
-                {
-                    name: AUDIO_STRUCT if isinstance(stream.features[name], Audio) else stream.features[name]
-                    for name in rows[0]
-                    if name in stream.features
-                }
-            )
+        mapping = self.mapping[role]
+        features = self._pool_features(role, list(rows[0]))
         if mapping["id"] == STREAM_ROW_ID:
             rows = [{**row, STREAM_ROW_ID: name} for row, name in zip(rows, names)]
-            if features is not None:
-                features[STREAM_ROW_ID] = Value("string")
         data, records = self.screen_rows(role, split, Dataset.from_list(rows, features=features), mapping)
         if records:
             self.skipped.setdefault(role, Counter()).update(record["reason"] for record in records)
             self.ledger.add(records)
-            reasons = Counter(record["reason"] for record in records)
             log.warning(
-                "%r split %r (streamed): %d of %d rows skipped (%s); first ids: %s",
+                "%r split %r (streamed): %d of a pool's %d rows skipped; so far %s",
                 self.path,
                 split,
                 len(records),
                 len(rows),
-                ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()),
-                ", ".join(record["id"] for record in records[:5]),
+                self.ledger.summary(role),
             )
         return data
+
+    def _pool_features(self, role: str, columns: list[str]) -> Features | None:
+        """The types of a pool's columns: the stream's, Audio as its stored struct (encoding Audio needs
+        torchcodec); None where the stream does not know them (json: inferred from the rows)."""
+        known = self.streams[role].features
+        if known is None:
+            return None
+        features = Features(
+            {name: AUDIO_STRUCT if isinstance(known[name], Audio) else known[name] for name in columns}
+        )
+        if self.mapping[role]["id"] == STREAM_ROW_ID:
+            features[STREAM_ROW_ID] = Value("string")
+        return features
 
     def _stream_loader(self, role: str, shuffle: bool) -> StreamedLoader:
         split = self.splits[role]

@@ -128,14 +128,15 @@ class StreamPlanner:
             planned += len(batches)
             pool, rows_before, pool_start, skip = pool + 1, rows_before + len(chunk), next_start, 0
         if start == StreamPosition(start.pass_index) and not planned:
-            what = (
-                "has no rows"
-                if not rows_before
-                else f"kept none of its {rows_before} rows (see the skipped rows)"
-            )
+            share_of = f"rank {self.rank} of {self.world_size}'s share of {self.where}"
+            if rows_before:
+                raise ValueError(
+                    f"every one of the {rows_before} rows of {share_of} was skipped (see the skipped rows); "
+                    "check the audio and the column mapping (columns:)"
+                )
             raise ValueError(
-                f"rank {self.rank} of {self.world_size}'s share of {self.where} {what}: a streamed corpus needs at "
-                "least as many rows (and, to read only its own, as many shards) as ranks"
+                f"{share_of} has no rows: a streamed corpus needs at least as many rows (and, for each rank to "
+                "read only its own, as many shards) as ranks"
             )
 
     def _pool_size(self, pass_index: int, pool: int) -> int:

@@ -322,6 +322,17 @@ def test_streamed_sources_say_what_is_missing_and_how_to_fix_it(corpus, tmp_path
         module.train_dataloader()
 
 
+def test_a_rank_whose_share_is_empty_or_all_bad_says_so(tmp_path):
+    rows = shard_rows(3, 2)  # s3r0 and s3r1 (unreadable audio, but skipped only when decoded)
+    Dataset.from_dict(rows).cast_column("audio", Audio(decode=False)).to_parquet(tmp_path / "train.parquet")
+    _, loader = streamed(tmp_path, 2, 3)
+    with pytest.raises(ValueError, match="rank 2 of 3's share of .* has no rows: .*at least as many rows"):
+        next(iter(loader))
+    _, loader = streamed(tmp_path, 0, 1, max_duration=0.01)
+    with pytest.raises(ValueError, match="every one of the 2 rows of rank 0 of 1's share .* was skipped"):
+        next(iter(loader))
+
+
 # ---- under a Trainer, and with two real processes ------------------------------------------------------------
 class RecordIds(L.LightningModule):
     """One weight; keeps the ids of every training batch: the data, not the model, is under test."""
