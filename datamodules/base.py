@@ -479,6 +479,7 @@ class SpeechDataModule(L.LightningDataModule):
             seed=self.seed,
             on_epoch_end=lambda epoch, role=role: self._pass_ended(role, epoch),
         )
+        sampler.set_epoch(getattr(self.trainer, "current_epoch", 0))  # a loader made per epoch: its length
         return ResumableLoader(
             data,
             sampler=sampler,

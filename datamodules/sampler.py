@@ -203,6 +203,33 @@ class DurationBatchSampler(DistributedSampler):
         self._pending: tuple[PlanStart, int] | None = None
         self._orders: tuple[int, list[np.ndarray]] | None = None
         self._dealt: tuple[PlanStart, list[np.ndarray]] | None = None
+        #: a pass over ``self.epoch`` started and not at its end
+        self._running = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to ``epoch``; a pass over the previous epoch that stopped before its end says what it left out.
+
+        Lightning fixes an epoch's length (``len()``) at the first epoch's and ends every epoch there, while
+        each epoch's plan has a length of its own: a longer one is cut short. With
+        ``trainer.reload_dataloaders_every_n_epochs: 1`` the datamodule makes a sampler per epoch, already
+        at that epoch, so each epoch's length is its own.
+        """
+        if self._running and epoch != self.epoch:
+            start = self._active
+            left = self.dealt_plan(start)[self.rank :: self.num_replicas][self.batches_done - start.step :]
+            log.warning(
+                "epoch %d stopped after %d of its %d steps: %d items of its last %d batches (rank %d) were not "
+                "seen in it; under Lightning set trainer.reload_dataloaders_every_n_epochs: 1 so every epoch "
+                "runs to its own length",
+                self.epoch,
+                self.batches_done,
+                len(self),
+                sum(len(b) for b in left),
+                len(left),
+                self.rank,
+            )
+        self._running = self._running and epoch == self.epoch
+        super().set_epoch(epoch)
 
     # ---- the plan ----------------------------------------------------------------------------
     def order_plan(self) -> list[np.ndarray]:
@@ -249,8 +276,10 @@ class DurationBatchSampler(DistributedSampler):
         start, skip = pending
         self._active = start
         self.batches_done = start.step + skip
+        self._running = True
         for batch in self.dealt_plan(start)[self.rank :: self.num_replicas][skip:]:
             yield batch.tolist()
+        self._running = False
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.epoch)
 

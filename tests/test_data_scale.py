@@ -5,10 +5,12 @@ one test runs two real gloo processes.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
 from pathlib import Path
+from unittest.mock import patch
 
 import lightning as L
 import numpy as np
@@ -21,8 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from datasets import Audio, Dataset, DatasetDict, concatenate_datasets
 from lightning.pytorch.callbacks import ModelCheckpoint
-from minmo_lightning.datamodules import ASRDataModule
+from minmo_lightning.datamodules import ASRDataModule, base
 from minmo_lightning.datamodules.sampler import DurationBatchSampler
+from minmo_lightning.datamodules.sampler import log as sampler_log
 from minmo_lightning.datamodules.streamed import StreamedLoader
 
 DURATIONS = np.random.default_rng(1).uniform(0.5, 12.0, size=101)
@@ -137,6 +140,63 @@ def test_a_state_from_other_data_restarts_the_epoch_and_says_so(caplog):
     other[0].load_state_dict(state)
     assert sorted(items(take(other))) == list(range(len(DURATIONS) - 1))
     assert "differs from this run's" in caplog.text
+
+
+def test_an_epoch_cut_short_says_what_it_left_out(caplog):
+    (sampler,) = ranks(1)
+    sampler.set_epoch(1)
+    take([sampler], len(sampler) - 1)  # the trainer stops a batch early
+    sampler.set_epoch(2)
+    assert "epoch 1 stopped after 21 of its 22 steps" in caplog.text
+
+
+def durations_corpus(folder: Path) -> Path:
+    """``DURATIONS`` / 30 as clips of a parquet ASR split (so ``BUDGET / 30`` batches them as above)."""
+    seconds = (DURATIONS / 30).round(4)
+    rows = {
+        "id": [f"u{i:03d}" for i in range(len(seconds))],
+        "audio": [{"bytes": wav(s), "path": None} for s in seconds],
+        "text": ["a clip"] * len(seconds),
+        "duration": seconds.tolist(),
+    }
+    folder.mkdir()
+    Dataset.from_dict(rows).cast_column("audio", Audio(decode=False)).to_parquet(folder / "train.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("reload", [0, 1])
+def test_every_epoch_runs_to_its_own_length_when_the_trainer_reloads_loaders(tmp_path, reload, monkeypatch):
+    """Epoch plans differ in length (21, 22, 23 batches for epochs 0-2 in pools of 30); Lightning fixes the
+    length at epoch 0's unless it reloads the loaders every epoch."""
+    monkeypatch.setattr(base, "DurationBatchSampler", functools.partial(DurationBatchSampler, pool_size=30))
+    module = ASRDataModule(
+        str(durations_corpus(tmp_path / "clips")),
+        max_seconds_per_batch=BUDGET / 30 + 1e-3,
+        val_split=None,
+        test_split=None,
+        seed=5,
+    )
+    model = RecordIds()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        reload_dataloaders_every_n_epochs=reload,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    with patch.object(sampler_log, "warning") as warning:
+        trainer.fit(model, module)
+    seen = [sorted(i for epoch, ids in model.epochs if epoch == e for i in ids) for e in range(3)]
+    if reload:
+        assert seen == [sorted(f"u{i:03d}" for i in range(len(DURATIONS)))] * 3
+        warning.assert_not_called()
+    else:
+        assert len(seen[0]) == len(DURATIONS)
+        assert all(len(s) < len(DURATIONS) for s in seen[1:])  # cut at epoch 0's 21 batches
+        assert "epoch %d stopped after %d of its %d steps" in warning.call_args_list[0].args[0]
 
 
 # ---- a streamed corpus ----------------------------------------------------------------------------------
@@ -341,9 +401,11 @@ class RecordIds(L.LightningModule):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.ones(()))
         self.ids: list[list[str]] = []
+        self.epochs: list[tuple[int, list[str]]] = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.ids.append(batch["ids"])
+        self.epochs.append((self.current_epoch, batch["ids"]))
         return (self.scale * batch["audio"].waveform).pow(2).mean()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
