@@ -18,7 +18,8 @@ continues. The state says how much of the epoch was consumed, in two units:
 ``batches_done``, the steps every rank has taken this epoch (counted as the loader hands batches to the
 training loop in the main process, not as workers prefetch them), and ``items_done``, how many items of
 the epoch's item order the ranks have taken together (the first ``batches_done * W`` batches of the
-dealt plan). A resume on the same world size skips ``batches_done`` steps of the same plan, so it takes
+dealt plan); ranks move in step, so rank 0's state, the one a checkpoint keeps, speaks for all. A
+resume on the same world size skips ``batches_done`` steps of the same plan, so it takes
 exactly the batches an uninterrupted run would have taken. A resume on another world size re-plans the
 rest of the item order (the batch holding the cut keeps its remaining items) for the new ``W``: the run
 continues with the next unseen items, none seen twice or skipped within the epoch, and ``len()`` counts
