@@ -152,8 +152,8 @@ class PlanInputs:
     ``train``/``held_out`` their sentence pools; the later families draw from ``own_rng`` alone (seeded by
     the corpus seed and the task name), so their rows do not depend on which tasks are built, and the
     first five keep the bytes they had before the families existed. ``taken`` holds every sentence of the
-    shared pools (user and answer): the families draw none of them, so no test sentence of any task is
-    a training sentence of another.
+    shared pools (user and answer): the families draw none of them, so no sentence of a family is a test
+    or training sentence of those five.
     """
 
     rng: random.Random
@@ -173,12 +173,7 @@ class PlanInputs:
 Planned = tuple[str, Job, dict]
 """(split, job, metadata row) as a planner yields them, in the order they are written."""
 
-SPLITS = ("train", "validation", "test")
 T = TypeVar("T")
-
-
-def split_sizes(inputs: PlanInputs) -> dict[str, int]:
-    return {"train": inputs.train_size, "validation": inputs.eval_size, "test": inputs.eval_size}
 
 
 def distinct_splits(

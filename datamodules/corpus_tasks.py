@@ -39,6 +39,7 @@ from minmo_lightning.datamodules.corpus_plan import (
     Planned,
     SessionJob,
     Utterance,
+    user_says,
     user_voice,
     utterance_row,
 )
@@ -76,12 +77,8 @@ def _plan_asr(inputs: PlanInputs) -> Iterator[Planned]:
     rng = inputs.rng
     for split, exchanges in _train_validation_test(inputs).items():
         for i, ex in enumerate(exchanges):
-            voice, rate, pitch = user_voice(rng)
-            text = punctuate(ex.user, ex.question)
-            job = Utterance(
-                text, voice, rate, pitch, rng.getrandbits(31), gain_db=round(rng.uniform(-3, 3), 2)
-            )
-            yield split, job, {"id": f"asr-{split}-{i:05d}", "text": ex.user, "speaker": voice}
+            job = user_says(rng, punctuate(ex.user, ex.question))
+            yield split, job, {"id": f"asr-{split}-{i:05d}", "text": ex.user, "speaker": job.voice}
 
 
 def _emotion_held_out(eval_size: int) -> int:
