@@ -348,18 +348,36 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args: Any, finish_batch: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
         """``finish_batch`` runs on each batch in the main process (the datamodule records the rows a worker
-        skipped); a batch it returns as None (every row unreadable) is not handed out."""
+        skipped); a batch it returns as None (every row unreadable) is not handed out. With several ranks
+        every rank must still take the same number of steps: the pass ends by repeating its last batch once
+        for each batch left out, with a warning."""
         super().__init__(*args, **kwargs)
         self.finish_batch = finish_batch
 
     def __iter__(self) -> Iterator[Any]:
         # A generator: workers start drawing at the first batch asked for, after Lightning set the epoch.
+        last, owed = None, 0
         for batch in super().__iter__():
             self.sampler.batches_done += 1  # handed out now, in the main process
             if self.finish_batch is not None:
                 batch = self.finish_batch(batch)
-            if batch is not None:
-                yield batch
+            if batch is None:
+                owed += 1
+                continue
+            last = batch
+            yield batch
+        if owed and last is not None and self.sampler.num_replicas > 1:
+            log.warning(
+                "rank %d repeats its last batch (ids %s) %d time(s) at the end of epoch %d: %d of its batches "
+                "had no readable row, and every rank must take the same number of steps",
+                self.sampler.rank,
+                ", ".join(map(str, last.get("ids", [])[:5])) if isinstance(last, dict) else "?",
+                owed,
+                self.sampler.epoch,
+                owed,
+            )
+            for _ in range(owed):
+                yield last
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()

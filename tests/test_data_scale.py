@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from datasets import Audio, Dataset, DatasetDict, concatenate_datasets
 from lightning.pytorch.callbacks import ModelCheckpoint
 from minmo_lightning.datamodules import ASRDataModule, base
-from minmo_lightning.datamodules.sampler import DurationBatchSampler
+from minmo_lightning.datamodules.sampler import DurationBatchSampler, ResumableLoader
 from minmo_lightning.datamodules.sampler import log as sampler_log
 from minmo_lightning.datamodules.streamed import StreamedLoader
 
@@ -76,6 +76,33 @@ def test_fewer_items_than_ranks_repeat_some_and_say_so(caplog):
     assert [len(s) for s in shards] == [1, 1, 1]
     assert sorted(items(shards)) == [0, 0, 1]
     assert "1 of them are repeated" in caplog.text
+
+
+class IndexRows(torch.utils.data.Dataset):
+    def __getitem__(self, indices: list[int]) -> dict[str, list[int]]:
+        return {"ids": indices}
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_batch_without_readable_rows_keeps_ranks_in_step(world, caplog):
+    loaders = [
+        ResumableLoader(
+            IndexRows(),
+            sampler=sampler,
+            batch_size=None,
+            collate_fn=lambda batch: batch,
+            finish_batch=lambda batch: None if 7 in batch["ids"] else batch,
+        )
+        for sampler in ranks(world)
+    ]
+    shards = [list(loader) for loader in loaders]
+    steps = len(loaders[0].sampler)
+    if world == 1:  # nothing to keep in step with: the batch is left out
+        assert len(shards[0]) == steps - 1 and "repeats" not in caplog.text
+    else:
+        assert [len(s) for s in shards] == [steps, steps]
+        (short,) = [s for s in shards if any(b == s[-1] for b in s[:-1])]
+        assert not any(7 in b["ids"] for b in short) and "repeats its last batch" in caplog.text
 
 
 # ---- mid-epoch resume ---------------------------------------------------------------------------------
