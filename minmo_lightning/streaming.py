@@ -12,6 +12,19 @@ Rows of a batch advance in lockstep (one LLM token per row per step), so every r
 exactly 5 new tokens at each chunk boundary; a row whose text ends mid-chunk hands over its tail at the
 next boundary (up to 4 LLM steps later than it would alone). Greedy decoding gives the same text as
 ``generate`` and the same speech tokens as the teacher-forced voice decoder's argmax (tested).
+
+First packet. MinMo's voice-decoder latency is ``5*d_llm + 15*d_lm + 15*d_syn``: 5 text tokens, the voice
+LM's first 15 speech tokens, and token2wav voicing them. CosyVoice2's flow reads ``pre_lookahead_len`` (3)
+tokens past a chunk before the chunk is final; with chunks counted from the first speech token, the first
+chunk's look-ahead (tokens 15-17) would come from the voice LM's second step, after 5 more text tokens,
+and the first audio would wait one whole voice-decoder step longer than the formula. So a token2wav stream
+cuts its first chunk ``lookahead`` tokens short (12 tokens, their look-ahead the step's last 3) and every
+later chunk on the same 15-token grid shifted by 3: each voice-LM step's 15 tokens complete one chunk
+whose look-ahead came with them, and the first audio needs one step, as the formula says
+(``flow_cache.stream_chunk_end``). The offline flow lays chunks out the same way, so streamed audio still
+equals offline audio (``tests/test_first_packet.py``).
+
+``compile=True`` runs the decode steps compiled (``compiled.py``: static KV caches, CUDA graphs on a GPU).
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from minmo_lightning.compiled import set_decoding
 from minmo_lightning.contracts import (
     AudioBatch,
     SemanticChunk,
@@ -92,11 +106,16 @@ class SpeechResponder:
         synthesize: bool = True,
         max_speech_steps: int = 10_000,
         voice: Any = None,
+        compile: bool | str | None = None,
     ) -> None:
-        """``voice``: token2wav stream options for the speaker (``Token2Wav.voice_of``; None: its default)."""
+        """``voice``: token2wav stream options for the speaker (``Token2Wav.voice_of``; None: its default).
+        ``compile``: True (or a torch.compile mode) decodes with compiled steps, False eagerly, None as the
+        blocks were last set (eager unless compiled before; ``compiled.set_decoding``)."""
         for slot in ("output_projector", "voice_token_lm"):
             if getattr(model, slot) is None:
                 raise ValueError(f"a spoken response needs a {slot}; add it under model.init_args.{slot}")
+        if compile is not None:
+            set_decoding(model, compile)
         self.model = model
         self.text_config = text_config or TextSamplingConfig(max_new_tokens=model.hparams.max_new_tokens)
         self.speech_sampler, self.generator = speech_sampler, generator

@@ -142,19 +142,19 @@ def test_fifteen_token_chunks_batch_equals_per_item() -> None:
 
 
 @torch.no_grad()
-def test_first_chunk_needs_its_lookahead_then_one_chunk_per_step() -> None:
+def test_first_chunk_takes_its_lookahead_from_the_same_step_then_one_chunk_per_step() -> None:
     flow = _tiny_flow(chunk_size=15, num_left_chunks=2)
     state = flow.init_state(1)
     tokens = torch.randint(0, VOCAB, (1, 48))
     _, lengths = flow.step(TokenBatch(tokens[:, :15], torch.tensor([15])), state)
-    assert lengths.tolist() == [0]  # the last 3 tokens of the chunk wait for their look-ahead
+    assert lengths.tolist() == [24]  # 12 tokens, their look-ahead the step's last 3
     _, lengths = flow.step(TokenBatch(tokens[:, 15:18], torch.tensor([3])), state)
-    assert lengths.tolist() == [30]
+    assert lengths.tolist() == [0]  # tokens 12-26 wait for 27-29
     _, lengths = flow.step(TokenBatch(tokens[:, 18:33], torch.tensor([15])), state)
     assert lengths.tolist() == [30]
     state.end_input([0])
     _, lengths = flow.step(TokenBatch(tokens[:, 33:48], torch.tensor([15])), state)
-    assert lengths.tolist() == [36]
+    assert lengths.tolist() == [42]
     with pytest.raises(ValueError, match="was finalized; reset it"):
         flow.step(TokenBatch(tokens[:, :1], torch.tensor([1])), state)
 
@@ -174,8 +174,8 @@ def test_state_is_bounded_and_reset_restarts_a_row() -> None:
     fresh = flow.init_state(1)
     mel_reset, lengths = flow.step(TokenBatch(tokens[:, :8], torch.tensor([8, 8])), state)
     mel_fresh, _ = flow.step(TokenBatch(tokens[:1, :8], torch.tensor([8])), fresh)
-    assert lengths.tolist() == [8, 16]  # row 1 continues its session
-    torch.testing.assert_close(mel_reset[0, :, :8], mel_fresh[0], atol=1e-5, rtol=1e-5)
+    assert lengths.tolist() == [10, 16]  # row 0 starts over (first chunk 1 token: 4 - look-ahead 3), row 1 goes on
+    torch.testing.assert_close(mel_reset[0, :, :10], mel_fresh[0], atol=1e-5, rtol=1e-5)
 
 
 def test_bad_inputs_raise_clear_errors() -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from minmo_lightning.components.llm.captured_step import captured_step, causal_lm_step
+from minmo_lightning.components.llm.kv_cache import GrowingKVCache, StaticKVCache
 from torch import Tensor, nn
 
 from minmo_lightning.blocks import LLMBackbone
@@ -87,6 +89,7 @@ class HFCausalLM(LLMBackbone):
 
     #: a local Qwen2.5 folder in bf16 with LoRA on the attention projections; presets change only the config
     _BASE = {"path": None, "tokenizer_path": None, "dtype": "bfloat16", **_LORA}
+    decode_mode: str | None = None  # compile_decoding
     presets = {
         "qwen2.5-7b-instruct": {**_BASE, "config": _qwen2_config(3584, 28, 28, 4, 18944, 152064, tied=False)},
         "qwen2.5-0.5b-instruct": {**_BASE, "config": _qwen2_config(896, 24, 14, 2, 4864, 151936, tied=True)},
@@ -242,6 +245,10 @@ class HFCausalLM(LLMBackbone):
         """``logits_to_keep=1`` when only the next token matters: a 2048-token prefill of Qwen's 152k vocab
         would otherwise materialise 1.2 GB of fp32 logits per sequence."""
         model = self._require_model()
+        if isinstance(cache, StaticKVCache):  # the compiled decode path (compile_decoding)
+            step = captured_step(self, cache.mode, causal_lm_step(lambda: self.base_model))
+            logits, hidden = step(inputs_embeds, attention_mask, position_ids, cache)
+            return LLMOutput(logits=logits, hidden_states=hidden, cache=cache)
         with self._recompute_when_frozen(model, cache is None and inputs_embeds.requires_grad):
             out = model(
                 inputs_embeds=inputs_embeds,
@@ -273,6 +280,8 @@ class HFCausalLM(LLMBackbone):
     def new_cache(self) -> Any:
         """Grows in place (no per-token copy); transformers' own cache where layers use sliding windows."""
         config = self.base_model.config
+        if self.decode_mode is not None:
+            return StaticKVCache(config.num_hidden_layers, self.decode_mode)
         if getattr(config, "use_sliding_window", False) or "sliding_attention" in (
             getattr(config, "layer_types", None) or []
         ):
@@ -282,6 +291,17 @@ class HFCausalLM(LLMBackbone):
         from minmo_lightning.components.llm.kv_cache import growing_cache
 
         return growing_cache(config.num_hidden_layers)
+
+    def compile_decoding(self, mode: str | None) -> None:
+        """``mode`` (a torch.compile mode): caches made by ``new_cache`` from now on are static and ``forward``
+        runs their one-position steps compiled (``captured_step.py``; logits of the last position only).
+        None: eager, the default. ``MinMo.respond(compile=True)`` sets it."""
+        self.decode_mode = None
+        if mode is not None and not isinstance(self.new_cache(), GrowingKVCache):
+            raise ValueError(
+                "compiled decoding needs full attention in every layer; this config slides windows"
+            )
+        self.decode_mode = mode
 
     @property
     def max_positions(self) -> int:

@@ -215,8 +215,8 @@ class CosyVoice2Flow(Block):
         """Tokens -> (mel [B, 80, T], frame lengths [B], the estimator's conditioning ``{mu, mask, spks, cond}``).
 
         ``chunk_size`` None runs full context (the reference's ``streaming=False``); otherwise chunk masks with
-        ``num_left_chunks`` of left context, chunks counted from the first new token
-        (``align_chunks_to_prompt``, what streaming does) or from position 0 (the reference). ``finalize``
+        ``num_left_chunks`` of left context, chunks laid out as a streaming session lays them out after the prompt
+        (``align_chunks_to_prompt``: ``flow_cache.chunk_ids``) or from position 0 (the reference). ``finalize``
         False treats the last ``pre_lookahead_len`` tokens as look-ahead only (they produce no frames).
         """
         self.check_tokens(tokens)

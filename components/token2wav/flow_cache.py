@@ -19,25 +19,40 @@ def chunk_ids(
     max_length: int,
     chunk_size: int,
     prompt_lengths: Tensor | None = None,
-    prompt_tail: int = 0,
+    lookahead: int = 0,
 ) -> Tensor:
     """``[B, T]`` chunk index of every token.
 
     Without ``prompt_lengths`` chunks count from position 0 (the reference's ``static_chunk_size``). With
-    them, chunks follow a streaming session: the prompt is cut into chunks of its own except its last
-    ``prompt_tail`` tokens (those whose look-ahead reaches into the new tokens), which join the first chunk
-    of new tokens. So all the rest of the prompt is encoded before the first new token arrives, and the
-    first packet costs one chunk.
+    them, chunks follow a streaming session (``stream_chunk_end``): the prompt is cut into chunks of its own
+    except its last ``lookahead`` tokens (those whose look-ahead reaches into the new tokens), which join the
+    first chunk of new tokens; chunk boundaries then sit ``lookahead`` tokens before every multiple of
+    ``chunk_size`` new tokens, so each chunk's look-ahead ends exactly at such a multiple.
     """
     position = torch.arange(max_length, device=lengths.device).expand(lengths.shape[0], -1)
     if prompt_lengths is None:
         return torch.div(position, chunk_size, rounding_mode="floor")
     prompt = prompt_lengths.to(lengths.device)[:, None]
-    body = (prompt - prompt_tail).clamp(min=0)
+    body = (prompt - lookahead).clamp(min=0)
     body_chunks = torch.div(body + chunk_size - 1, chunk_size, rounding_mode="floor")
     in_body = torch.div(position, chunk_size, rounding_mode="floor")
-    after = body_chunks + torch.div((position - prompt).clamp(min=0), chunk_size, rounding_mode="floor")
+    shift = lookahead % chunk_size
+    after = body_chunks + torch.div(position - prompt + shift, chunk_size, rounding_mode="floor").clamp(min=0)
     return torch.where(position < body, in_body, after)
+
+
+def stream_chunk_end(done: int, prompt: int, chunk_size: int, lookahead: int) -> int:
+    """Where the chunk starting at token ``done`` (prompt included) ends in a streaming session, past the
+    prompt's body: the first new chunk holds ``chunk_size - lookahead`` new tokens (after the prompt's last
+    ``lookahead``), every later one ``chunk_size`` (``chunk_ids`` with ``prompt_lengths``).
+
+    Why: a producer that writes ``chunk_size`` tokens per step (the voice LM's 15 per 5:15 step) then hands
+    over each chunk together with its look-ahead, so every step's tokens become audio at once. Chunks counted
+    from the first new token would wait for the next step's first ``lookahead`` tokens: the first audio one
+    voice-LM step (5 LLM and 15 voice-LM tokens) later than MinMo's ``5*d_llm + 15*d_lm + 15*d_syn``.
+    """
+    shift = lookahead % chunk_size
+    return prompt - shift + chunk_size * (max((done - prompt + shift) // chunk_size, 0) + 1)
 
 
 def chunk_attention_mask(ids: Tensor | None, valid: Tensor, window: int) -> Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from minmo_lightning.components.token2wav.flow_cache import StreamCache, window_mask
+from minmo_lightning.components.token2wav.flow_cache import StreamCache, stream_chunk_end, window_mask
 from torch import Tensor, nn
 
 from minmo_lightning.contracts import lengths_to_mask
@@ -89,7 +89,10 @@ def _ready_segments(flow: CosyVoice2Flow, state: FlowStreamState) -> list[tuple[
         done, available = int(state.consumed[row]), len(state.stream[row])
         prompt = int(state.prompt_lengths[row])
         body = max(prompt - flow.lookahead, 0)  # the prompt's last tokens join the first new chunk
-        size = min(flow.chunk_size, body - done) if done < body else max(prompt - done, 0) + flow.chunk_size
+        if done < body:
+            size = min(flow.chunk_size, body - done)
+        else:
+            size = stream_chunk_end(done, prompt, flow.chunk_size, flow.lookahead) - done
         if done + size + flow.lookahead <= available:
             plan.append((row, size, flow.lookahead))
         elif state.input_ended[row] and available > done:
@@ -103,7 +106,8 @@ def _encode_segment(
 ) -> Tensor:
     """Encode and sample one attention chunk for ``rows`` (right-padded); returns mel [R, 80, ratio*max(sizes)]."""
     device = state.consumed.device
-    count, longest = len(sizes), max(sizes)
+    # every segment padded to one chunk (masked like a shorter row of a batch): a compiled step meets one shape
+    count, longest = len(sizes), max(flow.chunk_size, *sizes)
     consumed = state.consumed[rows]
     windows = [
         state.stream[row][done : done + n + la]

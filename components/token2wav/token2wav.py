@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 from minmo_lightning.components.token2wav.campplus import CAMPPlus
+from minmo_lightning.components.token2wav.compiled_parts import compile_in_place, compile_method
 from minmo_lightning.components.token2wav.flow import (
     COSYVOICE2_FLOW,
     TINY_FLOW,
@@ -209,6 +210,13 @@ class CosyVoice2Token2Wav(Token2Wav):
         return Token2WavState(
             batch_size, options=options, flow=self.flow.init_state(batch_size, options), vocoder=vocoders
         )
+
+    def compile_decoding(self, mode: str | None) -> None:
+        """``mode`` (a torch.compile mode): the flow estimator (every ODE step) and HiFT's trunk run compiled
+        (``compiled_parts.py``); None: eager, the default. ``MinMo.respond(compile=True)`` sets it."""
+        compile_in_place([self.flow.decoder.estimator], mode, dynamic=False)
+        if hasattr(self.vocoder, "decode"):  # HiFT's trunk; Griffin-Lim has no network to compile
+            compile_method(self.vocoder, "decode", mode)
 
     def step(self, chunk: TokenBatch, state: Token2WavState) -> AudioBatch:
         """Feed speech tokens (any count per row); returns the audio that became final, per row.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from minmo_lightning.components.llm.kv_cache import growing_cache
+from minmo_lightning.components.llm.captured_step import captured_step, transformer_hidden
+from minmo_lightning.components.llm.kv_cache import StaticKVCache, growing_cache
 from torch import Tensor, nn
 
 #: Qwen2.5-0.5B, the backbone of CosyVoice2-0.5B (reference ``Qwen2Config`` names).
@@ -41,12 +42,20 @@ class Qwen2Stack(nn.Module):
     def embed_text(self, token_ids: Tensor) -> Tensor:
         return self.model.model.embed_tokens(token_ids)
 
-    def new_cache(self) -> Any:
+    def new_cache(self, mode: str | None = None) -> Any:
+        """A cache that grows in place; with a torch.compile ``mode``, a static one whose one-position steps
+        ``forward`` runs compiled (``captured_step.py``)."""
+        if mode is not None:
+            return StaticKVCache(self.config.num_hidden_layers, mode)
         return growing_cache(self.config.num_hidden_layers)
 
     def forward(
-        self, embeds: Tensor, mask: Tensor, position_ids: Tensor | None = None, cache: Any = None
+        self, embeds: Tensor, mask: Tensor | None, position_ids: Tensor | None = None, cache: Any = None
     ) -> tuple[Tensor, Any]:
+        """``mask`` [B, cached + t] marks real columns (None: all are)."""
+        if isinstance(cache, StaticKVCache):
+            step = captured_step(self, cache.mode, transformer_hidden(lambda: self.model.model))
+            return step(embeds, mask, position_ids, cache), cache
         out = self.model.model(
             inputs_embeds=embeds,
             attention_mask=mask,

@@ -102,6 +102,7 @@ class CosyVoice2LM(VoiceTokenLM):
 
     presets = {"cosyvoice2-0.5b": COSYVOICE2_05B, "tiny": TINY}
     weight_args = ("pretrained_path",)
+    decode_mode: str | None = None  # compile_decoding
 
     def __init__(
         self,
@@ -362,7 +363,7 @@ class CosyVoice2LM(VoiceTokenLM):
         """
         backbone = self.built_backbone()
         if state.cache is None:
-            state.cache = backbone.new_cache()
+            state.cache = backbone.new_cache(self.decode_mode)
         steps = valid.long().cumsum(1)
         positions = (state.position[:, None] + steps - 1).clamp(min=0)
         mask = torch.cat([state.mask, valid.long()], 1)
@@ -375,6 +376,11 @@ class CosyVoice2LM(VoiceTokenLM):
         state.position = state.position + steps[:, -1]
         last = (steps[:, -1] - 1).clamp(min=0)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def compile_decoding(self, mode: str | None) -> None:
+        """``mode`` (a torch.compile mode): sessions whose cache is made from now on decode over a static KV
+        cache, one speech token per compiled step (``captured_step.py``); None: eager, the default."""
+        self.decode_mode = mode
 
     def log_probs(self, hidden: Tensor) -> Tensor:
         """Final hidden states [B, D] -> log-probabilities over the speech ids [B, 6564] (float32)."""

@@ -60,5 +60,4 @@ class VoiceLMState(VoiceDecoderState):
         if self.mask.shape[1] == 0:
             self.cache = None
             return
-        for layer in self.cache.layers:
-            layer.drop_front(start)
+        self.cache.drop_front(start)
