@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import torch
-from datasets import Audio, Dataset, Features, IterableDataset, Value
+from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, Value
 from minmo_lightning.datamodules.audio import AudioError, decode_audio, probe_duration
 from minmo_lightning.datamodules.sampler import DurationBatchSampler, ResumableLoader
 from minmo_lightning.datamodules.schema import resolve_columns
@@ -55,6 +55,17 @@ TEXT_REQUIRED = {"asr": ("text",), "tts": ("text",), "s2s": ("answer_text",)}
 STREAM_ROW_ID = "_stream_row"
 #: how an ``Audio(decode=False)`` column is stored (what its rows hold)
 AUDIO_STRUCT = {"bytes": Value("binary"), "path": Value("string")}
+
+
+def class_names(dataset: Dataset, mapping: ColumnMapping, skip: Any = ()) -> dict[str, np.ndarray]:
+    """``_<field>``: the label names of every field mapped to a ``ClassLabel`` column (stored as ids), so a
+    batch holds ``"Spanish"``, not ``1``; fields in ``skip`` (a subclass's own label handling) are left."""
+    names, features = {}, dataset.features or {}
+    for field, column in mapping.items():
+        feature = features.get(column) if column else None
+        if isinstance(feature, ClassLabel) and f"_{field}" not in skip:
+            names[f"_{field}"] = np.array([feature.int2str(int(v)) for v in dataset[column]], dtype=object)
+    return names
 
 
 class SplitData(torch.utils.data.Dataset):
@@ -204,6 +215,7 @@ class SpeechDataModule(L.LightningDataModule):
         """The rows of ``dataset`` fit to train on, and a skip record for each row left out (see the module
         docstring for the checks)."""
         screened, extra = self.screen(split, dataset, mapping)
+        extra.update(class_names(dataset, mapping, skip=extra))
         keep = np.ones(len(dataset), dtype=bool)
         why = np.full(len(dataset), "", dtype=object)  # the reason each left-out row is skipped
         details: dict[int, str] = {}

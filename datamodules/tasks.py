@@ -30,6 +30,9 @@ from minmo_lightning.prompts import SPEECH_TASKS
 
 
 def column_texts(columns: dict, mapping: dict, field: str, rows: list[int]) -> list[str]:
+    """A text field of the batch's rows ("" when unmapped); a ``ClassLabel`` column gives its label names."""
+    if f"_{field}" in columns:  # label names resolved in setup (``base.class_names``)
+        return [str(columns[f"_{field}"][r]) for r in rows]
     column = mapping.get(field)
     return [str(columns[column][r] or "") for r in rows] if column else [""] * len(rows)
 

@@ -22,6 +22,7 @@ A record is one utterance as a dict (one line of ``predictions.jsonl``). Fields 
   ``prediction_text``.
 - ``sqa`` (``qa.py``): ``id``, ``reference`` (the answer, or a list of accepted answers), ``prediction_text``,
   optional ``answer_type`` (``span`` / ``yesno``).
+- ``dialogue``: as ``sqa`` (the answer to a conversation's last turn).
 - ``voice_control`` (``voice_control.py``): ``id``, ``control`` (``rate`` / ``pitch`` / ``emotion``),
   ``target``, ``output_audio_path``, ``neutral_audio_path`` (or ``neutral_seconds_per_phoneme`` /
   ``neutral_f0_hz``); rate: ``phonemes``.
@@ -356,6 +357,15 @@ TASK_SPECS: dict[str, TaskSpec] = {
         ),
         TaskSpec(
             "sqa",
+            required=("reference", "prediction_text"),
+            scorer=qa_report,
+            reference_column="answer_text",
+            reference_field="reference",
+            batch_references=_qa_references,
+            statistic=PairedStatistic(lambda settings: "exact_match", _exact_match, lower_is_better=False),
+        ),
+        TaskSpec(  # the answer to a dialogue's last turn, scored as spoken QA answers are
+            "dialogue",
             required=("reference", "prediction_text"),
             scorer=qa_report,
             reference_column="answer_text",
