@@ -4,8 +4,9 @@
 2. train the tiny voice encoder alone (CTC + rich heads: ``recipes/components/voice_encoder_ctc.yaml``);
 3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a, then
    tiny stage 4 (``recipes/tiny/stage4_duplex.yaml``: the duplex predictor, from stage 1c);
-4. score ASR and the emotion proxy (stage 1c) and duplex turn-taking (stage 4, beside the VAD baseline) on
-   the test splits (``minmo evaluate``);
+4. score every understanding task of stage 1c (ASR, the emotion proxy, translation, language ID, speaker,
+   audio events, spoken QA, dialogue) and duplex turn-taking (stage 4, beside the VAD baseline) on the test
+   splits (``minmo evaluate``), and print each task's headline figure beside its chance level;
 5. converse: ``minmo chat`` on a few test dialogues (assistant channel, event log, timeline per dialogue);
    print where the reports are.
 
@@ -19,6 +20,7 @@ the training and evaluation to a smoke run of a few minutes (once the corpus exi
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,20 @@ import yaml
 from minmo_lightning.checkpoints import read_checkpoint
 
 STAGES = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft", "stage4_duplex")
+#: what stage 1c is scored on (``recipes/eval/<task>_builtin.yaml``)
+UNDERSTANDING_TASKS = ("asr", "emotion", "s2tt", "lid", "speaker", "aed", "sqa", "dialogue")
+#: task -> (its headline in metrics.json's summary, the chance level or trivial baseline beside it)
+HEADLINES = {
+    "asr": ("wer", None),
+    "emotion": ("wa", "chance_uniform"),
+    "s2tt": ("bleu", "chance_bleu"),
+    "lid": ("accuracy", "chance_uniform"),
+    "speaker": ("joint_accuracy", "joint_chance_uniform"),
+    "aed": ("event_f1", "prior_event_f1"),
+    "sqa": ("exact_match", "baseline_exact_match"),
+    "dialogue": ("exact_match", "baseline_exact_match"),
+    "duplex": ("assistant_f1@240", None),
+}
 #: test dialogues ``minmo chat`` talks through at the end
 CHATS = 3
 #: written beside the voice encoder run when it ends (it stops on time, not on a step budget)
@@ -37,6 +53,13 @@ FINISHED = "finished"
 DATA = Path(
     "data/builtin"
 )  # where the tiny and eval recipes read the corpus (relative to the working directory)
+
+
+def _missing_families() -> list[str]:
+    """The built-in corpus's task folders not written yet."""
+    from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
+
+    return [task for task in CORPUS_TASKS if not (DATA / task / "dataset_dict.json").is_file()]
 
 
 def recipe(relative: str) -> str:
@@ -111,6 +134,23 @@ def run_steps(steps: list[Step], quick: bool, clock: Callable[[], float] = time.
     return (clock() - started) / 60
 
 
+def headlines(reports: list[Path]) -> list[str]:
+    """One line per scored task: its headline figure and, beside it, chance or the trivial baseline."""
+    lines = []
+    for report in reports:
+        metrics_file = report.parent / "metrics.json"
+        if not metrics_file.is_file():
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        figure, chance = HEADLINES[metrics["task"]]
+        summary = metrics["summary"]
+        line = f"  {metrics['task']:<9} {figure} {summary[figure]:.3f}"
+        if chance is not None and summary.get(chance) is not None:
+            line += f"  ({chance} {summary[chance]:.3f})"
+        lines.append(line)
+    return lines
+
+
 def _minutes(minutes: float) -> str:
     return f"{minutes:.0f} min" if minutes >= 1.5 else f"{minutes * 60:.0f} s"
 
@@ -126,10 +166,11 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
     stage_checkpoints = {stage: runs / stage.split("_")[0] / "checkpoints" / "last.ckpt" for stage in STAGES}
 
     def corpus() -> None:
-        if not (DATA / "asr" / "dataset_dict.json").is_file():
+        missing = _missing_families()
+        if missing:  # a corpus built before some families existed gets just those
             from minmo_lightning.datamodules.synth import main as synth
 
-            if synth(["--out", str(DATA)]) != 0:
+            if synth(["--out", str(DATA), "--tasks", ",".join(missing)]) != 0:
                 raise SystemExit(1)
         if not (DATA / "asr" / "am.mvn").is_file():  # a corpus built before synth-data wrote the statistics
             from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
@@ -179,7 +220,7 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
         return None
 
     speech_to_text, duplex = stage_checkpoints["stage1c_sft"], stage_checkpoints[STAGES[-1]]
-    evaluations = (("asr", speech_to_text), ("emotion", speech_to_text), ("duplex", duplex))
+    evaluations = [(task, speech_to_text) for task in UNDERSTANDING_TASKS] + [("duplex", duplex)]
     reports = [runs / f"eval-{task}" / "report.md" for task, _ in evaluations]
 
     def evaluation() -> None:  # always run: minmo evaluate resumes what it scored already
@@ -196,7 +237,10 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
 
     steps = [
         Step(
-            "corpus", "built-in corpus (minmo synth-data, espeak-ng)", corpus, lambda: DATA / "asr" / "am.mvn"
+            "corpus",
+            "built-in corpus (minmo synth-data, espeak-ng)",
+            corpus,
+            lambda: None if _missing_families() else DATA / "asr" / "am.mvn",
         ),
         Step(
             "voice_encoder",
@@ -218,7 +262,7 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
         steps.append(Step(tag, title, stage_run(stage, previous), lambda s=stage: finished(s)))
         previous = checkpoint
     chats = runs / "chat"
-    steps.append(Step("evaluation", "evaluation (ASR, emotion, duplex turn-taking)", evaluation))
+    steps.append(Step("evaluation", f"evaluation ({', '.join(UNDERSTANDING_TASKS)}, duplex)", evaluation))
     steps.append(
         Step("chat", "minmo chat on test dialogues", lambda: converse(duplex, chats, 1 if quick else CHATS))
     )
@@ -232,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path("runs/tiny-quick" if args.quick else "runs/tiny")
     steps, reports, chats = demo_steps(runs, args.quick)
     minutes = run_steps(steps, args.quick)
+    for line in headlines(reports):
+        _say(line)
     _say(
         f"demo finished in {minutes:.1f} min; reports: {', '.join(map(str, reports))}; "
         f"dialogues (output.wav, events.json, timeline.png): {chats}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -201,9 +202,22 @@ def test_demo_steps_cover_the_pipeline_and_skip_what_exists(
     monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append(overrides))
     next(s for s in steps if s.key == "stage1b").run()
     assert fits[0][-2:] == ["--ckpt_path", "last"]  # stage 1b continues from its last.ckpt
-    assert [r.parent.name for r in reports] == ["eval-asr", "eval-emotion", "eval-duplex"] and chats == Path(
-        "runs/chat"
-    )
+    tasks = (*demo.UNDERSTANDING_TASKS, "duplex")
+    assert [r.parent.name for r in reports] == [f"eval-{t}" for t in tasks] and chats == Path("runs/chat")
+
+
+def test_demo_prints_each_task_headline_beside_its_chance(tmp_path) -> None:
+    from minmo_lightning import demo
+
+    scored = {"lid": {"accuracy": 0.61, "chance_uniform": 0.2}, "asr": {"wer": 0.05}}
+    for task, summary in scored.items():
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "metrics.json").write_text(json.dumps({"task": task, "summary": summary}))
+    reports = [tmp_path / t / "report.md" for t in ("lid", "asr", "sqa")]  # sqa was not scored
+    assert demo.headlines(reports) == [
+        "  lid       accuracy 0.610  (chance_uniform 0.200)",
+        "  asr       wer 0.050",
+    ]
 
 
 def test_eta_is_the_earliest_of_the_step_budget_and_max_time() -> None:

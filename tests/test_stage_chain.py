@@ -26,7 +26,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--size",
         "tiny",
         "--tasks",
-        "asr,emotion,duplex",
+        "asr,emotion,duplex,s2tt,lid,speaker,aed,sqa,dialogue",
         "--workers",
         "1",
     ]
@@ -48,7 +48,8 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     data = recipe["data"]["init_args"]
     for source in data.get("datamodules", [recipe["data"]]):  # a mixture lists its sources
         task = Path(source["init_args"]["path"]).name
-        budget = 40.0 if task == "duplex" else 8.0  # a two-channel session of up to 9 s counts 18 s
+        # a two-channel session of up to 9 s counts 18 s; a spoken-QA passage and question last up to ~15 s
+        budget = {"duplex": 40.0, "sqa": 30.0}.get(task, 8.0)
         source["init_args"].update({"path": str(corpus / task), "max_seconds_per_batch": budget})
     recipe["model"]["init_args"]["voice_encoder"]["init_args"]["cmvn_file"] = str(corpus / "asr" / "am.mvn")
     recipe["model"]["init_args"]["max_new_tokens"] = 4
