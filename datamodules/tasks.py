@@ -188,7 +188,6 @@ class VoiceControlDataModule(TTSDataModule):
 
     task = "voice_control"
     audio_rates = {"audio": "sample_rate", "neutral_audio": "sample_rate"}
-    duration_channels = None  # ``duration`` is the styled reading only
 
     def __init__(self, path: str = "data/builtin/voice_control", **kwargs: Any) -> None:
         super().__init__(path, **kwargs)
