@@ -156,9 +156,13 @@ class Block(L.LightningModule, metaclass=_SlotContract):
         return cls(**{**cls.preset_args(name), **overrides})
 
     def spec(self) -> dict[str, Any]:
-        """``{"class_path", "init_args"}``: enough to rebuild this block (saved in composite checkpoints)."""
+        """``{"class_path", "init_args"}``: enough to rebuild this block (saved in composite checkpoints).
+
+        FSDP2 (``sharding.py``) swaps a sharded block's class for a torch-made subclass (``FSDP<name>``): the
+        class named is the block's own."""
+        own = next(c for c in type(self).__mro__ if not c.__module__.startswith("torch.distributed."))
         return {
-            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "class_path": f"{own.__module__}.{own.__qualname__}",
             "init_args": {k: copy.deepcopy(v) for k, v in self.hparams.items() if not k.startswith("_")},
         }
 
@@ -199,6 +203,20 @@ class Block(L.LightningModule, metaclass=_SlotContract):
     def load_pretrained(self, path: str) -> None:
         """Load the official checkpoint folder of what this block mirrors."""
         raise NotImplementedError(f"{type(self).__name__} has no official checkpoint to load")
+
+    # ---- sharding under FSDP2 (``sharding.py``) ------------------------------------------------
+    #: a frozen block under FSDP2: ``replicate`` (whole on every rank: no all-gathers, and its streaming and
+    #: inference methods may reach any submodule) or ``shard`` (split across ranks, for a block too large to
+    #: copy per GPU). A block that trains is always sharded.
+    frozen_sharding: ClassVar[str] = "replicate"
+    #: methods besides ``forward`` that the composite's training steps call and that read the block's own
+    #: weights: FSDP2 gathers the block around them too
+    sharded_methods: ClassVar[tuple[str, ...]] = ()
+
+    def shard_units(self) -> list[nn.Module]:
+        """The repeated layers FSDP2 shards one by one (each gathered only while it runs); the block's other
+        weights form one more unit. Empty: the whole block is one unit."""
+        return []
 
     # ---- streaming protocol ------------------------------------------------------------------
     def init_state(self, batch_size: int, options: Any = None) -> StreamState:
@@ -351,6 +369,13 @@ class LLMBackbone(Block):
     def decoder_layers(self) -> list[nn.Module]:
         """The repeated layers (activation checkpointing and sharding wrap them)."""
 
+    #: the LLM is most of MinMo: sharded even when frozen; ``embed`` reads its embeddings outside ``forward``
+    frozen_sharding: ClassVar[str] = "shard"
+    sharded_methods: ClassVar[tuple[str, ...]] = ("embed",)
+
+    def shard_units(self) -> list[nn.Module]:
+        return self.decoder_layers()
+
     @abstractmethod
     def apply_lora(self) -> None: ...
 
@@ -401,6 +426,9 @@ class VoiceTokenLM(Block):
         self, semantic: SequenceBatch, speech: TokenBatch, prefix: SequenceBatch | None = None
     ) -> DecoderLoss:
         """Teacher-forced loss of ``speech`` after ``semantic`` vectors (``prefix``: per-turn query rows)."""
+
+    #: the voice-decoder objectives call ``decoder_forward``, which embeds the speech tokens itself
+    sharded_methods: ClassVar[tuple[str, ...]] = ("decoder_forward",)
 
     @abstractmethod
     def init_state(self, batch_size: int, options: Any = None) -> VoiceDecoderState: ...

@@ -73,6 +73,7 @@ from minmo_lightning.prompts import (
     splice_audio,
 )
 from minmo_lightning.registry import resolve_class
+from minmo_lightning.sharding import shard_model
 from minmo_lightning.stages import (
     adopt_stale_heads,
     apply_stage,
@@ -287,6 +288,8 @@ class MinMo(DuplexTraining, L.LightningModule):
             self.llm.apply_lora()
         apply_stage(self, self._rules)
         mark_stale_heads(self, self._rules)  # a head this stage leaves behind says so (stages.py)
+        if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2, once the stage says what trains
+            shard_model(self, self.slots, self.device_mesh)
         self._configured = True
 
     def _load_starting_point(self) -> None:

@@ -87,6 +87,10 @@ class TransformerConvProjector(InputProjector):
         self.norm = nn.LayerNorm(hidden_dim)
         self.conv = _centred_strided_conv(hidden_dim, output_dim, kernel_size, downsample)
 
+    def shard_units(self) -> list[nn.Module]:
+        """Each Transformer layer is an FSDP2 unit (``sharding.py``)."""
+        return list(self.layers.layers)
+
     def forward(self, features: SequenceBatch) -> SequenceBatch:
         mask = features.mask
         x = self.layers(self.input_proj(features.values), src_key_padding_mask=~mask)

@@ -213,6 +213,11 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
             self.frontend.set_cmvn(load_cmvn(cmvn_file))
         self._metrics = nn.ModuleDict()  # per evaluation split, made on first use (SenseVoiceTraining)
 
+    def shard_units(self) -> list[nn.Module]:
+        """Each SAN-M layer is an FSDP2 unit (``sharding.py``)."""
+        encoder = self.encoder
+        return [*encoder.encoders0, *encoder.encoders, *encoder.tp_encoders]
+
     def checkpoint_assets(self) -> dict[str, Path]:
         """The CMVN statistics and a sentencepiece model are read at build time and are not weights."""
         assets = {"cmvn_file": self.hparams.cmvn_file}

@@ -111,6 +111,10 @@ class WhisperEncoder(VoiceEncoder):
         if self.hparams.pretrained_path:
             self.load_pretrained(self.hparams.pretrained_path)
 
+    def shard_units(self) -> list[nn.Module]:
+        """Each encoder layer is an FSDP2 unit (``sharding.py``)."""
+        return list(self._module().layers)
+
     def _module(self) -> nn.Module:
         if self.encoder is None:
             raise RuntimeError(

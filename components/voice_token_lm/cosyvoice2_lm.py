@@ -162,6 +162,10 @@ class CosyVoice2LM(VoiceTokenLM):
             )
         return self.llm
 
+    def shard_units(self) -> list[nn.Module]:
+        """Each Qwen2 decoder layer is an FSDP2 unit (``sharding.py``)."""
+        return list(self.built_backbone().model.model.layers)
+
     @staticmethod
     def _require_checkpoint_folder(path: str) -> Path:
         return require_files(path, [CHECKPOINT_FILE, f"{TOKENIZER_FOLDER}/config.json"], "CosyVoice2-0.5B")
