@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from minmo_lightning.distributed_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint
+
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys or shapes do not match the module: nothing was loaded."""
@@ -61,9 +63,10 @@ def _on_meta(module: nn.Module) -> bool:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a ``.pt``/``.pth``/``.bin`` (torch) or ``.safetensors`` file onto the CPU."""
+    """Read a ``.pt``/``.pth``/``.bin`` (torch) or ``.safetensors`` file, or a sharded checkpoint folder, onto
+    the CPU."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -80,8 +83,11 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
     with one clear error naming the file when it is missing, truncated or not a torch checkpoint.
 
     ``mmap=True`` maps the tensors instead of reading them: cheap for looking at a large checkpoint's metadata.
+    A sharded checkpoint (a folder that FSDP2 saves) is assembled whole (``distributed_checkpoint.py``).
     """
     path = Path(path)
+    if is_sharded_checkpoint(path):
+        return read_sharded_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:

@@ -161,8 +161,8 @@ def _restores_weights(trainer: Any, ckpt_path: str) -> bool:
     callback's folder holds one (Lightning starts from scratch, with a warning, otherwise)."""
     if ckpt_path == "last":
         folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-        return any(Path(folder, "last.ckpt").is_file() for folder in folders)
-    return Path(ckpt_path).is_file()
+        return any(Path(folder, "last.ckpt").exists() for folder in folders)  # a sharded one is a folder
+    return Path(ckpt_path).exists()
 
 
 def _run_dir_config_saver() -> type:
@@ -261,7 +261,7 @@ def explain_error(error: BaseException) -> str:
         for key in _action_keys(exception) + ([named.group(1)] if named else []):
             if not keys or keys[-1] != key:
                 keys.append(key)
-    cause, value = _describe(root), _given_value(messages)
+    cause, value = _union_member_error(messages, str(root)) or _describe(root), _given_value(messages)
     unknown = _unknown_key(str(root))
     if unknown:
         key, unknown_value = unknown
@@ -275,6 +275,20 @@ def explain_error(error: BaseException) -> str:
         built = [m for m in map(_built_class, messages) if m]
         subject += f" ({built[-1]})" if built else ""
     return f"{subject}: {cause}" if subject else cause
+
+
+def _union_member_error(messages: list[str], root: str) -> str | None:
+    """For a value no member of a Union accepts, the error of the one member it was meant for (e.g. a strategy
+    class that cannot be built), when the chained ``root`` is another member's: jsonargparse lists every
+    member's error and chains the first one, which for ``str | Strategy`` is only "Expected a <class 'str'>"."""
+    for message in messages:
+        found = re.search(r"any of the Union subtypes.*?\nErrors:\n(.*?)\nGiven value", message, re.S)
+        if found:
+            errors = [" ".join(e.split()) for e in re.split(r"^\s*- ", found.group(1), flags=re.M)[1:]]
+            meant = [e for e in errors if not e.startswith("Expected a <class")]
+            if len(meant) == 1 and " ".join(root.split()) not in meant[0]:
+                return _shorten(meant[0], 800)
+    return None
 
 
 def _raised_by_parser(error: BaseException) -> bool:

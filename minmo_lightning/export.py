@@ -6,6 +6,10 @@ The LLM is written as a transformers folder (weights, config, tokenizer) that ``
 and ``from_pretrained`` read; when it was tuned with LoRA the adapters are saved separately
 (``llm/adapter/``) and merged into the weights of ``llm/``.
 
+A sharded checkpoint (a folder of ``torch.distributed.checkpoint`` shards, what ``recipes/trainer/fsdp2.yaml``
+saves) is consolidated first (``distributed_checkpoint.py``), into a single-file checkpoint kept at
+``--consolidated`` (a next stage's ``init_checkpoint`` reads it) or in a temporary file inside ``--out``.
+
 A block whose own head a stage left stale (``stages.HEAD_STALE``) is exported with that mark in its
 ``config.json`` (the rebuilt block refuses the head) and a ``StaleHeadWarning`` naming it: never silently.
 """
@@ -14,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
 from safetensors.torch import save_file
 
+from minmo_lightning.distributed_checkpoint import consolidate, is_sharded_checkpoint
 from minmo_lightning.model import MinMo
 from minmo_lightning.stages import HEAD_STALE
 
@@ -58,10 +64,28 @@ def export_blocks(model: MinMo, out: str | Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minmo export", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="a MinMo Lightning checkpoint (.ckpt)")
+    parser.add_argument(
+        "--ckpt", required=True, help="a MinMo Lightning checkpoint: a .ckpt file or a sharded .ckpt folder"
+    )
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per block)")
+    parser.add_argument(
+        "--consolidated",
+        default=None,
+        help="for a sharded checkpoint: keep its single-file form here (default: a temporary file)",
+    )
     args = parser.parse_args(argv)
-    model = MinMo.load_from_checkpoint(args.ckpt, map_location="cpu")
-    for slot, folder in export_blocks(model, args.out).items():
+    if not is_sharded_checkpoint(args.ckpt):
+        return _export(args.ckpt, args.out)
+    if args.consolidated:
+        print(f"consolidated {args.ckpt} -> {consolidate(args.ckpt, args.consolidated)}")
+        return _export(args.consolidated, args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out, prefix=".consolidating-") as scratch:
+        return _export(consolidate(args.ckpt, Path(scratch) / "model.ckpt"), args.out)
+
+
+def _export(checkpoint: str | Path, out: str | Path) -> int:
+    model = MinMo.load_from_checkpoint(checkpoint, map_location="cpu")
+    for slot, folder in export_blocks(model, out).items():
         print(f"{slot:<18} -> {folder}")
     return 0
