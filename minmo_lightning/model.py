@@ -71,6 +71,7 @@ from minmo_lightning.prompts import (
     SpeechPromptBuilder,
     Turn,
     splice_audio,
+    with_style,
 )
 from minmo_lightning.registry import resolve_class
 from minmo_lightning.sharding import shard_model
@@ -591,6 +592,8 @@ class MinMo(DuplexTraining, L.LightningModule):
         verbatim: bool = False,
         prompt_audio: AudioBatch | None = None,
         styles: list[str | None] | None = None,
+        history: list[list[dict[str, Any]]] | None = None,
+        history_audio: AudioBatch | None = None,
         **options: Any,
     ) -> Iterator[ResponseChunk]:
         """Stream a spoken answer to the user's ``audio`` (chat), or read ``texts`` aloud (TTS prompt).
@@ -598,8 +601,10 @@ class MinMo(DuplexTraining, L.LightningModule):
         ``verbatim`` (with ``texts``) teacher-forces the LLM's answer to be exactly the text, so only the
         voice decoder is judged. ``prompt_audio`` (16 kHz, one clip or one per row) gives the voice: token2wav
         speaks in its speaker's voice (``Token2Wav.voice_of``). ``styles`` (with ``texts``): per row an
-        instruction on how to speak (``"Say it slowly."``, None: plain). ``options`` go to ``SpeechResponder``
-        (text sampling, speech sampler, ``synthesize``).
+        instruction on how to speak (``"Say it slowly."``, None: plain). ``history`` (with ``audio``): per row
+        the earlier turns, ``{"role", "text", "audio": row of history_audio or None}`` (a dialogue
+        datamodule's batch layout). ``options`` go to ``SpeechResponder`` (text sampling, speech sampler,
+        ``synthesize``).
         """
         if (audio is None) == (texts is None):
             raise ValueError(
@@ -614,8 +619,10 @@ class MinMo(DuplexTraining, L.LightningModule):
                     [with_style(TTS_INSTRUCTION.format(text=t), s) for t, s in zip(texts, styles)]
                 )
             else:
+                conversation = {"audio": audio, "history": history, "history_audio": history_audio}
+                frames, histories = self.encode_conversation(conversation)
                 embeds, mask = self.generation_prompt(
-                    [SPEECH_TASKS["chat"].instruction] * audio.waveform.shape[0], self.encode_audio(audio)
+                    [SPEECH_TASKS["chat"].instruction] * audio.waveform.shape[0], frames, histories
                 )
         if prompt_audio is not None:
             self._require_token2wav()

@@ -276,3 +276,19 @@ def test_a_model_reads_each_text_as_asked_and_plainly():
     assert seen == [
         ["Say it slowly. Read this text aloud: hello there", "Use a high voice. Read this text aloud: stop"]
     ]
+
+
+def test_a_spoken_answer_sees_the_conversation_so_far(tmp_path):
+    model = speaking_minmo(token2wav=False)
+    batch = one_batch(DialogueDataModule(dialogue_dataset(tmp_path), **OPTIONS))
+    frames, histories = model.encode_conversation(batch)
+    embeds, _ = model.generation_prompt(["Answer the user's spoken question."] * 2, frames, histories)
+    plain, _ = model.generation_prompt(
+        ["Answer the user's spoken question."] * 2, model.encode_audio(batch["audio"])
+    )
+    assert embeds.shape[1] > plain.shape[1]  # the history's turns are in the prompt
+    chunks = model.respond(
+        audio=batch["audio"], history=batch["history"], history_audio=batch["history_audio"], synthesize=False
+    )
+    first = next(iter(chunks))
+    assert first.text.tokens.shape[0] == 2
