@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from minmo_lightning.components.llm.captured_step import captured_step, causal_lm_step
 from minmo_lightning.components.llm.kv_cache import GrowingKVCache, StaticKVCache
+from minmo_lightning.components.llm.text_training import CausalLMTraining
 from torch import Tensor, nn
 
 from minmo_lightning.blocks import LLMBackbone
@@ -84,8 +85,9 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-class HFCausalLM(LLMBackbone):
-    """Decoder-only LLM from transformers; exposes embeddings, last hidden states and a KV cache."""
+class HFCausalLM(CausalLMTraining, LLMBackbone):
+    """Decoder-only LLM from transformers; exposes embeddings, last hidden states and a KV cache. Trained alone
+    it learns next-token prediction on text (``CausalLMTraining``: the tiny chain's stage 0)."""
 
     #: a local Qwen2.5 folder in bf16 with LoRA on the attention projections; presets change only the config
     _BASE = {"path": None, "tokenizer_path": None, "dtype": "bfloat16", **_LORA}
@@ -116,7 +118,12 @@ class HFCausalLM(LLMBackbone):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         gradient_checkpointing: bool = False,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
     ) -> None:
+        """``learning_rate``, ``weight_decay``, ``warmup_steps``: training alone on text (a composite such as
+        ``MinMo`` sets its own)."""
         super().__init__()
         self.save_hyperparameters()
         if path is None and config is None:
