@@ -13,9 +13,12 @@ from minmo_lightning.components.voice_encoder.cmvn import write_cmvn
 from minmo_lightning.cli import lightning_main, main
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-#: eval/ holds evaluation recipes, ablations/ manifests of variants of a training recipe
+#: eval/ holds evaluation recipes, ablations/ manifests of variants of a training recipe, trainer/ the pieces
+#: that set a stage's strategy (tests/test_distributed.py)
 TRAINING_RECIPES = sorted(
-    p for p in RECIPES.rglob("*.yaml") if not {"eval", "ablations"} & set(p.relative_to(RECIPES).parts)
+    p
+    for p in RECIPES.rglob("*.yaml")
+    if not {"eval", "ablations", "trainer"} & set(p.relative_to(RECIPES).parts)
 )
 TINY = RECIPES / "tiny" / "stage1a_prealign.yaml"
 
