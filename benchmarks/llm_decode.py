@@ -3,8 +3,9 @@
 Per-token latency at a short and a long context (the ratio shows the cache works: O(1) work per new
 token), batch 1 vs batch N throughput, on a Qwen2.5-0.5B-shaped preset with random weights; then the
 parameter counts of MinMo's full-size presets next to the paper's (~636M encoder, ~170M projector, 7B LLM).
+``--compile``: steps compiled over a static KV cache (``HFCausalLM.compile_decoding``; CUDA graphs on a GPU).
 
-    python benchmarks/llm_decode.py [--preset qwen2.5-0.5b-instruct] [--json out.json]
+    python benchmarks/llm_decode.py [--preset qwen2.5-0.5b-instruct] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from minmo_lightning.components.input_projector.projectors import TransformerCon
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
 
+from minmo_lightning.compiled import compile_mode
 from minmo_lightning.registry import count_preset_parameters
 from minmo_lightning.timing import describe_device, synchronized_time, warm_up
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16, help="decoded positions timed per setting")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="compiled steps over a static KV cache")
     parser.add_argument("--json", help="write figures and targets here")
     args = parser.parse_args()
 
@@ -58,10 +61,14 @@ def main() -> None:
     with device:  # random weights made where they run (a 7B preset takes minutes to initialise on a CPU)
         llm.configure_model()
     llm.eval()
+    mode = compile_mode(args.compile, device)
+    llm.compile_decoding(mode)
     warm_up(device)
     figures: dict[str, float] = {}
     short, long = args.contexts
-    print(f"{args.preset} ({args.dtype}, random weights) on {describe_device(device)}")
+    print(
+        f"{args.preset} ({args.dtype}, random weights, decode {mode or 'eager'}) on {describe_device(device)}"
+    )
     print(f"{'batch':>6}{'context':>9}{'ms/token':>11}")
     for batch in args.batches:
         for context in (short, long):
@@ -101,7 +108,7 @@ def main() -> None:
     if args.json:
         targets = {f"ratio_ctx{long}_vs_ctx{short}_b{b}": "<= 1.3" for b in args.batches}
         with open(args.json, "w") as handle:
-            described = f"{describe_device(device)}, {args.preset}, {args.dtype}"
+            described = f"{describe_device(device)}, {args.preset}, {args.dtype}, decode {mode or 'eager'}"
             json.dump({"figures": figures, "targets": targets, "device": described}, handle, indent=2)
 
 

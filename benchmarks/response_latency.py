@@ -1,30 +1,45 @@
-"""Spoken-response latency: MinMo's ``5*d_llm + 15*d_lm + 15*d_syn`` against the streaming pipeline.
+"""Spoken-response latency: the first audio against MinMo's ``5*d_llm + 15*d_lm + 15*d_syn``, and batched sessions.
 
-d_llm, d_lm and d_syn are per-token costs measured in isolation (LLM decode step; voice token LM ``step``
-per speech token: 5 vectors in, 15 tokens out, RAS sampling; token2wav work per token of a 15-token chunk). The pipeline (``MinMo.respond``, one
-request) is then timed from the first sampled text token to the first audio it returns.
+Per-token costs are measured in isolation: d_llm (one LLM decode step), d_lm (the voice token LM's ``step``
+per speech token: 5 semantic vectors in, 15 tokens out, RAS sampling) and d_syn (token2wav's first step of a
+fresh session fed one voice-LM step of 15 tokens, per token: the synthesis a first packet waits for). The
+pipeline (``MinMo.respond``) is then timed from the first sampled text token to the first audio.
 
-The paper's formula assumes token2wav voices the first 15 tokens at once. CosyVoice2's flow also needs
-``pre_lookahead_len`` (3) later tokens before a chunk is final, and under the 5:15 schedule those come
-from the voice LM's second step, after 5 more text tokens. So the pipeline's own critical path is
-``k * (5*d_llm + 15*d_lm) + chunk * d_syn`` with ``k = ceil((chunk + lookahead) / 15)`` (2 here); the
-benchmark prints both formulas, and the measured time should sit within 1.1x of the critical path (no
-hidden overhead).
+- formula: ``5*d_llm + 15*d_lm + 15*d_syn`` (MinMo §3.2).
+- critical path: ``k*(5*d_llm + 15*d_lm) + 15*d_syn``, k the voice-LM steps the pipeline needed before its
+  first audio (measured): 1 when token2wav's first chunk takes its look-ahead from the same step
+  (``minmo_lightning/streaming.py``), 2 with chunks counted from the first speech token.
+- measured / critical path near 1 says the pipeline hides no cost; the per-block split of the measured first
+  packet says where the time goes (``pipeline_d_llm_ms``: the LLM step inside the pipeline, beside d_llm alone).
+- the LLM step's memory-bandwidth bound: its weights' bytes over the bandwidth of a device copy measured in the
+  same run (a batch-1 decode step reads every weight once).
 
-Random weights (speed does not depend on them); the tiny tokenizer stands in for Qwen's. The pipeline
-reads a fixed text verbatim (the LLM still runs every step, teacher-forced): a random LLM free to sample
-may end its answer after a few tokens, and the first audio would then wait for fewer LLM steps.
+Batched sessions: B independent responses in lockstep (``respond`` with B texts) for each of ``--batches``:
+each row's first-packet latency and the text and speech tokens per second over ``--chunks`` voice-decoder
+steps. ``--compile`` runs the compiled decode path (``respond(compile=True)``: static KV caches, CUDA graphs
+on a GPU); its warm-up (compilation) is reported apart.
 
-    python benchmarks/response_latency.py [--llm qwen2.5-0.5b-instruct] [--voice-lm cosyvoice2-0.5b]
-                                          [--token2wav cosyvoice2-0.5b] [--repeats 3] [--json PATH]
+Random weights (speed does not depend on them); the tiny tokenizer stands in for Qwen's. The pipeline reads a
+fixed text verbatim (the LLM still runs every step, teacher-forced): a random LLM free to sample may end its
+answer after a few tokens. Sizes: ``tiny`` (every block tiny), ``small`` (Qwen2.5-0.5B in the LLM slot,
+CosyVoice2-0.5B voice LM, flow and HiFT), ``full`` (Qwen2.5-7B).
+
+``--profile DIR`` adds torch.profiler traces of isolated LLM steps and of a response's first chunk.
+
+    python benchmarks/response_latency.py --size small [--compile] [--batches 1 8 32] [--profile DIR]
+                                          [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
-import math
+import resource
+import shutil
 import statistics
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,48 +48,59 @@ from minmo_lightning.components.output_projector.query_linear import QueryLinear
 from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
+from minmo_lightning.compiled import set_decoding
 from minmo_lightning.contracts import SemanticChunk, SequenceBatch, TokenBatch, VoiceLMStreamOptions
-from minmo_lightning.generation import TextSamplingConfig, TextStream
+from minmo_lightning.generation import TextCapReached, TextSamplingConfig, TextStream
 from minmo_lightning.model import MinMo
+from minmo_lightning.registry import import_modules
 from minmo_lightning.timing import describe_device, synchronized_time, warm_up
 
-TEXT = "Turn on the kitchen lights and set the timer for twenty minutes, then remind me to call Peter."
+TEXT = (
+    "Turn on the kitchen lights and set the timer for twenty minutes, then remind me to call Peter. "
+    "After that, read me the weather for tomorrow morning and the news headlines."
+)
+SIZES = {
+    "tiny": {"llm": "tiny", "voice_lm": "tiny", "token2wav": "tiny"},
+    "small": {"llm": "qwen2.5-0.5b-instruct", "voice_lm": "cosyvoice2-0.5b", "token2wav": "cosyvoice2-0.5b"},
+    "full": {"llm": "qwen2.5-7b-instruct", "voice_lm": "cosyvoice2-0.5b", "token2wav": "cosyvoice2-0.5b"},
+}
 
 
-def build(args: argparse.Namespace, device: torch.device) -> MinMo:
+def build(llm: str, voice_lm: str, token2wav: str, dtype: str, device: torch.device) -> MinMo:
+    """A speaking MinMo with random weights, made where it runs (a 7B LLM takes minutes to initialise on a CPU)."""
+    # every component registered first: the vocoder's alias then resolves without importing the datamodules,
+    # whose dataset and audio libraries a GPU image may lack
+    import_modules("minmo_lightning.components")
     torch.manual_seed(0)
-    with device:  # random weights made where they run
-        return _build(args)
-
-
-def _build(args: argparse.Namespace) -> MinMo:
-    llm = HFCausalLM.from_preset(args.llm, tokenizer_path=TINY_TOKENIZER, dtype=args.dtype)
-    voice_lm = CosyVoice2LM.from_preset(args.voice_lm, dtype=args.dtype)
-    model = MinMo(
-        llm=llm,
-        output_projector=QueryLinearProjector(llm.hidden_size, voice_lm.hidden_size),
-        voice_token_lm=voice_lm,
-        token2wav=CosyVoice2Token2Wav.from_preset(args.token2wav),
-        objective="text_to_speech",
-        trainable=dict.fromkeys(["llm", "output_projector", "voice_token_lm", "token2wav"], "frozen"),
-        max_new_tokens=args.text_tokens,
-    )
-    model.configure_model()
+    with device:
+        llm_block = HFCausalLM.from_preset(llm, tokenizer_path=TINY_TOKENIZER, dtype=dtype)
+        voice = CosyVoice2LM.from_preset(voice_lm, dtype=dtype)
+        model = MinMo(
+            llm=llm_block,
+            output_projector=QueryLinearProjector(llm_block.hidden_size, voice.hidden_size),
+            voice_token_lm=voice,
+            token2wav=CosyVoice2Token2Wav.from_preset(token2wav),
+            objective="text_to_speech",
+            trainable=dict.fromkeys(["llm", "output_projector", "voice_token_lm", "token2wav"], "frozen"),
+        )
+        model.configure_model()
     return model.eval()
 
 
 @torch.no_grad()
 def d_llm_seconds(model: MinMo, steps: int) -> float:
+    """Median seconds of one LLM decode step (batch 1, a short prompt), the first two steps left out."""
     embeds, mask = model.generation_prompt([f"Read this text aloud: {TEXT}"])
-    text = TextStream(
-        model.llm, embeds, mask, -1, model.prompts.pad_id, TextSamplingConfig(max_new_tokens=steps + 2)
-    )
+    config = TextSamplingConfig(max_new_tokens=steps + 2)
+    text = TextStream(model.llm, embeds, mask, -1, model.prompts.pad_id, config)
     device = embeds.device
     times, last = [], synchronized_time(device)
-    for _ in text:
-        now = synchronized_time(device)
-        times.append(now - last)
-        last = now
+    with warnings.catch_warnings():  # no end id (-1): it runs to max_new_tokens, as meant
+        warnings.simplefilter("ignore", TextCapReached)
+        for _ in text:
+            now = synchronized_time(device)
+            times.append(now - last)
+            last = now
     return statistics.median(times[2:])
 
 
@@ -96,96 +122,226 @@ def d_lm_seconds(voice_lm: CosyVoice2LM, repeats: int) -> float:
             tokens = voice_lm.step(chunk, state)
             if call:
                 times.append((synchronized_time(device) - start) / int(tokens.lengths[0]))
-    if any(t <= 0 for t in times):
-        raise RuntimeError("the voice LM wrote no tokens")
     return statistics.median(times)
 
 
 @torch.no_grad()
-def d_syn_seconds(token2wav: CosyVoice2Token2Wav, repeats: int) -> tuple[float, int]:
-    """Seconds per token to voice one chunk once its look-ahead tokens exist (fresh session each time)."""
-    flow = token2wav.flow
-    chunk, lookahead = flow.chunk_size, flow.hparams.pre_lookahead_len
-    device = next(flow.parameters()).device
+def d_syn_seconds(token2wav: CosyVoice2Token2Wav, tokens_per_step: int, repeats: int) -> float:
+    """Seconds per token of token2wav's first step in a fresh session fed one voice-LM step of tokens."""
+    device = next(token2wav.flow.parameters()).device
     times = []
     for seed in range(repeats + 1):
-        tokens = torch.randint(0, 6561, (1, chunk + lookahead), generator=torch.Generator().manual_seed(seed))
-        tokens = TokenBatch(tokens.to(device), torch.tensor([tokens.shape[1]], device=device))
+        draw = torch.randint(0, 6561, (1, tokens_per_step), generator=torch.Generator().manual_seed(seed))
         state = token2wav.init_state(1)
         start = synchronized_time(device)
-        audio = token2wav.step(tokens, state)
+        audio = token2wav.step(
+            TokenBatch(draw.to(device), torch.tensor([tokens_per_step], device=device)), state
+        )
         times.append(synchronized_time(device) - start)
         if int(audio.lengths[0]) == 0:
-            raise RuntimeError("token2wav gave no audio for a chunk with its look-ahead; check chunk_size")
-    return statistics.median(times[1:]) / chunk, lookahead
+            raise RuntimeError(
+                f"token2wav gave no audio for one voice-LM step ({tokens_per_step} tokens): its first chunk waits "
+                "for a later step; check the flow's chunk_size and pre_lookahead_len"
+            )
+    return statistics.median(times[1:]) / tokens_per_step
 
 
 @torch.no_grad()
-def first_audio_seconds(model: MinMo) -> tuple[float, dict[str, float]]:
+def lockstep_response(model: MinMo, batch: int, chunks: int) -> dict:
+    """One response of ``batch`` rows in lockstep: per row the seconds to its first audio, the voice-LM steps
+    it took, block seconds up to the last row's first audio, and tokens over ``chunks`` voice-decoder steps."""
+    first: list[float | None] = [None] * batch
     spent: dict[str, float] = {}
-    for chunk in model.respond(texts=[TEXT], verbatim=True):  # fixed text: random weights may end early
-        for name, seconds in chunk.timings.items():
-            spent[name] = spent.get(name, 0.0) + seconds
-        if int(chunk.audio.lengths.max()) > 0:
-            return chunk.elapsed, spent
-    raise RuntimeError("the response ended without audio; raise --text-tokens")
+    steps_to_audio = text = speech = 0
+    elapsed = 0.0
+    for index, chunk in enumerate(model.respond(texts=[TEXT] * batch, verbatim=True)):
+        elapsed = chunk.elapsed
+        text += int(chunk.text.lengths.sum())
+        speech += int(chunk.speech.lengths.sum())
+        if any(f is None for f in first):
+            for name, seconds in chunk.timings.items():
+                spent[name] = spent.get(name, 0.0) + seconds
+            for row, samples in enumerate(chunk.audio.lengths.tolist()):
+                if first[row] is None and samples > 0:
+                    first[row] = chunk.elapsed
+            steps_to_audio = index + 1
+        if index + 1 >= chunks and all(f is not None for f in first):
+            break
+    if any(f is None for f in first):
+        raise RuntimeError("the response ended before every row had audio; the text is too short")
+    return {
+        "first_audio_s": first,
+        "steps_to_audio": steps_to_audio,
+        "spent_s": spent,
+        "text_tokens_per_s": text / elapsed,
+        "speech_tokens_per_s": speech / elapsed,
+    }
+
+
+def memory_bandwidth_bytes_per_s(device: torch.device, gib: float = 1.0) -> float:
+    """Bytes read plus written per second by a large device-to-device copy (median of 5)."""
+    source = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    times = []
+    for _ in range(6):
+        start = synchronized_time(device)
+        target.copy_(source)
+        times.append(synchronized_time(device) - start)
+    return 2 * source.numel() / statistics.median(times[1:])
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """The GPU's peak allocated memory, or this process's peak resident memory on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def measure(model: MinMo, args: argparse.Namespace) -> dict[str, float]:
+    device = model.device
+    voice_lm, token2wav = model.voice_token_lm, model.token2wav
+    text_step, speech_step = voice_lm.ratio.text, voice_lm.ratio.speech
+    start = time.perf_counter()
+    lockstep_response(model, 1, args.chunks)  # warm-up: compilation, if any, happens here
+    figures = {"warmup_s": time.perf_counter() - start}
+    d_llm = d_llm_seconds(model, steps=10)
+    d_lm = d_lm_seconds(voice_lm, args.repeats)
+    d_syn = d_syn_seconds(token2wav, speech_step, args.repeats)
+    runs = sorted(
+        (lockstep_response(model, 1, 1) for _ in range(args.repeats)), key=lambda r: r["first_audio_s"]
+    )
+    run = runs[len(runs) // 2]  # the median run
+    k, spent, measured = run["steps_to_audio"], run["spent_s"], run["first_audio_s"][0]
+    formula = text_step * d_llm + speech_step * d_lm + speech_step * d_syn
+    critical = k * (text_step * d_llm + speech_step * d_lm) + speech_step * d_syn
+    figures |= {
+        "d_llm_ms": 1000 * d_llm,
+        "d_lm_ms": 1000 * d_lm,
+        "d_syn_ms": 1000 * d_syn,
+        "formula_ms": 1000 * formula,
+        "first_packet_steps": k,
+        "critical_path_ms": 1000 * critical,
+        "first_packet_ms": 1000 * measured,
+        "first_packet_over_formula": measured / formula,
+        "first_packet_over_critical_path": measured / critical,
+        "pipeline_d_llm_ms": 1000 * spent.get("llm", 0.0) / (text_step * k),
+        "pipeline_d_lm_ms": 1000 * spent.get("voice_token_lm", 0.0) / (speech_step * k),
+        "pipeline_token2wav_ms": 1000 * spent.get("token2wav", 0.0),
+    }
+    for batch in args.batches:
+        lockstep_response(model, batch, args.chunks)  # warm-up at this batch size and length
+        rows = lockstep_response(model, batch, args.chunks)
+        figures |= {
+            f"b{batch}_first_packet_ms": 1000 * max(rows["first_audio_s"]),
+            f"b{batch}_text_tokens_per_s": rows["text_tokens_per_s"],
+            f"b{batch}_speech_tokens_per_s": rows["speech_tokens_per_s"],
+            f"b{batch}_speech_tokens_per_s_per_row": rows["speech_tokens_per_s"] / batch,
+        }
+    smallest = min(args.batches)
+    for batch in args.batches:
+        if batch != smallest:
+            figures[f"b{batch}_over_b{smallest}_speech_tokens_per_s"] = (
+                figures[f"b{batch}_speech_tokens_per_s"] / figures[f"b{smallest}_speech_tokens_per_s"]
+            )
+    weights = sum(p.numel() * p.element_size() for p in model.llm.parameters())
+    bound = weights / memory_bandwidth_bytes_per_s(device)  # a decode step reads every weight once
+    figures |= {
+        "llm_weights_gib": weights / 2**30,
+        "d_llm_bound_ms": 1000 * bound,
+        "d_llm_over_bound": d_llm / bound,
+        "peak_memory_gib": peak_memory_gib(device),
+    }
+    return figures
+
+
+@torch.no_grad()
+def profile(model: MinMo, out: Path) -> dict[str, float]:
+    """torch.profiler traces of 10 isolated LLM decode steps and of one response's first chunk (chrome traces,
+    gzipped, and their operator tables in ``profile_summary.txt``), for the isolated-vs-pipeline d_llm gap:
+    host time per step far above device time says the step waits on kernel launches."""
+    cuda = model.device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + (
+        [torch.profiler.ProfilerActivity.CUDA] if cuda else []
+    )
+    figures, tables = {}, []
+    for name, run, steps in (
+        ("isolated", lambda: d_llm_seconds(model, steps=10), 12),
+        ("pipeline", lambda: lockstep_response(model, 1, 1), 1),
+    ):
+        with torch.profiler.profile(activities=activities) as trace:
+            run()
+        events = trace.key_averages()
+        host = sum(e.self_cpu_time_total for e in events) / 1000
+        device = sum(e.self_device_time_total for e in events) / 1000
+        unit = "per LLM step" if name == "isolated" else "for the first chunk"
+        figures |= {f"profile_{name}_host_ms": host / steps, f"profile_{name}_device_ms": device / steps}
+        sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        tables.append(f"== {name}: host {host / steps:.2f} ms, device {device / steps:.2f} ms {unit}\n")
+        tables.append(events.table(sort_by=sort, row_limit=25) + "\n")
+        plain = out / f"trace_{name}.json"
+        trace.export_chrome_trace(str(plain))
+        with plain.open("rb") as source, gzip.open(f"{plain}.gz", "wb") as target:
+            shutil.copyfileobj(source, target)
+        plain.unlink()
+    (out / "profile_summary.txt").write_text("".join(tables))
+    return figures
+
+
+def targets_for(args: argparse.Namespace, device: torch.device, figures: dict[str, float]) -> dict[str, str]:
+    """The issue's targets that apply to this run (#17)."""
+    targets = {"first_packet_over_formula": "<= 1.1"}
+    if device.type == "cuda" and args.size == "full":
+        targets |= {"first_packet_ms": "<= 300", "d_llm_over_bound": "<= 2"}
+        if "b8_over_b1_speech_tokens_per_s" in figures:
+            targets["b8_over_b1_speech_tokens_per_s"] = ">= 6"
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llm", default="qwen2.5-0.5b-instruct")
-    parser.add_argument("--voice-lm", default="cosyvoice2-0.5b")
-    parser.add_argument("--token2wav", default="cosyvoice2-0.5b")
-    parser.add_argument("--text-tokens", type=int, default=16, help="text tokens the LLM samples")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--llm", default=None, help="an HFCausalLM preset (default: the size's)")
+    parser.add_argument("--voice-lm", default=None, help="a CosyVoice2LM preset (default: the size's)")
+    parser.add_argument(
+        "--token2wav", default=None, help="a CosyVoice2Token2Wav preset (default: the size's)"
+    )
     parser.add_argument("--dtype", default=None, help="LLM and voice LM dtype (default: bfloat16 on GPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="timed pipeline runs (median)")
+    parser.add_argument(
+        "--compile", action="store_true", help="compiled decode steps (respond(compile=True))"
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="lockstep batch sizes")
+    parser.add_argument("--chunks", type=int, default=6, help="voice-decoder steps per batched response")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per isolated figure (median)")
+    parser.add_argument("--profile", type=Path, default=None, help="folder for torch.profiler traces")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    model = build(args, device)
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    presets = {key: getattr(args, key) or value for key, value in SIZES[args.size].items()}
+    model = build(presets["llm"], presets["voice_lm"], presets["token2wav"], dtype, device)
+    mode = set_decoding(model, args.compile)
     warm_up(device)
-    voice_lm, token2wav = model.voice_token_lm, model.token2wav
-    text_per_chunk, speech_per_chunk = voice_lm.ratio.text, voice_lm.ratio.speech
-    d_llm = d_llm_seconds(model, steps=10)
-    d_lm = d_lm_seconds(voice_lm, args.repeats)
-    d_syn, lookahead = d_syn_seconds(token2wav, args.repeats)
-    chunk = token2wav.flow.chunk_size
-    steps_needed = math.ceil((chunk + lookahead) / speech_per_chunk)
-    paper = text_per_chunk * d_llm + speech_per_chunk * d_lm + speech_per_chunk * d_syn
-    critical = steps_needed * (text_per_chunk * d_llm + speech_per_chunk * d_lm) + chunk * d_syn
-    first_audio_seconds(model)  # warm-up
-    runs = sorted((first_audio_seconds(model) for _ in range(args.repeats)), key=lambda run: run[0])
-    measured, spent = runs[len(runs) // 2]  # the median run
+    figures = measure(model, args)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        figures |= profile(model, args.profile)
 
-    figures = {
-        "d_llm_ms": 1000 * d_llm,
-        "d_lm_ms": 1000 * d_lm,
-        "d_syn_ms": 1000 * d_syn,
-        "paper_formula_ms": 1000 * paper,
-        "critical_path_formula_ms": 1000 * critical,
-        "measured_first_audio_ms": 1000 * measured,
-        "measured_over_critical_path": measured / critical,
-        "measured_over_paper_formula": measured / paper,
-    }
     described = describe_device(device)
-    print(f"{args.llm} + {args.voice_lm} + {args.token2wav}, {args.dtype}, random weights; {described}")
-    print(f"paper formula: {text_per_chunk}*d_llm + {speech_per_chunk}*d_lm + {speech_per_chunk}*d_syn")
-    print(
-        f"critical path: {steps_needed}*({text_per_chunk}*d_llm + {speech_per_chunk}*d_lm) + {chunk}*d_syn (flow look-ahead {lookahead})"
-    )
+    what = f"{presets['llm']} + {presets['voice_lm']} + {presets['token2wav']}, {dtype}, random weights"
+    print(f"{what}; decode {mode or 'eager'}; {described}")
+    print("formula: 5*d_llm + 15*d_lm + 15*d_syn; critical path: k*(5*d_llm + 15*d_lm) + 15*d_syn")
     for name, value in figures.items():
-        print(f"  {name:30s} {value:10.2f}")
-    print(
-        "  time to first audio by block (ms): " + ", ".join(f"{k} {1000 * v:.0f}" for k, v in spent.items())
-    )
+        print(f"  {name:44s} {value:12.2f}")
     if args.json:
-        targets = {"measured_over_critical_path": "<= 1.1"}
-        args.json.write_text(
-            json.dumps({"figures": figures, "targets": targets, "device": described}, indent=2)
-        )
+        report = {
+            "figures": figures,
+            "targets": targets_for(args, device, figures),
+            "device": described,
+            "setup": {**presets, "dtype": dtype, "decode": mode or "eager", "batches": args.batches},
+        }
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

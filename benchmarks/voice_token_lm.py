@@ -4,7 +4,9 @@ Runs ``CosyVoice2LM`` at a preset (default ``cosyvoice2-0.5b``, random weights) 
 step the streaming decoder uses: feed the last speech token, project to the 6564 speech ids, pick one.
 A flat per-token cost over the context (ratio under 1.3) shows the cache does its job.
 
-    python benchmarks/voice_token_lm.py [--preset tiny] [--dtype bfloat16] [--json out.json]
+``--compile``: steps compiled over a static KV cache (``CosyVoice2LM.compile_decoding``; CUDA graphs on a GPU).
+
+    python benchmarks/voice_token_lm.py [--preset tiny] [--dtype bfloat16] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 from minmo_lightning.components.voice_token_lm.state import VoiceLMState
 
+from minmo_lightning.compiled import compile_mode
 from minmo_lightning.timing import describe_device, synchronized_time
 
 
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed decode steps per measurement")
+    parser.add_argument("--compile", action="store_true", help="compiled steps over a static KV cache")
     parser.add_argument("--json", type=Path, default=None, help="write figures/targets/device JSON here")
     args = parser.parse_args(argv)
 
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         model = CosyVoice2LM.from_preset(args.preset, dtype=dtype)
         model.configure_model()
     model.eval()
+    mode = compile_mode(args.compile, device)
+    model.compile_decoding(mode)
 
     (near, near_cpu), (far, far_cpu) = (
         decode_ms(model, 1, 50, args.steps),
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_token_cpu_ms_at_2000": far_cpu,
             "cpu_time_ratio_2000_vs_50": far_cpu / near_cpu,
         }
-    described = f"{describe_device(device)}, {args.preset}, {dtype}"
+    described = f"{describe_device(device)}, {args.preset}, {dtype}, decode {mode or 'eager'}"
     print(f"CosyVoice2LM decode: {described}")
     for key, value in figures.items():
         print(f"  {key:34s} {value:10.2f}")

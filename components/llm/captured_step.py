@@ -27,7 +27,8 @@ class CapturedStep:
 
     def __init__(self, forward: StepForward, mode: str) -> None:
         self.forward, self.mode = forward, mode
-        self.compiled = torch.compile(forward, mode=mode, dynamic=False)
+        # static shapes first; a second batch size or cache bucket recompiles once with those sizes dynamic
+        self.compiled = torch.compile(forward, mode=mode)
 
     def __call__(
         self, embeds: Tensor, real: Tensor | None, positions: Tensor | None, cache: StaticKVCache

@@ -3,7 +3,8 @@
 The flow's estimator runs once per Euler step (10 per chunk, conditioned and unconditioned rows together) and
 dominates a chunk's cost; HiFT's trunk (``decode``: the conv stack from mel and excitation to waveform) comes
 next. The flow pads every segment to one chunk (``flow_streaming._encode_segment``), so the estimator meets
-one shape per batch size (compiled twice: a session's first chunk has empty caches); the vocoder's windows
+one shape per batch size (compiled twice at the first: a session's first chunk has empty caches, then once
+more with the batch dimension dynamic when another batch size comes); the vocoder's windows
 vary in length, so its trunk compiles with dynamic shapes, as one function: compiled module by module, its
 many ResBlocks would each count against torch.compile's recompile limit.
 
@@ -22,10 +23,11 @@ from minmo_lightning.components.token2wav.flow_cache import StreamCache
 from torch import nn
 
 
-def compile_in_place(module: nn.Module, mode: str | None, dynamic: bool) -> None:
-    """Compile ``module``'s call; ``mode`` None puts it back to eager."""
+def compile_in_place(module: nn.Module, mode: str | None) -> None:
+    """Compile ``module``'s call, shapes static until a second batch size makes them dynamic; ``mode`` None puts
+    it back to eager."""
     # nn.Module.__call__ runs _compiled_call_impl when set (what nn.Module.compile sets); None: forward, eagerly
-    module._compiled_call_impl = None if mode is None else _kept(module._call_impl, mode, dynamic)
+    module._compiled_call_impl = None if mode is None else _kept(module._call_impl, mode, dynamic=None)
 
 
 def compile_method(owner: nn.Module, name: str, mode: str | None) -> None:
@@ -37,7 +39,7 @@ def compile_method(owner: nn.Module, name: str, mode: str | None) -> None:
         owner.__dict__[name] = _kept(getattr(type(owner), name).__get__(owner), mode, dynamic=True)
 
 
-def _kept(function: Callable, mode: str, dynamic: bool) -> Callable:
+def _kept(function: Callable, mode: str, dynamic: bool | None) -> Callable:
     compiled = torch.compile(function, mode=mode, dynamic=dynamic)
     if "reduce-overhead" not in mode:
         return compiled

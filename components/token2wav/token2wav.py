@@ -214,7 +214,7 @@ class CosyVoice2Token2Wav(Token2Wav):
     def compile_decoding(self, mode: str | None) -> None:
         """``mode`` (a torch.compile mode): the flow estimator (every ODE step) and HiFT's trunk run compiled
         (``compiled_parts.py``); None: eager, the default. ``MinMo.respond(compile=True)`` sets it."""
-        compile_in_place(self.flow.decoder.estimator, mode, dynamic=False)
+        compile_in_place(self.flow.decoder.estimator, mode)
         if hasattr(self.vocoder, "decode"):  # HiFT's trunk; Griffin-Lim has no network to compile
             compile_method(self.vocoder, "decode", mode)
 
