@@ -17,7 +17,7 @@ pipeline (``MinMo.respond``) is then timed from the first sampled text token to 
 Batched sessions: B independent responses in lockstep (``respond`` with B texts) for each of ``--batches``:
 each row's first-packet latency and the text and speech tokens per second over ``--chunks`` voice-decoder
 steps. ``--compile`` runs the compiled decode path (``respond(compile=True)``: static KV caches, CUDA graphs
-on a GPU); its warm-up (compilation) is reported apart.
+on a GPU); its warm-up (compilation) is reported apart, and one greedy response is compared with eager's.
 
 Random weights (speed does not depend on them); the tiny tokenizer stands in for Qwen's. The pipeline reads a
 fixed text verbatim (the LLM still runs every step, teacher-forced): a random LLM free to sample may end its
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import resource
 import shutil
@@ -175,6 +176,32 @@ def lockstep_response(model: MinMo, batch: int, chunks: int) -> dict:
         "spent_s": spent,
         "text_tokens_per_s": text / elapsed,
         "speech_tokens_per_s": speech / elapsed,
+    }
+
+
+@torch.no_grad()
+def compiled_against_eager(model: MinMo, mode: str, chunks: int) -> dict[str, float]:
+    """One greedy response, eager then compiled: the share of speech tokens that agree (1.0 unless bf16 rounding
+    flips a near tie) and the largest audio difference while they agree."""
+    runs = []
+    for decode in (False, mode):
+        set_decoding(model, decode)
+        response = model.respond(
+            texts=[TEXT], verbatim=True, speech_sampler=lambda logp, history: logp.argmax(-1)
+        )
+        steps = list(itertools.islice(response, chunks))
+        tokens = torch.cat([c.speech.tokens[0, : c.speech.lengths[0]] for c in steps])
+        audio = torch.cat([c.audio.waveform[0, : c.audio.lengths[0]] for c in steps])
+        runs.append((tokens, audio))
+    (eager_tokens, eager_audio), (tokens, audio) = runs
+    agree = (tokens == eager_tokens).float()
+    same = int(agree.cumprod(0).sum())  # tokens up to the first disagreement
+    samples = min(audio.shape[0], eager_audio.shape[0]) if same == agree.numel() else 0
+    return {
+        "speech_tokens_agree_with_eager": float(agree.mean()),
+        "audio_max_abs_diff_vs_eager": float(
+            (audio[:samples] - eager_audio[:samples]).abs().max(initial=0.0)
+        ),
     }
 
 
@@ -324,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = set_decoding(model, args.compile)
     warm_up(device)
     figures = measure(model, args)
+    if mode is not None:
+        figures |= compiled_against_eager(model, mode, args.chunks)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         figures |= profile(model, args.profile)

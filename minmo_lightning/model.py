@@ -604,7 +604,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         instruction on how to speak (``"Say it slowly."``, None: plain). ``history`` (with ``audio``): per row
         the earlier turns, ``{"role", "text", "audio": row of history_audio or None}`` (a dialogue
         datamodule's batch layout). ``options`` go to ``SpeechResponder`` (text sampling, speech sampler,
-        ``synthesize``).
+        ``synthesize``, ``compile=True``: compiled decode steps, CUDA graphs on a GPU; ``compiled.py``).
         """
         if (audio is None) == (texts is None):
             raise ValueError(
