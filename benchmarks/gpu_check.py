@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import json
 import statistics
 from pathlib import Path
@@ -111,6 +112,8 @@ def train(args: argparse.Namespace) -> None:
         + (["--seconds-per-batch", str(args.seconds_per_batch)] if args.seconds_per_batch else [])
     )
     measured = json.loads(step_json.read_text())["figures"]
+    gc.collect()  # the measured run's model, before building the one whose FLOPs are counted
+    torch.cuda.empty_cache()
     recipe = yaml.safe_load(args.recipe.read_text())
     precision = str((recipe.get("trainer") or {}).get("precision", "bf16-mixed"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

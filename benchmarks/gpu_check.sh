@@ -16,6 +16,7 @@
 # fails or runs out of its time is reported missing; the others still run. PYTHON picks the interpreter
 # (default: .venv/bin/python if present, else python3). Where that Python lacks this package or a recent
 # enough transformers, the wheels in .whl/ (carried along) and this checkout are installed under /tmp first.
+# STAGES (default "eager train compiled") and LIMITS (seconds per stage, in that order) allow a partial rerun.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-full}
@@ -58,23 +59,29 @@ CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))")
 [ "$CUDA" = 1 ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 if [ "$PRESET" = tiny ]; then
-    SIZE=tiny LATENCY=(--batches 1 8 32 --chunks 2 --repeats 1) LIMITS=(120 120 240)
+    SIZE=tiny LATENCY=(--batches 1 8 32 --chunks 2 --repeats 1) DEFAULT_LIMITS="120 120 240"
     TRAIN=(--recipe recipes/tiny/stage1c_sft.yaml --seconds-per-batch 8 --clip-seconds 4 --steps 2)
 else
-    SIZE=full LATENCY=(--batches 1 8 32 --chunks 6 --repeats 3) LIMITS=(150 120 210)
+    SIZE=full LATENCY=(--batches 1 8 32 --chunks 6 --repeats 3) DEFAULT_LIMITS="150 100 230"
     TRAIN=(--recipe recipes/minmo/stage1c_sft.yaml --clip-seconds 20 --steps 3)
 fi
+# STAGES picks stages (e.g. STAGES=compiled LIMITS="0 0 420" for a rerun); LIMITS: seconds per stage
+read -r -a LIMIT <<<"${LIMITS:-$DEFAULT_LIMITS}"
+STAGES=${STAGES:-eager train compiled}
+[ "$CUDA" = 1 ] || { STAGES=${STAGES/compiled/}; say "compiled: skipped (no CUDA device: CUDA graphs need one)"; }
 
-PARTS=(eager="$WORK/eager.json" train="$WORK/train.json")
-stage eager "${LIMITS[0]}" "$PY" benchmarks/response_latency.py --size "$SIZE" "${LATENCY[@]}" \
-    --profile "$OUT" --json "$WORK/eager.json"
-stage train "${LIMITS[1]}" "$PY" benchmarks/gpu_check.py train "${TRAIN[@]}" --json "$WORK/train.json"
-if [ "$CUDA" = 1 ]; then
-    stage compiled "${LIMITS[2]}" "$PY" benchmarks/response_latency.py --size "$SIZE" --compile "${LATENCY[@]}" \
-        --json "$WORK/compiled.json"
-    PARTS+=(compiled="$WORK/compiled.json")
-else
-    say "compiled: skipped (no CUDA device: CUDA graphs need one; inductor on a CPU takes minutes)"
-fi
+PARTS=()
+for name in $STAGES; do PARTS+=("$name=$WORK/$name.json"); done
+case " $STAGES " in *" eager "*)
+    stage eager "${LIMIT[0]}" "$PY" benchmarks/response_latency.py --size "$SIZE" "${LATENCY[@]}" \
+        --profile "$OUT" --json "$WORK/eager.json" ;;
+esac
+case " $STAGES " in *" train "*)
+    stage train "${LIMIT[1]}" "$PY" benchmarks/gpu_check.py train "${TRAIN[@]}" --json "$WORK/train.json" ;;
+esac
+case " $STAGES " in *" compiled "*)
+    stage compiled "${LIMIT[2]}" "$PY" benchmarks/response_latency.py --size "$SIZE" --compile "${LATENCY[@]}" \
+        --json "$WORK/compiled.json" ;;
+esac
 "$PY" benchmarks/gpu_check.py report --out "$OUT" --results "$RESULTS" --preset "$PRESET" "${PARTS[@]}"
 say "done: $OUT"

@@ -41,6 +41,7 @@ import shutil
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -224,13 +225,17 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def measure(model: MinMo, args: argparse.Namespace) -> dict[str, float]:
+def measure(
+    model: MinMo, args: argparse.Namespace, figures: dict[str, float], save: Callable[[], None]
+) -> None:
+    """Every figure into ``figures``, the single-row ones first, saving after each phase: a run stopped by a
+    time limit keeps what it measured."""
     device = model.device
     voice_lm, token2wav = model.voice_token_lm, model.token2wav
     text_step, speech_step = voice_lm.ratio.text, voice_lm.ratio.speech
     start = time.perf_counter()
     lockstep_response(model, 1, args.chunks)  # warm-up: compilation, if any, happens here
-    figures = {"warmup_s": time.perf_counter() - start}
+    figures["warmup_s"] = time.perf_counter() - start
     d_llm = d_llm_seconds(model, steps=10)
     d_lm = d_lm_seconds(voice_lm, args.repeats)
     d_syn = d_syn_seconds(token2wav, speech_step, args.repeats)
@@ -241,6 +246,8 @@ def measure(model: MinMo, args: argparse.Namespace) -> dict[str, float]:
     k, spent, measured = run["steps_to_audio"], run["spent_s"], run["first_audio_s"][0]
     formula = text_step * d_llm + speech_step * d_lm + speech_step * d_syn
     critical = k * (text_step * d_llm + speech_step * d_lm) + speech_step * d_syn
+    weights = sum(p.numel() * p.element_size() for p in model.llm.parameters())
+    bound = weights / memory_bandwidth_bytes_per_s(device)  # a decode step reads every weight once
     figures |= {
         "d_llm_ms": 1000 * d_llm,
         "d_lm_ms": 1000 * d_lm,
@@ -254,8 +261,13 @@ def measure(model: MinMo, args: argparse.Namespace) -> dict[str, float]:
         "pipeline_d_llm_ms": 1000 * spent.get("llm", 0.0) / (text_step * k),
         "pipeline_d_lm_ms": 1000 * spent.get("voice_token_lm", 0.0) / (speech_step * k),
         "pipeline_token2wav_ms": 1000 * spent.get("token2wav", 0.0),
+        "llm_weights_gib": weights / 2**30,
+        "d_llm_bound_ms": 1000 * bound,
+        "d_llm_over_bound": d_llm / bound,
     }
-    for batch in args.batches:
+    save()
+    smallest = min(args.batches)
+    for batch in sorted(args.batches):
         lockstep_response(model, batch, args.chunks)  # warm-up at this batch size and length
         rows = lockstep_response(model, batch, args.chunks)
         figures |= {
@@ -264,21 +276,11 @@ def measure(model: MinMo, args: argparse.Namespace) -> dict[str, float]:
             f"b{batch}_speech_tokens_per_s": rows["speech_tokens_per_s"],
             f"b{batch}_speech_tokens_per_s_per_row": rows["speech_tokens_per_s"] / batch,
         }
-    smallest = min(args.batches)
-    for batch in args.batches:
         if batch != smallest:
             figures[f"b{batch}_over_b{smallest}_speech_tokens_per_s"] = (
                 figures[f"b{batch}_speech_tokens_per_s"] / figures[f"b{smallest}_speech_tokens_per_s"]
             )
-    weights = sum(p.numel() * p.element_size() for p in model.llm.parameters())
-    bound = weights / memory_bandwidth_bytes_per_s(device)  # a decode step reads every weight once
-    figures |= {
-        "llm_weights_gib": weights / 2**30,
-        "d_llm_bound_ms": 1000 * bound,
-        "d_llm_over_bound": d_llm / bound,
-        "peak_memory_gib": peak_memory_gib(device),
-    }
-    return figures
+        save()
 
 
 @torch.no_grad()
@@ -350,27 +352,33 @@ def main(argv: list[str] | None = None) -> int:
     model = build(presets["llm"], presets["voice_lm"], presets["token2wav"], dtype, device)
     mode = set_decoding(model, args.compile)
     warm_up(device)
-    figures = measure(model, args)
+    described = describe_device(device)
+    what = f"{presets['llm']} + {presets['voice_lm']} + {presets['token2wav']}, {dtype}, random weights"
+    setup = {**presets, "dtype": dtype, "decode": mode or "eager", "batches": args.batches}
+    figures: dict[str, float] = {}
+
+    def save() -> None:
+        figures["peak_memory_gib"] = peak_memory_gib(device)
+        if args.json:
+            report = {
+                "figures": figures,
+                "targets": targets_for(args, device, figures),
+                "device": described,
+                "setup": setup,
+            }
+            args.json.write_text(json.dumps(report, indent=2))
+
     if mode is not None:
-        figures |= compiled_against_eager(model, mode, args.chunks)
+        figures |= compiled_against_eager(model, mode, args.chunks)  # compiles the batch-1 steps too
+    measure(model, args, figures, save)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         figures |= profile(model, args.profile)
-
-    described = describe_device(device)
-    what = f"{presets['llm']} + {presets['voice_lm']} + {presets['token2wav']}, {dtype}, random weights"
+        save()
     print(f"{what}; decode {mode or 'eager'}; {described}")
     print("formula: 5*d_llm + 15*d_lm + 15*d_syn; critical path: k*(5*d_llm + 15*d_lm) + 15*d_syn")
     for name, value in figures.items():
         print(f"  {name:44s} {value:12.2f}")
-    if args.json:
-        report = {
-            "figures": figures,
-            "targets": targets_for(args, device, figures),
-            "device": described,
-            "setup": {**presets, "dtype": dtype, "decode": mode or "eager", "batches": args.batches},
-        }
-        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
