@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -26,16 +27,20 @@ import yaml
 from builders import tiny_minmo
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.voice_encoder.cmvn import write_cmvn
+from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 from minmo_lightning.datamodules.synth import wav_bytes
 from safetensors.torch import load_file
+from torch.distributed.device_mesh import init_device_mesh
 
 from minmo_lightning.cli import lightning_main
+from minmo_lightning.contracts import TokenBatch
 from minmo_lightning.distributed_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint
 from minmo_lightning.distributed_memory import memory_plan
 from minmo_lightning.distributed_strategy import FSDP2Strategy
 from minmo_lightning.export import main as export_main
-from minmo_lightning.sharding import data_parallel_mesh
+from minmo_lightning.sharding import data_parallel_mesh, shard_model
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -192,6 +197,88 @@ def test_memory_plan_shards_what_trains_and_the_llm() -> None:
     assert zero["voice_encoder"].weights < ddp["voice_encoder"].weights / 4  # ZeRO-3 splits (and casts) all
     true_bf16 = {s.slot: s for s in memory_plan(model, model.slots, "ddp", 1, "bf16-true").slots}
     assert true_bf16["input_projector"].total == ddp["input_projector"].total / 2
+
+
+# ---- each block's declaration under FSDP2, in 2 processes -----------------------------------------------
+def _voice_decoder_case() -> tuple[torch.nn.Module, dict, str]:
+    """Stage-2b-like: the voice token LM trains, reached through ``decoder_forward`` (its sharded_methods)."""
+    lm = CosyVoice2LM.from_preset("tiny")
+    model = tiny_minmo(
+        objective="text_to_speech",
+        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
+        voice_token_lm=lm,
+        trainable={
+            "voice_encoder": "frozen",
+            "input_projector": "frozen",
+            "llm": "frozen",
+            "output_projector": "full",
+            "voice_token_lm": "full",
+        },
+    )
+    speech = [list(range(1, 17)), list(range(3, 19))]
+    batch = {
+        "ids": ["a", "b"],
+        "text": ["hello there", "stop now"],
+        "speech_tokens": TokenBatch.from_list(speech, "cpu"),
+    }
+    return model, batch, "voice_decoder_objective"
+
+
+def _duplex_case() -> tuple[torch.nn.Module, dict, str]:
+    """Stage 4: the listen path streams through the frozen (replicated) encoder and projector, the frozen
+    sharded LLM embeds through ``embed`` (its sharded_methods), the predictor trains."""
+    from test_duplex_stage4 import _duplex_batch, _stage4
+
+    model = _stage4()
+    return model, _duplex_batch(model.listener.frame_seconds), "duplex_objective"
+
+
+CASES = {"voice_decoder": _voice_decoder_case, "duplex": _duplex_case}
+
+
+def _case_loss(name: str, mesh: object = None) -> tuple[float, dict[str, str]]:
+    """The case's loss after one backward (sharded over ``mesh`` when given) and where each slot went."""
+    torch.manual_seed(0)
+    model, batch, objective = CASES[name]()
+    placements = {}
+    if mesh is not None:
+        placements = {row.slot: row.placement for row in shard_model(model, model.slots, mesh)}
+    torch.manual_seed(1)
+    loss, _ = getattr(model, objective)(batch)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    # every trained weight has its gradient, but CosyVoice2's text embedding: MinMo feeds semantic vectors
+    unused = ["voice_token_lm.llm.model.model.embed_tokens.weight"] if name == "voice_decoder" else []
+    assert missing == unused
+    return float(loss), placements
+
+
+def _sharded_case_losses(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+        results = {name: _case_loss(name, mesh) for name in CASES}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_sharded_blocks_compute_the_unsharded_losses(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "losses.pt"
+    torch.multiprocessing.spawn(_sharded_case_losses, args=(2, port, str(out)), nprocs=2)
+    sharded = torch.load(out)
+    for name in CASES:
+        loss, placements = sharded[name]
+        assert loss == pytest.approx(_case_loss(name)[0], rel=1e-5), name
+        assert placements["llm"] == "sharded" and placements["voice_encoder"] == "replicated", placements
+    assert sharded["voice_decoder"][1]["voice_token_lm"] == "sharded"
+    assert sharded["duplex"][1]["duplex_predictor"] == "sharded"
 
 
 # ---- 2 processes on the CPU -------------------------------------------------------------------------
