@@ -83,11 +83,12 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
     with one clear error naming the file when it is missing, truncated or not a torch checkpoint.
 
     ``mmap=True`` maps the tensors instead of reading them: cheap for looking at a large checkpoint's metadata.
-    A sharded checkpoint (a folder that FSDP2 saves) is assembled whole (``distributed_checkpoint.py``).
+    A sharded checkpoint (a folder that FSDP2 saves) is assembled whole (``distributed_checkpoint.py``); with
+    ``mmap`` only its metadata is read (the weights stay in their shards).
     """
     path = Path(path)
     if is_sharded_checkpoint(path):
-        return read_sharded_checkpoint(path)
+        return read_sharded_checkpoint(path, weights=not mmap)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:

@@ -26,8 +26,9 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
     return path.is_dir() and (path / INDEX_FILE).is_file()
 
 
-def read_sharded_checkpoint(folder: str | Path) -> dict[str, Any]:
-    """``meta.pt``'s contents with the full ``state_dict`` assembled from every rank's shards."""
+def read_sharded_checkpoint(folder: str | Path, weights: bool = True) -> dict[str, Any]:
+    """``meta.pt``'s contents with the full ``state_dict`` assembled from every rank's shards (``weights``;
+    without, only the metadata: hyperparameters, packed assets, loop state)."""
     from torch.distributed.checkpoint import FileSystemReader, load
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
@@ -38,6 +39,9 @@ def read_sharded_checkpoint(folder: str | Path) -> dict[str, Any]:
             f"{folder} holds torch.distributed.checkpoint shards but no {META_FILE} (Lightning's hyperparameters "
             f"and loop state), so it is not a whole Lightning checkpoint; found {present}"
         )
+    checkpoint = torch.load(folder / META_FILE, map_location="cpu", weights_only=False)
+    if not weights:
+        return checkpoint
     reader = FileSystemReader(str(folder))
     entries = reader.read_metadata().state_dict_metadata
     state, other = {}, []
@@ -54,7 +58,6 @@ def read_sharded_checkpoint(folder: str | Path) -> dict[str, Any]:
             "which a MinMo state dict never has; this is not a MinMo checkpoint"
         )
     load({"state_dict": state}, storage_reader=reader, no_dist=True)
-    checkpoint = torch.load(folder / META_FILE, map_location="cpu", weights_only=False)
     checkpoint["state_dict"] = state
     return checkpoint
 

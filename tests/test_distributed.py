@@ -34,6 +34,7 @@ from minmo_lightning.datamodules.synth import wav_bytes
 from safetensors.torch import load_file
 from torch.distributed.device_mesh import init_device_mesh
 
+from minmo_lightning.checkpoints import read_checkpoint, read_state_dict
 from minmo_lightning.cli import lightning_main
 from minmo_lightning.contracts import TokenBatch
 from minmo_lightning.distributed_checkpoint import is_sharded_checkpoint, read_sharded_checkpoint
@@ -405,6 +406,13 @@ def test_sharded_checkpoint_resumes_at_one_rank_and_exports(
 
     assert export_main(["--ckpt", str(two_ranks.checkpoint), "--out", str(tmp_path / "blocks")]) == 0
     state = read_sharded_checkpoint(two_ranks.checkpoint)["state_dict"]
+    assert (
+        read_state_dict(two_ranks.checkpoint).keys() == state.keys()
+    )  # what a next stage's init_checkpoint reads
+    metadata = read_checkpoint(
+        two_ranks.checkpoint, mmap=True
+    )  # hyperparameters only: the weights stay sharded
+    assert "state_dict" not in metadata and metadata["global_step"] == 2
     exported = load_file(str(tmp_path / "blocks" / "input_projector" / "model.safetensors"))
     assert exported.keys() == {
         k.removeprefix("input_projector.") for k in state if k.startswith("input_projector.")
