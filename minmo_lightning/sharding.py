@@ -68,7 +68,8 @@ def data_parallel_mesh(device_mesh: Any) -> Any:
         raise ValueError(
             f"the device mesh has tensor_parallel_size={tensor_parallel}, but MinMo shards with FSDP2 only (no "
             f"tensor parallelism); set trainer.strategy.init_args.data_parallel_size: {world} (devices x "
-            "num_nodes) and tensor_parallel_size: 1, as recipes/trainer/fsdp2.yaml does"
+            "num_nodes) and tensor_parallel_size: 1, or compose recipes/trainer/fsdp2.yaml (FSDP2Strategy sets "
+            "them for any launch)"
         )
     return device_mesh["data_parallel"] if "data_parallel" in names else device_mesh
 
