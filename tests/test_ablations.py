@@ -139,6 +139,8 @@ def test_tiny_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path)
         "class_path": "ASRDataModule",
         "init_args": {"path": corpus, "max_seconds_per_batch": 3.0},
     }
+    if config["model"]["init_args"].get("objective") == "speech_to_text":
+        config["model"]["init_args"]["tasks"] = ["asr"]  # what the ASR corpus supervises
     config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
     cli = _build(config, tmp_path, "cpu")
     before = {k: v.clone() for k, v in cli.model.state_dict().items()}
