@@ -88,6 +88,9 @@ class Block(L.LightningModule, metaclass=_SlotContract):
     _is_slot: ClassVar[bool] = True
     #: preset name -> constructor arguments (plain data). ``minmo list`` shows them with parameter counts.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: parameter-name prefixes only the block's own recipe trains (no MinMo objective reaches them): MinMo's
+    #: stages keep them frozen and say when the rest of the block moved on (``stages.py``)
+    standalone_head: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

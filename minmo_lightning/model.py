@@ -233,6 +233,7 @@ class MinMo(DuplexTraining, L.LightningModule):
             train_patterns or (),
             freeze_patterns or (),
             lora_pattern=self.llm.lora_parameter_pattern,
+            standalone_heads={slot: getattr(self, slot).standalone_head for slot in self.slots},
         )
         self.tasks = list(tasks or ["asr"])
         self.emotion_labels = list(emotion_labels or ["neutral", "happy", "sad", "angry"])

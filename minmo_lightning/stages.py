@@ -49,10 +49,15 @@ def compile_stage(
     train_patterns: Iterable[str] = (),
     freeze_patterns: Iterable[str] = (),
     lora_pattern: str = "lora_",
+    standalone_heads: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Rule]:
     """Turn ``{slot: mode}`` plus extra patterns into ordered rules.
 
-    Every present slot must be named (no silent default); naming an absent slot is an error too.
+    Every present slot must be named (no silent default); naming an absent slot is an error too. A block's
+    ``standalone_head`` (``standalone_heads``: slot -> parameter-name prefixes) stays frozen whatever its
+    slot's mode: no MinMo objective gives it a loss, and a trainable weight that never gets a gradient stops
+    DDP at its first step and leaves FSDP2's optimizer state without it. ``train_patterns`` can still
+    reach it.
     """
     slots = list(slots)
     unknown = sorted(set(trainable) - set(slots))
@@ -77,6 +82,8 @@ def compile_stage(
         rules.append(Rule(prefix, mode == "full", origin))
         if mode == "lora":
             rules.append(Rule(prefix + rf".*{lora_pattern}", True, origin))
+        heads = (standalone_heads or {}).get(slot, ())
+        rules += [Rule(prefix + re.escape(h), False, f"{slot}'s standalone_head {h!r}") for h in heads]
     rules += [Rule(p, True, f"train_patterns: {p}") for p in train_patterns]
     rules += [Rule(p, False, f"freeze_patterns: {p}") for p in freeze_patterns]
     return rules

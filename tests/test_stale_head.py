@@ -9,11 +9,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from builders import tiny_minmo
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
+from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder, StaleHeadError
+from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
-from minmo_lightning.contracts import AudioBatch
+from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.export import StaleHeadWarning, export_blocks
 from minmo_lightning.model import MinMo
 from minmo_lightning.registry import resolve_class
@@ -114,3 +117,37 @@ def test_the_encoders_own_recipe_clears_the_mark() -> None:
     encoder.on_fit_start()  # its recipe trains the head with the body
     assert encoder.hparams.head_stale is None
     assert len(encoder.transcribe(AUDIO)) == 1
+
+
+def _without_gradient(model: MinMo) -> list[str]:
+    return [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())
+    ]
+
+
+def test_every_weight_a_stage_trains_gets_a_gradient() -> None:
+    """A standalone head stays frozen in MinMo's stages: a trainable weight without a gradient stops DDP at its
+    first step and leaves FSDP2's optimizer state without it."""
+    model = stage("full", tasks=["asr"]).train()
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("voice_encoder.ctc."))
+    batch = {"ids": ["a"], "audio": AUDIO, "text": ["hello"], "supervises": ("asr",)}
+    model.speech_to_text_loss(batch).backward()
+    assert _without_gradient(model) == []
+
+    lm = CosyVoice2LM.from_preset("tiny")
+    stage2b = tiny_minmo(
+        objective="text_to_speech",
+        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
+        voice_token_lm=lm,
+        trainable={
+            "voice_encoder": "frozen",
+            "input_projector": "frozen",
+            "llm": "frozen",
+            "output_projector": "full",
+            "voice_token_lm": "full",
+        },
+    ).train()
+    assert not lm.llm.model.model.embed_tokens.weight.requires_grad  # the text embedding: TTS alone only
+    tts = {"ids": ["a"], "text": ["hello there"], "speech_tokens": TokenBatch.from_list([[5] * 12])}
+    stage2b.voice_decoder_forward(tts).loss.backward()
+    assert _without_gradient(stage2b) == []

@@ -102,6 +102,9 @@ class CosyVoice2LM(VoiceTokenLM):
 
     presets = {"cosyvoice2-0.5b": COSYVOICE2_05B, "tiny": TINY}
     weight_args = ("pretrained_path",)
+    #: the text-token embeddings: trained when the block reads text alone (TTS); inside MinMo the output
+    #: projector's semantic vectors take their place
+    standalone_head = ("llm.model.model.embed_tokens.",)
     decode_mode: str | None = None  # compile_decoding
 
     def __init__(
