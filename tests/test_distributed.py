@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -416,3 +417,23 @@ def test_sharded_checkpoint_resumes_at_one_rank_and_exports(
         assert torch.equal(value, state[f"input_projector.{key}"]), key
     assert (tmp_path / "blocks" / "llm" / "adapter" / "adapter_config.json").is_file()
     assert not list((tmp_path / "blocks").glob(".consolidating-*"))  # the temporary single file is gone
+
+
+def test_bf16_true_trains_a_stage_whose_encoder_frontend_stays_float32():
+    """``precision: bf16-true`` casts the whole model; the encoder's frontend constants stay float32."""
+    from test_stale_head import AUDIO, stage
+
+    model = stage("full", tasks=["asr"]).train()
+    batch = {"ids": ["a"], "audio": AUDIO, "text": ["hello"], "supervises": ("asr",)}
+    loader = torch.utils.data.DataLoader([0, 1], batch_size=None, collate_fn=lambda _: batch)
+    trainer = L.Trainer(
+        max_steps=2,
+        precision="bf16-true",
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    assert trainer.global_step == 2 and next(model.llm.parameters()).dtype == torch.bfloat16
+    assert model.voice_encoder.frontend.fbank.banks.dtype == torch.float32

@@ -208,3 +208,24 @@ def test_gradient_checkpointing_keeps_outputs_and_gradients(name: str) -> None:
     assert plain_grads.keys() == recomputed_grads.keys() and len(plain_grads) > 10
     for key, grad in plain_grads.items():
         torch.testing.assert_close(recomputed_grads[key], grad, msg=key)
+
+
+@pytest.mark.parametrize("name", ["SenseVoiceEncoder", "WhisperEncoder"])
+def test_a_bf16_encoder_keeps_float32_features(name):
+    """Lightning's bf16-true casts the whole model: the frontend's windows, mel banks and CMVN stay float32 (the
+    features are computed as the official frontends compute them) and the encoder runs in bf16."""
+    from minmo_lightning.blocks import VoiceEncoder
+    from minmo_lightning.registry import resolve_class
+
+    torch.manual_seed(0)
+    encoder = resolve_class(name, VoiceEncoder).from_preset("tiny")
+    encoder.configure_model()
+    encoder.eval()
+    audio = AudioBatch.from_list([0.1 * torch.randn(16000)], 16000)
+    reference = encoder(audio).values
+    encoder.to(torch.bfloat16)
+    constants = [b for b in encoder.frontend.buffers() if b is not None]
+    assert constants and all(b.dtype == torch.float32 for b in constants)
+    out = encoder(audio).values
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 0.05 * reference.abs().max()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,20 @@ def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: int, low_fre
     return F.pad(banks, (0, 1))
 
 
-class KaldiFbank(nn.Module):
+class Float32Buffers(nn.Module):
+    """A frontend whose constants (windows, mel banks, CMVN) stay float32 when the model is cast to another
+    dtype (Lightning's ``bf16-true``): features are computed in float32 as the official frontends compute
+    them, and the encoder casts them to its own dtype. Device moves still apply."""
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Float32Buffers:
+        kept = {n: b for n, b in self._buffers.items() if b is not None and b.dtype == torch.float32}
+        super()._apply(fn, recurse)
+        for name, buffer in kept.items():
+            self._buffers[name] = buffer.to(self._buffers[name].device)
+        return self
+
+
+class KaldiFbank(Float32Buffers):
     """Log-mel filterbank as Kaldi computes it (``snip_edges=True``), for a batch of padded waveforms.
 
     Frames are ``frame_ms`` long every ``shift_ms``; an utterance shorter than one frame gets one frame as
@@ -169,7 +183,7 @@ def apply_lfr(feats: Tensor, lengths: Tensor, window: int, hop: int) -> tuple[Te
     return stacked * lengths_to_mask(out_lengths, steps)[..., None], out_lengths
 
 
-class SenseVoiceFrontend(nn.Module):
+class SenseVoiceFrontend(Float32Buffers):
     """funasr ``WavFrontend``: fbank -> LFR -> CMVN ``(x + shift) * scale``; padding frames stay zero.
 
     The CMVN is a non-persistent buffer (it comes from ``am.mvn`` next to the checkpoint, not from the
@@ -213,7 +227,7 @@ class SenseVoiceFrontend(nn.Module):
         return self.apply_cmvn(feats, lengths), lengths
 
 
-class WhisperLogMel(nn.Module):
+class WhisperLogMel(Float32Buffers):
     """Whisper's log-mel: 25 ms Hann STFT every 10 ms, power, slaney mel, log10, clamp to max - 8, (x+4)/4.
 
     ``S`` samples give ``S // hop`` frames (Whisper drops the STFT's last frame). The dynamic-range clamp

@@ -260,7 +260,8 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
 
     def with_queries(self, feats: Tensor, lengths: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Prepend the query embeddings: what the SAN-M encoder reads."""
-        return torch.cat([self.embed(rows).to(feats.dtype), feats], dim=1), lengths + rows.shape[1]
+        queries = self.embed(rows)  # the features (float32 from the frontend) take the encoder's dtype
+        return torch.cat([queries, feats.to(queries.dtype)], dim=1), lengths + rows.shape[1]
 
     def encode(
         self,
