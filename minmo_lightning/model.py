@@ -23,9 +23,11 @@ so ``MinMo.load_from_checkpoint`` rebuilds the same model.
 from __future__ import annotations
 
 import re
+import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -60,6 +62,7 @@ from minmo_lightning.contracts import (
     VoiceDecoderInput,
     lengths_to_mask,
 )
+from minmo_lightning.distributed_checkpoint import consolidate, is_sharded_checkpoint
 from minmo_lightning.duplex_training import DuplexTraining
 from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.listening import DEFAULT_CHUNK_SECONDS
@@ -371,6 +374,10 @@ class MinMo(DuplexTraining, L.LightningModule):
             kwargs[slot] = {"class_path": spec["class_path"], "init_args": {**init_args, **changed}}
         kwargs.setdefault("init_checkpoint", None)
         kwargs.setdefault("init_blocks", None)
+        if is_sharded_checkpoint(checkpoint_path):  # FSDP2's folder: assembled into one file for Lightning
+            with tempfile.TemporaryDirectory() as scratch:
+                whole = consolidate(checkpoint_path, Path(scratch) / "model.ckpt")
+                return super().load_from_checkpoint(whole, *args, **kwargs)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def train(self, mode: bool = True) -> MinMo:

@@ -42,6 +42,7 @@ from minmo_lightning.distributed_checkpoint import is_sharded_checkpoint, read_s
 from minmo_lightning.distributed_memory import memory_plan
 from minmo_lightning.distributed_strategy import FSDP2Strategy
 from minmo_lightning.export import main as export_main
+from minmo_lightning.model import MinMo
 from minmo_lightning.sharding import data_parallel_mesh, shard_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -417,6 +418,9 @@ def test_sharded_checkpoint_resumes_at_one_rank_and_exports(
         assert torch.equal(value, state[f"input_projector.{key}"]), key
     assert (tmp_path / "blocks" / "llm" / "adapter" / "adapter_config.json").is_file()
     assert not list((tmp_path / "blocks").glob(".consolidating-*"))  # the temporary single file is gone
+    # the sharded folder loads as a model (what minmo evaluate --ckpt does)
+    loaded = MinMo.load_from_checkpoint(two_ranks.checkpoint).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k.startswith("input_projector."))
 
 
 def test_bf16_true_trains_a_stage_whose_encoder_frontend_stays_float32():
