@@ -1,8 +1,8 @@
 """``MixtureDataModule``: several task datamodules trained as one (MinMo's multi-task SFT, stage 1c).
 
 Each training step takes one batch from one source; an epoch runs every batch of every source once (or
-``repeats[i]`` times, to upsample a small task), in an order shuffled from ``(seed, epoch)``. The
-model sees which task a batch supervises from its keys (``emotion`` -> SER, ``text`` -> ASR...).
+``repeats[i]`` times, to upsample a small task), in an order shuffled from ``(seed, epoch)``. Each source
+says which tasks its items supervise (its ``tasks``; the batch carries them as ``supervises``).
 Validation and test run each source's loader in turn (``dataloader_idx`` tells them apart). Each
 source skips, counts and lists its own bad rows (``base.py``); ``skipped_rows`` gathers them.
 
