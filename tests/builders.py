@@ -112,3 +112,20 @@ def speaking_minmo(token2wav: bool = False, **overrides):
         **overrides,
     )
     return model.eval()
+
+
+def stage2b_minmo() -> MinMo:
+    """A tiny stage-2b MinMo (random weights): the output projector and the voice token LM train."""
+    lm = CosyVoice2LM.from_preset("tiny")
+    return tiny_minmo(
+        objective="text_to_speech",
+        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
+        voice_token_lm=lm,
+        trainable={
+            "voice_encoder": "frozen",
+            "input_projector": "frozen",
+            "llm": "frozen",
+            "output_projector": "full",
+            "voice_token_lm": "full",
+        },
+    )

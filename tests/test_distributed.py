@@ -25,12 +25,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from builders import tiny_minmo
+from builders import stage2b_minmo, tiny_minmo
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
-from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.voice_encoder.cmvn import write_cmvn
-from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 from minmo_lightning.datamodules.synth import wav_bytes
 from safetensors.torch import load_file
 from torch.distributed.device_mesh import init_device_mesh
@@ -205,19 +203,7 @@ def test_memory_plan_shards_what_trains_and_the_llm() -> None:
 # ---- each block's declaration under FSDP2, in 2 processes -----------------------------------------------
 def _voice_decoder_case() -> tuple[torch.nn.Module, dict, str]:
     """Stage-2b-like: the voice token LM trains, reached through ``decoder_forward`` (its sharded_methods)."""
-    lm = CosyVoice2LM.from_preset("tiny")
-    model = tiny_minmo(
-        objective="text_to_speech",
-        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
-        voice_token_lm=lm,
-        trainable={
-            "voice_encoder": "frozen",
-            "input_projector": "frozen",
-            "llm": "frozen",
-            "output_projector": "full",
-            "voice_token_lm": "full",
-        },
-    )
+    model = stage2b_minmo()
     speech = [list(range(1, 17)), list(range(3, 19))]
     batch = {
         "ids": ["a", "b"],

@@ -9,12 +9,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from builders import tiny_minmo
+from builders import stage2b_minmo
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
-from minmo_lightning.components.output_projector.query_linear import QueryLinearProjector
 from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder, StaleHeadError
-from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
 
 from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.export import StaleHeadWarning, export_blocks
@@ -134,19 +132,8 @@ def test_every_weight_a_stage_trains_gets_a_gradient() -> None:
     model.speech_to_text_loss(batch).backward()
     assert _without_gradient(model) == []
 
-    lm = CosyVoice2LM.from_preset("tiny")
-    stage2b = tiny_minmo(
-        objective="text_to_speech",
-        output_projector=QueryLinearProjector.from_preset("tiny", output_dim=lm.hidden_size),
-        voice_token_lm=lm,
-        trainable={
-            "voice_encoder": "frozen",
-            "input_projector": "frozen",
-            "llm": "frozen",
-            "output_projector": "full",
-            "voice_token_lm": "full",
-        },
-    ).train()
+    stage2b = stage2b_minmo().train()
+    lm = stage2b.voice_token_lm
     assert not lm.llm.model.model.embed_tokens.weight.requires_grad  # the text embedding: TTS alone only
     tts = {"ids": ["a"], "text": ["hello there"], "speech_tokens": TokenBatch.from_list([[5] * 12])}
     stage2b.voice_decoder_forward(tts).loss.backward()
