@@ -218,17 +218,18 @@ class DurationBatchSampler(DistributedSampler):
         if self._running and epoch != self.epoch:
             start = self._active
             left = self.dealt_plan(start)[self.rank :: self.num_replicas][self.batches_done - start.step :]
-            log.warning(
-                "epoch %d stopped after %d of its %d steps: %d items of its last %d batches (rank %d) were not "
-                "seen in it; under Lightning set trainer.reload_dataloaders_every_n_epochs: 1 so every epoch "
-                "runs to its own length",
-                self.epoch,
-                self.batches_done,
-                len(self),
-                sum(len(b) for b in left),
-                len(left),
-                self.rank,
-            )
+            if left:  # a pass that handed out every batch left nothing out, whether or not it was closed
+                log.warning(
+                    "epoch %d stopped after %d of its %d steps: %d items of its last %d batches (rank %d) were "
+                    "not seen in it; under Lightning set trainer.reload_dataloaders_every_n_epochs: 1 so every "
+                    "epoch runs to its own length",
+                    self.epoch,
+                    self.batches_done,
+                    len(self),
+                    sum(len(b) for b in left),
+                    len(left),
+                    self.rank,
+                )
         self._running = self._running and epoch == self.epoch
         super().set_epoch(epoch)
 

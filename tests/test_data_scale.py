@@ -177,6 +177,17 @@ def test_an_epoch_cut_short_says_what_it_left_out(caplog):
     assert "epoch 1 stopped after 21 of its 22 steps" in caplog.text
 
 
+def test_a_pass_that_took_every_batch_says_nothing_when_the_next_epoch_starts(caplog):
+    (sampler,) = ranks(1)
+    sampler.set_epoch(1)
+    batches = iter(sampler)
+    for _ in range(len(sampler)):  # every batch handed out, the pass never closed (a mixture stops there)
+        next(batches)
+        sampler.batches_done += 1
+    sampler.set_epoch(2)
+    assert "stopped after" not in caplog.text
+
+
 def durations_corpus(folder: Path) -> Path:
     """``DURATIONS`` / 30 as clips of a parquet ASR split (so ``BUDGET / 30`` batches them as above)."""
     seconds = (DURATIONS / 30).round(4)
