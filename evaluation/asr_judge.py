@@ -206,6 +206,32 @@ def transcribe(encoder, wave: np.ndarray, offset: float = 0.0) -> dict:
     return {"text": " ".join(c["text"] for c in chunks), "chunks": chunks}
 
 
+class EmotionJudge:
+    """The emotion a SenseVoice encoder trained alone hears in a clip (its emotion tag): the voice-control
+    task's ``metrics.emotion_judge``, ``{class_path: minmo_lightning.evaluation.asr_judge.EmotionJudge}``
+    (``init_args: {checkpoint: ...}``; default: the tiny encoder run, ``DEFAULT_CKPT_GLOB``)."""
+
+    def __init__(self, checkpoint: str | None = None) -> None:
+        path = checkpoint or default_checkpoint()
+        if path is None:
+            raise JudgeError(
+                "no emotion judge: give init_args.checkpoint, a SenseVoiceEncoder trained alone (minmo fit "
+                "--config recipes/components/voice_encoder_ctc.yaml)"
+            )
+        self.encoder = load_judge(path)
+
+    @torch.no_grad()
+    def __call__(self, wave: np.ndarray, sample_rate: int) -> str:
+        from minmo_lightning.datamodules.audio import resample
+
+        from minmo_lightning.contracts import AudioBatch
+
+        clip = torch.from_numpy(resample(wave.astype(np.float32), sample_rate, SAMPLE_RATE))
+        device = next(self.encoder.parameters()).device
+        audio = AudioBatch(clip[None].to(device), torch.tensor([len(clip)], device=device), SAMPLE_RATE)
+        return self.encoder.transcribe(audio)[0].emotion.strip("<|>").lower()  # "<|happy|>" -> "happy"
+
+
 def _newer(path: Path, than: Path) -> bool:
     return path.is_file() and path.stat().st_mtime > than.stat().st_mtime
 

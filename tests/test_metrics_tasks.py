@@ -3,11 +3,13 @@ and voice control, and each task scored end to end from a predictions file."""
 
 import json
 import math
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+import torch
 from minmo_lightning.evaluation.attributes import attributes_report
 from minmo_lightning.evaluation.classification import chance_levels, classification_report
 from minmo_lightning.evaluation.compare import compare_runs
@@ -431,3 +433,27 @@ def test_batch_references_of_the_new_tasks():
     assert refs["sqa"] == {"reference": "yes", "answer_type": "yesno"}
     assert refs["voice_control"] == {"control": "pitch", "target": "high", "phonemes": [3, 4, 5]}
     json.dumps(refs)
+
+
+def test_the_emotion_judge_hears_a_sensevoice_tag(monkeypatch):
+    """``EmotionJudge`` answers with the encoder's emotion tag as a plain label, from any sample rate."""
+    from minmo_lightning.evaluation import asr_judge
+
+    heard = []
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def transcribe(self, audio):
+            heard.append((audio.sample_rate, int(audio.lengths[0])))
+            return [types.SimpleNamespace(emotion="<|HAPPY|>")]
+
+    monkeypatch.setattr(asr_judge, "load_judge", lambda path: Encoder())
+    judge = asr_judge.EmotionJudge("encoder.ckpt")
+    assert judge(np.zeros(24000, dtype=np.float32), 24000) == "happy"
+    assert heard == [(16000, 16000)]
+    monkeypatch.setattr(asr_judge, "default_checkpoint", lambda: None)
+    with pytest.raises(asr_judge.JudgeError, match="no emotion judge"):
+        asr_judge.EmotionJudge()
