@@ -90,9 +90,9 @@ MINUTES = {
     "voice_encoder": (14.1, 0.12),
     "stage1a": (3.6, 0.08),
     "stage1b": (3.3, 0.15),
-    "stage1c": (4.3, 0.25),
+    "stage1c": (17.0, 0.3),  # the understanding mixture: 1200 steps at ~0.85 s (estimated from 300 steps)
     "stage4": (9.9, 0.9),
-    "evaluation": (0.5, 0.3),
+    "evaluation": (2.0, 0.5),  # eight stage-1c tasks (~10 s each alone) and duplex
     "chat": (0.3, 0.2),
 }
 
