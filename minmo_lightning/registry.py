@@ -63,15 +63,25 @@ def resolve_class(name: str, base: type, what: str | None = None) -> type:
     if found is None:
         close = difflib.get_close_matches(name, list(choices), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise RegistryError(
-            f"{subject} is not a known {base.__name__}{hint}; valid choices: {', '.join(sorted(choices))}"
-        )
+        raise RegistryError(f"{subject} is not a known {base.__name__}{hint}; {_choices(name, choices)}")
     if len(found) > 1:
         raise RegistryError(
             f"{subject} names several {base.__name__} classes ({', '.join(_qualname(cls) for cls in found)}); "
             "write the dotted path (package.module.Class)"
         )
     return found[0]
+
+
+#: how many names an unknown-name error lists (the nearest first when there are more)
+LISTED_CHOICES = 12
+
+
+def _choices(name: str, choices: dict[str, list[type]]) -> str:
+    """The valid names, all of them when few, else the nearest to ``name`` and how many there are."""
+    if len(choices) <= LISTED_CHOICES:
+        return f"valid choices: {', '.join(sorted(choices))}"
+    nearest = sorted(choices, key=lambda c: -difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio())
+    return f"nearest of {len(choices)} choices: {', '.join(nearest[:LISTED_CHOICES])}, ..."
 
 
 def named_subclasses(base: type) -> dict[str, list[type]]:
