@@ -90,7 +90,7 @@ MINUTES = {
     "voice_encoder": (14.1, 0.12),
     "stage1a": (3.6, 0.08),
     "stage1b": (3.3, 0.15),
-    "stage1c": (12.0, 0.3),  # the understanding mixture: 1200 steps at ~0.6 s (runs/faithful, alone)
+    "stage1c": (14.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
     "stage4": (9.9, 0.9),
     "evaluation": (2.0, 0.5),  # eight stage-1c tasks (~10 s each alone) and duplex
     "chat": (0.3, 0.2),
