@@ -174,7 +174,8 @@ def test_state_is_bounded_and_reset_restarts_a_row() -> None:
     fresh = flow.init_state(1)
     mel_reset, lengths = flow.step(TokenBatch(tokens[:, :8], torch.tensor([8, 8])), state)
     mel_fresh, _ = flow.step(TokenBatch(tokens[:1, :8], torch.tensor([8])), fresh)
-    assert lengths.tolist() == [10, 16]  # row 0 starts over (first chunk 1 token: 4 - look-ahead 3), row 1 goes on
+    # row 0 starts over (first chunk 1 token: 4 - look-ahead 3), row 1 goes on
+    assert lengths.tolist() == [10, 16]
     torch.testing.assert_close(mel_reset[0, :, :10], mel_fresh[0], atol=1e-5, rtol=1e-5)
 
 

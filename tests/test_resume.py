@@ -170,7 +170,10 @@ def test_resume_after_a_crash_takes_the_uninterrupted_batches(
     assert step == crash_after_step // every_n_steps * every_n_steps
     epoch, done = divmod(step - 1, PER_EPOCH)
     (state,) = outcome["loader_state"]
-    assert state.items() >= {"epoch": epoch, "seed": 0, "batches_done": done + 1, "batches_in_epoch": PER_EPOCH}.items()
+    assert (
+        state.items()
+        >= {"epoch": epoch, "seed": 0, "batches_done": done + 1, "batches_in_epoch": PER_EPOCH}.items()
+    )
     assert_resumed_exactly(outcome)
     first_epoch = [i for _, ids in outcome["uninterrupted"][:PER_EPOCH] for i in ids]
     assert sorted(first_epoch) == [f"tone{i:02d}" for i in range(TONES)]
