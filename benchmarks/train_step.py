@@ -58,7 +58,8 @@ WORDS = [
     "about",
     "dinner",
 ]
-WEIGHT_PATHS = ("path", "pretrained_path", "checkpoint_path")
+#: files a block reads when built: weights, and a voice encoder's CMVN statistics (random weights need neither)
+WEIGHT_PATHS = ("path", "pretrained_path", "checkpoint_path", "cmvn_file")
 TRAINER_PIECES = Path(__file__).resolve().parents[1] / "recipes" / "trainer"
 #: --strategy -> the memory plan's layout ("single": one device, as DDP's per-GPU share)
 PLAN_STRATEGY = {"single": "ddp", "ddp": "ddp", "fsdp2": "fsdp2", "deepspeed_zero3": "deepspeed_zero3"}

@@ -136,7 +136,7 @@ def test_deepspeed_without_its_package_says_so(capsys: pytest.CaptureFixture) ->
 
 
 def test_deepspeed_without_cuda_says_so(
-    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With the package present (faked here) a CPU-only machine still cannot run it: one line, no traceback."""
     if torch.cuda.is_available():
@@ -149,6 +149,8 @@ def test_deepspeed_without_cuda_says_so(
     stub.utils = SimpleNamespace(logging=SimpleNamespace(logger=logging.getLogger("deepspeed")))
     monkeypatch.setitem(sys.modules, "deepspeed", stub)
     args = ["--config", str(TINY_SFT), "--config", str(RECIPES / "trainer" / "deepspeed_zero3.yaml")]
+    write_cmvn(tmp_path / "am.mvn", torch.stack([torch.zeros(560), torch.ones(560)]))  # no corpus needed here
+    args += ["--model.init_args.voice_encoder.init_args.cmvn_file", str(tmp_path / "am.mvn")]
     with pytest.raises(SystemExit) as exit_:
         lightning_main(args, run=False)
     assert exit_.value.code == 2
