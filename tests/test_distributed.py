@@ -299,6 +299,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
             "init_args": {
                 "tasks": ["asr"],
                 "init_checkpoint": None,
+                # LoRA under FSDP2 (the tiny recipe trains its LLM in full; MinMo's stage 1c uses LoRA)
+                "trainable": {"voice_encoder": "full", "input_projector": "full", "llm": "lora"},
                 "voice_encoder": {"init_args": {"cmvn_file": str(root / "am.mvn"), "dropout_rate": 0.0}},
                 "input_projector": {"init_args": {"dropout": 0.0}},
             }
