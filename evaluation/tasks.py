@@ -267,6 +267,40 @@ def _spoken_task(
     )
 
 
+def _classification_task(
+    name: str,
+    title: str,
+    reference_column: str,
+    batch_references: Callable[[dict, int, BatchLabels], dict],
+    accuracy_key: str = "accuracy",
+) -> TaskSpec:
+    """A closed-set task (emotion, language ID): a label or text to parse one from, scored against the labels."""
+    return TaskSpec(
+        name,
+        required=("reference",),
+        scorer=partial(classification_report, accuracy_key=accuracy_key, title=title),
+        settings={"labels": None, "label_map": None},
+        any_of=("prediction", "prediction_text"),
+        reference_column=reference_column,
+        reference_field="reference",
+        batch_references=batch_references,
+        statistic=PairedStatistic(lambda settings: accuracy_key, _correct, lower_is_better=False),
+    )
+
+
+def _answer_task(name: str) -> TaskSpec:
+    """A generated answer scored by exact match and token F1 against ``answer_text`` (spoken QA, dialogue)."""
+    return TaskSpec(
+        name,
+        required=("reference", "prediction_text"),
+        scorer=qa_report,
+        reference_column="answer_text",
+        reference_field="reference",
+        batch_references=_qa_references,
+        statistic=PairedStatistic(lambda settings: "exact_match", _exact_match, lower_is_better=False),
+    )
+
+
 TASK_SPECS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -281,17 +315,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             batch_references=_asr_references,
             statistic=ERROR_RATE,
         ),
-        TaskSpec(
-            "emotion",
-            required=("reference",),
-            scorer=partial(classification_report, accuracy_key="wa", title="emotion"),
-            settings={"labels": None, "label_map": None},
-            any_of=("prediction", "prediction_text"),
-            reference_column="emotion",
-            reference_field="reference",
-            batch_references=_emotion_references,
-            statistic=PairedStatistic(lambda settings: "wa", _correct, lower_is_better=False),
-        ),
+        _classification_task("emotion", "emotion", "emotion", _emotion_references, accuracy_key="wa"),
         TaskSpec(
             "duplex",
             required=("reference_labels", "predicted_labels"),
@@ -326,17 +350,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
             batch_references=_translation_references,
             statistic=None,  # corpus BLEU is not a ratio of per-record counts: compared without intervals
         ),
-        TaskSpec(
-            "lid",
-            required=("reference",),
-            scorer=partial(classification_report, title="language ID"),
-            settings={"labels": None, "label_map": None},
-            any_of=("prediction", "prediction_text"),
-            reference_column="language",
-            reference_field="reference",
-            batch_references=_language_references,
-            statistic=PairedStatistic(lambda settings: "accuracy", _correct, lower_is_better=False),
-        ),
+        _classification_task("lid", "language ID", "language", _language_references),
         TaskSpec(
             "speaker",
             required=("reference_attributes", "prediction_text"),
@@ -355,24 +369,8 @@ TASK_SPECS: dict[str, TaskSpec] = {
             batch_references=_event_references,
             statistic=PairedStatistic(lambda settings: "event_f1", _event_f1_counts, lower_is_better=False),
         ),
-        TaskSpec(
-            "sqa",
-            required=("reference", "prediction_text"),
-            scorer=qa_report,
-            reference_column="answer_text",
-            reference_field="reference",
-            batch_references=_qa_references,
-            statistic=PairedStatistic(lambda settings: "exact_match", _exact_match, lower_is_better=False),
-        ),
-        TaskSpec(  # the answer to a dialogue's last turn, scored as spoken QA answers are
-            "dialogue",
-            required=("reference", "prediction_text"),
-            scorer=qa_report,
-            reference_column="answer_text",
-            reference_field="reference",
-            batch_references=_qa_references,
-            statistic=PairedStatistic(lambda settings: "exact_match", _exact_match, lower_is_better=False),
-        ),
+        _answer_task("sqa"),
+        _answer_task("dialogue"),  # the answer to a dialogue's last turn, scored as spoken QA answers are
         TaskSpec(
             "voice_control",
             required=("control", "target", "output_audio_path"),
