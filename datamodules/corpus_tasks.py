@@ -121,11 +121,18 @@ def _plan_emotion(inputs: PlanInputs) -> Iterator[Planned]:
 
 
 def _plan_tts(inputs: PlanInputs) -> Iterator[Planned]:
-    for split, exchanges in _train_validation_test(inputs).items():
+    splits = _train_validation_test(inputs)
+    # Alternate answers and questions so the TTS set covers the whole vocabulary. Answers recur across
+    # exchanges, so a held-out slot whose answer was read in training reads its (held-out) question instead:
+    # no test text is one the voice LM, the flow or an ASR judge heard in this voice.
+    heard = {ex.answer for ex in splits["train"][::2]}
+    for split, exchanges in splits.items():
         for i, ex in enumerate(exchanges):
-            # Alternate answers and questions so the TTS set covers the whole vocabulary.
-            text = ex.answer if i % 2 == 0 else ex.user
-            job = _assistant_says(punctuate(text, i % 2 == 1 and ex.question), inputs.rng.getrandbits(31))
+            reads_answer = i % 2 == 0 and (split == "train" or ex.answer not in heard)
+            text = ex.answer if reads_answer else ex.user
+            job = _assistant_says(
+                punctuate(text, not reads_answer and ex.question), inputs.rng.getrandbits(31)
+            )
             yield split, job, {"id": f"tts-{split}-{i:05d}", "text": text}
 
 

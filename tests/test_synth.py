@@ -14,7 +14,7 @@ import pytest
 from datasets import load_from_disk
 from minmo_lightning.datamodules import synth
 from minmo_lightning.datamodules.corpus_plan import HELD_OUT_VOICES, SIZES, USER_VOICES, CorpusSize
-from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
+from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, plan_corpus
 from minmo_lightning.datamodules.timeline import (
     KEEP_LISTENING,
     RESPOND,
@@ -94,6 +94,17 @@ def test_duplex_rows_match_their_events(corpus):
     expected = frame_labels(row["events"], row["duration"], row["frame_rate"], 0.24)
     np.testing.assert_array_equal(np.asarray(row["frame_labels"]), expected)
     assert {e["type"] for e in row["events"]} >= {"user_speech", "turn_end", "assistant_speech"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tts_held_out_texts_were_never_read_in_training(seed):
+    """Answers recur across exchanges: a TTS test text heard in training would flatter the round trip."""
+    plan = plan_corpus(SIZES["default"], seed, ("tts",), DuplexConfig(), 12.5, 0.24)
+    rows = plan.meta["tts"]
+    heard = {row["text"] for row in rows["train"]}
+    for split in ("validation", "test"):
+        assert len(rows[split]) == len(rows["test"]) > 0
+        assert not heard & {row["text"] for row in rows[split]}
 
 
 def test_cli_rejects_an_unknown_task(capsys, tmp_path):
