@@ -71,6 +71,8 @@ class CorpusSize:
     dialogue_eval: int = 60
     voice_control_train: int = 600
     voice_control_eval: int = 60
+    tts_more_train: int = 6000
+    """TTS training sentences beyond ``tts_train``, from the task's own generator: no other task changes."""
 
 
 FAMILIES = ("s2tt", "lid", "speaker", "aed", "sqa", "dialogue", "voice_control")
@@ -83,8 +85,10 @@ def _for_families(train: int, eval_size: int) -> dict[str, int]:
 
 SIZES = {
     "default": CorpusSize(),
-    "tiny": CorpusSize(6, 2, 3, 2, 3, 2, 3, 2, 1, 1, **_for_families(3, 2)),
-    "small": CorpusSize(1000, 100, 120, 40, 300, 40, 300, 40, 40, 10, **_for_families(200, 40)),
+    "tiny": CorpusSize(6, 2, 3, 2, 3, 2, 3, 2, 1, 1, **_for_families(3, 2), tts_more_train=3),
+    "small": CorpusSize(
+        1000, 100, 120, 40, 300, 40, 300, 40, 40, 10, **_for_families(200, 40), tts_more_train=900
+    ),
 }
 
 

@@ -122,18 +122,23 @@ def _plan_emotion(inputs: PlanInputs) -> Iterator[Planned]:
 
 def _plan_tts(inputs: PlanInputs) -> Iterator[Planned]:
     splits = _train_validation_test(inputs)
-    # Alternate answers and questions so the TTS set covers the whole vocabulary. Answers recur across
-    # exchanges, so a held-out slot whose answer was read in training reads its (held-out) question instead:
-    # no test text is one the voice LM, the flow or an ASR judge heard in this voice.
-    heard = {ex.answer for ex in splits["train"][::2]}
-    for split, exchanges in splits.items():
-        for i, ex in enumerate(exchanges):
-            reads_answer = i % 2 == 0 and (split == "train" or ex.answer not in heard)
-            text = ex.answer if reads_answer else ex.user
-            job = _assistant_says(
-                punctuate(text, not reads_answer and ex.question), inputs.rng.getrandbits(31)
-            )
-            yield split, job, {"id": f"tts-{split}-{i:05d}", "text": text}
+    # Beyond its share of the shared pool (whose size fixes every other task's sentences), TTS trains on
+    # sentences of its own generator, none of them in any task's pool: the voice LM and the flow need far
+    # more of the assistant's voice than the other tasks need sentences.
+    more = unique_exchanges(inputs.own_rng, inputs.size.tts_more_train, set(inputs.taken))
+    rows = [("train", ex, inputs.rng) for ex in splits.pop("train")]
+    rows += [("train", ex, inputs.own_rng) for ex in more]
+    rows += [(split, ex, inputs.rng) for split, exchanges in splits.items() for ex in exchanges]
+    index = {split: 0 for split in ("train", "validation", "test")}
+    for split, ex, rng in rows:
+        i = index[split]
+        index[split] += 1
+        # Training alternates answers and questions so it covers the whole vocabulary. Answers recur
+        # across exchanges, so held-out rows read their question: a sentence no training split has.
+        reads_answer = split == "train" and i % 2 == 0
+        text = ex.answer if reads_answer else ex.user
+        job = _assistant_says(punctuate(text, not reads_answer and ex.question), rng.getrandbits(31))
+        yield split, job, {"id": f"tts-{split}-{i:05d}", "text": text}
 
 
 def _plan_s2s(inputs: PlanInputs) -> Iterator[Planned]:

@@ -6,7 +6,7 @@ import hashlib
 import random
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +77,7 @@ def test_corpus_layout_and_card(corpus):
 def test_every_task_has_its_sizes_and_writes_its_columns(corpus):
     """A task's entry is all the builder needs: its sizes, its columns in order, WAV in its audio columns."""
     sizes = {f"{name}_{part}" for name in CORPUS_TASKS for part in ("train", "eval")}
-    assert {f.name for f in fields(CorpusSize)} == sizes
+    assert {f.name for f in fields(CorpusSize)} == sizes | {"tts_more_train"}  # TTS's own extra sentences
     for name, task in CORPUS_TASKS.items():
         dataset = load_from_disk(str(corpus / name))["train"]
         assert list(dataset.features) == list(task.columns)
@@ -102,9 +102,25 @@ def test_tts_held_out_texts_were_never_read_in_training(seed):
     plan = plan_corpus(SIZES["default"], seed, ("tts",), DuplexConfig(), 12.5, 0.24)
     rows = plan.meta["tts"]
     heard = {row["text"] for row in rows["train"]}
+    assert len(rows["train"]) == SIZES["default"].tts_train + SIZES["default"].tts_more_train
     for split in ("validation", "test"):
-        assert len(rows[split]) == len(rows["test"]) > 0
+        assert len(rows[split]) == SIZES["default"].tts_eval
         assert not heard & {row["text"] for row in rows[split]}
+
+
+def test_more_tts_sentences_change_no_other_task():
+    size = replace(SIZES["small"], asr_train=20, tts_train=10, s2s_train=10, duplex_train=2)
+
+    def plan(more: int):
+        return plan_corpus(
+            replace(size, tts_more_train=more), 3, ("asr", "tts", "s2s", "duplex"), DuplexConfig(), 12.5, 0.24
+        )
+
+    few, many = plan(0), plan(40)
+    for task in ("asr", "s2s", "duplex"):
+        assert few.meta[task] == many.meta[task] and few.jobs[task] == many.jobs[task]
+    assert len(many.meta["tts"]["train"]) == len(few.meta["tts"]["train"]) + 40
+    assert many.jobs["tts"]["test"] == few.jobs["tts"]["test"]
 
 
 def test_cli_rejects_an_unknown_task(capsys, tmp_path):
