@@ -26,7 +26,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--size",
         "tiny",
         "--tasks",
-        "asr,emotion,duplex,s2tt,lid,speaker,aed,sqa,dialogue",
+        "asr,emotion,tts,duplex,s2tt,lid,speaker,aed,sqa,dialogue",
         "--workers",
         "1",
     ]
@@ -93,7 +93,7 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytes
 def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_path: Path) -> None:
     """`minmo test --ckpt_path` on a block's own run rebuilds it from the checkpoint's hyperparameters."""
     recipe = yaml.safe_load((RECIPES.parent / "components" / "voice_encoder_ctc.yaml").read_text())
-    for source in recipe["data"]["init_args"]["datamodules"]:  # ASR + emotion sets of the tiny corpus
+    for source in recipe["data"]["init_args"]["datamodules"]:  # ASR, emotion and TTS sets of the tiny corpus
         task = Path(source["init_args"]["path"]).name
         source["init_args"].update({"path": str(tiny_corpus / task), "max_seconds_per_batch": 8.0})
     recipe["model"]["init_args"]["cmvn_file"] = str(tiny_corpus / "asr" / "am.mvn")  # synth-data writes it

@@ -163,5 +163,5 @@ def test_recipe_parses_and_builds_the_tiny_encoder() -> None:
     )
     assert isinstance(cli.model, SenseVoiceEncoder) and cli.model.ctc.slots == 2
     sources = [type(dm).__name__ for dm in cli.datamodule.datamodules]
-    assert sources == ["ASRDataModule", "EmotionDataModule"]
+    assert sources == ["ASRDataModule", "EmotionDataModule", "ASRDataModule"]  # the last: the TTS voice
     assert cli.datamodule.emotion_labels == cli.model.hparams.emotion_labels
