@@ -127,8 +127,10 @@ def prepare_dataset(
     batch_size: int = 16,
     shard_size: int = 256,
     show_progress: bool = True,
+    max_rows: int | None = None,
 ) -> PrepareReport:
-    """Write ``out`` = the dataset plus ``column`` and ``column + '_lengths'`` (see the module docstring)."""
+    """Write ``out`` = the dataset plus ``column`` and ``column + '_lengths'`` (see the module docstring);
+    ``max_rows``: only the first rows of each split (a smoke run)."""
     from datasets import Dataset, DatasetDict, Sequence, Value, load_from_disk
     from rich.progress import Progress
 
@@ -144,13 +146,15 @@ def prepare_dataset(
         shutil.rmtree(out)  # a run killed while writing it: written again from the finished shards
     loaded = load_from_disk(str(dataset_path))
     splits = dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
+    if max_rows is not None:
+        splits = {name: split.select(range(min(max_rows, len(split)))) for name, split in splits.items()}
     for name, split in splits.items():
         if column in split.column_names:
             raise ValueError(f"split {name!r} already has a {column!r} column; choose another --column")
 
     work.mkdir(parents=True, exist_ok=True)
     identity_file = work / "tokenizer.json"
-    identity = {**identity, "audio_column": audio_column, "shard_size": shard_size}
+    identity = {**identity, "audio_column": audio_column, "shard_size": shard_size, "max_rows": max_rows}
     if identity_file.is_file() and json.loads(identity_file.read_text()) != identity:
         raise ValueError(
             f"{work} holds partial results from a different tokenizer or settings "
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shard-size", type=int, default=256, help="rows per resumable shard")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-rows", type=int, default=None, help="only the first rows of each split")
     args = parser.parse_args(argv)
 
     tokenizer = build_tokenizer(args.preset, args.checkpoint, args.device)
@@ -251,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         column=args.column,
         batch_size=args.batch_size,
         shard_size=args.shard_size,
+        max_rows=args.max_rows,
     )
     print(
         f"{report.tokenized} of {report.rows} rows tokenized into {args.out}; {report.skipped_count()} skipped"

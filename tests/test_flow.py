@@ -122,6 +122,23 @@ def test_streaming_equals_offline_with_the_same_chunk_mask() -> None:
 
 
 @torch.no_grad()
+def test_inference_temperature_scales_the_noise_and_streams_like_offline() -> None:
+    reference, cooler = _tiny_flow(), _tiny_flow(inference_temperature=0.3)
+    start = torch.tensor([0, 7])
+    torch.testing.assert_close(
+        cooler.decoder.noise(start, 9, torch.device("cpu"), torch.float32),
+        0.3 * reference.decoder.noise(start, 9, torch.device("cpu"), torch.float32),
+    )
+    tokens = [torch.randint(0, VOCAB, (11,))]
+    prompt = _prompt([3])
+    offline, lengths, _ = cooler.inference(_pad(tokens), prompt, chunk_size=4, num_left_chunks=1)
+    (streamed,) = _stream(cooler, tokens, prompt, [4, 4, 3])
+    torch.testing.assert_close(streamed, offline[0, :, : lengths[0]], atol=1e-5, rtol=1e-5)
+    warm, _, _ = reference.inference(_pad(tokens), prompt, chunk_size=4, num_left_chunks=1)
+    assert (warm - offline).abs().max() > 1e-2
+
+
+@torch.no_grad()
 def test_fifteen_token_chunks_batch_equals_per_item() -> None:
     flow = _tiny_flow(chunk_size=15, num_left_chunks=1)
     tokens = [torch.randint(0, VOCAB, (50,)), torch.randint(0, VOCAB, (37,))]

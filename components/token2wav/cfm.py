@@ -34,7 +34,9 @@ class ConditionalCFM(nn.Module):
         training_cfg_rate: float,
         sigma_min: float,
         noise_frames: int,
+        temperature: float = 1.0,
     ) -> None:
+        """``temperature`` scales the starting noise of sampling (1.0: the reference)."""
         super().__init__()
         self.estimator = CausalConditionalDecoder(in_channels=4 * mel_dim, out_channels=mel_dim, **estimator)
         self.mel_dim, self.n_timesteps, self.noise_frames = mel_dim, n_timesteps, noise_frames
@@ -43,10 +45,12 @@ class ConditionalCFM(nn.Module):
             training_cfg_rate,
             sigma_min,
         )
+        self.temperature = temperature
         self._noise: Tensor | None = None
 
     def noise(self, start: Tensor, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """``[B, mel, length]`` of the fixed noise from frame ``start[b]`` on (the reference's ``rand_noise``).
+        """``[B, mel, length]`` of the fixed noise from frame ``start[b]`` on (the reference's ``rand_noise``),
+        times ``temperature``.
 
         The reference draws ``randn([1, 80, 15000])`` after seeding 0 and uses frames ``0..T-1`` of it for a
         T-frame utterance, so the same frame always gets the same noise; past the end it wraps around.
@@ -59,7 +63,7 @@ class ConditionalCFM(nn.Module):
         frames = (
             start.to(device)[:, None] + torch.arange(length, device=device)[None, :]
         ) % self.noise_frames
-        return self._noise[:, frames].permute(1, 0, 2).to(dtype)
+        return (self._noise[:, frames].permute(1, 0, 2) * self.temperature).to(dtype)
 
     def time_steps(self) -> list[tuple[Tensor, Tensor]]:
         """(t, dt) per Euler step on the cosine schedule, accumulated in float32 exactly like the reference."""

@@ -142,11 +142,14 @@ class CosyVoice2Flow(Block):
         prompt_max_ratio: float = 0.3,
         learning_rate: float = 1e-5,
         noise_frames: int = 15000,
+        inference_temperature: float = 1.0,
     ) -> None:
         """``encoder``/``estimator``: the reference's ``UpsampleConformerEncoder`` / ``CausalConditionalDecoder``
         arguments (defaults: CosyVoice2-0.5B). ``chunk_size`` tokens per attention chunk (streaming step unit;
         CosyVoice2 was trained with 25, MinMo streams 15); ``num_left_chunks`` chunks of left context (-1:
-        all, offline only). ``streaming_prob``/``prompt_prob``/``prompt_max_ratio``: training draws."""
+        all, offline only). ``streaming_prob``/``prompt_prob``/``prompt_max_ratio``: training draws.
+        ``inference_temperature`` scales the sampling noise: 1.0 as CosyVoice2 samples; a small flow trained
+        briefly says its words more clearly nearer its mean (the tiny recipes use less, README)."""
         super().__init__()
         self.save_hyperparameters()
         if chunk_size < 1:
@@ -172,6 +175,7 @@ class CosyVoice2Flow(Block):
             training_cfg_rate,
             sigma_min,
             noise_frames,
+            inference_temperature,
         )
 
     # ---- pieces shared by every path -------------------------------------------------------------
