@@ -2,25 +2,31 @@
 
 1. synthesize the corpus (``minmo synth-data``) unless it is there;
 2. train the tiny voice encoder alone (CTC + rich heads: ``recipes/components/voice_encoder_ctc.yaml``);
-3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a, then
-   tiny stage 4 (``recipes/tiny/stage4_duplex.yaml``: the duplex predictor, from stage 1c);
-4. score every understanding task of stage 1c (ASR, the emotion proxy, translation, language ID, speaker,
-   audio events, spoken QA, dialogue) and duplex turn-taking (stage 4, beside the VAD baseline) on the test
-   splits (``minmo evaluate``), and print each task's headline figure beside its chance level;
-5. converse: ``minmo chat`` on a few test dialogues (assistant channel, event log, timeline per dialogue);
+3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a;
+4. the speech side: the speech tokenizer alone, speech tokens for the TTS, S2S and voice-control sets
+   (``minmo prepare``), the voice token LM and token2wav's flow alone, then tiny stages 2a, 2b and 3;
+5. tiny stage 4 (``recipes/tiny/stage4_duplex.yaml``: the duplex predictor, from stage 1c);
+6. score every understanding task of stage 1c (ASR, the emotion proxy, translation, language ID, speaker,
+   audio events, spoken QA, dialogue), spoken output (stage 2b reading the TTS test texts, stage 3 answering
+   the S2S test questions, judged by the voice encoder's CTC head; their first WAVs stay with the reports)
+   and duplex turn-taking (stage 4, beside the VAD baseline) on the test splits (``minmo evaluate``), and
+   print each task's headline figure beside its chance level or ceiling;
+7. converse: ``minmo chat`` on a few test dialogues (assistant channel, event log, timeline per dialogue);
    print where the reports are.
 
 Each step is announced with its expected duration on a 2-core CPU, and followed by its elapsed time and the
-estimated time left. Steps 1-3 are skipped ("done already") when finished; a training step stopped part-way
-continues from its last.ckpt (``--ckpt_path last``; written every 100 steps); evaluation and the dialogues
-resume what they wrote; so an interrupted demo resumes where it stopped. ``--quick`` shrinks
-the training and evaluation to a smoke run of a few minutes (once the corpus exists).
+estimated time left. Training steps are skipped ("done already") when finished; a training step stopped
+part-way continues from its last.ckpt (``--ckpt_path last``; written every 100 steps); token preparation,
+evaluation and the dialogues resume what they wrote; so an interrupted demo resumes where it stopped.
+``--quick`` shrinks the training and evaluation to a smoke run of a few minutes (once the corpus exists); its
+speech tokens go under its own runs folder, so a smoke run never replaces a full run's tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +37,37 @@ import yaml
 
 from minmo_lightning.checkpoints import read_checkpoint
 
-STAGES = ("stage1a_prealign", "stage1b_fullalign", "stage1c_sft", "stage4_duplex")
+#: each tiny stage (``recipes/tiny/<stage>.yaml``) and the stage it starts from
+STAGES = {
+    "stage1a_prealign": None,
+    "stage1b_fullalign": "stage1a_prealign",
+    "stage1c_sft": "stage1b_fullalign",
+    "stage2a_output_projector": "stage1c_sft",
+    "stage2b_text_to_speech": "stage2a_output_projector",
+    "stage3_speech_to_speech": "stage2b_text_to_speech",
+    "stage4_duplex": "stage1c_sft",  # the predictor reads the listen path, which stages 2-3 leave frozen
+}
+#: blocks trained alone (``recipes/components/<recipe>``), by demo step; each stops on its max_time
+COMPONENTS = {
+    "voice_encoder": "voice_encoder_ctc.yaml",
+    "speech_tokenizer": "speech_tokenizer.yaml",
+    "voice_lm": "voice_token_lm_tts.yaml",
+    "flow": "token2wav_flow.yaml",
+}
+#: what a stage takes from a block trained alone: stage -> {block (or block.part): component step}
+STAGE_BLOCKS = {
+    "stage1a_prealign": {"voice_encoder": "voice_encoder"},
+    "stage2a_output_projector": {"voice_token_lm": "voice_lm"},
+    "stage2b_text_to_speech": {"token2wav.flow": "flow"},
+}
+#: corpus task -> (audio column, token column) ``minmo prepare`` adds for the speech side
+SPEECH_TOKENS = {
+    "tts": ("audio", "speech_tokens"),
+    "s2s": ("answer_audio", "answer_speech_tokens"),
+    "voice_control": ("audio", "speech_tokens"),
+}
+#: where the speech-side recipes read the prepared tokens (relative to the working directory)
+TOKENS = Path("data/builtin-tokens")
 #: what stage 1c is scored on (``recipes/eval/<task>_builtin.yaml``)
 UNDERSTANDING_TASKS = ("asr", "emotion", "s2tt", "lid", "speaker", "aed", "sqa", "dialogue")
 #: task -> (its headline in metrics.json's summary, the chance level or trivial baseline beside it)
@@ -44,8 +80,12 @@ HEADLINES = {
     "aed": ("event_f1", "prior_event_f1"),
     "sqa": ("exact_match", "baseline_exact_match"),
     "dialogue": ("exact_match", "baseline_exact_match"),
+    "tts": ("wer", "ceiling_wer"),
+    "s2s": ("wer", "ceiling_wer"),
     "duplex": ("assistant_f1@240", None),
 }
+#: spoken output: task -> the stage that speaks it
+SPOKEN_TASKS = {"tts": "stage2b_text_to_speech", "s2s": "stage3_speech_to_speech"}
 #: test dialogues ``minmo chat`` talks through at the end
 CHATS = 3
 #: written beside the voice encoder run when it ends (it stops on time, not on a step budget)
@@ -91,8 +131,15 @@ MINUTES = {
     "stage1a": (3.6, 0.08),
     "stage1b": (3.3, 0.15),
     "stage1c": (14.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
+    "speech_tokenizer": (8.0, 0.1),
+    "speech_tokens": (3.0, 0.3),
+    "voice_lm": (14.0, 0.1),
+    "flow": (14.0, 0.1),
+    "stage2a": (1.5, 0.1),
+    "stage2b": (7.0, 0.2),
+    "stage3": (9.0, 0.2),
     "stage4": (9.9, 0.9),
-    "evaluation": (2.0, 0.5),  # eight stage-1c tasks (~10 s each alone) and duplex
+    "evaluation": (6.0, 0.8),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
     "chat": (0.3, 0.2),
 }
 
@@ -162,7 +209,7 @@ def _say(line: str) -> None:
 def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
     """The demo's steps, the reports they write and the folder of the dialogues."""
     fast = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "4"] if quick else []
-    encoder_dir = runs / "voice_encoder"
+    tokens = runs / "builtin-tokens" if quick else TOKENS
     stage_checkpoints = {stage: runs / stage.split("_")[0] / "checkpoints" / "last.ckpt" for stage in STAGES}
 
     def corpus() -> None:
@@ -177,33 +224,81 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
 
             cmvn(["--data", str(DATA / "asr"), "--out", str(DATA / "asr" / "am.mvn")])
 
-    def voice_encoder() -> None:
-        checkpoints = encoder_dir / "checkpoints"
-        where = [
-            "--trainer.default_root_dir",
-            str(encoder_dir),
-            "--trainer.callbacks.init_args.dirpath",
-            str(checkpoints),
-        ]
-        _fit(recipe("components/voice_encoder_ctc.yaml"), where + fast + _resume(checkpoints / "last.ckpt"))
-        if not (checkpoints / "last.ckpt").is_file():
-            raise RuntimeError(f"the voice encoder run wrote no last.ckpt in {checkpoints}")
-        (encoder_dir / FINISHED).touch()  # a max_time run: its checkpoint does not say it finished
+    def local_recipe(relative: str, replace: dict[str, str] | None = None) -> str:
+        """The recipe, reading the speech tokens from this demo's folder (a smoke run has its own) and with
+        ``replace``'s other edits: a copy under ``runs/recipes`` when anything changes."""
+        config = recipe(relative)
+        edits = {f"{TOKENS}/": f"{tokens}/", **(replace or {})}
+        original = Path(config).read_text()
+        text = original
+        for old, new in edits.items():
+            text = text.replace(old, new)
+        if text == original:
+            return config
+        copy = runs / "recipes" / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(text)
+        return str(copy)
 
-    def stage_run(stage: str, previous: Path | None) -> Callable[[], None]:
+    def component_checkpoint(key: str) -> Path:
+        checkpoint = runs / key / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file() and key == "voice_encoder":  # a demo before resumable steps wrote
+            return _newest("lightning_logs/*/checkpoints/last.ckpt", runs / key) or checkpoint  # it there
+        return checkpoint
+
+    def component_run(key: str) -> Callable[[], None]:
+        def run() -> None:
+            checkpoint = component_checkpoint(key)
+            where = ["--trainer.default_root_dir", str(runs / key)]
+            where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
+            _fit(local_recipe(f"components/{COMPONENTS[key]}"), where + fast + _resume(checkpoint))
+            if not checkpoint.is_file():
+                raise RuntimeError(f"the {key} run wrote no last.ckpt in {checkpoint.parent}")
+            (runs / key / FINISHED).touch()  # a max_time run: its checkpoint does not say it finished
+
+        return run
+
+    def component_done(key: str) -> Path | None:
+        if (runs / key / FINISHED).is_file():
+            return runs / key / FINISHED
+        legacy = component_checkpoint(key)  # a finished run of a demo before resumable steps
+        return legacy if "lightning_logs" in legacy.parts and legacy.is_file() else None
+
+    def speech_tokens() -> None:
+        from minmo_lightning.datamodules.prepare import main as prepare
+
+        tokenizer = component_checkpoint("speech_tokenizer")
+        for task, (audio, column) in SPEECH_TOKENS.items():
+            if _tokens_current(tokens / task, tokenizer):
+                continue
+            shutil.rmtree(tokens / task, ignore_errors=True)  # tokens of an earlier tokenizer
+            args = [
+                "--dataset",
+                str(DATA / task),
+                "--out",
+                str(tokens / task),
+                "--checkpoint",
+                str(tokenizer),
+            ]
+            args += ["--audio-column", audio, "--column", column] + (["--max-rows", "16"] if quick else [])
+            if prepare(args) != 0:
+                raise SystemExit(1)
+
+    def stage_run(stage: str) -> Callable[[], None]:
         def run() -> None:
             checkpoint = stage_checkpoints[stage]
             where = ["--trainer.default_root_dir", str(checkpoint.parent.parent)]
             where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
+            previous = STAGES[stage]
             start = (
-                ["--model.init_args.init_checkpoint", str(previous)]
-                if previous
-                else [
-                    "--model.init_args.init_blocks",
-                    f"{{voice_encoder: {_newest('**/last.ckpt', encoder_dir)}}}",
-                ]
+                ["--model.init_args.init_checkpoint", str(stage_checkpoints[previous])] if previous else []
             )
-            _fit(recipe(f"tiny/{stage}.yaml"), where + fast + start + _resume(checkpoint))
+            blocks = {
+                block: str(component_checkpoint(key)) for block, key in STAGE_BLOCKS.get(stage, {}).items()
+            }
+            if blocks:
+                start += ["--model.init_args.init_blocks", json.dumps(blocks)]
+            _fit(local_recipe(f"tiny/{stage}.yaml"), where + fast + start + _resume(checkpoint))
 
         return run
 
@@ -219,16 +314,21 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
             return checkpoint
         return None
 
-    speech_to_text, duplex = stage_checkpoints["stage1c_sft"], stage_checkpoints[STAGES[-1]]
-    evaluations = [(task, speech_to_text) for task in UNDERSTANDING_TASKS] + [("duplex", duplex)]
+    speech_to_text, duplex = stage_checkpoints["stage1c_sft"], stage_checkpoints["stage4_duplex"]
+    evaluations = [(task, speech_to_text) for task in UNDERSTANDING_TASKS]
+    evaluations += [(task, stage_checkpoints[stage]) for task, stage in SPOKEN_TASKS.items()]
+    evaluations += [("duplex", duplex)]
     reports = [runs / f"eval-{task}" / "report.md" for task, _ in evaluations]
 
     def evaluation() -> None:  # always run: minmo evaluate resumes what it scored already
         from minmo_lightning.evaluation.cli import main as evaluate
 
         limit = ["--limit", "2"] if quick else []
+        judge = {
+            "judge: null": f"judge: {component_checkpoint('voice_encoder')}"
+        }  # this demo's encoder listens
         for (task, checkpoint), report in zip(evaluations, reports):
-            config = recipe(f"eval/{task}_builtin.yaml")
+            config = local_recipe(f"eval/{task}_builtin.yaml", judge if task in SPOKEN_TASKS else None)
             code = evaluate(
                 ["--config", config, "--ckpt", str(checkpoint), "--out", str(report.parent), *limit]
             )
@@ -245,28 +345,63 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
         Step(
             "voice_encoder",
             "voice encoder alone (CTC + rich heads)",
-            voice_encoder,
-            # a run of a demo before resumable steps left lightning_logs/version_0/checkpoints/last.ckpt
-            lambda: (
-                encoder_dir / FINISHED
-                if (encoder_dir / FINISHED).is_file()
-                else _newest("lightning_logs/*/checkpoints/last.ckpt", encoder_dir)
-            ),
+            component_run("voice_encoder"),
+            lambda: component_done("voice_encoder"),
         ),
     ]
-    previous = None
+    titles = {
+        "speech_tokenizer": "speech tokenizer alone (S3TokenizerV2, CTC on its codes)",
+        "voice_lm": "voice token LM alone (text to speech tokens)",
+        "flow": "token2wav's flow alone (speech tokens to mel)",
+    }
     for stage in STAGES:
         tag = stage.split("_")[0]
-        checkpoint = stage_checkpoints[stage]
+        if stage == "stage2a_output_projector":  # the speech side's blocks, trained alone first
+            steps.append(
+                Step(
+                    "speech_tokenizer",
+                    titles["speech_tokenizer"],
+                    component_run("speech_tokenizer"),
+                    lambda: component_done("speech_tokenizer"),
+                )
+            )
+            steps.append(
+                Step(
+                    "speech_tokens",
+                    f"speech tokens of the {', '.join(SPEECH_TOKENS)} sets (minmo prepare)",
+                    speech_tokens,
+                    lambda: (
+                        tokens
+                        if all(
+                            _tokens_current(tokens / task, component_checkpoint("speech_tokenizer"))
+                            for task in SPEECH_TOKENS
+                        )
+                        else None
+                    ),
+                )
+            )
+            for key in ("voice_lm", "flow"):
+                steps.append(Step(key, titles[key], component_run(key), lambda k=key: component_done(k)))
         title = f"{tag} (recipes/tiny/{stage}.yaml)"
-        steps.append(Step(tag, title, stage_run(stage, previous), lambda s=stage: finished(s)))
-        previous = checkpoint
+        steps.append(Step(tag, title, stage_run(stage), lambda s=stage: finished(s)))
     chats = runs / "chat"
-    steps.append(Step("evaluation", f"evaluation ({', '.join(UNDERSTANDING_TASKS)}, duplex)", evaluation))
+    scored = ", ".join((*UNDERSTANDING_TASKS, *SPOKEN_TASKS, "duplex"))
+    steps.append(Step("evaluation", f"evaluation ({scored})", evaluation))
     steps.append(
         Step("chat", "minmo chat on test dialogues", lambda: converse(duplex, chats, 1 if quick else CHATS))
     )
     return steps, reports, chats
+
+
+def _tokens_current(folder: Path, tokenizer: Path) -> bool:
+    """Tokens prepared to the end (``prepare_report.json``) by this tokenizer checkpoint, after it was written."""
+    report = folder / "prepare_report.json"
+    return (
+        report.is_file()
+        and tokenizer.is_file()
+        and json.loads(report.read_text()).get("checkpoint") == str(tokenizer.resolve())
+        and report.stat().st_mtime >= tokenizer.stat().st_mtime
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     minutes = run_steps(steps, args.quick)
     for line in headlines(reports):
         _say(line)
+    spoken = [str(runs / f"eval-{task}" / "audio") for task in SPOKEN_TASKS]
     _say(
         f"demo finished in {minutes:.1f} min; reports: {', '.join(map(str, reports))}; "
-        f"dialogues (output.wav, events.json, timeline.png): {chats}"
+        f"spoken answers (WAV): {', '.join(spoken)}; dialogues (output.wav, events.json, timeline.png): {chats}"
     )
     return 0
 

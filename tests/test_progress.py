@@ -202,8 +202,54 @@ def test_demo_steps_cover_the_pipeline_and_skip_what_exists(
     monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append(overrides))
     next(s for s in steps if s.key == "stage1b").run()
     assert fits[0][-2:] == ["--ckpt_path", "last"]  # stage 1b continues from its last.ckpt
-    tasks = (*demo.UNDERSTANDING_TASKS, "duplex")
+    tasks = (*demo.UNDERSTANDING_TASKS, *demo.SPOKEN_TASKS, "duplex")
     assert [r.parent.name for r in reports] == [f"eval-{t}" for t in tasks] and chats == Path("runs/chat")
+
+
+def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 2a starts from 1c with the voice LM trained alone, stage 4 from 1c; a smoke run reads tokens it
+    prepared itself (never the full run's), and the spoken tasks are judged by the demo's own encoder."""
+    import minmo_lightning.datamodules.prepare as prepare
+    import minmo_lightning.evaluation.cli as evaluation_cli
+
+    from minmo_lightning import demo
+
+    monkeypatch.chdir(tmp_path)
+    steps, _, _ = demo.demo_steps(Path("runs"), quick=True)
+    step = {s.key: s for s in steps}
+    fits = []
+    monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append((config, overrides)))
+
+    def value(overrides: list[str], flag: str) -> str:
+        return overrides[overrides.index(flag) + 1]
+
+    step["stage2a"].run()
+    config, overrides = fits[-1]
+    assert value(overrides, "--model.init_args.init_checkpoint") == "runs/stage1c/checkpoints/last.ckpt"
+    assert json.loads(value(overrides, "--model.init_args.init_blocks")) == {
+        "voice_token_lm": "runs/voice_lm/checkpoints/last.ckpt"
+    }
+    text = Path(config).read_text()
+    assert "path: runs/builtin-tokens/tts" in text and "path: data/builtin-tokens" not in text
+    step["stage4"].run()
+    assert value(fits[-1][1], "--model.init_args.init_checkpoint") == "runs/stage1c/checkpoints/last.ckpt"
+
+    prepared = []
+    monkeypatch.setattr(prepare, "main", lambda args: prepared.append(args) or 0)
+    assert step["speech_tokens"].done() is None
+    step["speech_tokens"].run()
+    s2s = next(args for args in prepared if value(args, "--dataset").endswith("s2s"))
+    assert value(s2s, "--out") == "runs/builtin-tokens/s2s" and value(s2s, "--max-rows") == "16"
+    assert value(s2s, "--audio-column") == "answer_audio" and value(s2s, "--column") == "answer_speech_tokens"
+
+    evaluated = []
+    monkeypatch.setattr(evaluation_cli, "main", lambda args: evaluated.append(args) or 0)
+    step["evaluation"].run()
+    spoken = {value(args, "--out"): Path(value(args, "--config")).read_text() for args in evaluated}
+    assert "judge: runs/voice_encoder/checkpoints/last.ckpt" in spoken["runs/eval-tts"]
+    assert value(next(a for a in evaluated if value(a, "--out") == "runs/eval-s2s"), "--ckpt") == (
+        "runs/stage3/checkpoints/last.ckpt"
+    )
 
 
 def test_demo_prints_each_task_headline_beside_its_chance(tmp_path) -> None:
