@@ -244,6 +244,14 @@ def test_training_step_learns_on_a_fixed_batch() -> None:
     assert sum(losses[-3:]) < sum(losses[:3])
     with pytest.raises(KeyError, match="minmo prepare"):
         flow.training_step({"audio": batch["audio"]}, 0)
+    flow.eval()  # streaming still equals offline once training moved the weights
+    rows = [batch["speech_tokens"].tokens[0], batch["speech_tokens"].tokens[1, :12]]
+    prompt = _prompt([3, 3])
+    with torch.no_grad():
+        offline, lengths, _ = flow.inference(_pad(rows), prompt, chunk_size=4, num_left_chunks=1)
+        streamed = _stream(flow, rows, prompt, [6, 5, 5])
+    for row, mel in enumerate(streamed):
+        torch.testing.assert_close(mel, offline[row, :, : lengths[row]], atol=1e-5, rtol=1e-5)
 
 
 def test_recipe_builds_the_flow_and_the_tts_datamodule() -> None:
