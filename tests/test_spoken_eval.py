@@ -203,3 +203,37 @@ def test_a_speech_to_text_minmo_can_judge(tmp_path: Path) -> None:
     )
     heard = spoken._Judge(str(tmp_path / "asr.ckpt"))(clip)  # resampled to 16 kHz, transcribed by the LLM
     assert isinstance(heard, str)
+
+
+def test_speech_chain_scores_each_link_with_the_same_listener(tmp_path: Path) -> None:
+    """Real speech, its vocoded mel, the tokens and the flow per temperature are judged alike; a listener that
+    hears the text gives 0 %, a tokenizer that drops a word shows in the tokens link alone."""
+    from minmo_lightning.components.token2wav.token2wav import CosyVoice2Token2Wav
+    from minmo_lightning.evaluation.speech_chain import score_chain
+
+    torch.manual_seed(0)
+    token2wav = CosyVoice2Token2Wav.from_preset("tiny").eval()
+    token2wav.flow.decoder.n_timesteps = 2
+    rows = [
+        {
+            "text": text,
+            "speech_tokens": torch.randint(0, 6561, (n,)).tolist(),
+            "audio": _clip(tmp_path / f"{n}.wav", 0.3, relative=False),
+        }
+        for text, n in (("turn it on", 9), ("stop", 6))
+    ]
+    heard = iter(["turn it on", "turn it on", "turn it on", "turn it on"] + ["stop"] * 4)
+    lengths = []
+
+    def listen(audio: AudioBatch) -> str:
+        lengths.append(int(audio.lengths[0]))
+        return next(heard)
+
+    class DropsLastWord:
+        def transcribe_tokens(self, tokens: TokenBatch) -> list[str]:
+            return [" ".join(rows[0]["text"].split()[:-1]) if tokens.lengths[0] == 9 else "stop"]
+
+    figures = score_chain(rows, listen, token2wav, DropsLastWord(), temperatures=(1.0, 0.2))
+    assert figures["utterances"] == 2 and len(lengths) == 8 and min(lengths) > 0
+    assert figures["wer"] == {"real": 0.0, "vocoder": 0.0, "tokens": 0.25, "flow@1": 0.0, "flow@0.2": 0.0}
+    assert token2wav.flow.decoder.temperature == 1.0  # restored

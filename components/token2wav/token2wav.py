@@ -185,7 +185,7 @@ class CosyVoice2Token2Wav(Token2Wav):
         device = self.flow.input_embedding.weight.device
         return SpeakerPrompt(torch.zeros(batch, self.flow.hparams.spk_embed_dim, device=device))
 
-    def _vocode(self, mel: Tensor, lengths: Tensor) -> AudioBatch:
+    def vocode(self, mel: Tensor, lengths: Tensor) -> AudioBatch:
         """Each row on its own frames, so a row's audio does not depend on the padding of the others."""
         waves = [self.vocoder(mel[row : row + 1, :, :n])[0] for row, n in enumerate(lengths.tolist())]
         return AudioBatch.from_list(waves, self.sample_rate)
@@ -201,7 +201,7 @@ class CosyVoice2Token2Wav(Token2Wav):
             chunk_size=None if full_context else flow.chunk_size,
             num_left_chunks=flow.num_left_chunks,
         )
-        return self._vocode(mel, lengths)
+        return self.vocode(mel, lengths)
 
     def init_state(self, batch_size: int, options: Token2WavStreamOptions | None = None) -> Token2WavState:
         """A fresh session per row; ``options.prompt`` says who speaks (None: the zero x-vector, no prompt)."""
