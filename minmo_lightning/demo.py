@@ -132,12 +132,12 @@ MINUTES = {
     "stage1b": (3.3, 0.15),
     "stage1c": (14.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
     "speech_tokenizer": (8.0, 0.1),
-    "speech_tokens": (3.0, 0.3),
+    "speech_tokens": (1.0, 0.3),
     "voice_lm": (14.0, 0.1),
-    "flow": (14.0, 0.1),
-    "stage2a": (1.5, 0.1),
-    "stage2b": (7.0, 0.2),
-    "stage3": (9.0, 0.2),
+    "flow": (50.0, 0.1),
+    "stage2a": (1.6, 0.1),
+    "stage2b": (6.0, 0.2),
+    "stage3": (5.0, 0.2),
     "stage4": (9.9, 0.9),
     "evaluation": (6.0, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
     "chat": (0.3, 0.2),
