@@ -96,10 +96,19 @@ DATA = Path(
 
 
 def _missing_families() -> list[str]:
-    """The built-in corpus's task folders not written yet."""
+    """The built-in corpus's task folders not written yet, and a TTS folder written before it had its own
+    training sentences (``tts_more_train``: the speech side needs them)."""
+    from minmo_lightning.datamodules.corpus_plan import SIZES
     from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
 
-    return [task for task in CORPUS_TASKS if not (DATA / task / "dataset_dict.json").is_file()]
+    missing = [task for task in CORPUS_TASKS if not (DATA / task / "dataset_dict.json").is_file()]
+    if "tts" not in missing:
+        from datasets import load_from_disk
+
+        size = SIZES["default"]
+        if load_from_disk(str(DATA / "tts"))["train"].num_rows < size.tts_train + size.tts_more_train:
+            missing.append("tts")
+    return missing
 
 
 def recipe(relative: str) -> str:
@@ -403,13 +412,15 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
 
 
 def _tokens_current(folder: Path, tokenizer: Path) -> bool:
-    """Tokens prepared to the end (``prepare_report.json``) by this tokenizer checkpoint, after it was written."""
-    report = folder / "prepare_report.json"
+    """Tokens prepared to the end (``prepare_report.json``) by this tokenizer checkpoint, after it and the
+    corpus folder (``DATA/<task>``) were written."""
+    report, corpus = folder / "prepare_report.json", DATA / folder.name / "dataset_dict.json"
     return (
         report.is_file()
         and tokenizer.is_file()
         and json.loads(report.read_text()).get("checkpoint") == str(tokenizer.resolve())
         and report.stat().st_mtime >= tokenizer.stat().st_mtime
+        and (not corpus.is_file() or report.stat().st_mtime >= corpus.stat().st_mtime)
     )
 
 

@@ -252,6 +252,36 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     )
 
 
+def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from datasets import Dataset, DatasetDict
+    from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
+
+    from minmo_lightning import demo
+
+    monkeypatch.setattr(demo, "DATA", tmp_path / "data")
+    for task in CORPUS_TASKS:
+        (tmp_path / "data" / task).mkdir(parents=True)
+        (tmp_path / "data" / task / "dataset_dict.json").write_text("{}")
+    DatasetDict({"train": Dataset.from_dict({"text": ["hello"] * 3})}).save_to_disk(
+        str(tmp_path / "data" / "tts")
+    )
+    assert demo._missing_families() == ["tts"]  # written before the TTS set had its own 6000 sentences
+
+    tokenizer, tokens = tmp_path / "tokenizer.ckpt", tmp_path / "tokens" / "s2s"
+    tokenizer.write_bytes(b"weights")
+    tokens.mkdir(parents=True)
+    (tokens / "prepare_report.json").write_text(json.dumps({"checkpoint": str(tokenizer.resolve())}))
+    os.utime(tokenizer, (1, 1))
+    os.utime(tmp_path / "data" / "s2s" / "dataset_dict.json", (2, 2))
+    assert demo._tokens_current(tokens, tokenizer)
+    os.utime(tmp_path / "data" / "s2s" / "dataset_dict.json")  # the corpus was written again since
+    assert not demo._tokens_current(tokens, tokenizer)
+
+
 def test_demo_prints_each_task_headline_beside_its_chance(tmp_path) -> None:
     from minmo_lightning import demo
 
