@@ -58,6 +58,7 @@ def test_the_ablation_table_covers_the_papers_questions() -> None:
         "llm_adaptation",
         "output_projector",
         "mix_ratio",
+        "token2wav_chunk",
     } <= set(ABLATIONS)
 
 
