@@ -142,7 +142,7 @@ MINUTES = {
     "stage1c": (14.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
     "speech_tokenizer": (8.0, 0.1),
     "speech_tokens": (1.0, 0.3),
-    "voice_lm": (14.0, 0.1),
+    "voice_lm": (36.0, 0.1),
     "flow": (50.0, 0.1),
     "stage2a": (1.6, 0.1),
     "stage2b": (6.0, 0.2),
