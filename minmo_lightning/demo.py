@@ -281,12 +281,15 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
         legacy = component_checkpoint(key)  # a finished run of a demo before resumable steps
         return legacy if "lightning_logs" in legacy.parts and legacy.is_file() else None
 
+    def tokens_current(task: str) -> bool:
+        return _tokens_current(tokens / task, component_checkpoint("speech_tokenizer"))
+
     def speech_tokens() -> None:
         from minmo_lightning.datamodules.prepare import main as prepare
 
         tokenizer = component_checkpoint("speech_tokenizer")
         for task, (audio, column) in SPEECH_TOKENS.items():
-            if _tokens_current(tokens / task, tokenizer):
+            if tokens_current(task):
                 continue
             shutil.rmtree(tokens / task, ignore_errors=True)  # tokens of an earlier tokenizer
             args = [
@@ -388,14 +391,7 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
                     "speech_tokens",
                     f"speech tokens of the {', '.join(SPEECH_TOKENS)} sets (minmo prepare)",
                     speech_tokens,
-                    lambda: (
-                        tokens
-                        if all(
-                            _tokens_current(tokens / task, component_checkpoint("speech_tokenizer"))
-                            for task in SPEECH_TOKENS
-                        )
-                        else None
-                    ),
+                    lambda: tokens if all(map(tokens_current, SPEECH_TOKENS)) else None,
                 )
             )
             for key in ("voice_lm", "flow"):
