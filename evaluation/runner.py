@@ -332,7 +332,7 @@ def run_variants(
         write_jsonl(folder / PREDICTIONS, scored.records)
         write_report(
             folder,
-            {"task": spec.name, "variant": name, "summary": scored.summary},
+            {"task": spec.name, "variant": name, "summary": scored.summary, "settings": settings},
             scored.sections,
             f"{spec.name} evaluation: {name}",
         )

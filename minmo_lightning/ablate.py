@@ -13,6 +13,9 @@ recipe entry it changes (a dotted key and its new value)::
         tiny: {model.init_args.input_projector: {class_path: LinearProjector, init_args: {...}}}
         full: {model.init_args.input_projector: {...}}
         # follows: {tiny: {dotted.key: value}}  # a width that must match the swapped block, nothing else
+      vad:                                     # a block with nothing to train (a baseline):
+        tiny: {model.init_args.duplex_predictor: {class_path: VADDuplexPredictor}}
+        trains: false                          # evaluated on the base's checkpoint with the block swapped in
 
 Each variant runs in ``OUT/VARIANT/`` (``recipe.yaml``, ``checkpoints/``, ``eval/`` with ``training.json``:
 trainable parameters and train time); ``OUT/comparison/`` holds the side-by-side report
@@ -34,6 +37,7 @@ from typing import Any
 import yaml
 
 SIZES = ("tiny", "full")
+SLOT_PREFIX = "model.init_args."
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,12 @@ class Variant:
     changes: dict[str, dict[str, Any]]
     #: size -> {dotted key: value}: widths that follow the changed block
     follows: dict[str, dict[str, Any]]
+    #: False for a block with nothing to train: the base variant's checkpoint is evaluated with it swapped in
+    trains: bool = True
+
+    def swaps(self, size: str) -> dict[str, dict]:
+        """A non-training variant's change as the evaluation's block swap: ``{slot: {class_path, ...}}``."""
+        return {key.removeprefix(SLOT_PREFIX): spec for key, spec in self.changes.get(size, {}).items()}
 
 
 @dataclass(frozen=True)
@@ -78,10 +88,10 @@ def load_ablation(name: str) -> Ablation:
     variants = []
     for variant, spec in (raw.get("variants") or {}).items():
         spec = spec or {}
-        unknown = set(spec) - {*SIZES, "follows"}
+        unknown = set(spec) - {*SIZES, "follows", "trains"}
         if unknown:
             raise ValueError(
-                f"{path}: variant {variant!r} has unknown key(s) {sorted(unknown)}; use tiny, full, follows"
+                f"{path}: variant {variant!r} has unknown key(s) {sorted(unknown)}; use tiny, full, follows, trains"
             )
         changes = {size: dict(spec.get(size) or {}) for size in SIZES}
         for size, entry in changes.items():
@@ -90,11 +100,23 @@ def load_ablation(name: str) -> Ablation:
                     f"{path}: variant {variant!r} changes {len(entry)} entries at size {size} ({', '.join(entry)}); "
                     "an ablation changes exactly one (widths that must follow go under `follows`)"
                 )
+        trains = bool(spec.get("trains", True))
+        if not trains:
+            _check_block_swap(path, variant, changes, spec.get("follows"))
         variants.append(
-            Variant(variant, changes, {s: dict(v or {}) for s, v in (spec.get("follows") or {}).items()})
+            Variant(
+                variant,
+                changes,
+                {s: dict(v or {}) for s, v in (spec.get("follows") or {}).items()},
+                trains,
+            )
         )
     if len(variants) < 2:
         raise ValueError(f"{path}: an ablation needs at least two variants (the base and one change)")
+    if not variants[0].trains:
+        raise ValueError(
+            f"{path}: the first variant is the base and must train ({variants[0].name!r} does not)"
+        )
     return Ablation(
         name=path.stem,
         description=str(raw.get("description", "")).strip(),
@@ -103,6 +125,26 @@ def load_ablation(name: str) -> Ablation:
         starts_from=dict(raw.get("starts_from") or {}),
         variants=variants,
     )
+
+
+def _check_block_swap(path: Path, variant: str, changes: dict[str, dict], follows: Any) -> None:
+    """A variant that trains nothing may only swap one whole block: the evaluation swaps it into the base's
+    trained model, which cannot follow any other change."""
+    for size, entry in changes.items():
+        for key, value in entry.items():
+            slot = key.removeprefix(SLOT_PREFIX)
+            if (
+                not key.startswith(SLOT_PREFIX)
+                or "." in slot
+                or not isinstance(value, dict)
+                or "class_path" not in value
+            ):
+                raise ValueError(
+                    f"{path}: variant {variant!r} trains nothing, so its change must swap one whole block "
+                    f"({SLOT_PREFIX}<slot>: {{class_path: ..., init_args: ...}}); at size {size} it sets {key}"
+                )
+    if follows:
+        raise ValueError(f"{path}: variant {variant!r} trains nothing, so nothing can follow its change")
 
 
 def available() -> list[str]:
@@ -133,9 +175,15 @@ def relocate(recipe: dict, run_dir: Path) -> None:
 
 
 def run_variant(
-    ablation: Ablation, variant: Variant, out: Path, extra: list[str], eval_args: list[str]
+    ablation: Ablation,
+    variant: Variant,
+    out: Path,
+    extra: list[str],
+    eval_args: list[str],
+    swapped: list[Variant] = (),
 ) -> Path:
-    """Fit (unless done) and evaluate one tiny variant; returns its evaluation directory."""
+    """Fit (unless done) and evaluate one tiny variant; returns its evaluation directory. ``swapped``: the
+    non-training variants, evaluated with this run as ``eval/variants/NAME`` (the evaluation's block swaps)."""
     from minmo_lightning.cli import lightning_main
     from minmo_lightning.evaluation.cli import main as evaluate
 
@@ -156,7 +204,9 @@ def run_variant(
         }
         training_file.write_text(json.dumps(training, indent=2))
     eval_dir = run_dir / "eval"
-    if not (eval_dir / "metrics.json").is_file():
+    swaps = [f"--variants.{v.name}={json.dumps(v.swaps('tiny'))}" for v in swapped]
+    done = [eval_dir / "metrics.json", *(eval_dir / "variants" / v.name / "metrics.json" for v in swapped)]
+    if not all(path.is_file() for path in done):
         print(f"ablate {ablation.name}: evaluating {variant.name}", flush=True)
         code = evaluate(
             [
@@ -167,12 +217,25 @@ def run_variant(
                 "--out",
                 str(eval_dir),
                 *eval_args,
+                *swaps,
             ]
         )
         if code != 0:
             raise RuntimeError(f"evaluating {variant.name} failed (exit {code}); see the messages above")
     (eval_dir / "training.json").write_text(training_file.read_text())
+    untrained = json.dumps({"train_s": 0.0, "steps": 0, "trainable_parameters": 0}, indent=2)
+    for other in swapped:
+        (eval_dir / "variants" / other.name / "training.json").write_text(untrained)
     return eval_dir
+
+
+def swap_command(ablation: Ablation, variant: Variant, size: str, base_run: Path) -> str:
+    """How to evaluate a non-training variant by hand: the base's checkpoint with its block swapped in."""
+    swap = json.dumps(variant.swaps(size))
+    return (
+        f"minmo evaluate --config {recipe_path(ablation.evaluate)} --ckpt {base_run / 'checkpoints' / 'last.ckpt'} "
+        f"'--variants.{variant.name}={swap}'"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,14 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(
         args.out or f"runs/ablations/{ablation.name}" + ("" if args.size == "tiny" else f"-{args.size}")
     )
+    if not variants[0].trains:
+        raise ValueError(f"the first variant is the base and must train; {variants[0].name!r} trains nothing")
+    trained, swapped = [v for v in variants if v.trains], [v for v in variants if not v.trains]
     if args.size == "full" or args.dry_run:
-        for variant in variants:
+        for variant in trained:
             folder = out / variant.name
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "recipe.yaml").write_text(
                 yaml.safe_dump(ablation.recipe(args.size, variant, folder), sort_keys=False)
             )
             print(f"{variant.name}: minmo fit --config {folder / 'recipe.yaml'}")
+        for variant in swapped:
+            command = swap_command(ablation, variant, args.size, out / variants[0].name)
+            print(f"{variant.name}: nothing to train; after the base: {command}")
         return 0
     if not ablation.evaluate:
         raise ValueError(
@@ -226,9 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     extra = ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
     eval_args = ["--limit", str(args.limit)] if args.limit else []
-    eval_dirs = [run_variant(ablation, v, out, extra, eval_args) for v in variants]
+    eval_dirs = {
+        v.name: run_variant(ablation, v, out, extra, eval_args, swapped if v is variants[0] else ())
+        for v in trained
+    }
+    eval_dirs |= {v.name: eval_dirs[variants[0].name] / "variants" / v.name for v in swapped}
     from minmo_lightning.evaluation.compare import compare_runs
 
-    compare_runs(eval_dirs, out / "comparison", names=[v.name for v in variants])
+    compare_runs([eval_dirs[v.name] for v in variants], out / "comparison", names=[v.name for v in variants])
     print(f"ablate {ablation.name}: {out / 'comparison' / 'report.md'}")
     return 0

@@ -57,7 +57,7 @@ COMPONENTS = {
 #: what a stage takes from a block trained alone: stage -> {block (or block.part): component step}
 STAGE_BLOCKS = {
     "stage1a_prealign": {"voice_encoder": "voice_encoder"},
-    "stage2a_output_projector": {"voice_token_lm": "voice_lm"},
+    "stage2a_output_projector": {"voice_token_lm": "voice_lm", "token2wav.flow": "flow"},
     "stage2b_text_to_speech": {"token2wav.flow": "flow"},
 }
 #: corpus task -> (audio column, token column) ``minmo prepare`` adds for the speech side

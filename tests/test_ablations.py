@@ -237,3 +237,87 @@ def test_variants_that_change_nothing_at_a_size_are_not_run_there(tmp_path: Path
     tiny = sorted(p.parent.name for p in (tmp_path / "tiny").glob("*/recipe.yaml"))
     assert full == ["base_encoder", "sensevoice_large_like", "sensevoice_small"]
     assert tiny == ["base_encoder", "whisper_untrained"]
+
+
+def _manifest(tmp_path: Path, variants: dict) -> str:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base": {"tiny": "tiny/stage4_duplex.yaml"},
+                "evaluate": "eval/duplex_builtin.yaml",
+                "variants": variants,
+            },
+            sort_keys=False,  # the first variant is the base
+        )
+    )
+    return str(path)
+
+
+VAD = {"class_path": "VADDuplexPredictor", "init_args": {"frame_seconds": 0.12}}
+
+
+def test_a_variant_that_trains_nothing_may_only_swap_a_whole_block(tmp_path: Path) -> None:
+    swap = {"tiny": {"model.init_args.duplex_predictor": VAD}, "trains": False}
+    assert load_ablation(_manifest(tmp_path, {"predictor": {}, "vad": swap})).variants[1].swaps("tiny") == {
+        "duplex_predictor": VAD
+    }
+    setting = {"tiny": {"model.init_args.learning_rate": 0.1}, "trains": False}
+    with pytest.raises(ValueError, match="must swap one whole block"):
+        load_ablation(_manifest(tmp_path, {"predictor": {}, "lr": setting}))
+    with pytest.raises(ValueError, match="first variant is the base and must train"):
+        load_ablation(_manifest(tmp_path, {"vad": swap, "predictor": {}}))
+
+
+def test_a_variant_that_trains_nothing_is_scored_on_the_base_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base trains once; its evaluation swaps the block in (``--variants.NAME``); the comparison reads that
+    swap's report, with zero trainable parameters and no train time."""
+    import minmo_lightning.evaluation.cli
+    import minmo_lightning.evaluation.compare
+
+    import minmo_lightning.cli
+
+    fits, evaluations, compared = [], [], {}
+
+    class Fitted:
+        trainer = type("T", (), {"global_step": 3})()
+        model = torch.nn.Linear(2, 2)
+
+    def fit(argv):
+        fits.append(argv)
+        checkpoints = (
+            Path(yaml.safe_load(Path(argv[2]).read_text())["trainer"]["default_root_dir"]) / "checkpoints"
+        )
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "last.ckpt").write_text("")
+        return Fitted()
+
+    def evaluate(argv):
+        evaluations.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        swaps = [a for a in argv if a.startswith("--variants.")]
+        for folder in [out, *(out / "variants" / a.split("=")[0].removeprefix("--variants.") for a in swaps)]:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(minmo_lightning.cli, "lightning_main", fit)
+    monkeypatch.setattr(minmo_lightning.evaluation.cli, "main", evaluate)
+    monkeypatch.setattr(
+        minmo_lightning.evaluation.compare,
+        "compare_runs",
+        lambda dirs, out, names: compared.update(zip(names, dirs)),
+    )
+    manifest = _manifest(
+        tmp_path,
+        {"predictor": {}, "vad": {"tiny": {"model.init_args.duplex_predictor": VAD}, "trains": False}},
+    )
+    assert main([manifest, "--out", str(tmp_path / "runs")]) == 0
+    assert len(fits) == 1 and len(evaluations) == 1
+    assert f"--variants.vad={json.dumps({'duplex_predictor': VAD})}" in evaluations[0]
+    assert compared["vad"] == tmp_path / "runs" / "predictor" / "eval" / "variants" / "vad"
+    assert json.loads((compared["vad"] / "training.json").read_text())["trainable_parameters"] == 0
+    assert main([manifest, "--out", str(tmp_path / "runs")]) == 0  # done: nothing runs again
+    assert len(fits) == 1 and len(evaluations) == 1

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from minmo_lightning import demo
+from minmo_lightning.ablate import load_ablation
 from minmo_lightning.cli import lightning_main, main
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
@@ -78,7 +79,10 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytes
     recipe["output_dir"] = str(tmp_path / "eval")
     config = tmp_path / "duplex_eval.yaml"
     config.write_text(yaml.safe_dump(recipe))
-    assert main(["evaluate", "--config", str(config), "--ckpt", str(previous)]) == 0
+    # the VAD baseline as `minmo ablate duplex_predictor` swaps it in: the base's checkpoint, the block replaced
+    vad = load_ablation("duplex_predictor").variants[1]
+    swap = f"--variants.{vad.name}={json.dumps(vad.swaps('tiny'))}"
+    assert main(["evaluate", "--config", str(config), "--ckpt", str(previous), swap]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {"assistant_f1@240", "backchannel_accuracy"} <= set(metrics["summary"])
     assert set(metrics["variants"]) == {"vad"} and "assistant_f1@240" in metrics["variants"]["vad"]

@@ -97,6 +97,9 @@ class VoiceLMOutput(DecoderLoss):
     logits: Tensor
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 class CosyVoice2LM(VoiceTokenLM):
     """CosyVoice2 ``Qwen2LM``: Qwen2 backbone + sos/task_id, speech embedding and decoder (llm.pt layout)."""
 
@@ -124,9 +127,12 @@ class CosyVoice2LM(VoiceTokenLM):
         attn_implementation: str = "sdpa",
         learning_rate: float = 1e-5,
         warmup_steps: int = 0,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
         mix_ratio = [5, 15] if mix_ratio is None else list(mix_ratio)
         if len(mix_ratio) != 2:
             raise ValueError(f"mix_ratio must be [text, speech] (CosyVoice2: [5, 15]), got {mix_ratio}")
@@ -334,8 +340,12 @@ class CosyVoice2LM(VoiceTokenLM):
         return self._tts_batch_loss(batch, "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW: a linear warmup over ``warmup_steps``, then a constant rate."""
-        return configure_adamw(self, OptimizerConfig.from_hparams(self.hparams, cosine=False))
+        """AdamW: a linear warmup over ``warmup_steps``, then a constant rate (CosyVoice2's fine-tuning) or a
+        cosine to a tenth of it over the run, following the wall clock under ``max_time`` (a run on a time
+        budget ends annealed)."""
+        cosine = self.hparams.get("lr_schedule", "constant") == "cosine"
+        config = OptimizerConfig.from_hparams(self.hparams, cosine=cosine, follow_timer=cosine)
+        return configure_adamw(self, config)
 
     # ---- incremental decoding ----------------------------------------------------------------
     def init_state(self, batch_size: int, options: VoiceLMStreamOptions | None = None) -> VoiceLMState:
