@@ -405,3 +405,16 @@ def test_ras_sampling_is_seeded_and_in_range() -> None:
         runs.append(out.tokens)
         assert int(out.tokens.max()) < V and out.lengths[0] == 15
     assert torch.equal(runs[0], runs[1])
+
+
+def test_lr_schedule_constant_or_cosine_following_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from minmo_lightning.components.voice_token_lm import cosyvoice2_lm
+
+    configs = []
+    monkeypatch.setattr(cosyvoice2_lm, "configure_adamw", lambda module, config: configs.append(config))
+    tiny().configure_optimizers()
+    tiny(lr_schedule="cosine").configure_optimizers()
+    assert not configs[0].cosine  # CosyVoice2's own: constant after warmup
+    assert configs[1].cosine and configs[1].follow_timer  # a time-budgeted run ends annealed
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        tiny(lr_schedule="linear")
