@@ -23,15 +23,20 @@ from typing import Any
 import lightning as L
 import torch
 from minmo_lightning.datamodules.base import SpeechDataModule
-from minmo_lightning.datamodules.sampler import PassPosition
+from minmo_lightning.datamodules.sampler import PassPosition, ResumableLoader
 
 
 class InterleavedLoader(PassPosition):
     """Every batch of every loader ``repeats[i]`` times per pass, sources interleaved in a seeded order.
 
-    Resumable mid-pass like ``ResumableLoader`` (Lightning keeps ``state_dict`` in the checkpoint): the
-    state is the epoch and the batches handed out; a resumed pass replays the same order from there, each
-    source's sampler starting at the batch it had reached (nothing is decoded to skip ahead).
+    Resumable mid-pass (Lightning keeps ``state_dict`` in the checkpoint). On the world size it was saved on,
+    a resumed pass replays the same order from where it was, each source's sampler starting at the batch it
+    had reached (nothing is decoded to skip ahead). On another world size the interleaved order cannot be
+    replayed (each rank's share of every source changes), so the state also keeps each source's round and
+    its own sampler's position: each source resumes at its next unseen items (``DurationBatchSampler``
+    re-plans the rest of its pass for the new ranks) and the batches left this pass are interleaved in a
+    fresh order seeded from ``(seed, epoch)``: nothing is seen twice or skipped, and every rank takes the
+    same number of steps.
     """
 
     def __init__(
@@ -48,18 +53,25 @@ class InterleavedLoader(PassPosition):
             raise ValueError(
                 f"repeats must give a count >= 1 per datamodule ({len(loaders)}), got {self.repeats}"
             )
+        self._rounds = [0] * len(loaders)  # each source's pass within this epoch
+        self._drawn = [0] * len(loaders)  # batches it handed out in that pass
+        #: a pass re-planned on resume (another world size): (epoch, steps done before, the sources left)
+        self._replanned: tuple[int, int, list[int]] | None = None
 
     def __len__(self) -> int:
+        if self._replanned is not None and self._replanned[0] == self.epoch:
+            return self._replanned[1] + len(self._replanned[2])
         return sum(len(loader) * r for loader, r in zip(self.loaders, self.repeats))
 
     def _order(self) -> list[int]:
-        sources = torch.cat(
-            [
-                torch.full((len(loader) * r,), i)
-                for i, (loader, r) in enumerate(zip(self.loaders, self.repeats))
-            ]
-        )
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        counts = [len(loader) * r for loader, r in zip(self.loaders, self.repeats)]
+        return self._shuffled(counts, self.seed + self.epoch)
+
+    @staticmethod
+    def _shuffled(counts: list[int], seed: int) -> list[int]:
+        """Source ``i`` repeated ``counts[i]`` times, in a seeded order."""
+        sources = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])
+        generator = torch.Generator().manual_seed(seed)
         return sources[torch.randperm(len(sources), generator=generator)].tolist()
 
     def _fresh(self, source: int, round_: int, skip: int = 0) -> Iterator[Any]:
@@ -68,32 +80,95 @@ class InterleavedLoader(PassPosition):
         sampler = getattr(self.loaders[source], "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch * self.repeats[source] + round_)
-        if skip:
+        if skip and isinstance(self.loaders[source], ResumableLoader):  # a stream restored its own position
             sampler.load_state_dict({**sampler.state_dict(), "batches_done": skip})
+        self._rounds[source], self._drawn[source] = round_, skip
         return iter(self.loaders[source])
 
     def __iter__(self) -> Iterator[Any]:
         if self.epoch_of is not None and self.epoch_of() is not None:
             self.epoch = self.epoch_of()
-        order = self._order()
-        start = self.resume_position()
-        drawn = Counter(order[:start])  # each source's batches already handed out this pass
-        rounds, iterators = [], []
-        for source, loader in enumerate(self.loaders):
-            round_, position = divmod(drawn[source], len(loader))
-            rounds.append(round_)
-            iterators.append(self._fresh(source, round_, position))
+        if self._replanned is not None and self._replanned[0] == self.epoch:
+            _, start, order = self._replanned
+            # each source's sampler holds its resume position: its iterator goes on from there
+            iterators = [iter(loader) for loader in self.loaders]
+        else:
+            self._replanned = None
+            order = self._order()
+            start = self.resume_position()
+            drawn = Counter(order[:start])  # each source's batches already handed out this pass
+            iterators = []
+            for source, loader in enumerate(self.loaders):
+                iterators.append(self._fresh(source, *divmod(drawn[source], len(loader))))
+            order = order[start:]
         self.batches_done = start
-        for source in order[start:]:
+        for source in order:
             try:
                 batch = next(iterators[source])
             except StopIteration:
-                rounds[source] += 1
-                iterators[source] = self._fresh(source, rounds[source])
+                iterators[source] = self._fresh(source, self._rounds[source] + 1)
                 batch = next(iterators[source])
+            self._drawn[source] += 1
             self.batches_done += 1
             yield batch
+        self._replanned = None
         self.epoch += 1
+
+    # ---- resume state ------------------------------------------------------------------------
+    def _position(self, source: int) -> dict | None:
+        """Where one source stands: its sampler's place in this pass (None before its first batch: a sampler
+        still holds the previous pass's count), or a stream's own position (it runs on across passes)."""
+        loader = self.loaders[source]
+        if isinstance(loader, ResumableLoader):
+            return loader.state_dict() if self._drawn[source] else None
+        return loader.state_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().state_dict()
+        if not all(hasattr(loader, "world_size") for loader in self.loaders):
+            return state  # plain iterables (tests): the interleaved position is all there is
+        sources = [
+            {"round": round_, "drawn": drawn, "position": self._position(source)}
+            for source, (round_, drawn) in enumerate(zip(self._rounds, self._drawn))
+        ]
+        return {
+            **state,
+            "world_size": self.loaders[0].world_size,
+            "replayable": self._replanned is None,  # this pass follows the seeded order from its first batch
+            "sources": sources,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sources = state.get("sources")
+        if sources is None or state["seed"] != self.seed or len(sources) != len(self.loaders):
+            super().load_state_dict(
+                state
+            )  # the same ranks replay; another plan restarts the epoch, saying so
+            return
+        for loader, saved in zip(self.loaders, sources):  # a stream restores (or restarts) its own position
+            if not isinstance(loader, ResumableLoader):
+                loader.load_state_dict(saved["position"])
+        if state["world_size"] == self.loaders[0].world_size and state["replayable"]:
+            super().load_state_dict(state)
+            return
+        self.set_epoch(state["epoch"])
+        left = []
+        for source, (loader, repeats, saved) in enumerate(zip(self.loaders, self.repeats, sources)):
+            if isinstance(loader, ResumableLoader):
+                loader.sampler.set_epoch(self.epoch * repeats + saved["round"])
+                whole = len(loader)  # a pass of this source on these ranks
+                done = (saved["position"] or {}).get("batches_done", 0)
+                if done:
+                    loader.load_state_dict(saved["position"])  # re-plans its unseen items for these ranks
+                this_pass = len(loader) - done
+            else:
+                whole, done = len(loader), saved["drawn"]
+                this_pass = whole - done
+            self._rounds[source], self._drawn[source] = saved["round"], done
+            left.append(this_pass + (repeats - 1 - saved["round"]) * whole)
+        order = self._shuffled(left, self.seed + self.epoch + 1_000_003 * (state["batches_done"] + 1))
+        self._replanned = (self.epoch, state["batches_done"], order)
+        self._resume_at = None
 
 
 class MixtureDataModule(L.LightningDataModule):

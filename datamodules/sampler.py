@@ -105,8 +105,8 @@ def cut_plan(batches: list[np.ndarray], items: int) -> list[np.ndarray]:
 
 class PassPosition:
     """How far the current pass over a seeded plan got, as Lightning checkpoints it (``state_dict``) and
-    hands it back (``load_state_dict``), for a plan that only resumes on the world size it was saved on
-    (the mixture's interleaved loader). Its users have ``epoch``, ``seed``, ``set_epoch``, ``len()`` and
+    hands it back (``load_state_dict``), replayed on the world size it was saved on (the mixture's
+    interleaved loader, which adds what another world size needs). Its users have ``epoch``, ``seed``, ``set_epoch``, ``len()`` and
     count ``batches_done``; a pass starts at ``resume_position()``."""
 
     epoch: int
@@ -379,6 +379,11 @@ class ResumableLoader(DataLoader):
             )
             for _ in range(owed):
                 yield last
+
+    @property
+    def world_size(self) -> int:
+        """The ranks its sampler deals to."""
+        return self.sampler.num_replicas
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()

@@ -180,6 +180,10 @@ class StreamedLoader:
         #: after the last batch handed out
         self.position = StreamPosition()
 
+    @property
+    def world_size(self) -> int:
+        return self.planner.world_size
+
     def __len__(self) -> int:
         if self.batches_per_epoch is None:
             raise TypeError(f"{self.source} is streamed: an endless stream of batches has no length")

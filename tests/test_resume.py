@@ -389,7 +389,15 @@ def test_a_mixture_resumes_mid_epoch_with_the_uninterrupted_batches(
     recipe["trainer"]["max_steps"] = 20
     outcome = crash_and_resume(recipe, tmp_path, every_n_steps=4, crash_after_step=14)
     assert outcome["checkpoint_step"] == 12  # after the last of epoch 0's 12 batches: epoch 1 starts afresh
-    assert outcome["loader_state"] == [{"epoch": 0, "seed": 0, "batches_done": 12, "batches_in_epoch": 12}]
+    (state,) = outcome["loader_state"]
+    assert {k: state[k] for k in ("epoch", "seed", "batches_done", "batches_in_epoch", "world_size")} == {
+        "epoch": 0,
+        "seed": 0,
+        "batches_done": 12,
+        "batches_in_epoch": 12,
+        "world_size": 1,
+    }
+    assert state["replayable"] and [source["round"] for source in state["sources"]] == [0, 1]
     assert_resumed_exactly(outcome)
     (tmp_path / "mid").mkdir()
     outcome = crash_and_resume(recipe, tmp_path / "mid", every_n_steps=5, crash_after_step=7)
