@@ -5,7 +5,8 @@
 3. run the tiny stage-1 chain (``recipes/tiny/stage1a/1b/1c``), the encoder initialising stage 1a;
 4. the speech side: the speech tokenizer alone, speech tokens for the TTS, S2S and voice-control sets
    (``minmo prepare``), the voice token LM and token2wav's flow alone, then tiny stages 2a, 2b and 3;
-5. tiny stage 4 (``recipes/tiny/stage4_duplex.yaml``: the duplex predictor, from stage 1c);
+5. tiny stage 4 (``recipes/tiny/stage4_duplex.yaml``: the duplex predictor, from stage 3, so the dialogues
+   are answered aloud);
 6. score every understanding task of stage 1c (ASR, the emotion proxy, translation, language ID, speaker,
    audio events, spoken QA, dialogue), spoken output (stage 2b reading the TTS test texts, stage 3 answering
    the S2S test questions, judged by the voice encoder's CTC head; their first WAVs stay with the reports)
@@ -45,7 +46,7 @@ STAGES = {
     "stage2a_output_projector": "stage1c_sft",
     "stage2b_text_to_speech": "stage2a_output_projector",
     "stage3_speech_to_speech": "stage2b_text_to_speech",
-    "stage4_duplex": "stage1c_sft",  # the predictor reads the listen path, which stages 2-3 leave frozen
+    "stage4_duplex": "stage3_speech_to_speech",  # the whole assistant: it listens, takes turns and speaks
 }
 #: blocks trained alone (``recipes/components/<recipe>``), by demo step; each stops on its max_time
 COMPONENTS = {

@@ -44,8 +44,9 @@ def _recipe(name: str, corpus: Path, runs: Path) -> Path:
     )
     recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(runs / tag / "checkpoints")
     init = recipe["model"]["init_args"]["init_checkpoint"]
-    if init:
-        recipe["model"]["init_args"]["init_checkpoint"] = str(runs / init.removeprefix("runs/tiny/"))
+    if init:  # the stage before it in CHAIN (stage 4 starts from 1c here: its speech blocks keep their init)
+        previous = CHAIN[CHAIN.index(name) - 1].split("_")[0]
+        recipe["model"]["init_args"]["init_checkpoint"] = str(runs / previous / "checkpoints" / "last.ckpt")
     data = recipe["data"]["init_args"]
     for source in data.get("datamodules", [recipe["data"]]):  # a mixture lists its sources
         task = Path(source["init_args"]["path"]).name
