@@ -22,6 +22,7 @@ so ``MinMo.load_from_checkpoint`` rebuilds the same model.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import zlib
@@ -77,7 +78,7 @@ from minmo_lightning.prompts import (
     with_style,
 )
 from minmo_lightning.registry import resolve_class
-from minmo_lightning.sharding import shard_model
+from minmo_lightning.sharding import builds_elsewhere, full_weights, shard_model, weights_from_rank0
 from minmo_lightning.stages import (
     adopt_stale_heads,
     apply_stage,
@@ -283,18 +284,25 @@ class MinMo(DuplexTraining, L.LightningModule):
     def configure_model(self) -> None:
         if self._configured:
             return
-        for slot in self.slots:
-            getattr(self, slot).configure_model()
-        if self._init_weights:
-            self._load_starting_point()
-            init = self.hparams.init_checkpoint, self.hparams.init_blocks
-            adopt_stale_heads(self, starting_point_stale_heads(*init))
-        if self.hparams.trainable.get("llm") == "lora":
-            self.llm.apply_lora()
+        # FSDP2 over several processes: rank 0 builds the weights, the others only the shapes (sharding.py)
+        elsewhere = builds_elsewhere(self.device_mesh)
+        with torch.device("meta") if elsewhere else contextlib.nullcontext():
+            for slot in self.slots:
+                getattr(self, slot).configure_model()
+            if self._init_weights:
+                if not elsewhere:
+                    self._load_starting_point()
+                init = self.hparams.init_checkpoint, self.hparams.init_blocks
+                adopt_stale_heads(self, starting_point_stale_heads(*init))
+            if self.hparams.trainable.get("llm") == "lora":
+                self.llm.apply_lora()
         apply_stage(self, self._rules)
         mark_stale_heads(self, self._rules)  # a head this stage leaves behind says so (stages.py)
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2, once the stage says what trains
+            full = full_weights(self, self.slots, self.device_mesh)
             shard_model(self, self.slots, self.device_mesh)
+            if self.device_mesh.size() > 1:
+                weights_from_rank0(self, self.slots, full)
         self._configured = True
 
     def _load_starting_point(self) -> None:

@@ -12,6 +12,11 @@ set what trains (FSDP2 fixes each unit's dtype rules from its trainable paramete
    ``forward`` and the methods it lists in ``Block.sharded_methods``. Each block is its own root: Lightning
    calls the composite's ``training_step``, never its ``forward``, so hooks on the composite would never run.
 
+Over several processes only rank 0 builds the weights (reads the pretrained folders and the stage's starting
+point); the others build on the meta device, and after ``fully_shard`` each rank receives what it holds from
+rank 0 one tensor at a time (``weights_from_rank0``): one full copy of the model in host memory per node's
+rank 0, not one per process.
+
 A frozen block whose ``frozen_sharding`` is ``replicate`` stays whole on every rank (no all-gather; its
 streaming methods reach any submodule); a block that trains is always sharded. Frozen weights keep their
 block's dtype (the LLM's ``dtype: bfloat16``) and get no gradient or optimizer state: FSDP2 shards per
@@ -104,6 +109,48 @@ def shard_model(model: nn.Module, slots: Iterable[str], device_mesh: Any) -> lis
     _require_trainable_sharded(model)
     rank_zero_info(format_shards(rows, mesh.size()))
     return rows
+
+
+def builds_elsewhere(device_mesh: Any) -> bool:
+    """Whether this process leaves building the weights to rank 0: one of several FSDP2 ranks, not the first."""
+    import torch.distributed as dist
+
+    return device_mesh is not None and device_mesh.size() > 1 and dist.get_rank() != 0
+
+
+def full_weights(model: nn.Module, slots: Iterable[str], device_mesh: Any) -> dict[str, dict] | None:
+    """Rank 0's whole weights per slot, taken before ``fully_shard`` replaces them (None where there is
+    nothing to hand out: one process, or a rank other than 0)."""
+    import torch.distributed as dist
+
+    if device_mesh is None or device_mesh.size() == 1 or dist.get_rank() != 0:
+        return None
+    return {slot: getattr(model, slot).state_dict() for slot in slots}
+
+
+def weights_from_rank0(model: nn.Module, slots: Iterable[str], full: dict[str, dict] | None) -> None:
+    """After ``fully_shard``: each rank's shards of every sharded block, replicated blocks and every buffer
+    (non-persistent ones too: rotary frequencies, filterbanks) from rank 0's ``full`` weights, moved onto
+    the process group's device (a rank built on the meta device gets storage there first)."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    for slot in slots:
+        block = getattr(model, slot)
+        if any(t.is_meta for t in (*block.parameters(), *block.buffers())):
+            block.to_empty(device=device)
+        else:
+            block.to(device)
+        set_model_state_dict(block, full[slot] if full is not None else {}, options=options)
+        for buffer in block.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _require_trainable_sharded(model: nn.Module) -> None:

@@ -270,6 +270,67 @@ def test_sharded_blocks_compute_the_unsharded_losses(tmp_path: Path) -> None:
     assert sharded["duplex"][1]["duplex_predictor"] == "sharded"
 
 
+# ---- only rank 0 builds the weights ----------------------------------------------------------------------
+def _stage1c_like(init_checkpoint: str) -> MinMo:
+    """A tiny MinMo starting from a checkpoint with LoRA adapters (merged: the LLM trains in full here)."""
+    from builders import FramingTestEncoder
+    from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
+
+    return MinMo(
+        llm=HFCausalLM.from_preset("tiny"),
+        voice_encoder=FramingTestEncoder.from_preset("tiny"),
+        input_projector=TransformerConvProjector.from_preset("tiny"),
+        trainable={"voice_encoder": "frozen", "input_projector": "full", "llm": "full"},
+        tasks=["asr"],
+        init_checkpoint=init_checkpoint,
+    )
+
+
+def _built_on_rank0(rank: int, world: int, port: int, out: str, init_checkpoint: str) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(100 + rank)  # each rank would initialise otherwise: equal weights come from rank 0
+        model = _stage1c_like(init_checkpoint)
+        model._device_mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("data_parallel",))
+        if rank:
+            model._load_starting_point = lambda: pytest.fail("a rank other than 0 read the starting point")
+        built_on = []
+        build_llm = model.llm.configure_model
+        model.llm.configure_model = lambda: (built_on.append(torch.empty(0).device.type), build_llm())
+        model.configure_model()
+        whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+        torch.save({"weights": whole, "buffers": buffers, "built_on": built_on}, f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_only_rank0_builds_the_weights_and_every_rank_gets_its_share(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    start = tiny_minmo()  # LoRA adapters: the next stage merges them
+    torch.save({"state_dict": start.state_dict(), "hyper_parameters": {}}, tmp_path / "start.ckpt")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = str(tmp_path / "built")
+    torch.multiprocessing.spawn(_built_on_rank0, args=(2, port, out, str(tmp_path / "start.ckpt")), nprocs=2)
+    first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    torch.manual_seed(100)
+    alone = _stage1c_like(str(tmp_path / "start.ckpt"))
+    alone.configure_model()
+    expected = alone.state_dict()
+    assert first["weights"].keys() == second["weights"].keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(first["weights"][key], value) and torch.equal(second["weights"][key], value), key
+    for name, buffer in dict(alone.named_buffers()).items():  # non-persistent ones (rotary frequencies) too
+        assert torch.equal(second["buffers"][name], buffer), name
+    assert first["built_on"] == ["cpu"] and second["built_on"] == ["meta"]  # one full copy, on rank 0
+
+
 # ---- 2 processes on the CPU -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
