@@ -207,7 +207,7 @@ def test_demo_steps_cover_the_pipeline_and_skip_what_exists(
 
 
 def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stage 2a starts from 1c with the voice LM trained alone, stage 4 from 1c; a smoke run reads tokens it
+    """Stage 2a starts from 1c with the voice LM and the flow trained alone, stage 4 from 3; a smoke run reads tokens it
     prepared itself (never the full run's), and the spoken tasks are judged by the demo's own encoder."""
     import minmo_lightning.datamodules.prepare as prepare
     import minmo_lightning.evaluation.cli as evaluation_cli
@@ -227,12 +227,13 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     config, overrides = fits[-1]
     assert value(overrides, "--model.init_args.init_checkpoint") == "runs/stage1c/checkpoints/last.ckpt"
     assert json.loads(value(overrides, "--model.init_args.init_blocks")) == {
-        "voice_token_lm": "runs/voice_lm/checkpoints/last.ckpt"
+        "voice_token_lm": "runs/voice_lm/checkpoints/last.ckpt",
+        "token2wav.flow": "runs/flow/checkpoints/last.ckpt",
     }
     text = Path(config).read_text()
     assert "path: runs/builtin-tokens/tts" in text and "path: data/builtin-tokens" not in text
     step["stage4"].run()
-    assert value(fits[-1][1], "--model.init_args.init_checkpoint") == "runs/stage1c/checkpoints/last.ckpt"
+    assert value(fits[-1][1], "--model.init_args.init_checkpoint") == "runs/stage3/checkpoints/last.ckpt"
 
     prepared = []
     monkeypatch.setattr(prepare, "main", lambda args: prepared.append(args) or 0)
