@@ -2,7 +2,8 @@
 
 A MinMo stage-2/3 checkpoint reads each test text aloud (``MinMo.respond(texts, verbatim=True)``: the LLM
 is teacher forced on the text, so only the output projector and voice token LM are judged; speech tokens
-sampled as CosyVoice2 does, seeded). A speech tokenizer trained with a CTC head on its codes
+sampled as CosyVoice2 does, seeded), or a voice token LM trained alone reads it through its own TTS decoder
+(``--voice-lm``: CosyVoice2's unistream ``generate``). A speech tokenizer trained with a CTC head on its codes
 (``recipes/components/speech_tokenizer.yaml``) then reads the tokens back to text, and the WER against
 the text is reported next to the same tokenizer's WER on the reference tokens (the ceiling: what the
 tokens of real speech give). Useful while no trained token2wav exists for the tiny models, and cheaper
@@ -10,6 +11,8 @@ than a vocoder + ASR round trip at any size.
 
     python -m minmo_lightning.evaluation.speech_tokens --ckpt runs/tiny/stage2b/checkpoints/last.ckpt \\
         --tokenizer runs/speech_tokenizer/checkpoints/last.ckpt --data data/builtin-tokens/tts --out report.json
+    python -m minmo_lightning.evaluation.speech_tokens --voice-lm runs/voice_token_lm_tts/checkpoints/last.ckpt \
+        --greedy --tokenizer runs/speech_tokenizer/checkpoints/last.ckpt --data data/builtin-tokens/tts --limit 40
 """
 
 from __future__ import annotations
@@ -30,18 +33,31 @@ def _rows(batch: TokenBatch) -> list[list[int]]:
     return [batch.tokens[i, : batch.lengths[i]].tolist() for i in range(batch.tokens.shape[0])]
 
 
+def spoken_by_minmo(model, texts: list[str], generator: torch.Generator) -> list[list[int]]:
+    """MinMo's route: the LLM teacher forced on each text, the voice decoder streaming its tokens."""
+    speech: list[list[int]] = [[] for _ in texts]
+    for chunk in model.respond(texts=texts, verbatim=True, synthesize=False, generator=generator):
+        for i, row in enumerate(_rows(chunk.speech)):
+            speech[i] += row
+    return speech
+
+
+def spoken_by_voice_lm(model, texts: list[str], generator: torch.Generator) -> list[list[int]]:
+    """A voice token LM trained alone: CosyVoice2's TTS decoder on the text tokens."""
+    from minmo_lightning.components.voice_token_lm.generation import generate
+
+    from minmo_lightning.contracts import VoiceLMStreamOptions
+
+    return _rows(generate(model, model.tokenize(texts), options=VoiceLMStreamOptions(generator=generator)))
+
+
 @torch.no_grad()
-def evaluate(model, tokenizer, loader, limit: int | None, seed: int) -> dict:
+def evaluate(model, tokenizer, loader, limit: int | None, seed: int, speak=spoken_by_minmo) -> dict:
     generator = torch.Generator(device=model.device).manual_seed(seed)
     ids, texts, generated, reference, lengths = [], [], [], [], []
     started = time.perf_counter()
     for batch in loader:
-        speech: list[list[int]] = [[] for _ in batch["text"]]
-        for chunk in model.respond(
-            texts=list(batch["text"]), verbatim=True, synthesize=False, generator=generator
-        ):
-            for i, row in enumerate(_rows(chunk.speech)):
-                speech[i] += row
+        speech = speak(model, list(batch["text"]), generator)
         generated += tokenizer.transcribe_tokens(TokenBatch.from_list(speech))
         reference += tokenizer.transcribe_tokens(batch["speech_tokens"])
         ids += batch["ids"]
@@ -67,13 +83,20 @@ def evaluate(model, tokenizer, loader, limit: int | None, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
+    from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+    from minmo_lightning.components.voice_token_lm.sampling import SpeechSamplingConfig
     from minmo_lightning.datamodules.tasks import TTSDataModule
 
     from minmo_lightning.model import MinMo
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    speaker = parser.add_mutually_exclusive_group(required=True)
+    speaker.add_argument("--ckpt", help="MinMo checkpoint with an output projector and voice token LM")
+    speaker.add_argument("--voice-lm", help="a voice token LM trained alone (CosyVoice2LM checkpoint)")
     parser.add_argument(
-        "--ckpt", required=True, help="MinMo checkpoint with an output projector and voice token LM"
+        "--greedy",
+        action="store_true",
+        help="decode speech tokens greedily (default: the checkpoint's sampling)",
     )
     parser.add_argument(
         "--tokenizer", required=True, help="S3TokenizerV2 checkpoint trained with its CTC head"
@@ -88,7 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    model = MinMo.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
+    if args.ckpt:
+        model, speak = MinMo.load_from_checkpoint(args.ckpt, map_location="cpu").eval(), spoken_by_minmo
+        voice_lm = model.voice_token_lm
+    else:
+        model = voice_lm = CosyVoice2LM.load_from_checkpoint(args.voice_lm, map_location="cpu").eval()
+        speak = spoken_by_voice_lm
+    if args.greedy:
+        voice_lm.sampling = SpeechSamplingConfig(greedy=True)
     tokenizer = S3TokenizerV2.load_from_checkpoint(args.tokenizer, map_location="cpu").eval()
     data = TTSDataModule(
         args.data,
@@ -99,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         shuffle=False,
     )
     data.setup("test")
-    result = evaluate(model, tokenizer, data.test_dataloader(), args.limit, args.seed)
+    result = evaluate(model, tokenizer, data.test_dataloader(), args.limit, args.seed, speak)
     for key, value in result.items():
         if key != "examples":
             print(f"{key:34s} {value}")

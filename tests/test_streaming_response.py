@@ -144,3 +144,24 @@ def test_speech_token_intelligibility_report(model) -> None:
     read_back = tokenizer.transcribe_tokens(speech)  # the ceiling is the reader on the reference tokens
     assert [e["from_reference"] for e in result["examples"]] == read_back
     assert result["wer_reference_tokens"] == score_asr(batch["text"], read_back).rate
+
+
+def test_speech_token_report_of_a_voice_lm_trained_alone() -> None:
+    """``--voice-lm``: the block's own TTS decoder speaks; what the reader hears is what it generated."""
+    from minmo_lightning.components.speech_tokenizer.s3tokenizer import S3TokenizerV2
+    from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+    from minmo_lightning.components.voice_token_lm.generation import generate
+    from minmo_lightning.components.voice_token_lm.sampling import SpeechSamplingConfig
+    from minmo_lightning.evaluation.speech_tokens import evaluate, spoken_by_voice_lm
+
+    torch.manual_seed(0)
+    lm = CosyVoice2LM.from_preset("tiny")
+    lm.configure_model()
+    lm.eval().sampling = SpeechSamplingConfig(greedy=True)
+    tokenizer = S3TokenizerV2.from_preset("tiny").eval()
+    speech = TokenBatch(torch.randint(0, 6561, (2, 30)), torch.tensor([30, 21]))
+    batch = {"ids": ["a", "b"], "text": ["stop now", "call peter"], "speech_tokens": speech}
+    result = evaluate(lm, tokenizer, [batch], limit=None, seed=0, speak=spoken_by_voice_lm)
+    spoken = generate(lm, lm.tokenize(batch["text"]))
+    assert [e["from_generated"] for e in result["examples"]] == tokenizer.transcribe_tokens(spoken)
+    assert result["utterances"] == 2
