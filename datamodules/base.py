@@ -3,7 +3,8 @@ duration-bucketed loaders, and the skip report.
 
 A subclass names its ``task`` (a key of ``schema.TASK_FIELDS``) and implements ``batch_fields``:
 the decoded rows of one planned batch -> the task's fields of the batch dict (see ``tasks.py``);
-``collate`` decodes the audio and puts the row ``ids`` first.
+``collate`` decodes the audio and puts the row ``ids`` first. A split may join several of the source's
+splits with ``+`` (``train_split: train.clean.100+train.clean.360``).
 
 Bad rows are skipped, counted and listed by id, never dropped silently and never a crash mid-epoch:
 ``setup`` screens what it can without decoding (missing/unreadable/empty audio headers, empty text, clips
@@ -30,7 +31,7 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import torch
-from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, Value
+from datasets import Audio, ClassLabel, Dataset, Features, IterableDataset, Value, concatenate_datasets
 from minmo_lightning.datamodules.audio import AudioError, decode_audio, probe_duration
 from minmo_lightning.datamodules.sampler import DurationBatchSampler, ResumableLoader
 from minmo_lightning.datamodules.schema import resolve_columns
@@ -66,6 +67,12 @@ def class_names(dataset: Dataset, mapping: ColumnMapping, skip: Any = ()) -> dic
         if isinstance(feature, ClassLabel) and f"_{field}" not in skip:
             names[f"_{field}"] = np.array([feature.int2str(int(v)) for v in dataset[column]], dtype=object)
     return names
+
+
+def joined(sources: dict[str, Any], split: str) -> Any:
+    """A split by name, or several joined with ``+`` (``train+voice_lm_train``, as ``datasets`` writes it)."""
+    parts = split.split("+")
+    return sources[split] if len(parts) == 1 else concatenate_datasets([sources[part] for part in parts])
 
 
 class SplitData(torch.utils.data.Dataset):
@@ -170,18 +177,23 @@ class SpeechDataModule(L.LightningDataModule):
             self.ledger.path = Path(self.trainer.default_root_dir) / "skipped_rows.jsonl"
         wanted = {role: split for role, split in self.splits.items() if split is not None}
         streamed = {"train": wanted.pop("train")} if self.streaming and "train" in wanted else {}
+        if "+" in streamed.get("train", ""):
+            raise ValueError(
+                f"train_split {streamed['train']!r} joins splits, which a streamed corpus cannot: stream one "
+                "split, or set streaming: false"
+            )
         sources: dict[str, Any] = {}
         if streamed:
             sources, self._base_dir = stream_source(self.path)
         if wanted:
-            loaded, self._base_dir = load_source(
-                self.path, self.name, list(wanted.values()) if streamed else None
-            )
-            sources.update({split: loaded[split] for split in wanted.values() if split in loaded})
+            parts = [part for split in wanted.values() for part in split.split("+")]
+            loaded, self._base_dir = load_source(self.path, self.name, parts if streamed else None)
+            sources.update({part: loaded[part] for part in parts if part in loaded})
         for role, split in {**streamed, **wanted}.items():
-            if split not in sources:
+            absent = [part for part in split.split("+") if part not in sources]
+            if absent:
                 message = (
-                    f"{self.path!r} has no split {split!r} (splits: {sorted(sources)}); set {role}_split"
+                    f"{self.path!r} has no split {absent[0]!r} (splits: {sorted(sources)}); set {role}_split"
                 )
                 if role == "train":
                     raise ValueError(message)
@@ -190,7 +202,7 @@ class SpeechDataModule(L.LightningDataModule):
             if role in streamed:
                 self.streams[role] = self._open_stream(role, split, sources[split])
             else:
-                self.data[role] = self._prepare(role, split, sources[split])
+                self.data[role] = self._prepare(role, split, joined(sources, split))
 
     def _prepare(self, role: str, split: str, dataset: Dataset) -> SplitData:
         where = f"{self.path!r} split {split!r}"

@@ -73,6 +73,9 @@ class CorpusSize:
     voice_control_eval: int = 60
     tts_more_train: int = 6000
     """TTS training sentences beyond ``tts_train``, from the task's own generator: no other task changes."""
+    tts_voice_lm_train: int = 24000
+    """Further TTS sentences in their own split, ``voice_lm_train``: the voice token LM trained alone reads
+    them beside ``train`` (text -> speech tokens needs many sentences; the blocks that read ``train`` do not)."""
 
 
 FAMILIES = ("s2tt", "lid", "speaker", "aed", "sqa", "dialogue", "voice_control")
@@ -85,9 +88,23 @@ def _for_families(train: int, eval_size: int) -> dict[str, int]:
 
 SIZES = {
     "default": CorpusSize(),
-    "tiny": CorpusSize(6, 2, 3, 2, 3, 2, 3, 2, 1, 1, **_for_families(3, 2), tts_more_train=3),
+    "tiny": CorpusSize(
+        6, 2, 3, 2, 3, 2, 3, 2, 1, 1, **_for_families(3, 2), tts_more_train=3, tts_voice_lm_train=2
+    ),
     "small": CorpusSize(
-        1000, 100, 120, 40, 300, 40, 300, 40, 40, 10, **_for_families(200, 40), tts_more_train=900
+        1000,
+        100,
+        120,
+        40,
+        300,
+        40,
+        300,
+        40,
+        40,
+        10,
+        **_for_families(200, 40),
+        tts_more_train=900,
+        tts_voice_lm_train=600,
     ),
 }
 

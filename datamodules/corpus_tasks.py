@@ -125,17 +125,24 @@ def _plan_tts(inputs: PlanInputs) -> Iterator[Planned]:
     # Beyond its share of the shared pool (whose size fixes every other task's sentences), TTS trains on
     # sentences of its own generator, none of them in any task's pool: the voice LM and the flow need far
     # more of the assistant's voice than the other tasks need sentences.
-    more = unique_exchanges(inputs.own_rng, inputs.size.tts_more_train, set(inputs.taken))
+    # The voice token LM alone reads a split of its own beside them (``voice_lm_train``), drawn from a
+    # generator of its own so its size changes no other split.
+    taken = set(inputs.taken)
+    more = unique_exchanges(inputs.own_rng, inputs.size.tts_more_train, taken)
+    voice_rng = random.Random(f"{inputs.seed}-tts-voice_lm_train")
+    taken |= {ex.user for ex in more}
+    voice = unique_exchanges(voice_rng, inputs.size.tts_voice_lm_train, taken)
     rows = [("train", ex, inputs.rng) for ex in splits.pop("train")]
     rows += [("train", ex, inputs.own_rng) for ex in more]
     rows += [(split, ex, inputs.rng) for split, exchanges in splits.items() for ex in exchanges]
-    index = {split: 0 for split in ("train", "validation", "test")}
+    rows += [("voice_lm_train", ex, voice_rng) for ex in voice]
+    index = {split: 0 for split in ("train", "voice_lm_train", "validation", "test")}
     for split, ex, rng in rows:
         i = index[split]
         index[split] += 1
         # Training alternates answers and questions so it covers the whole vocabulary. Answers recur
         # across exchanges, so held-out rows read their question: a sentence no training split has.
-        reads_answer = split == "train" and i % 2 == 0
+        reads_answer = split in ("train", "voice_lm_train") and i % 2 == 0
         text = ex.answer if reads_answer else ex.user
         job = _assistant_says(punctuate(text, not reads_answer and ex.question), rng.getrandbits(31))
         yield split, job, {"id": f"tts-{split}-{i:05d}", "text": text}

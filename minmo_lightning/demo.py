@@ -98,7 +98,7 @@ DATA = Path(
 
 def _missing_families() -> list[str]:
     """The built-in corpus's task folders not written yet, and a TTS folder written before it had its own
-    training sentences (``tts_more_train``: the speech side needs them)."""
+    training sentences (``tts_more_train``, ``tts_voice_lm_train``: the speech side needs them)."""
     from minmo_lightning.datamodules.corpus_plan import SIZES
     from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
 
@@ -106,8 +106,9 @@ def _missing_families() -> list[str]:
     if "tts" not in missing:
         from datasets import load_from_disk
 
-        size = SIZES["default"]
-        if load_from_disk(str(DATA / "tts"))["train"].num_rows < size.tts_train + size.tts_more_train:
+        size, tts = SIZES["default"], load_from_disk(str(DATA / "tts"))
+        voice_lm = tts["voice_lm_train"].num_rows if "voice_lm_train" in tts else 0
+        if tts["train"].num_rows < size.tts_train + size.tts_more_train or voice_lm < size.tts_voice_lm_train:
             missing.append("tts")
     return missing
 
@@ -143,7 +144,7 @@ MINUTES = {
     "stage1c": (14.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
     "speech_tokenizer": (8.0, 0.1),
     "speech_tokens": (1.0, 0.3),
-    "voice_lm": (36.0, 0.1),
+    "voice_lm": (50.0, 0.1),
     "flow": (50.0, 0.1),
     "stage2a": (1.6, 0.1),
     "stage2b": (6.0, 0.2),

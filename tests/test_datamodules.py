@@ -25,6 +25,7 @@ from minmo_lightning.datamodules import (
     TTSDataModule,
 )
 from minmo_lightning.datamodules.sampler import DurationBatchSampler
+from minmo_lightning.datamodules.synth import wav_bytes
 from minmo_lightning.datamodules.timeline import RESPOND, STOP_SPEAKING
 from torch.utils.data import DistributedSampler
 
@@ -454,3 +455,30 @@ def test_mixture_reports_its_sources_emotion_labels() -> None:
     assert MixtureDataModule([source(None)]).emotion_labels is None
     with pytest.raises(ValueError, match="disagree on emotion_labels"):
         _ = MixtureDataModule([source(four), source(four[:2])]).emotion_labels
+
+
+def test_a_split_may_join_several_with_plus(tmp_path: Path) -> None:
+    """``train+more``: both splits' rows, each screened as usual; a missing part is named."""
+    clip = {"bytes": wav_bytes(tone(0.5, 16000), 16000), "path": None}
+
+    def split(prefix: str, count: int) -> Dataset:
+        return Dataset.from_dict(
+            {
+                "id": [f"{prefix}{i}" for i in range(count)],
+                "audio": [clip] * count,
+                "text": [f"text {prefix}{i}" for i in range(count)],
+                "duration": [0.5] * count,
+            }
+        ).cast_column("audio", Audio(decode=False))
+
+    DatasetDict({"train": split("a", 3), "more": split("b", 2), "test": split("t", 1)}).save_to_disk(
+        str(tmp_path / "corpus")
+    )
+    module = ASRDataModule(str(tmp_path / "corpus"), train_split="train+more", val_split=None)
+    module.setup("fit")
+    ids = sorted(i for batch in module.train_dataloader() for i in batch["ids"])
+    assert ids == ["a0", "a1", "a2", "b0", "b1"]
+    with pytest.raises(ValueError, match="has no split 'extra'"):
+        ASRDataModule(str(tmp_path / "corpus"), train_split="train+extra", val_split=None).setup("fit")
+    with pytest.raises(ValueError, match="joins splits, which a streamed corpus cannot"):
+        ASRDataModule(str(tmp_path / "corpus"), train_split="train+more", streaming=True).setup("fit")

@@ -259,6 +259,7 @@ def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
     import os
 
     from datasets import Dataset, DatasetDict
+    from minmo_lightning.datamodules.corpus_plan import SIZES
     from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
 
     from minmo_lightning import demo
@@ -271,6 +272,13 @@ def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
         str(tmp_path / "data" / "tts")
     )
     assert demo._missing_families() == ["tts"]  # written before the TTS set had its own 6000 sentences
+    size = SIZES["default"]
+    enough = Dataset.from_dict({"text": ["hello"] * (size.tts_train + size.tts_more_train)})
+    DatasetDict({"train": enough}).save_to_disk(str(tmp_path / "data" / "tts"))
+    assert demo._missing_families() == ["tts"]  # and before the voice LM had a split of its own
+    voice = Dataset.from_dict({"text": ["hello"] * size.tts_voice_lm_train})
+    DatasetDict({"train": enough, "voice_lm_train": voice}).save_to_disk(str(tmp_path / "data" / "tts"))
+    assert demo._missing_families() == []
 
     tokenizer, tokens = tmp_path / "tokenizer.ckpt", tmp_path / "tokens" / "s2s"
     tokenizer.write_bytes(b"weights")

@@ -77,7 +77,8 @@ def test_corpus_layout_and_card(corpus):
 def test_every_task_has_its_sizes_and_writes_its_columns(corpus):
     """A task's entry is all the builder needs: its sizes, its columns in order, WAV in its audio columns."""
     sizes = {f"{name}_{part}" for name in CORPUS_TASKS for part in ("train", "eval")}
-    assert {f.name for f in fields(CorpusSize)} == sizes | {"tts_more_train"}  # TTS's own extra sentences
+    extra = {"tts_more_train", "tts_voice_lm_train"}  # TTS's own extra sentences
+    assert {f.name for f in fields(CorpusSize)} == sizes | extra
     for name, task in CORPUS_TASKS.items():
         dataset = load_from_disk(str(corpus / name))["train"]
         assert list(dataset.features) == list(task.columns)
@@ -103,6 +104,8 @@ def test_tts_held_out_texts_were_never_read_in_training(seed):
     rows = plan.meta["tts"]
     heard = {row["text"] for row in rows["train"]}
     assert len(rows["train"]) == SIZES["default"].tts_train + SIZES["default"].tts_more_train
+    assert len(rows["voice_lm_train"]) == SIZES["default"].tts_voice_lm_train
+    heard |= {row["text"] for row in rows["voice_lm_train"]}
     for split in ("validation", "test"):
         assert len(rows[split]) == SIZES["default"].tts_eval
         assert not heard & {row["text"] for row in rows[split]}
@@ -121,6 +124,23 @@ def test_more_tts_sentences_change_no_other_task():
         assert few.meta[task] == many.meta[task] and few.jobs[task] == many.jobs[task]
     assert len(many.meta["tts"]["train"]) == len(few.meta["tts"]["train"]) + 40
     assert many.jobs["tts"]["test"] == few.jobs["tts"]["test"]
+    # the voice LM's own split leaves every other split as it was
+    voice = plan_corpus(
+        replace(size, tts_more_train=40, tts_voice_lm_train=30),
+        3,
+        ("asr", "tts", "s2s", "duplex"),
+        DuplexConfig(),
+        12.5,
+        0.24,
+    )
+    assert len(voice.meta["tts"]["voice_lm_train"]) == 30
+    for split in ("train", "validation", "test"):  # the same sentences, read with the same seeds
+        assert voice.meta["tts"][split] == many.meta["tts"][split]
+        assert voice.jobs["tts"][split] == many.jobs["tts"][split]
+    assert voice.meta["asr"] == many.meta["asr"]
+    assert not {r["text"] for r in voice.meta["tts"]["voice_lm_train"]} & {
+        r["text"] for r in voice.meta["tts"]["test"]
+    }
 
 
 def test_cli_rejects_an_unknown_task(capsys, tmp_path):

@@ -32,9 +32,8 @@ def _tts_dataset(folder: Path) -> Path:
         rows["duration"].append(seconds)
         rows["speech_tokens"].append(rng.integers(0, 6561, int(25 * seconds)).tolist())
     split = Dataset.from_dict(rows).cast_column("audio", Audio(decode=False))
-    DatasetDict({"train": split, "validation": split.select([0, 1]), "test": split.select([2])}).save_to_disk(
-        str(folder)
-    )
+    splits = {"train": split, "voice_lm_train": split.select([3]), "validation": split.select([0, 1])}
+    DatasetDict({**splits, "test": split.select([2])}).save_to_disk(str(folder))
     return folder
 
 

@@ -68,6 +68,7 @@ COSYVOICE2_05B = {
     "attn_implementation": "sdpa",
     "learning_rate": 1e-5,
     "warmup_steps": 2500,
+    "lr_schedule": "constant",
 }
 TINY = {
     **COSYVOICE2_05B,
