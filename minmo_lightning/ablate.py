@@ -17,6 +17,10 @@ recipe entry it changes (a dotted key and its new value)::
         tiny: {model.init_args.duplex_predictor: {class_path: VADDuplexPredictor}}
         trains: false                          # evaluated on the base's checkpoint with the block swapped in
 
+An ablation whose effect shows only after the next stage names it (``then: {tiny: ..., full: ...}``): each
+variant continues into it from its own checkpoint, with its change set there too, and that stage's checkpoint
+is evaluated (``OUT/VARIANT/then/``).
+
 Each variant runs in ``OUT/VARIANT/`` (``recipe.yaml``, ``checkpoints/``, ``eval/`` with ``training.json``:
 trainable parameters and train time); ``OUT/comparison/`` holds the side-by-side report
 (``evaluation/compare.py``). Finished steps are skipped, so an interrupted ablation resumes.
@@ -29,7 +33,7 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,10 @@ class Variant:
     #: False for a block with nothing to train: the base variant's checkpoint is evaluated with it swapped in
     trains: bool = True
 
+    def settings(self, size: str) -> dict[str, Any]:
+        """The entry it changes and the widths that follow it, as dotted keys."""
+        return self.changes.get(size, {}) | self.follows.get(size, {})
+
     def swaps(self, size: str) -> dict[str, dict]:
         """A non-training variant's change as the evaluation's block swap: ``{slot: {class_path, ...}}``."""
         return {key.removeprefix(SLOT_PREFIX): spec for key, spec in self.changes.get(size, {}).items()}
@@ -63,17 +71,27 @@ class Ablation:
     evaluate: str
     starts_from: dict[str, Any]
     variants: list[Variant]
+    #: size -> the stage each variant continues into before it is evaluated (none: the base is evaluated)
+    then: dict[str, str] = field(default_factory=dict)
 
     def recipe(self, size: str, variant: Variant, run_dir: Path | None = None) -> dict:
         """The base recipe of ``size`` with the variant's entry (and what follows it) set."""
-        recipe = yaml.safe_load(Path(recipe_path(self.base[size])).read_text())
         settings = {**(self.starts_from if size == "tiny" else {})}
-        settings |= variant.changes.get(size, {}) | variant.follows.get(size, {})
-        for key, value in settings.items():
-            set_dotted(recipe, key, copy.deepcopy(value))
-        if run_dir is not None:
-            relocate(recipe, run_dir)
-        return recipe
+        return _changed(self.base[size], settings | variant.settings(size), run_dir)
+
+    def then_recipe(self, size: str, variant: Variant, start: Path, run_dir: Path | None = None) -> dict:
+        """The next stage's recipe from the variant's checkpoint ``start``, with the variant's entry set."""
+        settings = {"model.init_args.init_checkpoint": str(start)} | variant.settings(size)
+        return _changed(self.then[size], settings, run_dir)
+
+
+def _changed(relative: str, settings: dict[str, Any], run_dir: Path | None) -> dict:
+    recipe = yaml.safe_load(Path(recipe_path(relative)).read_text())
+    for key, value in settings.items():
+        set_dotted(recipe, key, copy.deepcopy(value))
+    if run_dir is not None:
+        relocate(recipe, run_dir)
+    return recipe
 
 
 def recipe_path(relative: str) -> str:
@@ -124,6 +142,7 @@ def load_ablation(name: str) -> Ablation:
         evaluate=raw["evaluate"],
         starts_from=dict(raw.get("starts_from") or {}),
         variants=variants,
+        then=dict(raw.get("then") or {}),
     )
 
 
@@ -174,6 +193,28 @@ def relocate(recipe: dict, run_dir: Path) -> None:
             callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
 
 
+def _fit_once(recipe: dict, run_dir: Path, extra: list[str], what: str) -> dict:
+    """Fit ``recipe`` in ``run_dir`` unless a finished run is there; its train time, steps and trainable
+    parameters (``training.json``)."""
+    from minmo_lightning.cli import lightning_main
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_file = run_dir / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    training_file = run_dir / "training.json"
+    if not ((run_dir / "checkpoints" / "last.ckpt").is_file() and training_file.is_file()):
+        print(f"ablate: training {what} ({recipe_file})", flush=True)
+        started = time.perf_counter()
+        cli = lightning_main(["fit", "--config", str(recipe_file), *extra])
+        training = {
+            "train_s": round(time.perf_counter() - started, 1),
+            "steps": int(cli.trainer.global_step),
+            "trainable_parameters": sum(p.numel() for p in cli.model.parameters() if p.requires_grad),
+        }
+        training_file.write_text(json.dumps(training, indent=2))
+    return json.loads(training_file.read_text())
+
+
 def run_variant(
     ablation: Ablation,
     variant: Variant,
@@ -184,25 +225,22 @@ def run_variant(
 ) -> Path:
     """Fit (unless done) and evaluate one tiny variant; returns its evaluation directory. ``swapped``: the
     non-training variants, evaluated with this run as ``eval/variants/NAME`` (the evaluation's block swaps)."""
-    from minmo_lightning.cli import lightning_main
     from minmo_lightning.evaluation.cli import main as evaluate
 
     run_dir = out / variant.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recipe_file = run_dir / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump(ablation.recipe("tiny", variant, run_dir), sort_keys=False))
+    what = f"{ablation.name}/{variant.name}"
+    training = _fit_once(ablation.recipe("tiny", variant, run_dir), run_dir, extra, what)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    training_file = run_dir / "training.json"
-    if not (checkpoint.is_file() and training_file.is_file()):
-        print(f"ablate {ablation.name}: training {variant.name} ({recipe_file})", flush=True)
-        started = time.perf_counter()
-        cli = lightning_main(["fit", "--config", str(recipe_file), *extra])
+    if ablation.then:  # the stage after, from this variant's checkpoint: its time adds up
+        then_dir = run_dir / "then"
+        recipe = ablation.then_recipe("tiny", variant, checkpoint, then_dir)
+        more = _fit_once(recipe, then_dir, extra, f"{what}, then {ablation.then['tiny']}")
         training = {
-            "train_s": round(time.perf_counter() - started, 1),
-            "steps": int(cli.trainer.global_step),
-            "trainable_parameters": sum(p.numel() for p in cli.model.parameters() if p.requires_grad),
+            "train_s": round(training["train_s"] + more["train_s"], 1),
+            "steps": training["steps"] + more["steps"],
+            "trainable_parameters": more["trainable_parameters"],
         }
-        training_file.write_text(json.dumps(training, indent=2))
+        checkpoint = then_dir / "checkpoints" / "last.ckpt"
     eval_dir = run_dir / "eval"
     swaps = [f"--variants.{v.name}={json.dumps(v.swaps('tiny'))}" for v in swapped]
     done = [eval_dir / "metrics.json", *(eval_dir / "variants" / v.name / "metrics.json" for v in swapped)]
@@ -222,7 +260,7 @@ def run_variant(
         )
         if code != 0:
             raise RuntimeError(f"evaluating {variant.name} failed (exit {code}); see the messages above")
-    (eval_dir / "training.json").write_text(training_file.read_text())
+    (eval_dir / "training.json").write_text(json.dumps(training, indent=2))
     untrained = json.dumps({"train_s": 0.0, "steps": 0, "trainable_parameters": 0}, indent=2)
     for other in swapped:
         (eval_dir / "variants" / other.name / "training.json").write_text(untrained)
@@ -232,8 +270,9 @@ def run_variant(
 def swap_command(ablation: Ablation, variant: Variant, size: str, base_run: Path) -> str:
     """How to evaluate a non-training variant by hand: the base's checkpoint with its block swapped in."""
     swap = json.dumps(variant.swaps(size))
+    checkpoint = (base_run / "then" if ablation.then else base_run) / "checkpoints" / "last.ckpt"
     return (
-        f"minmo evaluate --config {recipe_path(ablation.evaluate)} --ckpt {base_run / 'checkpoints' / 'last.ckpt'} "
+        f"minmo evaluate --config {recipe_path(ablation.evaluate)} --ckpt {checkpoint} "
         f"'--variants.{variant.name}={swap}'"
     )
 
@@ -279,11 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.size == "full" or args.dry_run:
         for variant in trained:
             folder = out / variant.name
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "recipe.yaml").write_text(
-                yaml.safe_dump(ablation.recipe(args.size, variant, folder), sort_keys=False)
+            recipes = [(folder, ablation.recipe(args.size, variant, folder))]
+            if ablation.then:
+                start = folder / "checkpoints" / "last.ckpt"
+                recipes.append(
+                    (folder / "then", ablation.then_recipe(args.size, variant, start, folder / "then"))
+                )
+            for where, recipe in recipes:
+                where.mkdir(parents=True, exist_ok=True)
+                (where / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+            print(
+                f"{variant.name}: "
+                + " && ".join(f"minmo fit --config {w / 'recipe.yaml'}" for w, _ in recipes)
             )
-            print(f"{variant.name}: minmo fit --config {folder / 'recipe.yaml'}")
         for variant in swapped:
             command = swap_command(ablation, variant, args.size, out / variants[0].name)
             print(f"{variant.name}: nothing to train; after the base: {command}")

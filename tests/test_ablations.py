@@ -49,6 +49,13 @@ def test_a_variant_differs_from_its_base_in_exactly_its_entry(ablation: str, var
     for key in keys:
         _pop(base, key), _pop(changed, key)
     assert base == changed
+    if spec.then:  # the stage each variant continues into carries the same one change
+        start = Path("run/checkpoints/last.ckpt")
+        base, changed = spec.then_recipe(size, NO_CHANGE, start), spec.then_recipe(size, chosen, start)
+        assert base["model"]["init_args"]["init_checkpoint"] == str(start)
+        for key in keys:
+            _pop(base, key), _pop(changed, key)
+        assert base == changed
 
 
 def test_the_ablation_table_covers_the_papers_questions() -> None:
@@ -321,3 +328,50 @@ def test_a_variant_that_trains_nothing_is_scored_on_the_base_checkpoint(
     assert json.loads((compared["vad"] / "training.json").read_text())["trainable_parameters"] == 0
     assert main([manifest, "--out", str(tmp_path / "runs")]) == 0  # done: nothing runs again
     assert len(fits) == 1 and len(evaluations) == 1
+
+
+def test_a_variant_continues_into_the_next_stage_and_is_scored_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``then``: each variant's next stage starts from its own checkpoint with its change; that stage's
+    checkpoint is evaluated and the train times add up."""
+    import minmo_lightning.evaluation.cli
+    import minmo_lightning.evaluation.compare
+
+    import minmo_lightning.cli
+
+    fits, evaluated = [], []
+
+    def fit(argv):
+        recipe = yaml.safe_load(Path(argv[2]).read_text())
+        fits.append(recipe)
+        checkpoints = Path(recipe["trainer"]["default_root_dir"]) / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "last.ckpt").write_text("")
+        return type(
+            "Fitted", (), {"trainer": type("T", (), {"global_step": 2})(), "model": torch.nn.Linear(2, 2)}
+        )
+
+    def evaluate(argv):
+        evaluated.append(argv[argv.index("--ckpt") + 1])
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr(minmo_lightning.cli, "lightning_main", fit)
+    monkeypatch.setattr(minmo_lightning.evaluation.cli, "main", evaluate)
+    monkeypatch.setattr(minmo_lightning.evaluation.compare, "compare_runs", lambda dirs, out, names: None)
+    runs = tmp_path / "runs"
+    assert main(["output_projector", "--variants", "both", "hidden_only", "--out", str(runs)]) == 0
+    assert len(fits) == 4 and evaluated == [
+        str(runs / name / "then" / "checkpoints" / "last.ckpt") for name in ("both", "hidden_only")
+    ]
+    stage2b = fits[3]["model"]["init_args"]
+    assert stage2b["init_checkpoint"] == str(runs / "hidden_only" / "checkpoints" / "last.ckpt")
+    assert stage2b["output_projector"]["init_args"]["features"] == "hidden"
+    assert (
+        fits[3]["model"]["init_args"]["objective"] == "text_to_speech"
+        and stage2b["trainable"]["voice_token_lm"] == "full"
+    )
+    assert json.loads((runs / "hidden_only" / "eval" / "training.json").read_text())["steps"] == 4
