@@ -35,8 +35,8 @@ class InterleavedLoader(PassPosition):
     replayed (each rank's share of every source changes), so the state also keeps each source's round and
     its own sampler's position: each source resumes at its next unseen items (``DurationBatchSampler``
     re-plans the rest of its pass for the new ranks) and the batches left this pass are interleaved in a
-    fresh order seeded from ``(seed, epoch)``: nothing is seen twice or skipped, and every rank takes the
-    same number of steps.
+    fresh order seeded from the seed, the epoch and the position: nothing is seen twice or skipped, and every
+    rank takes the same number of steps.
     """
 
     def __init__(
@@ -141,9 +141,8 @@ class InterleavedLoader(PassPosition):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sources = state.get("sources")
         if sources is None or state["seed"] != self.seed or len(sources) != len(self.loaders):
-            super().load_state_dict(
-                state
-            )  # the same ranks replay; another plan restarts the epoch, saying so
+            # no per-source positions (plain iterables) or another plan: replay, or restart saying so
+            super().load_state_dict(state)
             return
         for loader, saved in zip(self.loaders, sources):  # a stream restores (or restarts) its own position
             if not isinstance(loader, ResumableLoader):
