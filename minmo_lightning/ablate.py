@@ -194,18 +194,20 @@ def relocate(recipe: dict, run_dir: Path) -> None:
 
 
 def _fit_once(recipe: dict, run_dir: Path, extra: list[str], what: str) -> dict:
-    """Fit ``recipe`` in ``run_dir`` unless a finished run is there; its train time, steps and trainable
-    parameters (``training.json``)."""
+    """Fit ``recipe`` in ``run_dir`` unless a finished run is there (an interrupted one resumes); its train
+    time, steps and trainable parameters (``training.json``; the time of a resumed run is its last part's)."""
     from minmo_lightning.cli import lightning_main
 
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe_file = run_dir / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    training_file = run_dir / "training.json"
-    if not ((run_dir / "checkpoints" / "last.ckpt").is_file() and training_file.is_file()):
+    training_file, checkpoint = run_dir / "training.json", run_dir / "checkpoints" / "last.ckpt"
+    if not (checkpoint.is_file() and training_file.is_file()):
+        # an interrupted run goes on from its last.ckpt (a fresh fit would save beside it as last-v1.ckpt)
+        resume = ["--ckpt_path", str(checkpoint)] if checkpoint.is_file() else []
         print(f"ablate: training {what} ({recipe_file})", flush=True)
         started = time.perf_counter()
-        cli = lightning_main(["fit", "--config", str(recipe_file), *extra])
+        cli = lightning_main(["fit", "--config", str(recipe_file), *resume, *extra])
         training = {
             "train_s": round(time.perf_counter() - started, 1),
             "steps": int(cli.trainer.global_step),

@@ -297,7 +297,7 @@ def test_a_variant_that_trains_nothing_is_scored_on_the_base_checkpoint(
         checkpoints = (
             Path(yaml.safe_load(Path(argv[2]).read_text())["trainer"]["default_root_dir"]) / "checkpoints"
         )
-        checkpoints.mkdir(parents=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
         (checkpoints / "last.ckpt").write_text("")
         return Fitted()
 
@@ -328,6 +328,10 @@ def test_a_variant_that_trains_nothing_is_scored_on_the_base_checkpoint(
     assert json.loads((compared["vad"] / "training.json").read_text())["trainable_parameters"] == 0
     assert main([manifest, "--out", str(tmp_path / "runs")]) == 0  # done: nothing runs again
     assert len(fits) == 1 and len(evaluations) == 1
+    (tmp_path / "runs" / "predictor" / "training.json").unlink()  # as if the fit had been interrupted
+    assert main([manifest, "--out", str(tmp_path / "runs")]) == 0
+    checkpoint = tmp_path / "runs" / "predictor" / "checkpoints" / "last.ckpt"
+    assert fits[-1][3:5] == ["--ckpt_path", str(checkpoint)]  # it goes on from its last.ckpt
 
 
 def test_a_variant_continues_into_the_next_stage_and_is_scored_there(
