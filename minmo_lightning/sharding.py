@@ -14,7 +14,7 @@ set what trains (FSDP2 fixes each unit's dtype rules from its trainable paramete
 
 Over several processes only rank 0 builds the weights (reads the pretrained folders and the stage's starting
 point); the others build on the meta device, and after ``fully_shard`` each rank receives what it holds from
-rank 0 one tensor at a time (``weights_from_rank0``): one full copy of the model in host memory per node's
+rank 0 one tensor at a time (``weights_from_rank0``): one full copy of the model in host memory, on global
 rank 0, not one per process.
 
 A frozen block whose ``frozen_sharding`` is ``replicate`` stays whole on every rank (no all-gather; its
