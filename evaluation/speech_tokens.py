@@ -3,7 +3,8 @@
 A MinMo stage-2/3 checkpoint reads each test text aloud (``MinMo.respond(texts, verbatim=True)``: the LLM
 is teacher forced on the text, so only the output projector and voice token LM are judged; speech tokens
 sampled as CosyVoice2 does, seeded), or a voice token LM trained alone reads it through its own TTS decoder
-(``--voice-lm``: CosyVoice2's unistream ``generate``). A speech tokenizer trained with a CTC head on its codes
+(``--voice-lm``: CosyVoice2's unistream ``generate``; with ``--bistream``, MinMo's 5:15 streaming route,
+``CosyVoice2LM.step``, fed the LM's own text embeddings: the route with a perfect output projector). A speech tokenizer trained with a CTC head on its codes
 (``recipes/components/speech_tokenizer.yaml``) then reads the tokens back to text, and the WER against
 the text is reported next to the same tokenizer's WER on the reference tokens (the ceiling: what the
 tokens of real speech give). Useful while no trained token2wav exists for the tiny models, and cheaper
@@ -51,6 +52,39 @@ def spoken_by_voice_lm(model, texts: list[str], generator: torch.Generator) -> l
     return _rows(generate(model, model.tokenize(texts), options=VoiceLMStreamOptions(generator=generator)))
 
 
+def spoken_by_voice_lm_bistream(model, texts: list[str], generator: torch.Generator) -> list[list[int]]:
+    """A voice token LM trained alone, on MinMo's route: its own text embeddings read 5 per step
+    (``CosyVoice2LM.step``) where MinMo brings projected LLM states, speech streaming out 15 per step."""
+    from minmo_lightning.contracts import SemanticChunk, SequenceBatch, VoiceLMStreamOptions
+
+    text = model.tokenize(texts)
+    embeds = model.built_backbone().embed_text(text.tokens)
+    per_step, lengths = model.ratio.text, text.lengths.to(embeds.device)
+    state = model.init_state(len(texts), VoiceLMStreamOptions(generator=generator))
+    speech: list[list[int]] = [[] for _ in texts]
+    start, cap = 0, int(lengths.max()) // per_step + 1 + _speech_steps_after_text(model, lengths)
+    for _ in range(cap):
+        if bool(state.finished.all()):
+            return speech
+        count = (lengths - start).clamp(0, per_step)
+        chunk = embeds[:, start : start + per_step]
+        if chunk.shape[1] < per_step:
+            chunk = torch.nn.functional.pad(chunk, (0, 0, 0, per_step - chunk.shape[1]))
+        state.end_input(count < per_step)  # a short chunk brings the last of the row's text
+        tokens = model.step(SemanticChunk(SequenceBatch(chunk, count)), state)
+        for i, row in enumerate(_rows(tokens)):
+            speech[i] += row
+        start += per_step
+    raise RuntimeError(f"speech did not end within {cap} voice-decoder steps")
+
+
+def _speech_steps_after_text(model, text_lengths: torch.Tensor) -> int:
+    """Steps of 15 that speech may need once the text is read (``max_token_text_ratio`` bounds it)."""
+    from minmo_lightning.components.voice_token_lm.generation import ratio_cap
+
+    return int(ratio_cap(model, text_lengths).max()) // model.ratio.speech + 2
+
+
 @torch.no_grad()
 def evaluate(model, tokenizer, loader, limit: int | None, seed: int, speak=spoken_by_minmo) -> dict:
     generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -94,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     speaker.add_argument("--ckpt", help="MinMo checkpoint with an output projector and voice token LM")
     speaker.add_argument("--voice-lm", help="a voice token LM trained alone (CosyVoice2LM checkpoint)")
     parser.add_argument(
+        "--bistream",
+        action="store_true",
+        help="with --voice-lm: read the text 5 tokens per step as MinMo's route does (default: all first)",
+    )
+    parser.add_argument(
         "--greedy",
         action="store_true",
         help="decode speech tokens greedily (default: the checkpoint's sampling)",
@@ -110,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    if args.bistream and not args.voice_lm:
+        parser.error(
+            "--bistream reads a voice LM trained alone (--voice-lm); MinMo's route is bistream already"
+        )
 
     if args.ckpt:
         model, speak = MinMo.load_from_checkpoint(args.ckpt, map_location="cpu").eval(), spoken_by_minmo
         voice_lm = model.voice_token_lm
     else:
         model = voice_lm = CosyVoice2LM.load_from_checkpoint(args.voice_lm, map_location="cpu").eval()
-        speak = spoken_by_voice_lm
+        speak = spoken_by_voice_lm_bistream if args.bistream else spoken_by_voice_lm
     if args.greedy:
         voice_lm.sampling = SpeechSamplingConfig(greedy=True)
     tokenizer = S3TokenizerV2.load_from_checkpoint(args.tokenizer, map_location="cpu").eval()

@@ -317,6 +317,11 @@ class MixRatio:
     def full_chunks(self, text_len: int) -> int:
         return text_len // self.text
 
+    def outruns_text(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
+        """Per row: fewer than ``speech / text`` speech tokens per text token, so in the interleaved layout
+        the speech of a chunk runs past the words read so far (CosyVoice2 trains such rows unistream only)."""
+        return speech_lengths.to(text_lengths.device) * self.text <= text_lengths * self.speech
+
     def can_interleave(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
         """Per row: every full text chunk has its ``speech`` tokens (else only unistream fits)."""
         return speech_lengths.to(text_lengths.device) >= (text_lengths // self.text) * self.speech

@@ -165,3 +165,25 @@ def test_speech_token_report_of_a_voice_lm_trained_alone() -> None:
     spoken = generate(lm, lm.tokenize(batch["text"]))
     assert [e["from_generated"] for e in result["examples"]] == tokenizer.transcribe_tokens(spoken)
     assert result["utterances"] == 2
+
+
+def test_speech_token_report_of_a_voice_lm_on_minmos_route() -> None:
+    """``--voice-lm --bistream``: the block reads its own text embeddings 5 per step, as MinMo's route reads
+    projected LLM states; each row's tokens are the teacher-forced argmax of that interleaved layout."""
+    from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import CosyVoice2LM
+    from minmo_lightning.components.voice_token_lm.sampling import SpeechSamplingConfig
+    from minmo_lightning.evaluation.speech_tokens import spoken_by_voice_lm_bistream
+
+    torch.manual_seed(0)
+    lm = CosyVoice2LM.from_preset("tiny", max_token_text_ratio=4.0)
+    lm.configure_model()
+    lm.eval().sampling = SpeechSamplingConfig(greedy=True)
+    texts = ["stop now please", "call peter at home before the rain starts again"]
+    with pytest.warns(UserWarning, match="max_token_text_ratio"):  # random weights never end their speech
+        spoken = spoken_by_voice_lm_bistream(lm, texts, torch.Generator().manual_seed(0))
+    text = lm.tokenize(texts)
+    embeds = lm.built_backbone().embed_text(text.tokens)
+    for row, speech in enumerate(spoken):
+        n = int(text.lengths[row])
+        assert len(speech) == 4 * n  # every row ran to its cap, none stopped early or ran past it
+        assert_teacher_forced_argmax(lm, embeds[row, :n], embeds[row, :0], speech)

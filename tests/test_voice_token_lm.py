@@ -418,3 +418,27 @@ def test_lr_schedule_constant_or_cosine_following_the_clock(monkeypatch: pytest.
     assert configs[1].cosine and configs[1].follow_timer  # a time-budgeted run ends annealed
     with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
         tiny(lr_schedule="linear")
+
+
+def test_training_on_speech_that_outruns_the_mix_ratio_warns_once_with_the_fix() -> None:
+    """Rows with fewer speech tokens per text token than the ratio interleaves (their speech would run
+    ahead of the text read so far) are named at the first training batch, with a ratio that fits."""
+    import warnings
+
+    from minmo_lightning.components.voice_token_lm.cosyvoice2_lm import MixRatioMismatch
+
+    torch.manual_seed(0)
+    lm = tiny(mix_ratio=[5, 15]).train()
+    text_lengths = torch.tensor([10, 10, 10, 10])
+    speech = TokenBatch(torch.zeros(4, 40, dtype=torch.long), torch.tensor([25, 26, 40, 27]))
+    semantic = SequenceBatch(torch.randn(4, 10, lm.hidden_size), text_lengths)
+    with pytest.warns(MixRatioMismatch, match=r"3 of these 4 .*median 2\.60.*mix_ratio \[5, 12\]"):
+        lm.decoder_forward(semantic, speech)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm.decoder_forward(semantic, speech)  # once per run
+        fits = tiny(mix_ratio=[5, 10]).train()
+        fits.check_mix_ratio(text_lengths, speech.lengths)
+        lm.eval()
+        tiny(mix_ratio=[5, 15]).decoder_forward(semantic, speech)  # inference never warns
+    assert MixRatio(5, 15).outruns_text(text_lengths, speech.lengths).tolist() == [True, True, False, True]

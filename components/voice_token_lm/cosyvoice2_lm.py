@@ -19,6 +19,7 @@ Two ways in:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ class VoiceLMOutput(DecoderLoss):
 LR_SCHEDULES = ("constant", "cosine")
 
 
+class MixRatioMismatch(UserWarning):
+    """The training data has fewer speech tokens per text token than the mix ratio interleaves."""
+
+
 class CosyVoice2LM(VoiceTokenLM):
     """CosyVoice2 ``Qwen2LM``: Qwen2 backbone + sos/task_id, speech embedding and decoder (llm.pt layout)."""
 
@@ -148,6 +153,7 @@ class CosyVoice2LM(VoiceTokenLM):
         self.hidden_size = int(qwen2_config["hidden_size"])
         self.llm: Qwen2Stack | None = None
         self._tokenizer: Any = None
+        self._mix_ratio_checked = False
 
     # ---- construction ------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -269,9 +275,32 @@ class CosyVoice2LM(VoiceTokenLM):
             prefix_lengths=None if prefix is None else prefix.lengths,
         )
 
+    def check_mix_ratio(self, text_lengths: Tensor, speech_lengths: Tensor) -> None:
+        """Warn once per run when most training rows hold fewer speech tokens per text token than the mix
+        ratio asks for: their interleaved speech runs ahead of the text read so far (a corpus/tokenizer
+        mismatch that no amount of training repairs)."""
+        if self._mix_ratio_checked:
+            return
+        self._mix_ratio_checked = True
+        short = self.ratio.outruns_text(text_lengths, speech_lengths)
+        if float(short.float().mean()) <= 0.5:
+            return
+        per_token = speech_lengths.float().to(text_lengths.device) / text_lengths.clamp(min=1).float()
+        ratio, fitting = per_token.median(), int(per_token.quantile(0.1) * self.ratio.text - 1e-6)
+        text_size, speech_size = self.ratio.text, self.ratio.speech
+        warnings.warn(
+            f"mix_ratio {text_size}:{speech_size} asks for {speech_size / text_size:g} speech tokens per text "
+            f"token, but {int(short.sum())} of these {short.numel()} training rows have fewer (median "
+            f"{float(ratio):.2f}): interleaved, their speech outruns the text it has read. Lower the speech "
+            f"share (mix_ratio [{text_size}, {max(1, fitting)}] fits 90 % of them) or use a text tokenizer with "
+            "fewer tokens per word",
+            MixRatioMismatch,
+            stacklevel=2,
+        )
+
     def choose_interleave(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
         """Per item: bistream with ``bistream_probability`` when the speech is long enough (as CosyVoice2)."""
-        long_enough = speech_lengths * self.ratio.text > text_lengths * self.ratio.speech
+        long_enough = ~self.ratio.outruns_text(text_lengths, speech_lengths)
         draw = torch.rand(text_lengths.shape, device=text_lengths.device) < self.hparams.bistream_probability
         return draw & long_enough
 
@@ -318,6 +347,8 @@ class CosyVoice2LM(VoiceTokenLM):
             )
         self.check_text(semantic.lengths, "semantic vector sequence")
         self.check_speech(speech)
+        if self.training:
+            self.check_mix_ratio(semantic.lengths, speech.lengths)
         if interleave is None:
             interleave = self.ratio.can_interleave(semantic.lengths, speech.lengths)
         return self(self.build_layout(semantic.values, semantic.lengths, speech, interleave, prefix))
@@ -328,7 +359,10 @@ class CosyVoice2LM(VoiceTokenLM):
             raise KeyError(
                 "the TTS batch has no 'speech_tokens': add the column with `minmo prepare` (speech tokenizer) first"
             )
-        out = self.tts_forward(self.tokenize(batch["text"]), batch["speech_tokens"])
+        text = self.tokenize(batch["text"])
+        if split == "train":
+            self.check_mix_ratio(text.lengths, batch["speech_tokens"].lengths)
+        out = self.tts_forward(text, batch["speech_tokens"])
         size = len(batch["text"])
         self.log(f"{split}/loss", out.loss, prog_bar=True, batch_size=size)
         self.log(f"{split}/acc", out.acc, prog_bar=True, batch_size=size)
