@@ -166,6 +166,13 @@ def _check_block_swap(path: Path, variant: str, changes: dict[str, dict], follow
         raise ValueError(f"{path}: variant {variant!r} trains nothing, so nothing can follow its change")
 
 
+def starting_points(recipe: dict) -> list[str]:
+    """The checkpoints a recipe's model starts from (``init_checkpoint``, ``init_blocks``)."""
+    model = recipe.get("model", {}).get("init_args", {})
+    blocks = model.get("init_blocks") or {}
+    return [p for p in [model.get("init_checkpoint"), *blocks.values()] if isinstance(p, str)]
+
+
 def available() -> list[str]:
     folder = resources.files("minmo_lightning.recipes").joinpath("ablations")
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
@@ -341,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(
             f"{ablation.name} names no evaluation for its tiny twins yet (evaluate: null in its manifest); "
             f"`minmo ablate {ablation.name} --dry-run` writes the recipes"
+        )
+    missing = [p for p in starting_points(ablation.recipe("tiny", variants[0])) if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{ablation.name}'s tiny twins start from {', '.join(missing)}, which do not exist yet: train "
+            "them first (`minmo demo --full` trains the tiny chain's stages into runs/tiny; a block trained "
+            "alone comes from its recipes/components/ recipe)"
         )
     extra = ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
     eval_args = ["--limit", str(args.limit)] if args.limit else []

@@ -19,8 +19,13 @@ Each step is announced with its expected duration on a 2-core CPU, and followed 
 estimated time left. Training steps are skipped ("done already") when finished; a training step stopped
 part-way continues from its last.ckpt (``--ckpt_path last``; written every 100 steps); token preparation,
 evaluation and the dialogues resume what they wrote; so an interrupted demo resumes where it stopped.
-``--quick`` shrinks the training and evaluation to a smoke run of a few minutes (once the corpus exists); its
-speech tokens go under its own runs folder, so a smoke run never replaces a full run's tokens.
+Plans: by default the demo fits in an hour on 2 cores (``runs/demo``): each training step stops on a time budget
+of its own (``HOUR``: most to the voice encoder and stage 1c, the ASR chain; the rest so that every block
+learns something), its learning rate annealed over that time. ``--full`` runs the recipes as written
+(``runs/tiny``, about 3 hours: the figures in the component READMEs, and the starting points the ablations
+read). ``--quick`` shrinks the training and evaluation to a smoke run of a few minutes (once the corpus
+exists). Only ``--full`` writes the speech tokens the recipes read (``data/builtin-tokens``); the other plans
+prepare their own under their runs folder.
 """
 
 from __future__ import annotations
@@ -133,9 +138,29 @@ def _newest(pattern: str, root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-#: minutes each step takes on a 2-core CPU (full run, --quick), from the timestamps of a demo run's outputs
+#: where each plan (the hour, --full, --quick) writes its runs
+PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("runs/tiny-quick")}
+#: the default plan's training budget per step, minutes on a 2-core CPU (the run stops on this ``max_time``,
+#: its recipe's step cap still holding): the whole demo in under an hour, most of it on the ASR chain
+HOUR = {
+    "voice_encoder": 7.0,
+    "stage1a": 2.0,
+    "stage1b": 1.5,
+    "stage1c": 6.0,
+    "speech_tokenizer": 3.0,
+    "voice_lm": 6.0,
+    "flow": 3.5,
+    "stage2a": 1.0,
+    "stage2b": 2.0,
+    "stage3": 1.5,
+    "stage4": 2.5,
+}
+#: what a time-budgeted run takes beyond its budget (start-up, the last validation, the checkpoint), minutes
+STARTUP = 0.4
+#: minutes each step takes on a 2-core CPU (--full, --quick), from the timestamps of a demo run's outputs
 #: (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues); the corpus
-#: step's start left no file: its 8 minutes are an estimate
+#: step's start left no file: its 8 minutes are an estimate. The hour plan: ``HOUR`` + ``STARTUP``, the
+#: other steps as --full
 MINUTES = {
     "corpus": (8.0, 8.0),
     "voice_encoder": (14.1, 0.12),
@@ -169,11 +194,17 @@ class Step:
         return found if found is not None and found.exists() else None
 
 
-def run_steps(steps: list[Step], quick: bool, clock: Callable[[], float] = time.monotonic) -> float:
+def expected_minutes(key: str, plan: str) -> float:
+    if plan == "hour" and key in HOUR:
+        return HOUR[key] + STARTUP
+    return MINUTES[key][1 if plan == "quick" else 0]
+
+
+def run_steps(steps: list[Step], plan: str, clock: Callable[[], float] = time.monotonic) -> float:
     """Run the steps not done already, announcing each with its expected duration, then its elapsed time
     and the estimated time left (the expected minutes of the steps to come, scaled by the pace so far).
     Returns the minutes the steps took."""
-    expected = {step.key: MINUTES[step.key][1 if quick else 0] for step in steps}
+    expected = {step.key: expected_minutes(step.key, plan) for step in steps}
     started, spent, planned = clock(), 0.0, 0.0
     for number, step in enumerate(steps, 1):
         tag = f"[demo {number}/{len(steps)}] {step.title}"
@@ -217,17 +248,27 @@ def _say(line: str) -> None:
     print(line, flush=True)  # a log file (nohup, SLURM) shows each line when it happens
 
 
-def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
-    """The demo's steps, the reports they write and the folder of the dialogues."""
+def max_time(minutes: float) -> str:
+    """Lightning's ``max_time`` (DD:HH:MM:SS) for a budget in minutes."""
+    seconds = round(minutes * 60)
+    return f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def fast(config: str) -> list[str]:
-        """A smoke run's overrides: 4 steps, and validation after them where the recipe counts in steps."""
+
+def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
+    """The demo's steps under ``plan`` (``PLANS``), the reports they write and the folder of the dialogues."""
+    quick = plan == "quick"
+
+    def budget(key: str, config: str) -> list[str]:
+        """The plan's overrides of a training step: the hour plan's time budget; a smoke run's 4 steps, and
+        validation after them where the recipe counts in steps."""
+        if plan == "hour":
+            return ["--trainer.max_time", max_time(HOUR[key])]
         if not quick:
             return []
         in_steps = "val_check_interval" in yaml.safe_load(Path(config).read_text())["trainer"]
         return ["--trainer.max_steps", "4"] + (["--trainer.val_check_interval", "4"] if in_steps else [])
 
-    tokens = runs / "builtin-tokens" if quick else TOKENS
+    tokens = TOKENS if plan == "full" else runs / "builtin-tokens"
     stage_checkpoints = {stage: runs / stage.split("_")[0] / "checkpoints" / "last.ckpt" for stage in STAGES}
 
     def corpus() -> None:
@@ -270,10 +311,10 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
             where = ["--trainer.default_root_dir", str(runs / key)]
             where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
             config = local_recipe(f"components/{COMPONENTS[key]}")
-            _fit(config, where + fast(config) + _resume(checkpoint))
+            _fit(config, where + budget(key, config) + _resume(checkpoint))
             if not checkpoint.is_file():
                 raise RuntimeError(f"the {key} run wrote no last.ckpt in {checkpoint.parent}")
-            (runs / key / FINISHED).touch()  # a max_time run: its checkpoint does not say it finished
+            _mark_finished(runs / key)
 
         return run
 
@@ -321,19 +362,23 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
             if blocks:
                 start += ["--model.init_args.init_blocks", json.dumps(blocks)]
             config = local_recipe(f"tiny/{stage}.yaml")
-            _fit(config, where + fast(config) + start + _resume(checkpoint))
+            _fit(config, where + budget(stage.split("_")[0], config) + start + _resume(checkpoint))
+            _mark_finished(checkpoint.parent.parent)
 
         return run
 
     def finished(stage: str) -> Path | None:
-        """The stage's last.ckpt once it reached its step budget (one written before is resumed)."""
+        """The stage's last.ckpt once its run ended (one stopped part-way is resumed); a run of a demo before
+        the marker existed ended when its checkpoint reached the recipe's step cap."""
         checkpoint = stage_checkpoints[stage]
-        budget = (
+        if (checkpoint.parent.parent / FINISHED).is_file():
+            return checkpoint
+        cap = (
             4
             if quick
             else yaml.safe_load(Path(recipe(f"tiny/{stage}.yaml")).read_text())["trainer"]["max_steps"]
         )
-        if checkpoint.is_file() and read_checkpoint(checkpoint, mmap=True).get("global_step", 0) >= budget:
+        if checkpoint.is_file() and read_checkpoint(checkpoint, mmap=True).get("global_step", 0) >= cap:
             return checkpoint
         return None
 
@@ -409,6 +454,12 @@ def demo_steps(runs: Path, quick: bool) -> tuple[list[Step], list[Path], Path]:
     return steps, reports, chats
 
 
+def _mark_finished(run: Path) -> None:
+    """A run that stops on its time budget leaves a checkpoint that cannot say it finished: this does."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / FINISHED).touch()
+
+
 def _tokens_current(folder: Path, tokenizer: Path) -> bool:
     """Tokens prepared to the end (``prepare_report.json``) by this tokenizer checkpoint, after it and the
     corpus folder (``DATA/<task>``) were written."""
@@ -424,11 +475,18 @@ def _tokens_current(folder: Path, tokenizer: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minmo demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small corpus and a few steps per stage")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--full",
+        action="store_true",
+        help="the tiny recipes as written (runs/tiny, about 3 hours on 2 cores)",
+    )
+    which.add_argument("--quick", action="store_true", help="a smoke run: a few steps per stage")
     args = parser.parse_args(argv)
-    runs = Path("runs/tiny-quick" if args.quick else "runs/tiny")
-    steps, reports, chats = demo_steps(runs, args.quick)
-    minutes = run_steps(steps, args.quick)
+    plan = "full" if args.full else "quick" if args.quick else "hour"
+    runs = PLANS[plan]
+    steps, reports, chats = demo_steps(runs, plan)
+    minutes = run_steps(steps, plan)
     for line in headlines(reports):
         _say(line)
     spoken = [str(runs / f"eval-{task}" / "audio") for task in SPOKEN_TASKS]

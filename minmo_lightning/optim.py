@@ -21,8 +21,8 @@ class OptimizerConfig:
     """AdamW and its warmup-cosine schedule.
 
     ``floor`` is the fraction of ``learning_rate`` the cosine ends at; ``cosine=False`` holds the rate
-    constant after warmup. ``follow_timer``: under ``Trainer(max_time=...)`` the cosine follows the
-    wall clock, since a step budget is not known up front. ``max_warmup_fraction`` caps the warmup at
+    constant after warmup. ``follow_timer``: under ``Trainer(max_time=...)`` the cosine follows whichever
+    budget is further along, the steps or the wall clock, so a run that stops on its time ends annealed. ``max_warmup_fraction`` caps the warmup at
     that fraction of the run (a short run still reaches its peak rate).
     """
 
@@ -32,7 +32,7 @@ class OptimizerConfig:
     warmup_steps: int = 0
     floor: float = 0.1
     cosine: bool = True
-    follow_timer: bool = False
+    follow_timer: bool = True
     max_warmup_fraction: float | None = None
 
     @classmethod

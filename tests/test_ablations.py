@@ -16,6 +16,7 @@ from minmo_lightning.datamodules.synth import wav_bytes
 from minmo_lightning.evaluation.compare import compare_runs
 from test_cli import _with_identity_cmvn, _without_absent_local_files
 
+from minmo_lightning import ablate
 from minmo_lightning.ablate import Ablation, Variant, available, load_ablation, main
 from minmo_lightning.cli import lightning_main
 
@@ -376,6 +377,11 @@ def test_a_variant_continues_into_the_next_stage_and_is_scored_there(
     monkeypatch.setattr(minmo_lightning.evaluation.cli, "main", evaluate)
     monkeypatch.setattr(minmo_lightning.evaluation.compare, "compare_runs", lambda dirs, out, names: None)
     runs = tmp_path / "runs"
+    monkeypatch.chdir(tmp_path)  # where no tiny run exists
+    with pytest.raises(FileNotFoundError, match=r"start from runs/tiny/stage1c/checkpoints/last.ckpt.*train"):
+        main(["output_projector", "--out", str(runs)])  # nothing trained yet, nothing run
+    assert not fits and not runs.exists()
+    monkeypatch.setattr(ablate, "starting_points", lambda recipe: [])  # the fits below are stand-ins
     assert main(["output_projector", "--variants", "both", "hidden_only", "--out", str(runs)]) == 0
     assert len(fits) == 4 and evaluated == [
         str(runs / name / "then" / "checkpoints" / "last.ckpt") for name in ("both", "hidden_only")

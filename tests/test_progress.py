@@ -150,7 +150,7 @@ def test_demo_announces_each_step_with_expected_elapsed_and_left(
         demo.Step("c", "step C", takes(360, writes="c.ckpt"), lambda: tmp_path / "c.ckpt"),
         demo.Step("d", "step D", takes(30)),
     ]
-    assert demo.run_steps(steps, quick=False, clock=clock) == pytest.approx(10.5)
+    assert demo.run_steps(steps, "full", clock=clock) == pytest.approx(10.5)
     assert capsys.readouterr().out.splitlines() == [
         f"[demo 1/4] step A: done already ({tmp_path / 'a.ckpt'})",
         "[demo 2/4] step B: about 2 min on a 2-core CPU",
@@ -170,8 +170,8 @@ def test_demo_main_runs_the_steps_with_quick_estimates(
     ran = []
     monkeypatch.setattr(demo, "MINUTES", {**demo.MINUTES, "voice_encoder": (14.0, 0.1)})
 
-    def steps(runs, quick):
-        ran.append((runs, quick))
+    def steps(runs, plan):
+        ran.append((runs, plan))
         return (
             [demo.Step("voice_encoder", "voice encoder", lambda: None)],
             [runs / "eval-asr" / "report.md"],
@@ -181,7 +181,7 @@ def test_demo_main_runs_the_steps_with_quick_estimates(
     monkeypatch.setattr(demo, "demo_steps", steps)
     assert demo.main(["--quick"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert ran == [(Path("runs/tiny-quick"), True)]
+    assert ran == [(Path("runs/tiny-quick"), "quick")]
     assert out[0] == "[demo 1/1] voice encoder: about 6 s on a 2-core CPU"
     assert out[-1].startswith("demo finished in 0.0 min; reports: runs/tiny-quick/eval-asr/report.md")
 
@@ -195,7 +195,7 @@ def test_demo_steps_cover_the_pipeline_and_skip_what_exists(
     for stage, step in (("stage1a", 4), ("stage1b", 2)):  # --quick budgets 4 steps: 1a ended, 1b stopped at 2
         (tmp_path / "runs" / stage / "checkpoints").mkdir(parents=True)
         torch.save({"global_step": step}, tmp_path / "runs" / stage / "checkpoints" / "last.ckpt")
-    steps, reports, chats = demo.demo_steps(Path("runs"), quick=True)
+    steps, reports, chats = demo.demo_steps(Path("runs"), "quick")
     assert [s.key for s in steps] == list(demo.MINUTES)
     assert [s.key for s in steps if s.done()] == ["stage1a"]
     fits = []
@@ -215,7 +215,7 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     from minmo_lightning import demo
 
     monkeypatch.chdir(tmp_path)
-    steps, _, _ = demo.demo_steps(Path("runs"), quick=True)
+    steps, _, _ = demo.demo_steps(Path("runs"), "quick")
     step = {s.key: s for s in steps}
     fits = []
     monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append((config, overrides)))
@@ -251,6 +251,54 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert value(next(a for a in evaluated if value(a, "--out") == "runs/eval-s2s"), "--ckpt") == (
         "runs/stage3/checkpoints/last.ckpt"
     )
+
+
+def test_the_default_demo_fits_in_an_hour_on_time_budgets(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default plan gives every training step a max_time of its own (``HOUR``) and writes under
+    runs/demo, tokens included; a stage ended on its budget is done, one stopped part-way resumes; --full
+    runs the recipes as written into runs/tiny and the recipes' token folder."""
+    from minmo_lightning import demo
+
+    monkeypatch.chdir(tmp_path)
+    steps, reports, _ = demo.demo_steps(demo.PLANS["hour"], "hour")
+    assert sum(demo.expected_minutes(s.key, "hour") for s in steps) < 58  # the estimate keeps a margin
+    assert set(demo.HOUR) == {s.key for s in steps} - {"corpus", "speech_tokens", "evaluation", "chat"}
+    step = {s.key: s for s in steps}
+    fits = []
+    monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append((config, overrides)))
+
+    def value(overrides: list[str], flag: str) -> str:
+        return overrides[overrides.index(flag) + 1]
+
+    stage1c = Path("runs/demo/stage1c/checkpoints/last.ckpt")
+    stage1c.parent.mkdir(parents=True)
+    torch.save({"global_step": 7}, stage1c)  # a run stopped part-way: resumed, not done
+    assert step["stage1c"].done() is None
+    step["stage1c"].run()
+    config, overrides = fits[-1]
+    assert value(overrides, "--trainer.max_time") == "00:00:06:00" and overrides[-2:] == [
+        "--ckpt_path",
+        "last",
+    ]
+    assert step["stage1c"].done() == stage1c  # ended on its budget (far below the recipe's step cap)
+    step["stage2a"].run()
+    config, overrides = fits[-1]
+    assert value(overrides, "--trainer.max_time") == "00:00:01:00"
+    assert "path: runs/demo/builtin-tokens/tts" in Path(config).read_text()
+    Path("runs/demo/voice_lm/checkpoints").mkdir(parents=True)
+    Path("runs/demo/voice_lm/checkpoints/last.ckpt").touch()
+    step["voice_lm"].run()
+    assert value(fits[-1][1], "--trainer.max_time") == "00:00:06:00"
+    assert reports[0] == Path("runs/demo/eval-asr/report.md")
+    assert demo.max_time(1.5) == "00:00:01:30" and demo.max_time(75) == "00:01:15:00"
+
+    full, _, _ = demo.demo_steps(demo.PLANS["full"], "full")
+    next(s for s in full if s.key == "stage2a").run()
+    config, overrides = fits[-1]
+    assert (
+        "--trainer.max_time" not in overrides and "path: data/builtin-tokens/tts" in Path(config).read_text()
+    )
+    assert value(overrides, "--trainer.default_root_dir") == "runs/tiny/stage2a"
 
 
 def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
