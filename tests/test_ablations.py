@@ -167,6 +167,39 @@ def test_tiny_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path)
     assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
 
 
+@pytest.mark.parametrize(
+    ("ablation", "variant"),
+    [(n, v) for n, v in CASES if ABLATIONS[n].evaluate and "stage2" in ABLATIONS[n].base["tiny"]],
+)
+def test_tiny_speech_stage_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path) -> None:
+    """The speech stages' twins on a tokenized TTS set (``minmo prepare``'s layout), and the stage a
+    variant continues into (``then``) with the same change."""
+    from test_voice_token_lm_recipe import _tts_dataset
+
+    spec = ABLATIONS[ablation]
+    chosen = _variant(spec, variant)
+    tts = {
+        "class_path": "TTSDataModule",
+        "init_args": {
+            "path": str(_tts_dataset(tmp_path / "tts")),
+            "columns": {"audio": None},
+            "sample_rate": 24000,
+            "max_seconds_per_batch": 3.0,
+        },
+    }
+    configs = [spec.recipe("tiny", chosen, tmp_path / "run")]
+    if spec.then:
+        configs.append(spec.then_recipe("tiny", chosen, tmp_path / "none.ckpt", tmp_path / "then"))
+    for number, config in enumerate(configs):
+        config["data"] = tts  # the stage's own data may be a mixture: TTS is enough here
+        config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
+        cli = _build(config, tmp_path / f"fit{number}", "cpu")
+        before = {k: v.clone() for k, v in cli.model.state_dict().items()}
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        assert cli.trainer.global_step == 2
+        assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+
+
 def _run(folder: Path, errors: list[int]) -> Path:
     """An ASR evaluation run: one record per utterance, ``errors[i]`` substitutions in 4 words."""
     folder.mkdir(parents=True)

@@ -38,9 +38,10 @@ def test_feature_ablations_read_one_half(features: str) -> None:
     x = inputs()
     keep = slice(D, 2 * D) if features == "hidden" else slice(0, D)
     rows = torch.cat([x.query, torch.cat([x.token_embeddings, x.token_hidden], -1)], 1)
-    masked = torch.zeros_like(rows)
-    masked[..., keep] = rows[..., keep]
-    torch.testing.assert_close(proj(x).values, proj.proj(masked))
+    torch.testing.assert_close(proj(x).values, proj.proj(rows[..., keep]))
+    both = QueryLinearProjector(D, 6)
+    assert sum(p.numel() for p in proj.parameters()) == D * 6 + 6  # half the weight, counted as such
+    assert sum(p.numel() for p in both.parameters()) == 2 * D * 6 + 6
 
 
 def test_no_query_ablation() -> None:

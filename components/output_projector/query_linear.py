@@ -8,14 +8,13 @@ LM width (896), ~6.4M parameters at full size.
 
 Ablations are arguments, not classes: ``features`` reads both halves of every row (``both``), only the
 LLM-hidden half (``hidden``: query's last hidden, tokens' hidden states) or only the embedding half
-(``embedding``: user-turn state, token embeddings); ``use_query=False`` drops the query rows. The
-weight keeps its full shape so checkpoints of all variants share one layout.
+(``embedding``: user-turn state, token embeddings); ``use_query=False`` drops the query rows. A
+one-half variant's ``Linear`` reads ``llm_hidden_size`` features, so its parameter count is its own.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minmo_lightning.blocks import OutputProjector
@@ -41,7 +40,7 @@ class QueryLinearProjector(OutputProjector):
             raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
         self.llm_hidden_size, self.output_dim = llm_hidden_size, output_dim
         self.features, self.use_query = features, use_query
-        self.proj = nn.Linear(2 * llm_hidden_size, output_dim)
+        self.proj = nn.Linear(llm_hidden_size * (2 if features == "both" else 1), output_dim)
 
     def query_length(self, inputs: VoiceDecoderInput) -> int:
         """How many leading output rows are the query (the voice LM reads them as its per-turn prefix)."""
@@ -71,15 +70,13 @@ class QueryLinearProjector(OutputProjector):
             )
 
     def _project(self, first: Tensor, second: Tensor) -> Tensor:
-        """Linear over [first ; second] reading only the halves that ``features`` selects."""
-        d, weight = self.llm_hidden_size, self.proj.weight
-        first, second = first.to(weight.dtype), second.to(weight.dtype)  # e.g. a bf16 LLM, fp32 projector
-        out = self.proj.bias.expand(*first.shape[:-1], -1)
-        if self.features in ("both", "embedding"):
-            out = out + F.linear(first, weight[:, :d])
-        if self.features in ("both", "hidden"):
-            out = out + F.linear(second, weight[:, d:])
-        return out
+        """Linear over [first ; second], or over the one half that ``features`` selects."""
+        rows = {
+            "both": lambda: torch.cat([first, second], -1),
+            "embedding": lambda: first,
+            "hidden": lambda: second,
+        }
+        return self.proj(rows[self.features]().to(self.proj.weight.dtype))  # e.g. a bf16 LLM, fp32 projector
 
     def forward(self, inputs: VoiceDecoderInput) -> SequenceBatch:
         self._check(inputs)
