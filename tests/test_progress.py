@@ -276,19 +276,19 @@ def test_the_default_demo_fits_in_an_hour_on_time_budgets(tmp_path, monkeypatch:
     assert step["stage1c"].done() is None
     step["stage1c"].run()
     config, overrides = fits[-1]
-    assert value(overrides, "--trainer.max_time") == "00:00:06:00" and overrides[-2:] == [
+    assert value(overrides, "--trainer.max_time") == "00:00:09:00" and overrides[-2:] == [
         "--ckpt_path",
         "last",
     ]
     assert step["stage1c"].done() == stage1c  # ended on its budget (far below the recipe's step cap)
     step["stage2a"].run()
     config, overrides = fits[-1]
-    assert value(overrides, "--trainer.max_time") == "00:00:01:00"
+    assert value(overrides, "--trainer.max_time") == "00:00:00:30"
     assert "path: runs/demo/builtin-tokens/tts" in Path(config).read_text()
     Path("runs/demo/voice_lm/checkpoints").mkdir(parents=True)
     Path("runs/demo/voice_lm/checkpoints/last.ckpt").touch()
     step["voice_lm"].run()
-    assert value(fits[-1][1], "--trainer.max_time") == "00:00:06:00"
+    assert value(fits[-1][1], "--trainer.max_time") == "00:00:03:30"
     assert reports[0] == Path("runs/demo/eval-asr/report.md")
     assert demo.max_time(1.5) == "00:00:01:30" and demo.max_time(75) == "00:01:15:00"
 
