@@ -101,9 +101,10 @@ DATA = Path(
 )  # where the tiny and eval recipes read the corpus (relative to the working directory)
 
 
-def _missing_families() -> list[str]:
+def _missing_families(voice_lm_split: bool = True) -> list[str]:
     """The built-in corpus's task folders not written yet, and a TTS folder written before it had its own
-    training sentences (``tts_more_train``, ``tts_voice_lm_train``: the speech side needs them)."""
+    training sentences (``tts_more_train``; ``tts_voice_lm_train`` where ``voice_lm_split``: the voice LM of
+    --full reads them)."""
     from minmo_lightning.datamodules.corpus_plan import SIZES
     from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
 
@@ -113,7 +114,8 @@ def _missing_families() -> list[str]:
 
         size, tts = SIZES["default"], load_from_disk(str(DATA / "tts"))
         voice_lm = tts["voice_lm_train"].num_rows if "voice_lm_train" in tts else 0
-        if tts["train"].num_rows < size.tts_train + size.tts_more_train or voice_lm < size.tts_voice_lm_train:
+        voice_lm_short = voice_lm_split and voice_lm < size.tts_voice_lm_train
+        if tts["train"].num_rows < size.tts_train + size.tts_more_train or voice_lm_short:
             missing.append("tts")
     return missing
 
@@ -270,15 +272,18 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
         in_steps = "val_check_interval" in yaml.safe_load(Path(config).read_text())["trainer"]
         return ["--trainer.max_steps", "4"] + (["--trainer.val_check_interval", "4"] if in_steps else [])
 
-    tokens = TOKENS if plan == "full" else runs / "builtin-tokens"
+    full = plan == "full"
+    tokens = TOKENS if full else runs / "builtin-tokens"
     stage_checkpoints = {stage: runs / stage.split("_")[0] / "checkpoints" / "last.ckpt" for stage in STAGES}
 
     def corpus() -> None:
-        missing = _missing_families()
+        missing = _missing_families(full)
         if missing:  # a corpus built before some families existed gets just those
             from minmo_lightning.datamodules.synth import main as synth
 
-            if synth(["--out", str(DATA), "--tasks", ",".join(missing)]) != 0:
+            # the voice LM's own 24,000 sentences serve --full's 50 minutes; the other plans read train alone
+            sizes = [] if full else ["--tts-voice-lm-train", "0"]
+            if synth(["--out", str(DATA), "--tasks", ",".join(missing), *sizes]) != 0:
                 raise SystemExit(1)
         if not (DATA / "asr" / "am.mvn").is_file():  # a corpus built before synth-data wrote the statistics
             from minmo_lightning.components.voice_encoder.cmvn import main as cmvn
@@ -312,7 +317,8 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
             checkpoint = component_checkpoint(key)
             where = ["--trainer.default_root_dir", str(runs / key)]
             where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
-            config = local_recipe(f"components/{COMPONENTS[key]}")
+            own_split = {"train_split: train+voice_lm_train": "train_split: train"}
+            config = local_recipe(f"components/{COMPONENTS[key]}", None if full else own_split)
             _fit(config, where + budget(key, config) + _resume(checkpoint))
             if not checkpoint.is_file():
                 raise RuntimeError(f"the {key} run wrote no last.ckpt in {checkpoint.parent}")
@@ -410,7 +416,7 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
             "corpus",
             "built-in corpus (minmo synth-data, espeak-ng)",
             corpus,
-            lambda: None if _missing_families() else DATA / "asr" / "am.mvn",
+            lambda: None if _missing_families(full) else DATA / "asr" / "am.mvn",
         ),
         Step(
             "voice_encoder",

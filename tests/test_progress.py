@@ -289,6 +289,7 @@ def test_the_default_demo_fits_in_an_hour_on_time_budgets(tmp_path, monkeypatch:
     Path("runs/demo/voice_lm/checkpoints/last.ckpt").touch()
     step["voice_lm"].run()
     assert value(fits[-1][1], "--trainer.max_time") == "00:00:03:30"
+    assert "train_split: train\n" in Path(fits[-1][0]).read_text()  # the voice LM's own split is --full's
     assert reports[0] == Path("runs/demo/eval-asr/report.md")
     assert demo.max_time(1.5) == "00:00:01:30" and demo.max_time(75) == "00:01:15:00"
 
@@ -324,6 +325,7 @@ def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
     enough = Dataset.from_dict({"text": ["hello"] * (size.tts_train + size.tts_more_train)})
     DatasetDict({"train": enough}).save_to_disk(str(tmp_path / "data" / "tts"))
     assert demo._missing_families() == ["tts"]  # and before the voice LM had a split of its own
+    assert demo._missing_families(voice_lm_split=False) == []  # which only --full's voice LM reads
     voice = Dataset.from_dict({"text": ["hello"] * size.tts_voice_lm_train})
     DatasetDict({"train": enough, "voice_lm_train": voice}).save_to_disk(str(tmp_path / "data" / "tts"))
     assert demo._missing_families() == []
