@@ -49,7 +49,10 @@ from torch import Tensor
 SAMPLE_RATE = 16000
 #: below this (s) there is nothing to recognise; the frontend would give no frame
 MIN_SECONDS = 0.1
-DEFAULT_CKPT_GLOB = ("runs/tiny/voice_encoder", "**/last.ckpt")
+#: where ``minmo demo`` trains the tiny encoder: --full first (the longer run), then the hour plan
+DEFAULT_FOLDERS = ("runs/tiny/voice_encoder", "runs/demo/voice_encoder")
+DEFAULT_CKPT_GLOB = "**/last.ckpt"
+DEFAULT_NAME = " or ".join(f"{folder}/{DEFAULT_CKPT_GLOB}" for folder in DEFAULT_FOLDERS)
 CTC_WEIGHT = "ctc.ctc_lo.weight"
 #: how far outside a speech segment a token's frame centre may lie and count (s): one SenseVoice frame
 VOICED_TOLERANCE = 0.06
@@ -60,9 +63,12 @@ class JudgeError(ValueError):
 
 
 def default_checkpoint() -> Path | None:
-    folder, pattern = DEFAULT_CKPT_GLOB
-    found = sorted(Path(folder).glob(pattern), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    """The newest last.ckpt of the first ``DEFAULT_FOLDERS`` entry that has one."""
+    for folder in DEFAULT_FOLDERS:
+        found = sorted(Path(folder).glob(DEFAULT_CKPT_GLOB), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
 
 
 def load_judge(checkpoint: str | Path, device: str = "cpu"):
@@ -81,7 +87,7 @@ def load_judge(checkpoint: str | Path, device: str = "cpu"):
             raise JudgeError(
                 f"{path} holds a voice encoder inside a larger model; its CTC head does not train there "
                 "(SenseVoiceEncoder.transcribe). Pass the encoder trained alone: "
-                f"{'/'.join(DEFAULT_CKPT_GLOB)}"
+                f"{DEFAULT_NAME}"
             )
         raise JudgeError(
             f"{path} has no CTC head ({CTC_WEIGHT}): the judge needs a SenseVoiceEncoder trained with CTC "
@@ -209,7 +215,7 @@ def transcribe(encoder, wave: np.ndarray, offset: float = 0.0) -> dict:
 class EmotionJudge:
     """The emotion a SenseVoice encoder trained alone hears in a clip (its emotion tag): the voice-control
     task's ``metrics.emotion_judge``, ``{class_path: minmo_lightning.evaluation.asr_judge.EmotionJudge}``
-    (``init_args: {checkpoint: ...}``; default: the tiny encoder run, ``DEFAULT_CKPT_GLOB``)."""
+    (``init_args: {checkpoint: ...}``; default: the tiny encoder run, ``DEFAULT_FOLDERS``)."""
 
     def __init__(self, checkpoint: str | None = None) -> None:
         path = checkpoint or default_checkpoint()
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ckpt",
         type=Path,
-        help=f"SenseVoiceEncoder checkpoint (default: the newest {'/'.join(DEFAULT_CKPT_GLOB)})",
+        help=f"SenseVoiceEncoder checkpoint (default: the newest {DEFAULT_NAME})",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -295,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = args.ckpt or default_checkpoint()
         if checkpoint is None:
             raise JudgeError(
-                f"no --ckpt and no {'/'.join(DEFAULT_CKPT_GLOB)}: train the tiny encoder (`minmo demo`) or "
+                f"no --ckpt and no {DEFAULT_NAME}: train the tiny encoder (`minmo demo`) or "
                 "pass a SenseVoiceEncoder checkpoint"
             )
         judged, skipped, failed = judge_root(args.root, load_judge(checkpoint, args.device))

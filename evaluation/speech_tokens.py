@@ -3,11 +3,12 @@
 A MinMo stage-2/3 checkpoint reads each test text aloud (``MinMo.respond(texts, verbatim=True)``: the LLM
 is teacher forced on the text, so only the output projector and voice token LM are judged; speech tokens
 sampled as CosyVoice2 does, seeded), or a voice token LM trained alone reads it through its own TTS decoder
-(``--voice-lm``: CosyVoice2's unistream ``generate``; with ``--bistream``, MinMo's 5:15 streaming route,
-``CosyVoice2LM.step``, fed the LM's own text embeddings: the route with a perfect output projector). A speech tokenizer trained with a CTC head on its codes
-(``recipes/components/speech_tokenizer.yaml``) then reads the tokens back to text, and the WER against
-the text is reported next to the same tokenizer's WER on the reference tokens (the ceiling: what the
-tokens of real speech give). Useful while no trained token2wav exists for the tiny models, and cheaper
+(``--voice-lm``: CosyVoice2's unistream ``generate``; with ``--bistream``, MinMo's streaming route at the LM's
+mix ratio, ``CosyVoice2LM.step``, fed the LM's own text embeddings: the route with a perfect output
+projector). A speech tokenizer trained with a CTC head on its codes
+(``recipes/components/speech_tokenizer.yaml``) then reads the tokens back to text, and the WER against the
+text is reported next to the same tokenizer's WER on the reference tokens (the ceiling: what the tokens of
+real speech give). Useful while no trained token2wav exists for the tiny models, and cheaper
 than a vocoder + ASR round trip at any size.
 
     python -m minmo_lightning.evaluation.speech_tokens --ckpt runs/tiny/stage2b/checkpoints/last.ckpt \\
@@ -53,8 +54,8 @@ def spoken_by_voice_lm(model, texts: list[str], generator: torch.Generator) -> l
 
 
 def spoken_by_voice_lm_bistream(model, texts: list[str], generator: torch.Generator) -> list[list[int]]:
-    """A voice token LM trained alone, on MinMo's route: its own text embeddings read 5 per step
-    (``CosyVoice2LM.step``) where MinMo brings projected LLM states, speech streaming out 15 per step."""
+    """A voice token LM trained alone, on MinMo's route (``CosyVoice2LM.step``): its own text embeddings,
+    ``ratio.text`` per step, where MinMo brings projected LLM states; ``ratio.speech`` tokens out per step."""
     from minmo_lightning.contracts import SemanticChunk, SequenceBatch, VoiceLMStreamOptions
 
     text = model.tokenize(texts)
@@ -79,7 +80,7 @@ def spoken_by_voice_lm_bistream(model, texts: list[str], generator: torch.Genera
 
 
 def _speech_steps_after_text(model, text_lengths: torch.Tensor) -> int:
-    """Steps of 15 that speech may need once the text is read (``max_token_text_ratio`` bounds it)."""
+    """Steps that speech may need once the text is read (``max_token_text_ratio`` bounds it)."""
     from minmo_lightning.components.voice_token_lm.generation import ratio_cap
 
     return int(ratio_cap(model, text_lengths).max()) // model.ratio.speech + 2

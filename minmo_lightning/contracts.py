@@ -318,7 +318,7 @@ class MixRatio:
         return text_len // self.text
 
     def outruns_text(self, text_lengths: Tensor, speech_lengths: Tensor) -> Tensor:
-        """Per row: fewer than ``speech / text`` speech tokens per text token, so in the interleaved layout
+        """Per row: at most ``speech / text`` speech tokens per text token, so in the interleaved layout
         the speech of a chunk runs past the words read so far (CosyVoice2 trains such rows unistream only)."""
         return speech_lengths.to(text_lengths.device) * self.text <= text_lengths * self.speech
 

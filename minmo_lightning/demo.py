@@ -17,7 +17,7 @@
 
 Each step is announced with its expected duration on a 2-core CPU, and followed by its elapsed time and the
 estimated time left. Training steps are skipped ("done already") when finished; a training step stopped
-part-way continues from its last.ckpt (``--ckpt_path last``; written every 100 steps); token preparation,
+part-way continues from its last.ckpt (``--ckpt_path last``; written every 100 or 200 steps); token preparation,
 evaluation and the dialogues resume what they wrote; so an interrupted demo resumes where it stopped.
 Plans: by default the demo fits in an hour on 2 cores (``runs/demo``): each training step stops on a time budget
 of its own (``HOUR``: most to the voice encoder and stage 1c, the ASR chain; the rest so that every block
@@ -94,7 +94,7 @@ HEADLINES = {
 SPOKEN_TASKS = {"tts": "stage2b_text_to_speech", "s2s": "stage3_speech_to_speech"}
 #: test dialogues ``minmo chat`` talks through at the end
 CHATS = 3
-#: written beside the voice encoder run when it ends (it stops on time, not on a step budget)
+#: written in a training step's run folder when its fit ends (a run on a time budget has no step count to check)
 FINISHED = "finished"
 DATA = Path(
     "data/builtin"
@@ -131,7 +131,8 @@ def _fit(config: str, overrides: list[str]) -> None:
 
 
 def _resume(checkpoint: Path) -> list[str]:
-    """Continue a run a crash or Ctrl-C stopped from its last.ckpt (written every 100 steps)."""
+    """Continue a run a crash or Ctrl-C stopped from its last.ckpt (the recipes write one every 100 or 200
+    steps; the voice LM and the flow from their first validation on)."""
     return ["--ckpt_path", "last"] if checkpoint.is_file() else []
 
 
@@ -263,13 +264,21 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
     quick = plan == "quick"
 
     def budget(key: str, config: str) -> list[str]:
-        """The plan's overrides of a training step: the hour plan's time budget; a smoke run's 4 steps, and
-        validation after them where the recipe counts in steps."""
-        if plan == "hour":
+        """The plan's overrides of a training step. The hour plan: a block trained alone stops on its time
+        budget (its recipe is on one already); a stage gets the share of its recipe's steps that fits its
+        minutes, so its cosine still anneals by the steps. A smoke run: 4 steps, and validation after them
+        where the recipe counts in steps."""
+        trainer = yaml.safe_load(Path(config).read_text())["trainer"]
+        if plan == "hour" and key in COMPONENTS:
             return ["--trainer.max_time", max_time(HOUR[key])]
+        if plan == "hour":
+            return [
+                "--trainer.max_steps",
+                str(max(1, round(trainer["max_steps"] * HOUR[key] / MINUTES[key][0]))),
+            ]
         if not quick:
             return []
-        in_steps = "val_check_interval" in yaml.safe_load(Path(config).read_text())["trainer"]
+        in_steps = "val_check_interval" in trainer
         return ["--trainer.max_steps", "4"] + (["--trainer.val_check_interval", "4"] if in_steps else [])
 
     full = plan == "full"
@@ -306,29 +315,38 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
         copy.write_text(text)
         return str(copy)
 
+    def component_root(key: str) -> Path:
+        """Where a block trained alone runs: --full uses its recipe's own folder (what the tiny stage recipes,
+        the ablations and the READMEs' commands read), the other plans ``runs/<key>``."""
+        own = yaml.safe_load(Path(recipe(f"components/{COMPONENTS[key]}")).read_text())["trainer"]
+        return Path(own["default_root_dir"]) if full and "default_root_dir" in own else runs / key
+
     def component_checkpoint(key: str) -> Path:
-        checkpoint = runs / key / "checkpoints" / "last.ckpt"
+        checkpoint = component_root(key) / "checkpoints" / "last.ckpt"
         if not checkpoint.is_file() and key == "voice_encoder":  # a demo before resumable steps wrote
             return _newest("lightning_logs/*/checkpoints/last.ckpt", runs / key) or checkpoint  # it there
         return checkpoint
 
+    def fit_and_mark(key: str, config: str, checkpoint: Path, overrides: list[str]) -> None:
+        """Fit (or continue) the run whose last.ckpt is ``checkpoint``, then mark its folder finished."""
+        where = ["--trainer.default_root_dir", str(checkpoint.parent.parent)]
+        where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
+        _fit(config, where + budget(key, config) + overrides + _resume(checkpoint))
+        if not checkpoint.is_file():
+            raise RuntimeError(f"the {key} run wrote no last.ckpt in {checkpoint.parent}")
+        _mark_finished(checkpoint.parent.parent)
+
     def component_run(key: str) -> Callable[[], None]:
         def run() -> None:
-            checkpoint = component_checkpoint(key)
-            where = ["--trainer.default_root_dir", str(runs / key)]
-            where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
             own_split = {"train_split: train+voice_lm_train": "train_split: train"}
             config = local_recipe(f"components/{COMPONENTS[key]}", None if full else own_split)
-            _fit(config, where + budget(key, config) + _resume(checkpoint))
-            if not checkpoint.is_file():
-                raise RuntimeError(f"the {key} run wrote no last.ckpt in {checkpoint.parent}")
-            _mark_finished(runs / key)
+            fit_and_mark(key, config, component_checkpoint(key), [])
 
         return run
 
     def component_done(key: str) -> Path | None:
-        if (runs / key / FINISHED).is_file():
-            return runs / key / FINISHED
+        if (component_root(key) / FINISHED).is_file():
+            return component_root(key) / FINISHED
         legacy = component_checkpoint(key)  # a finished run of a demo before resumable steps
         return legacy if "lightning_logs" in legacy.parts and legacy.is_file() else None
 
@@ -357,9 +375,6 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
 
     def stage_run(stage: str) -> Callable[[], None]:
         def run() -> None:
-            checkpoint = stage_checkpoints[stage]
-            where = ["--trainer.default_root_dir", str(checkpoint.parent.parent)]
-            where += ["--trainer.callbacks.init_args.dirpath", str(checkpoint.parent)]
             previous = STAGES[stage]
             start = (
                 ["--model.init_args.init_checkpoint", str(stage_checkpoints[previous])] if previous else []
@@ -370,8 +385,7 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
             if blocks:
                 start += ["--model.init_args.init_blocks", json.dumps(blocks)]
             config = local_recipe(f"tiny/{stage}.yaml")
-            _fit(config, where + budget(stage.split("_")[0], config) + start + _resume(checkpoint))
-            _mark_finished(checkpoint.parent.parent)
+            fit_and_mark(stage.split("_")[0], config, stage_checkpoints[stage], start)
 
         return run
 

@@ -22,7 +22,9 @@ class OptimizerConfig:
 
     ``floor`` is the fraction of ``learning_rate`` the cosine ends at; ``cosine=False`` holds the rate
     constant after warmup. ``follow_timer``: under ``Trainer(max_time=...)`` the cosine follows whichever
-    budget is further along, the steps or the wall clock, so a run that stops on its time ends annealed. ``max_warmup_fraction`` caps the warmup at
+    budget is further along, the steps or the wall clock, so a run that stops on its time ends annealed (for
+    blocks trained on a time budget; off by default, so a max_time used as a job's safety cap leaves the
+    schedule to the steps). ``max_warmup_fraction`` caps the warmup at
     that fraction of the run (a short run still reaches its peak rate).
     """
 
@@ -32,7 +34,7 @@ class OptimizerConfig:
     warmup_steps: int = 0
     floor: float = 0.1
     cosine: bool = True
-    follow_timer: bool = True
+    follow_timer: bool = False
     max_warmup_fraction: float | None = None
 
     @classmethod

@@ -218,7 +218,7 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     steps, _, _ = demo.demo_steps(Path("runs"), "quick")
     step = {s.key: s for s in steps}
     fits = []
-    monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append((config, overrides)))
+    monkeypatch.setattr(demo, "_fit", fit_writing_last_ckpt(fits))
 
     def value(overrides: list[str], flag: str) -> str:
         return overrides[overrides.index(flag) + 1]
@@ -253,10 +253,24 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     )
 
 
-def test_the_default_demo_fits_in_an_hour_on_time_budgets(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default plan gives every training step a max_time of its own (``HOUR``) and writes under
-    runs/demo, tokens included; a stage ended on its budget is done, one stopped part-way resumes; --full
-    runs the recipes as written into runs/tiny and the recipes' token folder."""
+def fit_writing_last_ckpt(fits: list):
+    """A stand-in for ``minmo fit``: records the call and writes the run's last.ckpt where it was told to."""
+
+    def fit(config: str, overrides: list[str]) -> None:
+        fits.append((config, overrides))
+        folder = Path(overrides[overrides.index("--trainer.callbacks.init_args.dirpath") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "last.ckpt").touch()
+
+    return fit
+
+
+def test_the_default_demo_fits_in_an_hour(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default plan budgets every training step (``HOUR``): a block trained alone stops on its time, a
+    stage gets the share of its recipe's steps that fits its minutes; it writes under runs/demo, tokens
+    included. A stage ended on its budget is done, one stopped part-way resumes. --full runs the recipes as
+    written: stages into runs/tiny, the blocks trained alone into their recipes' own folders (what the
+    stage recipes and the ablations read), tokens into the recipes' token folder."""
     from minmo_lightning import demo
 
     monkeypatch.chdir(tmp_path)
@@ -265,7 +279,7 @@ def test_the_default_demo_fits_in_an_hour_on_time_budgets(tmp_path, monkeypatch:
     assert set(demo.HOUR) == {s.key for s in steps} - {"corpus", "speech_tokens", "evaluation", "chat"}
     step = {s.key: s for s in steps}
     fits = []
-    monkeypatch.setattr(demo, "_fit", lambda config, overrides: fits.append((config, overrides)))
+    monkeypatch.setattr(demo, "_fit", fit_writing_last_ckpt(fits))
 
     def value(overrides: list[str], flag: str) -> str:
         return overrides[overrides.index(flag) + 1]
@@ -276,30 +290,37 @@ def test_the_default_demo_fits_in_an_hour_on_time_budgets(tmp_path, monkeypatch:
     assert step["stage1c"].done() is None
     step["stage1c"].run()
     config, overrides = fits[-1]
-    assert value(overrides, "--trainer.max_time") == "00:00:09:00" and overrides[-2:] == [
-        "--ckpt_path",
-        "last",
-    ]
-    assert step["stage1c"].done() == stage1c  # ended on its budget (far below the recipe's step cap)
+    assert value(overrides, "--trainer.max_steps") == str(round(1200 * 9.0 / 14.0))  # 9 of its 14 minutes
+    assert overrides[-2:] == ["--ckpt_path", "last"] and "--trainer.max_time" not in overrides
+    assert step["stage1c"].done() == stage1c  # ended on its budget, far below the recipe's step cap
     step["stage2a"].run()
-    config, overrides = fits[-1]
-    assert value(overrides, "--trainer.max_time") == "00:00:00:30"
-    assert "path: runs/demo/builtin-tokens/tts" in Path(config).read_text()
-    Path("runs/demo/voice_lm/checkpoints").mkdir(parents=True)
-    Path("runs/demo/voice_lm/checkpoints/last.ckpt").touch()
+    assert "path: runs/demo/builtin-tokens/tts" in Path(fits[-1][0]).read_text()
     step["voice_lm"].run()
-    assert value(fits[-1][1], "--trainer.max_time") == "00:00:03:30"
-    assert "train_split: train\n" in Path(fits[-1][0]).read_text()  # the voice LM's own split is --full's
+    config, overrides = fits[-1]
+    assert value(overrides, "--trainer.max_time") == "00:00:03:30"
+    assert value(overrides, "--trainer.default_root_dir") == "runs/demo/voice_lm"
+    assert "train_split: train\n" in Path(config).read_text()  # the voice LM's own split is --full's
+    assert step["voice_lm"].done() == Path("runs/demo/voice_lm/finished")
     assert reports[0] == Path("runs/demo/eval-asr/report.md")
     assert demo.max_time(1.5) == "00:00:01:30" and demo.max_time(75) == "00:01:15:00"
 
-    full, _, _ = demo.demo_steps(demo.PLANS["full"], "full")
-    next(s for s in full if s.key == "stage2a").run()
+    full = {s.key: s for s in demo.demo_steps(demo.PLANS["full"], "full")[0]}
+    full["stage2a"].run()
     config, overrides = fits[-1]
-    assert (
-        "--trainer.max_time" not in overrides and "path: data/builtin-tokens/tts" in Path(config).read_text()
-    )
+    assert "--trainer.max_time" not in overrides and "--trainer.max_steps" not in overrides
+    assert "path: data/builtin-tokens/tts" in Path(config).read_text()
     assert value(overrides, "--trainer.default_root_dir") == "runs/tiny/stage2a"
+    assert json.loads(value(overrides, "--model.init_args.init_blocks")) == {
+        "voice_token_lm": "runs/voice_token_lm_tts/checkpoints/last.ckpt",
+        "token2wav.flow": "runs/token2wav_flow/checkpoints/last.ckpt",
+    }
+    full["flow"].run()
+    assert value(fits[-1][1], "--trainer.default_root_dir") == "runs/token2wav_flow"
+    assert full["flow"].done() == Path("runs/token2wav_flow/finished")
+    with pytest.raises(RuntimeError, match="wrote no last.ckpt"):
+        monkeypatch.setattr(demo, "_fit", lambda config, overrides: None)
+        full["stage3"].run()
+    assert full["stage3"].done() is None
 
 
 def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(

@@ -150,9 +150,9 @@ class SenseVoiceTraining:
         return self._evaluate(batch, _source_split("test", dataloader_idx))
 
     def configure_optimizers(self) -> dict[str, Any]:
-        # the warmup never takes more than a tenth of the run
+        # the warmup never takes more than a tenth of the run; with `max_time` the cosine follows the clock
         config = OptimizerConfig.from_hparams(
-            self.hparams, betas=(0.9, 0.98), floor=0.05, max_warmup_fraction=0.1
+            self.hparams, betas=(0.9, 0.98), floor=0.05, follow_timer=True, max_warmup_fraction=0.1
         )
         return configure_adamw(self, config)
 

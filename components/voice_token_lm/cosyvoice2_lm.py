@@ -379,7 +379,7 @@ class CosyVoice2LM(VoiceTokenLM):
         cosine to a tenth of it over the run, following the wall clock under ``max_time`` (a run on a time
         budget ends annealed)."""
         cosine = self.hparams.get("lr_schedule", "constant") == "cosine"
-        config = OptimizerConfig.from_hparams(self.hparams, cosine=cosine)
+        config = OptimizerConfig.from_hparams(self.hparams, cosine=cosine, follow_timer=cosine)
         return configure_adamw(self, config)
 
     # ---- incremental decoding ----------------------------------------------------------------
