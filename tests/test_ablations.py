@@ -106,6 +106,18 @@ def test_full_size_llm_adaptation_variants_order_their_trainable_parameters(tmp_
     assert "llm" in capsys.readouterr().out
 
 
+#: MinMo's Table 1 sizes (``spec.md`` §1.1); the voice token LM's 370 M leave out CosyVoice2's text embedding
+#: (151,936 x 896), which the block keeps for the official checkpoint's layout and MinMo never reads
+PAPER_PARAMETERS = {
+    "voice_encoder": 636e6,
+    "input_projector": 170e6,
+    "llm": 7.6e9,
+    "output_projector": 6.4e6,
+    "voice_token_lm": 370e6 + 151936 * 896,
+    "duplex_predictor": 18e6,
+}
+
+
 @pytest.mark.parametrize(("ablation", "variant"), CASES)
 def test_full_size_variant_builds_on_meta(ablation: str, variant: str, tmp_path: Path, capsys) -> None:
     """Every variant at full size (parameters per slot printed); a variant that trains nothing swaps its block
@@ -114,8 +126,13 @@ def test_full_size_variant_builds_on_meta(ablation: str, variant: str, tmp_path:
     chosen = _variant(spec, variant)
     recipe = spec.recipe("full", chosen if chosen.trains else NO_CHANGE)
     model = _build(recipe, tmp_path, "meta").model
-    print(variant, {slot: sum(p.numel() for p in getattr(model, slot).parameters()) for slot in model.slots})
+    sizes = {slot: sum(p.numel() for p in getattr(model, slot).parameters()) for slot in model.slots}
+    print(variant, sizes)
     assert _trainable(model) > 0
+    if chosen is spec.variants[0]:  # the base is MinMo's own choice: its blocks have the paper's sizes
+        for slot, size in sizes.items():
+            if slot in PAPER_PARAMETERS:
+                assert size == pytest.approx(PAPER_PARAMETERS[slot], rel=0.03), slot
     if spec.then and chosen.trains:
         start = tmp_path / "start.ckpt"
         assert (
