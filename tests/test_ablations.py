@@ -217,6 +217,28 @@ def test_tiny_speech_stage_twin_trains_two_steps(ablation: str, variant: str, tm
         assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
 
 
+@pytest.mark.parametrize(
+    ("ablation", "variant"),
+    [(n, v.name) for n, a in ABLATIONS.items() if "stage4" in a.base["tiny"] for v in a.variants if v.trains],
+)
+def test_tiny_duplex_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path) -> None:
+    """Stage 4's twins on two-channel sessions of the built-in corpus's generator (tiny size)."""
+    from minmo_lightning.datamodules.synth import main as synth
+
+    corpus = tmp_path / "corpus"
+    args = ["--out", str(corpus), "--size", "tiny", "--tasks", "duplex", "--workers", "1"]
+    assert synth([*args, "--duplex-min-seconds", "6", "--duplex-max-seconds", "9"]) == 0
+    spec = ABLATIONS[ablation]
+    config = spec.recipe("tiny", _variant(spec, variant), tmp_path / "run")
+    config["data"]["init_args"].update(path=str(corpus / "duplex"), max_seconds_per_batch=40.0)
+    config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
+    cli = _build(config, tmp_path / "fit", "cpu")
+    before = {k: v.clone() for k, v in cli.model.state_dict().items()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2
+    assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+
+
 def _run(folder: Path, errors: list[int]) -> Path:
     """An ASR evaluation run: one record per utterance, ``errors[i]`` substitutions in 4 words."""
     folder.mkdir(parents=True)
