@@ -149,6 +149,18 @@ def chat_file(session: DuplexSession, source: Path, out_dir: Path, plot: bool = 
     return log
 
 
+def threshold_error(model, predictor: str, thresholds: dict[str, float]) -> str | None:
+    """Why these decision thresholds cannot be set, if they cannot."""
+    if predictor == "vad":
+        return "decision thresholds apply to the model's predictor; the VAD decides by energy and timeout"
+    own = getattr(getattr(model, "duplex_predictor", None), "hparams", {})
+    missing = [name for name in thresholds if name not in own]
+    if missing:
+        return f"this checkpoint's duplex predictor has no {', '.join(missing)}"
+    bad = {name: value for name, value in thresholds.items() if not 0.0 < value < 1.0}
+    return f"thresholds are probabilities in (0, 1), got {bad}" if bad else None
+
+
 def fdb_samples(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("input.wav"))
 
@@ -165,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="output folder (with --input)")
     parser.add_argument("--predictor", choices=("model", "vad"), default="model")
+    for decision in ("respond", "stop"):
+        parser.add_argument(
+            f"--{decision}-threshold",
+            type=float,
+            help=f"probability the model's predictor needs to {decision} (default: the checkpoint's; none: argmax)",
+        )
     parser.add_argument("--max-new-tokens", type=int, default=None, help="longest answer in text tokens")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -175,6 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     from minmo_lightning.generation import TextSamplingConfig
 
     model = load_model(args.ckpt, args.device)
+    thresholds = {"respond_threshold": args.respond_threshold, "stop_threshold": args.stop_threshold}
+    thresholds = {name: value for name, value in thresholds.items() if value is not None}
+    if thresholds:
+        error = threshold_error(model, args.predictor, thresholds)
+        if error:
+            print(f"minmo chat: {error}", file=sys.stderr)
+            return 2
+        model.duplex_predictor.hparams.update(thresholds)
     predictor = None
     if args.predictor == "vad":
         frame_seconds = model.voice_encoder.frame_samples * model.input_projector.downsample / SAMPLE_RATE

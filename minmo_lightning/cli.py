@@ -40,6 +40,10 @@ TOOLS: dict[str, tuple[str, str]] = {
         "minmo_lightning.evaluation.fdb_builtin:main",
         "cut Full-Duplex-Bench sample folders from the built-in duplex corpus",
     ),
+    "fdb-sweep": (
+        "minmo_lightning.evaluation.fdb_sweep:main",
+        "Full-Duplex-Bench take-over rates and latencies as the duplex predictor's threshold moves",
+    ),
     "asr-judge": (
         "minmo_lightning.evaluation.asr_judge:main",
         "write FDB's output.json (timed words) from every output.wav with a CTC voice encoder",

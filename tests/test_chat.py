@@ -132,3 +132,23 @@ def test_a_checkpoint_loads_without_the_stage_it_started_from(checkpoint, tmp_pa
     torch.save(state, moved)
     model = load_model(str(moved), "cpu")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state["state_dict"].items())
+
+
+def test_the_decision_threshold_is_exposed(checkpoint, tmp_path, capsys) -> None:
+    """``--respond-threshold`` / ``--stop-threshold`` set the probability each decision needs: near 1 the
+    random-weight predictor never answers, near 0 it answers; the VAD and values outside (0, 1) are refused."""
+    source = _wav(tmp_path / "user.wav", 2.0)
+
+    def turns(*thresholds: str) -> int:
+        out = tmp_path / "-".join(thresholds)
+        assert main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(out), *thresholds]) == 0
+        events = json.loads((out / "events.json").read_text())["events"]
+        return sum(e["kind"] == "turn_start" for e in events)
+
+    assert turns("--respond-threshold", "0.999", "--stop-threshold", "0.999") == 0
+    assert turns("--respond-threshold", "0.001", "--stop-threshold", "0.999") > 0
+    base = ["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "x")]
+    assert main([*base, "--predictor", "vad", "--respond-threshold", "0.5"]) == 2
+    assert "thresholds apply to the model's predictor" in capsys.readouterr().err
+    assert main([*base, "--stop-threshold", "1.5"]) == 2
+    assert "probabilities in (0, 1)" in capsys.readouterr().err
