@@ -128,9 +128,10 @@ def prepare_dataset(
     shard_size: int = 256,
     show_progress: bool = True,
     max_rows: int | None = None,
+    only_splits: list[str] | None = None,
 ) -> PrepareReport:
     """Write ``out`` = the dataset plus ``column`` and ``column + '_lengths'`` (see the module docstring);
-    ``max_rows``: only the first rows of each split (a smoke run)."""
+    ``max_rows``: only the first rows of each split (a smoke run); ``only_splits``: these splits alone."""
     from datasets import Dataset, DatasetDict, Sequence, Value, load_from_disk
     from rich.progress import Progress
 
@@ -146,6 +147,11 @@ def prepare_dataset(
         shutil.rmtree(out)  # a run killed while writing it: written again from the finished shards
     loaded = load_from_disk(str(dataset_path))
     splits = dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
+    if only_splits is not None:
+        unknown = sorted(set(only_splits) - set(splits))
+        if unknown:
+            raise ValueError(f"{dataset_path} has no split(s) {unknown}; it has {', '.join(splits)}")
+        splits = {name: split for name, split in splits.items() if name in only_splits}
     if max_rows is not None:
         splits = {name: split.select(range(min(max_rows, len(split)))) for name, split in splits.items()}
     for name, split in splits.items():
@@ -155,6 +161,7 @@ def prepare_dataset(
     work.mkdir(parents=True, exist_ok=True)
     identity_file = work / "tokenizer.json"
     identity = {**identity, "audio_column": audio_column, "shard_size": shard_size, "max_rows": max_rows}
+    identity |= {"splits": sorted(splits)}
     if identity_file.is_file() and json.loads(identity_file.read_text()) != identity:
         raise ValueError(
             f"{work} holds partial results from a different tokenizer or settings "
@@ -238,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=256, help="rows per resumable shard")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-rows", type=int, default=None, help="only the first rows of each split")
+    parser.add_argument("--splits", help="comma-separated splits to tokenize and write (default: all)")
     args = parser.parse_args(argv)
 
     tokenizer = build_tokenizer(args.preset, args.checkpoint, args.device)
@@ -257,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         shard_size=args.shard_size,
         max_rows=args.max_rows,
+        only_splits=args.splits.split(",") if args.splits else None,
     )
     print(
         f"{report.tokenized} of {report.rows} rows tokenized into {args.out}; {report.skipped_count()} skipped"

@@ -72,6 +72,8 @@ SPEECH_TOKENS = {
     "s2s": ("answer_audio", "answer_speech_tokens"),
     "voice_control": ("audio", "speech_tokens"),
 }
+#: the TTS sentences only the voice LM of --full reads (``CorpusSize.tts_voice_lm_train``)
+VOICE_LM_SPLIT = "voice_lm_train"
 #: where the speech-side recipes read the prepared tokens (relative to the working directory)
 TOKENS = Path("data/builtin-tokens")
 #: what stage 1c is scored on (``recipes/eval/<task>_builtin.yaml``)
@@ -113,7 +115,7 @@ def _missing_families(voice_lm_split: bool = True) -> list[str]:
         from datasets import load_from_disk
 
         size, tts = SIZES["default"], load_from_disk(str(DATA / "tts"))
-        voice_lm = tts["voice_lm_train"].num_rows if "voice_lm_train" in tts else 0
+        voice_lm = tts[VOICE_LM_SPLIT].num_rows if VOICE_LM_SPLIT in tts else 0
         voice_lm_short = voice_lm_split and voice_lm < size.tts_voice_lm_train
         if tts["train"].num_rows < size.tts_train + size.tts_more_train or voice_lm_short:
             missing.append("tts")
@@ -338,7 +340,7 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
 
     def component_run(key: str) -> Callable[[], None]:
         def run() -> None:
-            own_split = {"train_split: train+voice_lm_train": "train_split: train"}
+            own_split = {f"train_split: train+{VOICE_LM_SPLIT}": "train_split: train"}
             config = local_recipe(f"components/{COMPONENTS[key]}", None if full else own_split)
             fit_and_mark(key, config, component_checkpoint(key), [])
 
@@ -370,6 +372,9 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
                 str(tokenizer),
             ]
             args += ["--audio-column", audio, "--column", column] + (["--max-rows", "16"] if quick else [])
+            splits = json.loads((DATA / task / "dataset_dict.json").read_text())["splits"]
+            if not full and VOICE_LM_SPLIT in splits:  # read only by --full's voice LM
+                args += ["--splits", ",".join(s for s in splits if s != VOICE_LM_SPLIT)]
             if prepare(args) != 0:
                 raise SystemExit(1)
 

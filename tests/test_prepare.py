@@ -153,3 +153,15 @@ def test_missing_audio_column_is_named(dataset, tmp_path, tokenizer):
         prepare.prepare_dataset(
             dataset, tmp_path / "o", tokenizer, {}, audio_column="speech", show_progress=False
         )
+
+
+def test_only_the_named_splits_are_tokenized(dataset, tmp_path, tokenizer):
+    from datasets import load_from_disk
+
+    out = tmp_path / "out"
+    report = prepare.prepare_dataset(
+        dataset, out, tokenizer, {"test": 1}, show_progress=False, only_splits=["test"]
+    )
+    assert report.rows == 2 and list(load_from_disk(str(out))) == ["test"]
+    with pytest.raises(ValueError, match=r"has no split\(s\) \['dev'\]; it has train, test"):
+        prepare.prepare_dataset(dataset, tmp_path / "x", tokenizer, {"test": 1}, only_splits=["dev"])

@@ -237,9 +237,16 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
 
     prepared = []
     monkeypatch.setattr(prepare, "main", lambda args: prepared.append(args) or 0)
+    for task, extra in (("tts", ["voice_lm_train"]), ("s2s", []), ("voice_control", [])):
+        (demo.DATA / task).mkdir(parents=True)
+        splits = {"splits": ["train", *extra, "validation", "test"]}
+        (demo.DATA / task / "dataset_dict.json").write_text(json.dumps(splits))
     assert step["speech_tokens"].done() is None
     step["speech_tokens"].run()
+    tts = next(args for args in prepared if value(args, "--dataset").endswith("tts"))
+    assert value(tts, "--splits") == "train,validation,test"  # the voice LM's own split is --full's
     s2s = next(args for args in prepared if value(args, "--dataset").endswith("s2s"))
+    assert "--splits" not in s2s
     assert value(s2s, "--out") == "runs/builtin-tokens/s2s" and value(s2s, "--max-rows") == "16"
     assert value(s2s, "--audio-column") == "answer_audio" and value(s2s, "--column") == "answer_speech_tokens"
 
