@@ -162,29 +162,27 @@ HOUR = {
     "stage3": 1.0,
     "stage4": 2.5,
 }
-#: what a time-budgeted run takes beyond its budget (start-up, the last validation, the checkpoint), minutes
-STARTUP = 0.4
-#: minutes each step takes on a 2-core CPU (--full, --quick), from the timestamps of a demo run's outputs
-#: (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues); the corpus
-#: step's start left no file: its 8 minutes are an estimate. The hour plan: ``HOUR`` + ``STARTUP``, the
-#: other steps as --full
+#: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
+#: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
+#: full corpus's 8 minutes are an estimate) and the hour plan's own log (a fresh clone, 45.0 minutes in all)
 MINUTES = {
-    "corpus": (8.0, 8.0),
-    "voice_encoder": (14.1, 0.12),
-    "stage1a": (3.6, 0.08),
-    "stage1b": (3.3, 0.15),
-    "stage1c": (14.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
-    "speech_tokenizer": (8.0, 0.1),
-    "speech_tokens": (1.0, 0.3),
-    "voice_lm": (50.0, 0.1),
-    "flow": (50.0, 0.1),
-    "stage2a": (1.6, 0.1),
-    "stage2b": (6.0, 0.2),
-    "stage3": (5.0, 0.2),
-    "stage4": (9.9, 0.9),
-    "evaluation": (6.0, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
-    "chat": (0.3, 0.2),
+    "corpus": (8.0, 2.0, 8.0),
+    "voice_encoder": (14.1, 9.1, 0.12),
+    "stage1a": (3.6, 2.0, 0.08),
+    "stage1b": (3.3, 1.4, 0.15),
+    "stage1c": (14.0, 9.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
+    "speech_tokenizer": (8.0, 2.0, 0.1),
+    "speech_tokens": (1.0, 0.6, 0.3),
+    "voice_lm": (50.0, 4.0, 0.1),
+    "flow": (50.0, 3.0, 0.1),
+    "stage2a": (1.6, 0.4, 0.1),
+    "stage2b": (6.0, 1.2, 0.2),
+    "stage3": (5.0, 0.9, 0.2),
+    "stage4": (9.9, 7.0, 0.9),  # its first epoch computes the frozen LLM's states: ~1 s a step
+    "evaluation": (6.0, 3.0, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
+    "chat": (0.3, 0.6, 0.2),
 }
+PLAN_COLUMN = {"full": 0, "hour": 1, "quick": 2}
 
 
 @dataclass
@@ -202,9 +200,7 @@ class Step:
 
 
 def expected_minutes(key: str, plan: str) -> float:
-    if plan == "hour" and key in HOUR:
-        return HOUR[key] + STARTUP
-    return MINUTES[key][1 if plan == "quick" else 0]
+    return MINUTES[key][PLAN_COLUMN[plan]]
 
 
 def run_steps(steps: list[Step], plan: str, clock: Callable[[], float] = time.monotonic) -> float:
