@@ -162,6 +162,16 @@ def _asr_corpus(folder: Path) -> Path:
     return folder
 
 
+def _trains_two_steps(config: dict, where: Path) -> None:
+    """Two optimizer steps of ``config`` (no validation, no logger) change the model's weights."""
+    config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
+    cli = _build(config, where, "cpu")
+    before = {k: v.clone() for k, v in cli.model.state_dict().items()}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2
+    assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+
+
 @pytest.mark.parametrize(
     ("ablation", "variant"),
     [(n, v) for n, v in CASES if ABLATIONS[n].evaluate and "stage1" in ABLATIONS[n].base["tiny"]],
@@ -176,12 +186,7 @@ def test_tiny_twin_trains_two_steps(ablation: str, variant: str, tmp_path: Path)
     }
     if config["model"]["init_args"].get("objective") == "speech_to_text":
         config["model"]["init_args"]["tasks"] = ["asr"]  # what the ASR corpus supervises
-    config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
-    cli = _build(config, tmp_path, "cpu")
-    before = {k: v.clone() for k, v in cli.model.state_dict().items()}
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert cli.trainer.global_step == 2
-    assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+    _trains_two_steps(config, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -209,12 +214,7 @@ def test_tiny_speech_stage_twin_trains_two_steps(ablation: str, variant: str, tm
         configs.append(spec.then_recipe("tiny", chosen, tmp_path / "none.ckpt", tmp_path / "then"))
     for number, config in enumerate(configs):
         config["data"] = tts  # the stage's own data may be a mixture: TTS is enough here
-        config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
-        cli = _build(config, tmp_path / f"fit{number}", "cpu")
-        before = {k: v.clone() for k, v in cli.model.state_dict().items()}
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        assert cli.trainer.global_step == 2
-        assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+        _trains_two_steps(config, tmp_path / f"fit{number}")
 
 
 @pytest.mark.parametrize(
@@ -231,12 +231,7 @@ def test_tiny_duplex_twin_trains_two_steps(ablation: str, variant: str, tmp_path
     spec = ABLATIONS[ablation]
     config = spec.recipe("tiny", _variant(spec, variant), tmp_path / "run")
     config["data"]["init_args"].update(path=str(corpus / "duplex"), max_seconds_per_batch=40.0)
-    config["trainer"].update(max_steps=2, limit_val_batches=0, logger=False)
-    cli = _build(config, tmp_path / "fit", "cpu")
-    before = {k: v.clone() for k, v in cli.model.state_dict().items()}
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert cli.trainer.global_step == 2
-    assert any(not torch.equal(before[k], v) for k, v in cli.model.state_dict().items())
+    _trains_two_steps(config, tmp_path / "fit")
 
 
 def _run(folder: Path, errors: list[int]) -> Path:
