@@ -394,6 +394,7 @@ def test_a_variant_that_trains_nothing_is_scored_on_the_base_checkpoint(
         "compare_runs",
         lambda dirs, out, names: compared.update(zip(names, dirs)),
     )
+    monkeypatch.setattr(ablate, "starting_points", lambda recipe: [])  # the fits are stand-ins
     manifest = _manifest(
         tmp_path,
         {"predictor": {}, "vad": {"tiny": {"model.init_args.duplex_predictor": VAD}, "trains": False}},
