@@ -145,10 +145,10 @@ def _newest(pattern: str, root: Path) -> Path | None:
 
 #: where each plan (the hour, --full, --quick) writes its runs
 PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("runs/tiny-quick")}
-#: the default plan's training budget per step, minutes on a 2-core CPU (the run stops on this ``max_time``,
-#: its recipe's step cap still holding): the whole demo in under an hour. Most of it goes to the understanding
-#: chain (the encoder and stage 1c: ASR and the other tasks get close to their --full figures); the speech side
-#: and stage 4 get what runs them end to end (their speech is not intelligible in this plan: --full)
+#: the default plan's training budget per step, minutes on a 2-core CPU (``budget``: a block trained alone
+#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 46
+#: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side and stage 4 get
+#: what runs them end to end (their speech is not intelligible in this plan: --full)
 HOUR = {
     "voice_encoder": 9.0,
     "stage1a": 2.5,
