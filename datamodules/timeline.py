@@ -5,8 +5,11 @@ Rules (MinMo §3.3; ``spec.md`` §1.5):
 - assistant turn-taking: the end of a user turn is where the assistant takes the turn -> ``respond``;
 - user barge-in: the user starts talking T ~ N(0.6, 0.4^2) s into assistant speech -> ``stop_speaking``,
   and the assistant's audio ends a short reaction time later;
-- mid-turn user pauses are not turn ends (``keep_listening``); the pieces before a pause are read with
-  continuation intonation (a trailing comma), or no causal model could tell a pause from a turn end;
+- mid-turn user pauses are not turn ends (``keep_listening``). A pause falls inside a sentence (the words
+  so far are unfinished) or between two sentences; the piece before it is read with continuation intonation
+  (a trailing comma). A sentence followed by a pause is a statement, never a question: espeak reads a
+  question's final rise and a comma's continuation nearly alike (final F0 98 vs 93 Hz against 80 Hz for a
+  full stop), so a finished question followed by silence is a turn end to any listener;
 - user back-channels ("uh-huh") during assistant speech do not stop it (``keep_listening``).
 
 Events are the source of truth; ``frame_labels`` turns them into per-frame classes at any frame rate,
@@ -19,9 +22,16 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
-from minmo_lightning.datamodules.corpus_text import BACKCHANNELS, FOLLOW_UPS, draw_exchange, punctuate
+from minmo_lightning.datamodules.corpus_text import (
+    BACKCHANNELS,
+    FOLLOW_UPS,
+    Exchange,
+    draw_exchange,
+    punctuate,
+)
 
 LABELS: tuple[str, ...] = ("keep_listening", "respond", "stop_speaking")
 """Frame classes, in the order of ``DuplexPredictor.CLASSES``."""
@@ -60,6 +70,7 @@ class DuplexConfig:
     barge_in_std: float = 0.4
     backchannel_prob: float = 0.4
     multi_piece_prob: float = 0.5
+    mid_sentence_prob: float = 0.5
     pause: tuple[float, float] = (0.3, 0.8)
     response_gap: tuple[float, float] = (0.2, 0.7)
     next_turn_gap: tuple[float, float] = (0.3, 1.2)
@@ -137,16 +148,10 @@ def build_session(
     barged_in = False
     while t < target or barged_in or not events:  # a barge-in always gets the user turn it opens
         # ---- the user's turn: 1-3 pieces; all but the last end in a comma (continuation intonation)
-        exchanges = [draw_exchange(rng)]
-        if rng.random() < config.multi_piece_prob:
-            exchanges += [draw_exchange(rng) for _ in range(rng.randint(1, 2))]
-        last = len(exchanges) - 1
-        pieces = [
-            (ex.user, speak_user(punctuate(ex.user, ex.question, final=i == last)))
-            for i, ex in enumerate(exchanges)
-        ]
-        pauses = [rng.uniform(*config.pause) for _ in range(last)]
-        answer = exchanges[-1].answer + ". " + rng.choice(FOLLOW_UPS) + "."
+        exchange, texts = draw_user_turn(rng, config)
+        pieces = [(text, speak_user(spoken)) for text, spoken in texts]
+        pauses = [rng.uniform(*config.pause) for _ in range(len(pieces) - 1)]
+        answer = exchange.answer + ". " + rng.choice(FOLLOW_UPS) + "."
         reply = speak_assistant(answer)
         gap = rng.uniform(*config.response_gap)
         turn_length = sum(len(w) for _, w in pieces) / sr + sum(pauses)
@@ -184,6 +189,47 @@ def build_session(
     noise_rng = np.random.default_rng(rng.getrandbits(32))
     user_audio = user.render(length) + noise * noise_rng.standard_normal(length).astype(np.float32)
     return Session(user_audio, assistant.render(length), events, length / sr, sr)
+
+
+def draw_user_turn(rng: random.Random, config: DuplexConfig) -> tuple[Exchange, list[tuple[str, str]]]:
+    """The exchange the assistant answers, and the turn's pieces as (transcript, text read aloud).
+
+    With ``multi_piece_prob`` the turn holds one or two mid-turn pauses, each inside a sentence with
+    ``mid_sentence_prob`` (at a word boundary, every piece two words at least) or else after one more
+    sentence said first (a statement: see the module doc).
+    """
+    exchange = draw_exchange(rng)
+    if rng.random() >= config.multi_piece_prob:
+        return exchange, [(exchange.user, punctuate(exchange.user, exchange.question))]
+    inside = [rng.random() < config.mid_sentence_prob for _ in range(rng.randint(1, 2))]
+    sentences = [_draw_statement(rng).user for _ in range(inside.count(False))] + [exchange.user]
+    cuts: set[tuple[int, int]] = set()  # (sentence, words before the cut)
+    for _ in range(inside.count(True)):
+        free = [
+            (i, k)
+            for i, sentence in enumerate(sentences)
+            for k in range(2, len(sentence.split()) - 1)
+            if not {(i, k - 1), (i, k), (i, k + 1)} & cuts
+        ]
+        if free:  # a short sentence may leave no word boundary with two words on either side
+            cuts.add(rng.choice(free))
+    pieces = []
+    for i, sentence in enumerate(sentences):
+        words = sentence.split()
+        bounds = [0, *sorted(k for j, k in cuts if j == i), len(words)]
+        pieces += [" ".join(words[a:b]) for a, b in pairwise(bounds)]
+    last = len(pieces) - 1
+    return exchange, [
+        (text, punctuate(text, exchange.question, final=n == last)) for n, text in enumerate(pieces)
+    ]
+
+
+def _draw_statement(rng: random.Random) -> Exchange:
+    for _ in range(100):
+        exchange = draw_exchange(rng)
+        if not exchange.question:
+            return exchange
+    raise RuntimeError("the corpus grammar drew no statement in 100 tries")
 
 
 def _place_user_turn(

@@ -33,8 +33,9 @@ right after a barge-in without placing the turn).
 Where this differs from FDB's real recordings:
 
 - the voices are espeak-ng, the background a faint Gaussian noise, and every turn is a short command;
-- FDB's pause and turn-taking samples are human speech (Candor) with natural hesitations; ours pause only
-  between pieces read with continuation intonation (a trailing comma), so a pause is easier to tell;
+- FDB's pause and turn-taking samples are human speech (Candor) with natural hesitations; ours pause inside a
+  sentence or after a statement, the words before the pause read with continuation intonation (a trailing
+  comma), and never hesitate ("um");
 - FDB's backchannel task (ICC) plays a long user monologue and scores the model's *own* back-channels against
   the human listener's timing. MinMo never back-channels, so here the user back-channels (as the assistant
   speaks, which the input does not hold) and the figure is TOR, the rate at which the model takes a

@@ -21,6 +21,7 @@ from minmo_lightning.datamodules.timeline import (
     STOP_SPEAKING,
     DuplexConfig,
     build_session,
+    draw_user_turn,
     frame_labels,
 )
 
@@ -229,6 +230,31 @@ def test_sessions_follow_the_minmo_rules():
     assert kinds == {"user_speech", "pause", "turn_end", "assistant_speech", "barge_in", "backchannel"}
     assert len(delays) >= 5 and all(d >= 0.1 - 1e-3 for d in delays)
     assert 0.3 < float(np.mean(delays)) < 1.0  # T ~ N(0.6, 0.4^2), clipped below at 0.1 s
+
+
+def test_user_turns_pause_inside_a_sentence_or_after_a_statement(monkeypatch) -> None:
+    """A finished question followed by silence is a turn end to any listener: no pause comes after one."""
+    from minmo_lightning.datamodules import timeline
+
+    drawn: list = []
+    draw_statement = timeline._draw_statement
+    monkeypatch.setattr(
+        timeline, "_draw_statement", lambda rng: drawn.append(draw_statement(rng)) or drawn[-1]
+    )
+    inside = between = 0
+    for seed in range(300):
+        drawn.clear()
+        exchange, pieces = draw_user_turn(random.Random(seed), DuplexConfig())
+        texts, spoken = [t for t, _ in pieces], [s for _, s in pieces]
+        assert spoken[-1] == texts[-1] + ("?" if exchange.question else ".")
+        assert all(s == t + "," for t, s in zip(texts[:-1], spoken[:-1], strict=True))
+        assert all(len(t.split()) >= 2 for t in texts)
+        sentences = [statement.user for statement in drawn] + [exchange.user]
+        assert " ".join(texts) == " ".join(sentences) and not any(statement.question for statement in drawn)
+        ends = set(np.cumsum([len(sentence.split()) for sentence in sentences]).tolist())
+        for said in np.cumsum([len(text.split()) for text in texts[:-1]]).tolist():
+            between, inside = between + (said in ends), inside + (said not in ends)
+    assert inside > 50 and between > 50
 
 
 def test_a_piece_past_the_session_end_is_cut_away() -> None:
