@@ -41,12 +41,17 @@ EVENT_LABELS: dict[str, int] = {"turn_end": RESPOND, "barge_in": STOP_SPEAKING}
 EVENT_TYPES = ("user_speech", "pause", "turn_end", "assistant_speech", "barge_in", "backchannel")
 
 
-def frame_labels(events: list[dict], duration: float, frame_rate: float, label_span: float) -> np.ndarray:
+def frame_labels(
+    events: list[dict], duration: float, frame_rate: float, label_span: float, stop_delay: float = 0.0
+) -> np.ndarray:
     """Per-frame classes (int64) of a session of ``duration`` s.
 
-    Frame ``k`` covers ``[k / frame_rate, (k + 1) / frame_rate)``. A ``turn_end`` / ``barge_in`` event at
-    time t labels the frame containing t and the following frames up to ``label_span`` s in total
-    (at least one frame); everything else is ``keep_listening``.
+    Frame ``k`` covers ``[k / frame_rate, (k + 1) / frame_rate)``. A ``turn_end`` event at time t (a
+    ``barge_in`` at t - ``stop_delay``) labels the frame containing t and the following frames up to
+    ``label_span`` s in total (at least one frame); everything else is ``keep_listening``.
+
+    ``stop_delay`` asks for the stop once that much of the user's speech is heard: its first syllable
+    alone cannot tell an interruption from a back-channel ("uh-huh"), which must not stop the assistant.
     """
     count = math.ceil(duration * frame_rate - 1e-9)
     labels = np.zeros(count, dtype=np.int64)
@@ -54,7 +59,8 @@ def frame_labels(events: list[dict], duration: float, frame_rate: float, label_s
     for event in events:
         label = EVENT_LABELS.get(event["type"])
         if label is not None:
-            first = min(int(event["start"] * frame_rate + 1e-9), count - 1)
+            at = event["start"] + (stop_delay if label == STOP_SPEAKING else 0.0)
+            first = min(int(at * frame_rate + 1e-9), count - 1)
             labels[first : first + span] = label
     return labels
 

@@ -26,7 +26,7 @@ from minmo_lightning.datamodules import (
 )
 from minmo_lightning.datamodules.sampler import DurationBatchSampler
 from minmo_lightning.datamodules.synth import wav_bytes
-from minmo_lightning.datamodules.timeline import RESPOND, STOP_SPEAKING
+from minmo_lightning.datamodules.timeline import KEEP_LISTENING, RESPOND, STOP_SPEAKING
 from torch.utils.data import DistributedSampler
 
 TEXTS = ["turn on the lights", "what time is it", "call anna now", "play some jazz"]
@@ -309,6 +309,16 @@ def test_duplex_labels_stored_or_recomputed(tmp_path):
     no_labels.save_to_disk(str(tmp_path / "nolabels"))
     with pytest.raises(ValueError, match="set frame_rate"):
         DuplexDataModule(str(tmp_path / "nolabels"), val_split=None, test_split=None).setup("fit")
+    delayed = DuplexDataModule(
+        path, frame_rate=12.5, stop_delay=0.16, val_split=None, test_split=None, max_seconds_per_batch=30
+    )
+    delayed.setup("fit")
+    batch = next(iter(delayed.train_dataloader()))
+    labels = batch["frame_labels"][batch["frame_lengths"].argmax()]
+    assert labels[18:21].tolist() == [RESPOND] * 3 and labels[34:37].tolist() == [STOP_SPEAKING] * 3
+    assert labels[32:34].tolist() == [KEEP_LISTENING] * 2
+    with pytest.raises(ValueError, match="stop_delay needs frame_rate"):
+        DuplexDataModule(path, stop_delay=0.16)
 
 
 # ---- bucketing and shards ------------------------------------------------------------------------

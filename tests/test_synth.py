@@ -181,6 +181,10 @@ def test_frame_labels_on_a_hand_built_timeline():
     assert (labels[48:52] == KEEP_LISTENING).all()  # the back-channel
     assert len(frame_labels(events, 7.0, 12.5, 0.24)) == 88  # ceil(7.0 * 12.5)
     assert frame_labels(events, 7.0, 1.0, 0.1).tolist().count(RESPOND) == 1  # at least one frame
+    delayed = frame_labels(events, duration=7.0, frame_rate=10.0, label_span=0.3, stop_delay=0.3)
+    moved = expected.copy()
+    moved[55:58], moved[58:61] = KEEP_LISTENING, STOP_SPEAKING  # the stop 0.3 s into the barge-in
+    np.testing.assert_array_equal(delayed, moved)  # the respond frames stay where they were
 
 
 def _fake_speaker(text: str) -> np.ndarray:
