@@ -94,12 +94,14 @@ class EventScore:
 
 @dataclass
 class DuplexRecord:
-    """One dialogue: frame labels (reference, predicted) and reference back-channels in frames."""
+    """One dialogue: frame labels (reference, predicted), reference back-channels and mid-turn pauses in
+    frames (first, last)."""
 
     id: str
     reference: np.ndarray
     predicted: np.ndarray
     backchannels: list[tuple[int, int]] = field(default_factory=list)
+    pauses: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reference, self.predicted = np.asarray(self.reference), np.asarray(self.predicted)
@@ -142,7 +144,20 @@ def score_duplex(
         }
     out["response_latency_ms"] = out["assistant_turn_taking"]["mean_offset_ms"]
     out["backchannel"] = backchannel_accuracy(records, ks[primary])
+    out["pause"] = pause_takeover(records)
     return out
+
+
+def pause_takeover(records: Sequence[DuplexRecord]) -> dict:
+    """The share of mid-turn pauses in which the model decides ``respond`` (a frame-level pause TOR; the
+    user has not finished, so every one is wrong)."""
+    taken = total = 0
+    for rec in records:
+        responds = onsets(rec.predicted, RESPOND)
+        for start, end in rec.pauses:
+            total += 1
+            taken += bool(np.any((responds >= start) & (responds <= end)))
+    return {"rate": taken / total if total else None, "taken": taken, "n": total}
 
 
 def backchannel_accuracy(records: Sequence[DuplexRecord], k: float) -> dict:

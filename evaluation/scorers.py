@@ -135,6 +135,7 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
             r["reference_labels"],
             r["predicted_labels"],
             [tuple(b) for b in r.get("backchannels", [])],
+            [tuple(p) for p in r.get("pauses", [])],
         )
         for r in records
     ]
@@ -160,9 +161,11 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         + ["ref events", "pred events", f"mean offset (ms) @{max(settings['tolerances'])}"],
         rows,
     )
-    bc = metrics["backchannel"]
+    bc, pause = metrics["backchannel"], metrics["pause"]
     text = (
         table + f"\n\nBack-channel accuracy: {bc['correct']}/{bc['n']} = {_pct(bc['accuracy'])}. "
+        f"Mid-turn pauses taken over (a respond decision inside the pause): {pause['taken']}/{pause['n']} = "
+        f"{_pct(pause['rate'])}. "
         f"Average response latency (assistant turn-taking, signed, matched events): "
         f"{_ms(metrics['response_latency_ms'])}. Matching: one-to-one, greedy in time, window "
         f"{settings['window']}, frame {settings['frame_ms']} ms."
@@ -191,6 +194,7 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
     } | {f"user_f1@{t}": metrics["user_turn_taking"]["at_k"][str(t)]["f1"] for t in settings["tolerances"]}
     flat |= {
         "backchannel_accuracy": bc["accuracy"],
+        "pause_takeover_rate": pause["rate"],
         "response_latency_ms": metrics["response_latency_ms"],
         "median_response_offset_ms": metrics["assistant_turn_taking"]["median_offset_ms"],
         "user_median_offset_ms": metrics["user_turn_taking"]["median_offset_ms"],
@@ -226,7 +230,9 @@ def respond_threshold_sweep(dialogues: list[DuplexRecord], records: list[dict], 
             respond = np.asarray(record["respond_probability"])[: len(predicted)] >= threshold
             labels = np.where(predicted == 2, 2, np.where(respond, 1, 0))
             moved.append(
-                DuplexRecord(dialogue.id, dialogue.reference, labels.tolist(), dialogue.backchannels)
+                DuplexRecord(
+                    dialogue.id, dialogue.reference, labels.tolist(), dialogue.backchannels, dialogue.pauses
+                )
             )
         scored = score_duplex(
             moved,
@@ -244,6 +250,7 @@ def respond_threshold_sweep(dialogues: list[DuplexRecord], records: list[dict], 
                 "recall": assistant["at_k"][primary]["recall"],
                 "predicted_events": assistant["n_predicted_events"],
                 "median_offset_ms": assistant["median_offset_ms"],
+                "pause_takeover": scored["pause"]["rate"],
             }
         )
     return rows
@@ -259,6 +266,7 @@ def _sweep_section(sweep: list[dict], settings: dict, out_dir: Path) -> str:
             "recall",
             "predicted turns",
             "median offset (ms)",
+            "pauses taken over",
         ],
         [
             [
@@ -268,6 +276,7 @@ def _sweep_section(sweep: list[dict], settings: dict, out_dir: Path) -> str:
                 r["recall"],
                 r["predicted_events"],
                 _ms(r["median_offset_ms"]),
+                _pct(r["pause_takeover"]),
             ]
             for r in sweep
         ],

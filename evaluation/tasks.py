@@ -200,13 +200,20 @@ def _s2s_references(batch: dict, i: int, labels: BatchLabels) -> dict:
 def _duplex_references(batch: dict, i: int, labels: BatchLabels) -> dict:
     n = int(batch["frame_lengths"][i])
     events = batch["events"][i] if batch.get("events") is not None else []
-    # events carry seconds; a back-channel covers the frames from its start to its end
-    bcs = [
-        [int(e["start"] * 1000 / labels.frame_ms), int(e["end"] * 1000 / labels.frame_ms)]
-        for e in events
-        if e.get("type") == "backchannel"
-    ]
-    return {"reference_labels": batch["frame_labels"][i][:n].tolist(), "backchannels": bcs}
+
+    # events carry seconds; a back-channel (a mid-turn pause) covers the frames from its start to its end
+    def spans(kind: str) -> list[list[int]]:
+        return [
+            [int(e["start"] * 1000 / labels.frame_ms), int(e["end"] * 1000 / labels.frame_ms)]
+            for e in events
+            if e.get("type") == kind
+        ]
+
+    return {
+        "reference_labels": batch["frame_labels"][i][:n].tolist(),
+        "backchannels": spans("backchannel"),
+        "pauses": spans("pause"),
+    }
 
 
 #: the speaker attributes a batch may carry (each a list of label strings)
