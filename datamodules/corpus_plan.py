@@ -71,6 +71,8 @@ class CorpusSize:
     dialogue_eval: int = 60
     voice_control_train: int = 600
     voice_control_eval: int = 60
+    turn_pieces_train: int = 3000
+    turn_pieces_eval: int = 100
     tts_more_train: int = 6000
     """TTS training sentences beyond ``tts_train``, from the task's own generator: no other task changes."""
     tts_voice_lm_train: int = 24000
@@ -78,7 +80,7 @@ class CorpusSize:
     them beside ``train`` (text -> speech tokens needs many sentences; the blocks that read ``train`` do not)."""
 
 
-FAMILIES = ("s2tt", "lid", "speaker", "aed", "sqa", "dialogue", "voice_control")
+FAMILIES = ("s2tt", "lid", "speaker", "aed", "sqa", "dialogue", "voice_control", "turn_pieces")
 """The task families added after the first five (asr, emotion, tts, s2s, duplex)."""
 
 

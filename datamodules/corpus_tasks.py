@@ -47,6 +47,7 @@ from minmo_lightning.datamodules.corpus_s2tt import plan_s2tt
 from minmo_lightning.datamodules.corpus_speaker import AGES, CELLS, GENDERS, SPEAKERS_PER_CELL, plan_speaker
 from minmo_lightning.datamodules.corpus_sqa import ANSWER_TYPES, SPAN_PROBABILITY, plan_sqa
 from minmo_lightning.datamodules.corpus_text import Exchange, punctuate, unique_exchanges
+from minmo_lightning.datamodules.corpus_turns import plan_turn_pieces
 from minmo_lightning.datamodules.corpus_voice_control import (
     CONTROLS,
     PROSODY,
@@ -607,6 +608,23 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             held_out_sentences=None,
             shard_size=25,
             card_notes=_voice_control_notes,
+        ),
+        CorpusTask(
+            "turn_pieces",
+            description="The duplex user's turns cut at their mid-turn pauses, one piece per row (16 kHz): a "
+            "piece the speaker goes on from is read with continuation intonation and its transcript ends "
+            "in ','; a turn's last piece ends without a mark, as asr transcripts do.",
+            columns={
+                "id": "string",
+                "audio": "audio",
+                "text": "string",
+                "speaker": "string",
+                "duration": "float64",
+            },
+            plan=plan_turn_pieces,
+            row=utterance_row,
+            held_out_sentences=None,
+            shard_size=100,
         ),
     )
 }

@@ -154,10 +154,10 @@ def build_session(
     barged_in = False
     while t < target or barged_in or not events:  # a barge-in always gets the user turn it opens
         # ---- the user's turn: 1-3 pieces; all but the last end in a comma (continuation intonation)
-        exchange, texts = draw_user_turn(rng, config)
-        pieces = [(text, speak_user(spoken)) for text, spoken in texts]
+        turn = draw_user_turn(rng, config)
+        pieces = [(text, speak_user(spoken)) for text, spoken in turn.pieces]
         pauses = [rng.uniform(*config.pause) for _ in range(len(pieces) - 1)]
-        answer = exchange.answer + ". " + rng.choice(FOLLOW_UPS) + "."
+        answer = turn.exchange.answer + ". " + rng.choice(FOLLOW_UPS) + "."
         reply = speak_assistant(answer)
         gap = rng.uniform(*config.response_gap)
         turn_length = sum(len(w) for _, w in pieces) / sr + sum(pauses)
@@ -197,16 +197,24 @@ def build_session(
     return Session(user_audio, assistant.render(length), events, length / sr, sr)
 
 
-def draw_user_turn(rng: random.Random, config: DuplexConfig) -> tuple[Exchange, list[tuple[str, str]]]:
-    """The exchange the assistant answers, and the turn's pieces as (transcript, text read aloud).
+@dataclass(frozen=True)
+class UserTurn:
+    """A user turn as text: the exchange the assistant answers (the turn's last sentence), the turn's
+    sentences in order, and its pieces between pauses as (transcript, text read aloud)."""
 
-    With ``multi_piece_prob`` the turn holds one or two mid-turn pauses, each inside a sentence with
+    exchange: Exchange
+    sentences: tuple[str, ...]
+    pieces: tuple[tuple[str, str], ...]
+
+
+def draw_user_turn(rng: random.Random, config: DuplexConfig) -> UserTurn:
+    """With ``multi_piece_prob`` the turn holds one or two mid-turn pauses, each inside a sentence with
     ``mid_sentence_prob`` (at a word boundary, every piece two words at least) or else after one more
-    sentence said first (a statement: see the module doc).
-    """
+    sentence said first (a statement: see the module doc)."""
     exchange = draw_exchange(rng)
     if rng.random() >= config.multi_piece_prob:
-        return exchange, [(exchange.user, punctuate(exchange.user, exchange.question))]
+        spoken = punctuate(exchange.user, exchange.question)
+        return UserTurn(exchange, (exchange.user,), ((exchange.user, spoken),))
     inside = [rng.random() < config.mid_sentence_prob for _ in range(rng.randint(1, 2))]
     sentences = [_draw_statement(rng).user for _ in range(inside.count(False))] + [exchange.user]
     cuts: set[tuple[int, int]] = set()  # (sentence, words before the cut)
@@ -225,9 +233,8 @@ def draw_user_turn(rng: random.Random, config: DuplexConfig) -> tuple[Exchange, 
         bounds = [0, *sorted(k for j, k in cuts if j == i), len(words)]
         pieces += [" ".join(words[a:b]) for a, b in pairwise(bounds)]
     last = len(pieces) - 1
-    return exchange, [
-        (text, punctuate(text, exchange.question, final=n == last)) for n, text in enumerate(pieces)
-    ]
+    spoken = [punctuate(text, exchange.question, final=n == last) for n, text in enumerate(pieces)]
+    return UserTurn(exchange, tuple(sentences), tuple(zip(pieces, spoken, strict=True)))
 
 
 def _draw_statement(rng: random.Random) -> Exchange:

@@ -351,3 +351,22 @@ def test_styled_speech_moves_the_way_the_instruction_asks(corpus):
             assert pitch > 1.08 and ratio == pytest.approx(1, abs=0.1)
         elif target == "low":
             assert pitch < 0.92 and ratio == pytest.approx(1, abs=0.1)
+
+
+# ---- turn pieces ---------------------------------------------------------------------------------------
+def test_turn_pieces_mark_where_the_speaker_goes_on():
+    """A piece read with continuation intonation (",") is transcribed with ","; a turn's last piece is read
+    with its final mark and transcribed without one."""
+    plan = _plan("turn_pieces", 300, 40)
+    rows, jobs = plan.meta["turn_pieces"], plan.jobs["turn_pieces"]
+    assert {split: len(r) for split, r in rows.items()} == {"validation": 40, "test": 40, "train": 300}
+    continued = 0
+    for split in rows:
+        for row, job in zip(rows[split], jobs[split], strict=True):
+            if row["text"].endswith(","):
+                assert job.text == row["text"]
+                continued += 1
+            else:
+                assert job.text in (row["text"] + ".", row["text"] + "?")
+            assert len(row["text"].rstrip(",").split()) >= 2
+    assert 0.3 < continued / 380 < 0.7
