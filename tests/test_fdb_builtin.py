@@ -33,19 +33,8 @@ def corpus(tmp_path_factory) -> Path:
     """One test session of 22-30 s: long enough for a barge-in (it needs 20 s of session after it), and with
     seed 73 it also holds a pause and back-channels."""
     out = tmp_path_factory.mktemp("corpus")
-    args = [
-        "synth-data",
-        "--out",
-        str(out),
-        "--size",
-        "tiny",
-        "--tasks",
-        "duplex",
-        "--workers",
-        "1",
-        "--seed",
-        "73",
-    ]
+    args = ["synth-data", "--out", str(out), "--size", "tiny", "--tasks", "duplex"]
+    args += ["--workers", "1", "--seed", "73"]
     assert main(args + ["--duplex-min-seconds", "22", "--duplex-max-seconds", "30"]) == 0
     return out / "duplex"
 
