@@ -255,9 +255,11 @@ def _duplex_notes(settings: dict) -> str:
 Frame labels at {settings["frame_rate"]} Hz, classes {list(LABELS)}: `respond` on the {settings["label_span"]} s
 after each user turn end, `stop_speaking` on the same span after a barge-in (the user starts
 T ~ N(0.6, 0.4^2) s into assistant speech; the assistant stops 0.1-0.3 s later). Mid-turn pauses
-(pieces before them end in a comma: continuation intonation) and back-channels are `keep_listening`.
-`events` (type, start, end, text) are the source of truth; DuplexDataModule recomputes the labels at
-another frame rate."""
+and back-channels are `keep_listening`. A pause falls inside a sentence or after a statement (never after a
+question, whose final rise espeak reads like a comma's), and the words before it are read with
+continuation intonation (a trailing comma); a `pause` event's text names its kind (`mid_sentence`,
+`between_sentences`). `events` (type, start, end, text) are the source of truth; DuplexDataModule
+recomputes the labels at another frame rate (and can put the stop later into the barge-in: `stop_delay`)."""
 
 
 def _language_notes(settings: dict) -> str:

@@ -18,11 +18,11 @@ so the stored labels can be recomputed for a predictor with another frame rate.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 from minmo_lightning.datamodules.corpus_text import (
@@ -39,6 +39,9 @@ KEEP_LISTENING, RESPOND, STOP_SPEAKING = 0, 1, 2
 EVENT_LABELS: dict[str, int] = {"turn_end": RESPOND, "barge_in": STOP_SPEAKING}
 """Event types that put a decision on the frames; all other events are context (``keep_listening``)."""
 EVENT_TYPES = ("user_speech", "pause", "turn_end", "assistant_speech", "barge_in", "backchannel")
+PAUSE_KINDS = ("mid_sentence", "between_sentences")
+"""A ``pause`` event's ``text``: inside a sentence (the words are unfinished), or after a statement (only
+the continuation intonation says more is coming)."""
 
 
 def frame_labels(
@@ -156,11 +159,11 @@ def build_session(
         # ---- the user's turn: 1-3 pieces; all but the last end in a comma (continuation intonation)
         turn = draw_user_turn(rng, config)
         pieces = [(text, speak_user(spoken)) for text, spoken in turn.pieces]
-        pauses = [rng.uniform(*config.pause) for _ in range(len(pieces) - 1)]
+        pauses = [(rng.uniform(*config.pause), kind) for kind in turn.pause_kinds]
         answer = turn.exchange.answer + ". " + rng.choice(FOLLOW_UPS) + "."
         reply = speak_assistant(answer)
         gap = rng.uniform(*config.response_gap)
-        turn_length = sum(len(w) for _, w in pieces) / sr + sum(pauses)
+        turn_length = sum(len(w) for _, w in pieces) / sr + sum(seconds for seconds, _ in pauses)
         if events and t + turn_length + gap + len(reply) / sr > limit:
             if barged_in:  # the barge-in already started: keep the user's turn, end the session after it
                 end_time = max(end_time, _place_user_turn(user, events, t, pieces, pauses))
@@ -206,6 +209,14 @@ class UserTurn:
     sentences: tuple[str, ...]
     pieces: tuple[tuple[str, str], ...]
 
+    @property
+    def pause_kinds(self) -> list[str]:
+        """Per pause (after each piece but the last), one of ``PAUSE_KINDS``: whether the words so far end
+        a sentence."""
+        ends = set(itertools.accumulate(len(sentence.split()) for sentence in self.sentences))
+        said = itertools.accumulate(len(text.split()) for text, _ in self.pieces[:-1])
+        return [PAUSE_KINDS[n in ends] for n in said]
+
 
 def draw_user_turn(rng: random.Random, config: DuplexConfig) -> UserTurn:
     """With ``multi_piece_prob`` the turn holds one or two mid-turn pauses, each inside a sentence with
@@ -231,7 +242,7 @@ def draw_user_turn(rng: random.Random, config: DuplexConfig) -> UserTurn:
     for i, sentence in enumerate(sentences):
         words = sentence.split()
         bounds = [0, *sorted(k for j, k in cuts if j == i), len(words)]
-        pieces += [" ".join(words[a:b]) for a, b in pairwise(bounds)]
+        pieces += [" ".join(words[a:b]) for a, b in itertools.pairwise(bounds)]
     last = len(pieces) - 1
     spoken = [punctuate(text, exchange.question, final=n == last) for n, text in enumerate(pieces)]
     return UserTurn(exchange, tuple(sentences), tuple(zip(pieces, spoken, strict=True)))
@@ -246,15 +257,20 @@ def _draw_statement(rng: random.Random) -> Exchange:
 
 
 def _place_user_turn(
-    track: _Track, events: list[dict], start: float, pieces: list[tuple[str, np.ndarray]], pauses: list[float]
+    track: _Track,
+    events: list[dict],
+    start: float,
+    pieces: list[tuple[str, np.ndarray]],
+    pauses: list[tuple[float, str]],
 ) -> float:
     t = start
     for i, (text, wave) in enumerate(pieces):
         end = track.add(t, wave)
         events.append(_event("user_speech", t, end, text))
         if i < len(pauses):
-            events.append(_event("pause", end, end + pauses[i]))
-            end += pauses[i]
+            seconds, kind = pauses[i]
+            events.append(_event("pause", end, end + seconds, kind))
+            end += seconds
         t = end
     events.append(_event("turn_end", t, t))
     return t

@@ -102,6 +102,8 @@ class DuplexRecord:
     predicted: np.ndarray
     backchannels: list[tuple[int, int]] = field(default_factory=list)
     pauses: list[tuple[int, int]] = field(default_factory=list)
+    pause_kinds: list[str] = field(default_factory=list)
+    """Per pause, its kind (``timeline.PAUSE_KINDS``) where the data says; empty where it does not."""
 
     def __post_init__(self) -> None:
         self.reference, self.predicted = np.asarray(self.reference), np.asarray(self.predicted)
@@ -150,14 +152,20 @@ def score_duplex(
 
 def pause_takeover(records: Sequence[DuplexRecord]) -> dict:
     """The share of mid-turn pauses in which the model decides ``respond`` (a frame-level pause TOR; the
-    user has not finished, so every one is wrong)."""
-    taken = total = 0
+    user has not finished, so every one is wrong), overall and per pause kind where the records name it."""
+    counts: dict[str, list[int]] = {}
     for rec in records:
         responds = onsets(rec.predicted, RESPOND)
-        for start, end in rec.pauses:
-            total += 1
-            taken += bool(np.any((responds >= start) & (responds <= end)))
-    return {"rate": taken / total if total else None, "taken": taken, "n": total}
+        kinds = rec.pause_kinds or [""] * len(rec.pauses)
+        for (start, end), kind in zip(rec.pauses, kinds, strict=True):
+            taken = int(np.any((responds >= start) & (responds <= end)))
+            for key in ("", kind) if kind else ("",):
+                counts.setdefault(key, [0, 0])
+                counts[key][0] += taken
+                counts[key][1] += 1
+    taken, total = counts.pop("", [0, 0])
+    by_kind = {kind: {"rate": t / n, "taken": t, "n": n} for kind, (t, n) in sorted(counts.items())}
+    return {"rate": taken / total if total else None, "taken": taken, "n": total, "by_kind": by_kind}
 
 
 def backchannel_accuracy(records: Sequence[DuplexRecord], k: float) -> dict:

@@ -136,6 +136,7 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
             r["predicted_labels"],
             [tuple(b) for b in r.get("backchannels", [])],
             [tuple(p) for p in r.get("pauses", [])],
+            list(r.get("pause_kinds", [])),
         )
         for r in records
     ]
@@ -165,7 +166,12 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
     text = (
         table + f"\n\nBack-channel accuracy: {bc['correct']}/{bc['n']} = {_pct(bc['accuracy'])}. "
         f"Mid-turn pauses taken over (a respond decision inside the pause): {pause['taken']}/{pause['n']} = "
-        f"{_pct(pause['rate'])}. "
+        f"{_pct(pause['rate'])}"
+        + "".join(
+            f"; {kind.replace('_', ' ')} {k['taken']}/{k['n']} = {_pct(k['rate'])}"
+            for kind, k in pause["by_kind"].items()
+        )
+        + ". "
         f"Average response latency (assistant turn-taking, signed, matched events): "
         f"{_ms(metrics['response_latency_ms'])}. Matching: one-to-one, greedy in time, window "
         f"{settings['window']}, frame {settings['frame_ms']} ms."
@@ -195,6 +201,7 @@ def duplex_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
     flat |= {
         "backchannel_accuracy": bc["accuracy"],
         "pause_takeover_rate": pause["rate"],
+        **{f"pause_takeover_rate_{kind}": k["rate"] for kind, k in pause["by_kind"].items()},
         "response_latency_ms": metrics["response_latency_ms"],
         "median_response_offset_ms": metrics["assistant_turn_taking"]["median_offset_ms"],
         "user_median_offset_ms": metrics["user_turn_taking"]["median_offset_ms"],
@@ -231,7 +238,12 @@ def respond_threshold_sweep(dialogues: list[DuplexRecord], records: list[dict], 
             labels = np.where(predicted == 2, 2, np.where(respond, 1, 0))
             moved.append(
                 DuplexRecord(
-                    dialogue.id, dialogue.reference, labels.tolist(), dialogue.backchannels, dialogue.pauses
+                    dialogue.id,
+                    dialogue.reference,
+                    labels.tolist(),
+                    dialogue.backchannels,
+                    dialogue.pauses,
+                    dialogue.pause_kinds,
                 )
             )
         scored = score_duplex(

@@ -213,6 +213,7 @@ def _duplex_references(batch: dict, i: int, labels: BatchLabels) -> dict:
         "reference_labels": batch["frame_labels"][i][:n].tolist(),
         "backchannels": spans("backchannel"),
         "pauses": spans("pause"),
+        "pause_kinds": [e.get("text") or "" for e in events if e.get("type") == "pause"],
     }
 
 

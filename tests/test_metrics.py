@@ -228,15 +228,21 @@ def test_score_duplex_hand_computed():
     assert u["mean_offset_frames"] == -1.0 and u["mean_abs_offset_frames"] == 1.0
     # the back-channel at frames 7-8 sees a predicted stop at 8: handled wrongly
     assert out["backchannel"] == {"accuracy": 0.0, "correct": 0, "n": 1}
-    assert out["pause"] == {"rate": None, "taken": 0, "n": 0}
+    assert out["pause"] == {"rate": None, "taken": 0, "n": 0, "by_kind": {}}
 
 
 def test_pause_takeover_counts_pauses_with_a_respond_onset_inside():
     #       frame: 0  1  2  3  4  5  6  7  8  9
     pred = [0, 0, 1, 1, 0, 0, 0, 0, 1, 0]
-    rec = DuplexRecord("d", [0] * 10, pred, pauses=[(1, 2), (3, 4), (6, 8)])
+    kinds = ["mid_sentence", "mid_sentence", "between_sentences"]
+    rec = DuplexRecord("d", [0] * 10, pred, pauses=[(1, 2), (3, 4), (6, 8)], pause_kinds=kinds)
     # (1, 2) holds the onset at 2; (3, 4) only the respond run that started before it; (6, 8) the onset at 8
-    assert score_duplex([rec], tolerances=(1,))["pause"] == {"rate": pytest.approx(2 / 3), "taken": 2, "n": 3}
+    pause = score_duplex([rec], tolerances=(1,))["pause"]
+    assert (pause["rate"], pause["taken"], pause["n"]) == (pytest.approx(2 / 3), 2, 3)
+    assert pause["by_kind"] == {
+        "between_sentences": {"rate": 1.0, "taken": 1, "n": 1},
+        "mid_sentence": {"rate": 0.5, "taken": 1, "n": 2},
+    }
 
 
 def test_score_duplex_in_ms_and_bad_lengths():

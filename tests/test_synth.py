@@ -18,6 +18,7 @@ from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, plan_corpus
 from minmo_lightning.datamodules.corpus_text import QUESTION_WORDS
 from minmo_lightning.datamodules.timeline import (
     KEEP_LISTENING,
+    PAUSE_KINDS,
     RESPOND,
     STOP_SPEAKING,
     DuplexConfig,
@@ -207,6 +208,7 @@ def test_sessions_follow_the_minmo_rules():
             follow = [r for r in replies if 0 <= r["start"] - end["start"] <= config.response_gap[1] + 1e-3]
             assert follow or end["start"] > session.duration - 12, end
         for pause in (e for e in events if e["type"] == "pause"):
+            assert pause["text"] in PAUSE_KINDS
             assert not any(
                 e["type"] == "turn_end" and pause["start"] <= e["start"] < pause["end"] for e in events
             )
@@ -249,8 +251,10 @@ def test_user_turns_pause_inside_a_sentence_or_after_a_statement() -> None:
         assert " ".join(texts) == " ".join(turn.sentences) and turn.sentences[-1] == turn.exchange.user
         assert not any(s.split()[0] in QUESTION_WORDS for s in turn.sentences[:-1])
         ends = set(np.cumsum([len(sentence.split()) for sentence in turn.sentences]).tolist())
-        for said in np.cumsum([len(text.split()) for text in texts[:-1]]).tolist():
-            between, inside = between + (said in ends), inside + (said not in ends)
+        said = np.cumsum([len(text.split()) for text in texts[:-1]]).tolist()
+        assert turn.pause_kinds == [PAUSE_KINDS[n in ends] for n in said]
+        inside += turn.pause_kinds.count("mid_sentence")
+        between += turn.pause_kinds.count("between_sentences")
     assert inside > 50 and between > 50
 
 
