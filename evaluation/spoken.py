@@ -67,6 +67,15 @@ def spoken_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         f"{metric}_over_ceiling": scored.summary[metric] / ceiling if ceiling else None,
         "duration_ratio": spoken / reference if reference else None,
     }
+    answered = [r for r in scored.records if "ceiling_reference" in r]
+    if answered:  # s2s: the model's own text answer against the corpus answer (how garbled the text side is)
+        scheme = get_scheme(settings.get("normalizer", "whisper_english"), settings.get("unit"))
+        extra[f"answer_text_{metric}"] = score_asr(
+            [r["ceiling_reference"] for r in answered],
+            [r["reference"] for r in answered],
+            ids=[r["id"] for r in answered],
+            scheme=scheme,
+        ).rate
     scored.summary.update(extra)
     scored.metrics.update(extra, judge=str(judge.path) if judge.path else None)
     _keep_first_wavs(scored.records, out_dir, int(settings.get("keep_wavs", 20)))
@@ -86,6 +95,12 @@ def spoken_report(records: list[dict], settings: dict, out_dir: Path) -> Scored:
         "Spoken output transcribed by the judge and scored against the text it should say; the ceiling is the "
         "reference speech tokens through the same token2wav and judge. Examples: the WAVs under audio/."
     )
+    if answered:
+        note += (
+            f" The model's text answers against the corpus answers: {metric.upper()} "
+            f"{extra[f'answer_text_{metric}']:.4f} (its speech is scored against its own text, words the "
+            "voice decoder never heard included)."
+        )
     scored.sections.insert(0, ("Spoken output", table + "\n\n" + note))
     return scored
 

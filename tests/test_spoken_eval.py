@@ -75,9 +75,32 @@ def test_errors_against_the_ceiling_and_wavs_beyond_keep_are_removed(
         "a.ceiling_audio.wav",
         "a.output_audio.wav",
     ]
+    assert "answer_text_wer" not in scored.summary  # tts: the text to speak is the reference itself
     judged_by_text.clear()  # transcripts are kept in the records: rescoring needs neither audio nor judge
     again = spoken.spoken_report(scored.records, {"keep_wavs": 1}, tmp_path)
     assert again.summary["wer"] == scored.summary["wer"]
+
+
+def test_s2s_reports_how_far_the_text_answers_are_from_the_corpus_answers(
+    tmp_path: Path, judged_by_text: dict
+) -> None:
+    answers = {"a": "the cat sat down", "b": "open the window"}  # b's text answer has one word wrong
+    records = []
+    for uid, text in TEXTS.items():
+        if uid not in answers:
+            continue
+        records.append(
+            {
+                "id": uid,
+                "reference": text,
+                "ceiling_reference": answers[uid],
+                "output_audio_path": _clip(tmp_path / "audio" / f"{uid}.output_audio.wav", 1.0),
+            }
+        )
+        judged_by_text[f"{uid}.output_audio.wav"] = text
+    scored = spoken.spoken_report(records, {}, tmp_path)
+    assert scored.summary["wer"] == 0.0 and scored.summary["answer_text_wer"] == pytest.approx(1 / 7)
+    assert "The model's text answers against the corpus answers: WER 0.1429" in scored.sections[0][1]
 
 
 def test_records_without_spoken_output_are_refused(tmp_path: Path) -> None:
