@@ -5,6 +5,8 @@ A row's ``history`` is a list of ``{"role": "user" | "assistant", "text", "audio
 ``{"ids", "audio", "text", "answer_text", "history", "history_audio", "supervises"}``, where ``history``
 holds per item its turns as ``{"role", "text", "audio": index into history_audio or None}`` and
 ``history_audio`` is every heard history clip of the batch in one ``AudioBatch`` (``None``: none).
+A source without a history column (a spoken question and its answer, as ``data/builtin/s2s`` with
+``columns: {audio: user_audio, text: user_text}``) trains single-turn chat.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from minmo_lightning.datamodules.base import ColumnMapping, Columns, Waves, pad_
 from minmo_lightning.datamodules.tasks import SpeechToTextDataModule, column_texts
 
 HISTORY_ROLES = ("user", "assistant")
+
+
+def _turns(columns: Columns, mapping: ColumnMapping, row: int) -> list[dict]:
+    """The row's earlier turns; none where the source has no history column."""
+    if mapping.get("history") is None:
+        return []
+    return columns[mapping["history"]][row] or []
 
 
 def _clip(turn: dict) -> Any:
@@ -51,7 +60,7 @@ class DialogueDataModule(SpeechToTextDataModule):
         kept_rows, kept_audio, history_waves = [], [], []
         for row, wave in zip(good, waves["audio"]):
             try:
-                history_waves.append(self._history_waves(columns[mapping["history"]][row] or []))
+                history_waves.append(self._history_waves(_turns(columns, mapping, row)))
             except AudioError as error:
                 row_id = self.ids(columns, mapping, [row])[0]
                 skipped.append(self._skip_record(role, row_id, error.reason, f"history: {error}"))
@@ -76,7 +85,7 @@ class DialogueDataModule(SpeechToTextDataModule):
     ) -> dict[str, Any]:
         clips, histories = [], []
         for row, row_clips in zip(rows, waves["history"]):
-            turns = columns[mapping["history"]][row] or []
+            turns = _turns(columns, mapping, row)
             history = []
             for turn, clip in zip(turns, row_clips):
                 history.append({"role": turn["role"], "text": turn.get("text") or "", "audio": None})

@@ -65,7 +65,7 @@ TASK_FIELDS: dict[str, dict[str, bool]] = {
     "dialogue": {
         "audio": True,
         "answer_text": True,
-        "history": True,
+        "history": False,
         "text": False,
         "id": False,
         "duration": False,

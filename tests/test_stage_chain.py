@@ -27,7 +27,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--size",
         "tiny",
         "--tasks",
-        "asr,emotion,tts,duplex,s2tt,lid,speaker,aed,sqa,dialogue,turn_pieces",
+        "asr,emotion,tts,s2s,duplex,s2tt,lid,speaker,aed,sqa,dialogue,turn_pieces",
         "--workers",
         "1",
     ]

@@ -186,6 +186,15 @@ def test_dialogue_batches_carry_the_history_with_its_speech(tmp_path):
     assert batch["history_audio"].lengths.tolist() == [int(0.4 * RATE)]
 
 
+def test_a_source_without_history_trains_single_turn_chat(tmp_path):
+    path = save(
+        tmp_path, "qa", {"id": ["a", "b"], "question": ["hi", "is it on"], "answer_text": ["hello", "yes"]}
+    )
+    batch = one_batch(DialogueDataModule(path, columns={"text": "question"}, **OPTIONS))
+    assert batch["supervises"] == ("chat",) and batch["history"] == [[], []]
+    assert batch["history_audio"] is None and sorted(batch["answer_text"]) == ["hello", "yes"]
+
+
 def test_multi_turn_prompts_splice_every_turn_and_learn_only_the_last_answer(tmp_path):
     model = tiny_minmo(tasks=["chat"])
     batch = one_batch(DialogueDataModule(dialogue_dataset(tmp_path), **OPTIONS))
