@@ -387,6 +387,15 @@ class CorpusTask:
         return Features({name: types[kind] for name, kind in self.columns.items()})
 
 
+TRANSCRIBED_COLUMNS = {
+    "id": "string",
+    "audio": "audio",
+    "text": "string",
+    "speaker": "string",
+    "duration": "float64",
+}
+"""The columns of a set of transcribed utterances (asr, turn_pieces)."""
+
 CORPUS_TASKS: dict[str, CorpusTask] = {
     spec.name: spec
     for spec in (
@@ -394,13 +403,7 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             "asr",
             description="Synthetic English commands and questions (espeak-ng, 8 voices, random rate/pitch) "
             "with transcripts.",
-            columns={
-                "id": "string",
-                "audio": "audio",
-                "text": "string",
-                "speaker": "string",
-                "duration": "float64",
-            },
+            columns=TRANSCRIBED_COLUMNS,
             plan=_plan_asr,
             row=utterance_row,
             held_out_sentences=_validation_and_test,
@@ -616,13 +619,7 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             description="The duplex user's turns cut at their mid-turn pauses, one piece per row (16 kHz): a "
             "piece the speaker goes on from is read with continuation intonation and its transcript ends "
             "in ','; a turn's last piece ends without a mark, as asr transcripts do.",
-            columns={
-                "id": "string",
-                "audio": "audio",
-                "text": "string",
-                "speaker": "string",
-                "duration": "float64",
-            },
+            columns=TRANSCRIBED_COLUMNS,
             plan=plan_turn_pieces,
             row=utterance_row,
             held_out_sentences=None,
