@@ -153,19 +153,19 @@ def score_duplex(
 def pause_takeover(records: Sequence[DuplexRecord]) -> dict:
     """The share of mid-turn pauses in which the model decides ``respond`` (a frame-level pause TOR; the
     user has not finished, so every one is wrong), overall and per pause kind where the records name it."""
-    counts: dict[str, list[int]] = {}
+    hits: dict[str, list[int]] = {}
     for rec in records:
         responds = onsets(rec.predicted, RESPOND)
         kinds = rec.pause_kinds or [""] * len(rec.pauses)
         for (start, end), kind in zip(rec.pauses, kinds, strict=True):
-            taken = int(np.any((responds >= start) & (responds <= end)))
-            for key in ("", kind) if kind else ("",):
-                counts.setdefault(key, [0, 0])
-                counts[key][0] += taken
-                counts[key][1] += 1
-    taken, total = counts.pop("", [0, 0])
-    by_kind = {kind: {"rate": t / n, "taken": t, "n": n} for kind, (t, n) in sorted(counts.items())}
-    return {"rate": taken / total if total else None, "taken": taken, "n": total, "by_kind": by_kind}
+            hits.setdefault(kind, []).append(int(np.any((responds >= start) & (responds <= end))))
+    every = [hit for kind_hits in hits.values() for hit in kind_hits]
+    by_kind = {kind: _share(kind_hits) for kind, kind_hits in sorted(hits.items()) if kind}
+    return {**_share(every), "by_kind": by_kind}
+
+
+def _share(hits: list[int]) -> dict:
+    return {"rate": sum(hits) / len(hits) if hits else None, "taken": sum(hits), "n": len(hits)}
 
 
 def backchannel_accuracy(records: Sequence[DuplexRecord], k: float) -> dict:
