@@ -49,9 +49,9 @@ def frame_labels(
 ) -> np.ndarray:
     """Per-frame classes (int64) of a session of ``duration`` s.
 
-    Frame ``k`` covers ``[k / frame_rate, (k + 1) / frame_rate)``. A ``turn_end`` event at time t (a
-    ``barge_in`` at t - ``stop_delay``) labels the frame containing t and the following frames up to
-    ``label_span`` s in total (at least one frame); everything else is ``keep_listening``.
+    Frame ``k`` covers ``[k / frame_rate, (k + 1) / frame_rate)``. A ``turn_end`` at time t labels the
+    frame containing t, a ``barge_in`` at t the frame containing t + ``stop_delay``, and each the following
+    frames up to ``label_span`` s in total (at least one frame); everything else is ``keep_listening``.
 
     ``stop_delay`` asks for the stop once that much of the user's speech is heard: its first syllable
     alone cannot tell an interruption from a back-channel ("uh-huh"), which must not stop the assistant.
