@@ -459,6 +459,12 @@ class DuplexPredictor(Block):
     @abstractmethod
     def step(self, chunk: DuplexFrames, state: StreamState) -> DuplexOutput: ...
 
+    def audio_features(self, audio: AudioBatch, frames: int) -> Tensor | None:
+        """[B, frames, F] features the predictor derives from the user audio alone, or None (the default:
+        it reads none). They do not change while it trains, so the composite computes them once per
+        session and hands them back in ``DuplexFrames.audio_features``."""
+        return None
+
     def frame_loss(self, output: DuplexOutput, labels: Tensor) -> Tensor:
         """Cross-entropy against per-frame labels (``IGNORE_INDEX`` on padding), weighted by the
         predictor's ``class_weights`` buffer where it has one (turn-taking frames are rare)."""

@@ -254,11 +254,14 @@ class DuplexFrames:
     ``audio``: the user audio those frames cover, frame k = samples [k * hop, (k + 1) * hop) (for
     predictors that listen to the signal itself, such as the VAD baseline). ``assistant_speaking``:
     [B, T] bool, the assistant channel talks during the frame (a barge-in is speech over it).
+    ``audio_features``: [B, T, F], what ``DuplexPredictor.audio_features`` made of ``audio`` before (a
+    cache); the predictor computes them from ``audio`` when absent.
     """
 
     hidden: SequenceBatch
     audio: AudioBatch | None = None
     assistant_speaking: Tensor | None = None
+    audio_features: Tensor | None = None
 
 
 @dataclass

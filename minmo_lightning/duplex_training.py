@@ -30,8 +30,9 @@ class DuplexTraining:
     def duplex_frames(self, batch: Mapping[str, Any]) -> tuple[DuplexFrames, Tensor]:
         """What the predictor reads for each session of a duplex batch, and the frame labels it matches.
 
-        The LLM states at the user-audio frames of the time-ordered context; cached per session id with
-        ``cache_duplex_states`` (the frozen blocks give the same states every epoch).
+        The LLM states at the user-audio frames of the time-ordered context, and the predictor's
+        ``audio_features``; cached per session id with ``cache_duplex_states`` (the frozen blocks give the
+        same states every epoch).
         """
         listener, audio = self.listener, batch["user_audio"]
         label_width = int(batch["frame_labels"].shape[1])
@@ -43,17 +44,30 @@ class DuplexTraining:
                 f"frame_rate to {1 / listener.frame_seconds:g}"
             )
         ids = [str(i) for i in batch["ids"]]
+        label_counts = batch["frame_lengths"].tolist()
         if not (self.hparams.cache_duplex_states and all(i in self._duplex_states for i in ids)):
             states = self._duplex_states_of(audio, batch["events"])
+            heard = self.duplex_predictor.audio_features(audio, label_width)
+            features = [None if heard is None else heard[row, :n] for row, n in enumerate(label_counts)]
             if self.hparams.cache_duplex_states:
-                self._duplex_states.update({i: s.cpu() for i, s in zip(ids, states)})
+                self._duplex_states.update(
+                    {i: (s.cpu(), None if f is None else f.cpu()) for i, s, f in zip(ids, states, features)}
+                )
         else:
-            states = [self._duplex_states[i].to(self.device) for i in ids]
-        label_counts = batch["frame_lengths"].tolist()
+            states, features = zip(*(self._duplex_states[i] for i in ids))
+            states = [s.to(self.device) for s in states]
         counts = torch.tensor([min(len(s), n) for s, n in zip(states, label_counts)], device=self.device)
         values = torch.nn.utils.rnn.pad_sequence([s[:label_width] for s in states], batch_first=True)
         speaking = assistant_speaking(batch["events"], values.shape[1], listener.frame_seconds)
-        hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device))
+        padded = None
+        if features[0] is not None:
+            padded = torch.nn.utils.rnn.pad_sequence(
+                [f[: values.shape[1]] for f in features], batch_first=True
+            )
+            padded = torch.nn.functional.pad(padded, (0, 0, 0, values.shape[1] - padded.shape[1])).to(
+                self.device
+            )
+        hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device), padded)
         return hidden, batch["frame_labels"][:, : values.shape[1]].to(self.device)
 
     def _duplex_states_of(self, audio: AudioBatch, events: list[list[dict]]) -> list[Tensor]:

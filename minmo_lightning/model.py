@@ -245,7 +245,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         self._configured = False
         self._init_weights = True
         self._prompts: Any = None
-        self._duplex_states: dict[str, Tensor] = {}
+        self._duplex_states: dict[str, tuple[Tensor, Tensor | None]] = {}  # id -> (states, audio features)
 
     # ---- wiring -------------------------------------------------------------------------------
     def _check_wiring(self) -> None:

@@ -3,6 +3,9 @@ context, and the duplex objective (only the predictor learns; states cached; lab
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from builders import FramingTestEncoder, tiny_minmo
@@ -144,6 +147,36 @@ def test_duplex_objective_trains_only_the_predictor_and_caches_states() -> None:
     )
     records = model.predict_step(batch, 0)
     assert [len(r["predicted_labels"]) for r in records] == batch["frame_lengths"].tolist()
+
+
+def test_a_predictor_that_hears_pitch_gets_its_features_from_the_cache_as_fresh() -> None:
+    predictor = TransformerDuplexPredictor.from_preset("tiny", input_dim=64, pitch_frame_seconds=0.08)
+    model = tiny_minmo(
+        objective="duplex",
+        duplex_predictor=predictor,
+        trainable=STAGE4,
+        tasks=["asr"],
+        cache_duplex_states=True,
+    ).eval()
+    batch = _duplex_batch(model.listener.frame_seconds)
+    assert model.listener.frame_seconds == pytest.approx(0.08)
+    t = torch.arange(32000) / 16000
+    batch["user_audio"].waveform[0] = (
+        0.1 * torch.sin(2 * math.pi * 150 * t) * (t < 0.8)
+    )  # a tone, then silence
+    fresh, _ = model.duplex_frames(batch)
+    cached, _ = model.duplex_frames(batch)
+    assert fresh.audio_features.shape == (*fresh.hidden.values.shape[:2], 4)
+    assert fresh.audio_features[0, 2, 0] == 1.0  # frame 2 is voiced
+    torch.testing.assert_close(cached.audio_features, fresh.audio_features)
+    labels = model.duplex_frames(batch)[1]
+    recomputed = model.duplex_predictor(dataclasses.replace(fresh, audio_features=None))  # from the audio
+    loss = model.duplex_predictor.frame_loss(recomputed, labels)
+    torch.testing.assert_close(model.duplex_objective(batch)[0], loss)
+    model.duplex_predictor.pitch.frame_seconds = 0.12
+    model._duplex_states.clear()
+    with pytest.raises(ValueError, match="set pitch_frame_seconds to the LLM's audio frame"):
+        model.duplex_frames(batch)
 
 
 def _stage4_copy(model):

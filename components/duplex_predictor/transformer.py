@@ -7,6 +7,11 @@ reads the tiny LLM (128 wide) through a 64-wide layer.
 
 It trains alone on any features at the frame rate (``training_step`` reads ``hidden`` and
 ``frame_labels``); in stage 4 the composite feeds it the frozen LLM's states.
+
+``pitch_frame_seconds`` (off in both presets, MinMo's design) also lets it hear the user's intonation
+(``pitch.py``): four pitch features per frame of the user audio, through a small MLP added to the projected
+states. The stage-4 recipes turn it on: the tiny listening path loses the continuation tone that tells a
+pause after a statement from a turn end (``recipes/ablations/duplex_predictor.yaml`` measures it).
 """
 
 from __future__ import annotations
@@ -16,14 +21,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from minmo_lightning.components.duplex_predictor.audio_frames import audio_of_frames, frame_hop
+from minmo_lightning.components.duplex_predictor.pitch import FEATURES, PitchFeatures, PitchState
 from minmo_lightning.components.duplex_predictor.window_attention import WindowedCausalLayer
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from minmo_lightning.blocks import DuplexPredictor
-from minmo_lightning.contracts import IGNORE_INDEX, DuplexFrames, DuplexOutput, SequenceBatch
+from minmo_lightning.contracts import IGNORE_INDEX, AudioBatch, DuplexFrames, DuplexOutput, SequenceBatch
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
 from minmo_lightning.stream_state import StreamState
+
+PITCH_WIDTH = 32
+"""The hidden width of the MLP that adds the pitch features to the projected states (34k parameters at the
+``minmo`` width)."""
 
 TINY = {
     "input_dim": 128,
@@ -47,11 +58,18 @@ MINMO = {
 @dataclass
 class TransformerDuplexState(StreamState):
     """``keys`` / ``values`` [B, heads, max_context_frames - 1, head_dim]: the last frames of each row,
-    right-aligned, ``filled`` [B] of them valid (zeroed rows are empty sessions)."""
+    right-aligned, ``filled`` [B] of them valid (zeroed rows are empty sessions); ``pitch`` the pitch
+    tracker's state when the predictor hears pitch (made at the first chunk, which gives the sample rate)."""
 
     keys: Tensor
     values: Tensor
     filled: Tensor
+    pitch: PitchState | None = None
+
+    def reset(self, items: Tensor | list[int]) -> None:
+        super().reset(items)
+        if self.pitch is not None:
+            self.pitch.reset(items)
 
 
 def inverse_frequency_weights(label_counts: list[int]) -> list[float]:
@@ -81,6 +99,7 @@ class TransformerDuplexPredictor(DuplexPredictor):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
+        pitch_frame_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -91,6 +110,14 @@ class TransformerDuplexPredictor(DuplexPredictor):
                 f"class_weights needs one weight per class {self.CLASSES}, got {len(class_weights)}"
             )
         self.input_proj = nn.Linear(input_dim, model_dim)
+        self.pitch = None if pitch_frame_seconds is None else PitchFeatures(pitch_frame_seconds)
+        self.pitch_proj = (
+            None
+            if self.pitch is None
+            else nn.Sequential(
+                nn.Linear(len(FEATURES), PITCH_WIDTH), nn.GELU(), nn.Linear(PITCH_WIDTH, model_dim)
+            )
+        )
         self.layer = WindowedCausalLayer(model_dim, num_heads, ffn_dim, max_context_frames, dropout)
         self.norm = nn.LayerNorm(model_dim)
         self.head = nn.Linear(model_dim, classes)
@@ -101,8 +128,33 @@ class TransformerDuplexPredictor(DuplexPredictor):
     # ---- inference ----------------------------------------------------------------------------
     def forward(self, frames: DuplexFrames) -> DuplexOutput:
         hidden = self._checked_hidden(frames)
-        x = self.layer(self.input_proj(hidden.values), hidden.lengths)
-        return self._output(x, hidden.lengths)
+        x = self.input_proj(hidden.values)
+        if self.pitch is not None:
+            features = frames.audio_features
+            if features is None:
+                features = self.pitch(self._checked_audio(frames), x.shape[1])
+            elif features.shape != (*x.shape[:2], len(FEATURES)):
+                raise ValueError(
+                    f"audio_features {tuple(features.shape)} must be [batch, frames, {len(FEATURES)}] like the "
+                    f"hidden states {tuple(x.shape[:2])}: pass what audio_features(audio, frames) returned"
+                )
+            x = x + self._pitch_input(features)
+        return self._output(self.layer(x, hidden.lengths), hidden.lengths)
+
+    def audio_features(self, audio: AudioBatch, frames: int) -> Tensor | None:
+        """The pitch features (``pitch.FEATURES``) of ``frames`` frames, when the predictor hears pitch; the
+        longest row must end inside the last frame (frames of another length say a wrong frame_seconds)."""
+        if self.pitch is None:
+            return None
+        hop = frame_hop(self.pitch.frame_seconds, audio.sample_rate)
+        longest = int(audio.lengths.max())
+        if not (frames - 1) * hop < longest <= frames * hop:
+            raise ValueError(
+                f"{type(self).__name__}: {frames} frames of pitch_frame_seconds={self.pitch.frame_seconds} do "
+                f"not cover the longest row ({longest} samples at {audio.sample_rate} Hz); set "
+                "pitch_frame_seconds to the LLM's audio frame"
+            )
+        return self.pitch(audio, frames)
 
     def init_state(self, batch_size: int, options: None = None) -> TransformerDuplexState:
         """Fresh sessions. There are no stream options: thresholds live on the output (``DuplexOutput``)."""
@@ -122,15 +174,30 @@ class TransformerDuplexPredictor(DuplexPredictor):
             raise ValueError(
                 f"chunk has {hidden.values.shape[0]} rows but the state holds {state.batch_size} sessions"
             )
-        x, cache = self.layer.step(
-            self.input_proj(hidden.values), hidden.lengths, (state.keys, state.values, state.filled)
-        )
+        x = self.input_proj(hidden.values)
+        if self.pitch is not None:
+            audio = self._checked_audio(chunk)
+            if state.pitch is None:
+                state.pitch = self.pitch.init_state(state.batch_size, audio.sample_rate, x.device)
+            x = x + self._pitch_input(self.pitch.step(audio, x.shape[1], state.pitch))
+        x, cache = self.layer.step(x, hidden.lengths, (state.keys, state.values, state.filled))
         state.keys, state.values, state.filled = cache
         return self._output(x, hidden.lengths)
 
     def _output(self, x: Tensor, lengths: Tensor) -> DuplexOutput:
         return DuplexOutput(
             self.head(self.norm(x)), lengths, self.hparams.respond_threshold, self.hparams.stop_threshold
+        )
+
+    def _pitch_input(self, features: Tensor) -> Tensor:
+        return self.pitch_proj(features.to(self.pitch_proj[0].weight))
+
+    def _checked_audio(self, frames: DuplexFrames) -> AudioBatch:
+        return audio_of_frames(
+            f"{type(self).__name__} with pitch_frame_seconds",
+            frames.audio,
+            frames.hidden.lengths,
+            self.pitch.frame_seconds,
         )
 
     def _checked_hidden(self, frames: DuplexFrames) -> SequenceBatch:
@@ -150,7 +217,7 @@ class TransformerDuplexPredictor(DuplexPredictor):
                 f"frame_labels {tuple(labels.shape)} must match the hidden frames "
                 f"{tuple(hidden.values.shape[:2])}: one label per frame, {IGNORE_INDEX} on padding"
             )
-        output = self(DuplexFrames(hidden))
+        output = self(DuplexFrames(hidden, batch.get("audio")))
         weights = self.class_weights.to(output.logits.dtype)
         loss = F.cross_entropy(
             output.logits.flatten(0, 1), labels.flatten(), weight=weights, ignore_index=IGNORE_INDEX

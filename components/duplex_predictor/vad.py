@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from minmo_lightning.components.duplex_predictor.audio_frames import audio_of_frames, frame_hop
 from torch import Tensor
 
 from minmo_lightning.blocks import DuplexPredictor
@@ -116,7 +117,7 @@ class VADDuplexPredictor(DuplexPredictor):
         batch, count = chunk.hidden.values.shape[:2]
         if batch != state.batch_size:
             raise ValueError(f"chunk has {batch} rows but the state holds {state.batch_size} sessions")
-        audio = self._checked_audio(chunk.audio, lengths, count)
+        audio = audio_of_frames(type(self).__name__, chunk.audio, lengths, self.frame_seconds)
         loud = self.frame_energy_db(audio, count) >= self.hparams.threshold_db
         assistant = chunk.assistant_speaking
         if assistant is None:
@@ -151,37 +152,9 @@ class VADDuplexPredictor(DuplexPredictor):
         decided = torch.where(stop, STOP_SPEAKING, torch.where(respond, RESPOND, KEEP_LISTENING))
         return torch.where(active, decided, KEEP_LISTENING)
 
-    def _checked_audio(self, audio: AudioBatch | None, lengths: Tensor, count: int) -> AudioBatch:
-        if audio is None:
-            raise ValueError(
-                f"{type(self).__name__} listens to the user audio: pass DuplexFrames(audio=AudioBatch(...)) "
-                "with the samples the frames cover"
-            )
-        hop = self._hop(audio.sample_rate)
-        samples = audio.lengths.to(lengths.device)
-        if audio.waveform.shape[0] != lengths.shape[0] or bool(
-            ((samples > lengths * hop) | (samples <= (lengths - 1) * hop)).any()
-        ):
-            raise ValueError(
-                f"{type(self).__name__}: frame k covers samples [k * {hop}, (k + 1) * {hop}) "
-                f"(frame_seconds={self.frame_seconds} at {audio.sample_rate} Hz), so frames {lengths.tolist()} "
-                f"need audio of more than (frames - 1) * {hop} and at most frames * {hop} samples; got "
-                f"{samples.tolist()}. Set frame_seconds to the LLM's audio frame"
-            )
-        return audio
-
-    def _hop(self, sample_rate: int) -> int:
-        """Samples per frame at ``sample_rate`` (a whole number, or the frames would drift)."""
-        hop = round(self.frame_seconds * sample_rate)
-        if abs(hop - self.frame_seconds * sample_rate) > 1e-6:
-            raise ValueError(
-                f"frame_seconds={self.frame_seconds} is not a whole number of samples at {sample_rate} Hz"
-            )
-        return hop
-
     def frame_energy_db(self, audio: AudioBatch, frames: int) -> Tensor:
         """[B, frames] energy per frame in dB full scale (mean square over the frame's valid samples)."""
-        hop = self._hop(audio.sample_rate)
+        hop = frame_hop(self.frame_seconds, audio.sample_rate)
         size = frames * hop
         valid = audio.mask.float()
 
