@@ -112,6 +112,16 @@ def test_a_reset_row_starts_over() -> None:
     torch.testing.assert_close(again, features_of([second]))
 
 
+def test_a_chunk_without_frames_changes_nothing() -> None:
+    tracker = PitchFeatures(FRAME)
+    wave = utterance(80.0)[: 10 * HOP]
+    state = tracker.init_state(1, RATE)
+    empty = tracker.step(AudioBatch(torch.zeros(1, 0), torch.tensor([0]), RATE), 0, state)
+    assert empty.shape == (1, 0, len(FEATURES))
+    features = tracker.step(AudioBatch(wave[None], torch.tensor([len(wave)]), RATE), 10, state)
+    torch.testing.assert_close(features, features_of([wave]))
+
+
 def test_frames_must_be_whole_subframes() -> None:
     with pytest.raises(ValueError, match="whole 10 ms subframes"):
         PitchFeatures(0.125).init_state(1, RATE)

@@ -111,6 +111,8 @@ class PitchFeatures:
     def step(self, audio: AudioBatch, frames: int, state: PitchState) -> Tensor:
         """The features of the next ``frames`` frames; samples past a row's length count as silence."""
         sub, window, shortest, longest, per_frame = self._sizes(audio.sample_rate)
+        if frames == 0:
+            return torch.zeros(audio.waveform.shape[0], 0, len(FEATURES), device=audio.waveform.device)
         size = frames * per_frame * sub
         wave = (audio.waveform.float() * audio.mask.float())[:, :size]
         wave = torch.nn.functional.pad(wave, (0, size - wave.shape[1]))
@@ -149,17 +151,17 @@ class PitchFeatures:
         return voiced, torch.where(voiced, pitch, 0.0)
 
     @staticmethod
-    def _stream(voiced: Tensor, pitch: Tensor, state: PitchState) -> Tensor:
-        """[B, J, 3]: ``final``, ``slope`` and ``silence`` after each subframe, advancing ``state``."""
-        batch, count = voiced.shape
+    def _stream(voiced: Tensor, raw: Tensor, state: PitchState) -> Tensor:
+        """[B, J, 3]: ``final``, ``slope`` and ``silence`` after each subframe of pitch ``raw``, advancing
+        ``state``."""
+        count = voiced.shape[1]
         steps = torch.arange(count, device=voiced.device)
         voiced_so_far = voiced.long().cumsum(1)
-        raw = pitch
         reference = (state.pitch_sum[:, None] + raw.cumsum(1)) / (
             state.voiced[:, None] + voiced_so_far
         ).clamp(min=1)
         # octave errors at the edges of voicing: no pitch further than MAX_JUMP from the speaker's mean
-        pitch = torch.where(voiced, pitch.clamp(reference - MAX_JUMP, reference + MAX_JUMP), 0.0)
+        pitch = torch.where(voiced, raw.clamp(reference - MAX_JUMP, reference + MAX_JUMP), 0.0)
         # the voiced pitches in order, after the carried history: row r's k-th voiced subframe at HISTORY + k
         order = torch.where(voiced, steps, count + steps).argsort(dim=1)
         heard = torch.cat([state.recent, pitch.gather(1, order)], dim=1)
