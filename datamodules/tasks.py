@@ -244,8 +244,9 @@ class DuplexDataModule(SpeechDataModule):
     """Two-channel sessions with per-frame turn-taking labels (``timeline.LABELS``).
 
     ``frame_rate=None`` uses the stored ``frame_labels``; a number recomputes them from ``events`` at
-    that rate (match the duplex predictor's input frame rate), with ``label_span`` seconds per decision
-    and the stop ``stop_delay`` seconds into the barge-in (``timeline.frame_labels``).
+    that rate (match the duplex predictor's input frame rate), with ``label_span`` seconds per decision,
+    the stop ``stop_delay`` seconds into the barge-in and, with ``respond_until_answer``, ``respond`` held
+    until the assistant speaks (``timeline.frame_labels``).
     """
 
     task = "duplex"
@@ -259,6 +260,7 @@ class DuplexDataModule(SpeechDataModule):
         frame_rate: float | None = None,
         label_span: float = 0.24,
         stop_delay: float = 0.0,
+        respond_until_answer: bool = False,
         max_duration: float = 60.0,
         max_seconds_per_batch: float = 480.0,
         **kwargs: Any,
@@ -270,11 +272,13 @@ class DuplexDataModule(SpeechDataModule):
         self.frame_rate = frame_rate
         self.label_span = label_span
         self.stop_delay = stop_delay
-        if stop_delay and frame_rate is None:
-            raise ValueError(
-                "stop_delay needs frame_rate: the stored frame_labels put the stop at the barge-in itself; "
-                "set frame_rate (Hz) to recompute them from the events"
-            )
+        self.respond_until_answer = respond_until_answer
+        for name, asked in (("stop_delay", stop_delay), ("respond_until_answer", respond_until_answer)):
+            if asked and frame_rate is None:
+                raise ValueError(
+                    f"{name} needs frame_rate: the stored frame_labels were written without it; set "
+                    "frame_rate (Hz) to recompute them from the events"
+                )
 
     def screen(self, split: str, dataset: Dataset, mapping: ColumnMapping) -> tuple[np.ndarray, dict]:
         if self.frame_rate is None and not mapping.get("frame_labels"):
@@ -293,7 +297,9 @@ class DuplexDataModule(SpeechDataModule):
         else:
             seconds = [len(w) / self.sample_rate for w in waves["user_audio"]]
             labels = [
-                labels_from_events(e, s, self.frame_rate, self.label_span, self.stop_delay)
+                labels_from_events(
+                    e, s, self.frame_rate, self.label_span, self.stop_delay, self.respond_until_answer
+                )
                 for e, s in zip(events, seconds)
             ]
         frames = TokenBatch.from_list(labels)

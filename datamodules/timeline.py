@@ -45,7 +45,12 @@ the continuation intonation says more is coming)."""
 
 
 def frame_labels(
-    events: list[dict], duration: float, frame_rate: float, label_span: float, stop_delay: float = 0.0
+    events: list[dict],
+    duration: float,
+    frame_rate: float,
+    label_span: float,
+    stop_delay: float = 0.0,
+    respond_until_answer: bool = False,
 ) -> np.ndarray:
     """Per-frame classes (int64) of a session of ``duration`` s.
 
@@ -55,16 +60,25 @@ def frame_labels(
 
     ``stop_delay`` asks for the stop once that much of the user's speech is heard: its first syllable
     alone cannot tell an interruption from a back-channel ("uh-huh"), which must not stop the assistant.
+    ``respond_until_answer`` holds ``respond`` from a turn end until the assistant's next speech starts
+    (when that is later than ``label_span``): the floor stays the assistant's through the whole gap, so a
+    predictor that missed the turn end still learns to answer the silence after it.
     """
     count = math.ceil(duration * frame_rate - 1e-9)
     labels = np.zeros(count, dtype=np.int64)
     span = max(1, round(label_span * frame_rate))
+    answers = sorted(e["start"] for e in events if e["type"] == "assistant_speech")
     for event in events:
         label = EVENT_LABELS.get(event["type"])
         if label is not None:
             at = event["start"] + (stop_delay if label == STOP_SPEAKING else 0.0)
             first = min(int(at * frame_rate + 1e-9), count - 1)
-            labels[first : first + span] = label
+            last = first + span
+            if label == RESPOND and respond_until_answer:
+                answer = next((t for t in answers if t >= at), None)
+                if answer is not None:
+                    last = max(last, int(answer * frame_rate + 1e-9))
+            labels[first:last] = label
     return labels
 
 

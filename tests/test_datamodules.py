@@ -319,6 +319,8 @@ def test_duplex_labels_stored_or_recomputed(tmp_path):
     assert labels[32:34].tolist() == [KEEP_LISTENING] * 2
     with pytest.raises(ValueError, match="stop_delay needs frame_rate"):
         DuplexDataModule(path, stop_delay=0.16)
+    with pytest.raises(ValueError, match="respond_until_answer needs frame_rate"):
+        DuplexDataModule(path, respond_until_answer=True)
 
 
 # ---- bucketing and shards ------------------------------------------------------------------------

@@ -187,6 +187,12 @@ def test_frame_labels_on_a_hand_built_timeline():
     moved = expected.copy()
     moved[55:58], moved[58:61] = KEEP_LISTENING, STOP_SPEAKING  # the stop 0.3 s into the barge-in
     np.testing.assert_array_equal(delayed, moved)  # the respond frames stay where they were
+    held = frame_labels(events, duration=7.0, frame_rate=10.0, label_span=0.3, respond_until_answer=True)
+    until = expected.copy()
+    until[39:43] = RESPOND  # from the turn end at 3.9 s to the frame where the answer starts (4.3 s)
+    np.testing.assert_array_equal(held, until)
+    long_span = frame_labels(events, 7.0, 10.0, 0.6, respond_until_answer=True)
+    assert long_span[39:45].tolist() == [RESPOND] * 6  # never shorter than label_span
 
 
 def _fake_speaker(text: str) -> np.ndarray:
