@@ -59,15 +59,8 @@ class DuplexTraining:
         counts = torch.tensor([min(len(s), n) for s, n in zip(states, label_counts)], device=self.device)
         values = torch.nn.utils.rnn.pad_sequence([s[:label_width] for s in states], batch_first=True)
         speaking = assistant_speaking(batch["events"], values.shape[1], listener.frame_seconds)
-        padded = None
-        if features[0] is not None:
-            padded = torch.nn.utils.rnn.pad_sequence(
-                [f[: values.shape[1]] for f in features], batch_first=True
-            )
-            padded = torch.nn.functional.pad(padded, (0, 0, 0, values.shape[1] - padded.shape[1])).to(
-                self.device
-            )
-        hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device), padded)
+        heard = None if features[0] is None else _padded(features, values.shape[1]).to(self.device)
+        hidden = DuplexFrames(SequenceBatch(values, counts), audio, speaking.to(self.device), heard)
         return hidden, batch["frame_labels"][:, : values.shape[1]].to(self.device)
 
     def _duplex_states_of(self, audio: AudioBatch, events: list[list[dict]]) -> list[Tensor]:
@@ -108,3 +101,9 @@ class DuplexTraining:
                 batch["ids"], output.decisions(), respond, frames.hidden.lengths.tolist()
             )
         ]
+
+
+def _padded(rows: list[Tensor], width: int) -> Tensor:
+    """[B, width, F]: per-row [n, F] features cut or zero-padded to ``width`` frames."""
+    batch = torch.nn.utils.rnn.pad_sequence([row[:width] for row in rows], batch_first=True)
+    return torch.nn.functional.pad(batch, (0, 0, 0, width - batch.shape[1]))
