@@ -81,7 +81,7 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytes
     config = tmp_path / "duplex_eval.yaml"
     config.write_text(yaml.safe_dump(recipe))
     # the VAD baseline as `minmo ablate duplex_predictor` swaps it in: the base's checkpoint, the block replaced
-    vad = load_ablation("duplex_predictor").variants[1]
+    vad = next(v for v in load_ablation("duplex_predictor").variants if v.name == "vad")
     swap = f"--variants.{vad.name}={json.dumps(vad.swaps('tiny'))}"
     assert main(["evaluate", "--config", str(config), "--ckpt", str(previous), swap]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
