@@ -319,6 +319,18 @@ def test_duplex_labels_stored_or_recomputed(tmp_path):
     assert labels[32:34].tolist() == [KEEP_LISTENING] * 2
     with pytest.raises(ValueError, match="stop_delay needs frame_rate"):
         DuplexDataModule(path, stop_delay=0.16)
+    held = DuplexDataModule(
+        path,
+        frame_rate=12.5,
+        respond_until_answer=True,
+        val_split=None,
+        test_split=None,
+        max_seconds_per_batch=30,
+    )
+    held.setup("fit")
+    batch = next(iter(held.train_dataloader()))
+    labels = batch["frame_labels"][batch["frame_lengths"].argmax()]
+    assert labels[18:25].tolist() == [RESPOND] * 7 and labels[25] != RESPOND  # until the answer at 2.0 s
     with pytest.raises(ValueError, match="respond_until_answer needs frame_rate"):
         DuplexDataModule(path, respond_until_answer=True)
 
