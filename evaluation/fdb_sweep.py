@@ -4,7 +4,8 @@ A lower threshold answers sooner and takes over more pauses and back-channels; o
 that trade-off, so this scores one FDB set per threshold: the set is cut from the built-in duplex corpus
 (``fdb_builtin``), the checkpoint converses on every sample with the threshold set on both decisions (respond
 and stop speaking; ``minmo chat``), the ASR judge writes the timed words (``asr_judge``) and each task is
-scored (``evaluate_fdb``). ``--with-vad`` adds the energy VAD as one more row. Writes ``metrics.json``,
+scored (``evaluate_fdb``). ``--with-vad`` adds the energy VAD as one more row; ``--silence-backstop S`` puts
+the silence timeout of ``minmo chat --silence-backstop`` behind the predictor at every threshold. Writes ``metrics.json``,
 ``report.md`` and ``curve.png`` (take-over rate against smooth-turn latency, one point per threshold) in
 ``--out``; every step resumes what it wrote, so an interrupted sweep goes on where it stopped.
 
@@ -43,7 +44,14 @@ def point_name(threshold: float | None) -> str:
 
 
 def score_point(
-    ckpt: str, data: str, split: str, root: Path, threshold: float | None, judge, device: str
+    ckpt: str,
+    data: str,
+    split: str,
+    root: Path,
+    threshold: float | None,
+    judge,
+    device: str,
+    backstop: float | None = None,
 ) -> dict:
     """One row of the curve: build the FDB set at ``root`` (once), converse, judge, score every task."""
     from minmo_lightning.evaluation.asr_judge import judge_root
@@ -59,6 +67,8 @@ def score_point(
         args += ["--predictor", "vad"]
     else:
         args += ["--respond-threshold", str(threshold), "--stop-threshold", str(threshold)]
+        if backstop is not None:
+            args += ["--silence-backstop", str(backstop)]
     if chat(args) != 0:
         raise RuntimeError(f"minmo chat {' '.join(args)} failed (its message is above)")
     _, _, failed = judge_root(root, judge)
@@ -141,12 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="one FDB set per threshold, and the curve")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--with-vad", action="store_true", help="add the energy VAD baseline as a row")
+    parser.add_argument(
+        "--silence-backstop",
+        type=float,
+        metavar="SECONDS",
+        help="behind the predictor, answer a turn it left unanswered after this much silence",
+    )
     parser.add_argument("--judge", help="a CTC voice encoder checkpoint (default: minmo demo's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     bad = [t for t in args.thresholds if not 0.0 < t < 1.0]
     if bad:
         parser.error(f"thresholds are probabilities in (0, 1), got {bad}")
+    if args.silence_backstop is not None and args.silence_backstop <= 0:
+        parser.error(f"--silence-backstop is a silence in seconds, > 0; got {args.silence_backstop}")
 
     from minmo_lightning.evaluation.asr_judge import JudgeError, default_checkpoint, load_judge
 
@@ -160,11 +178,28 @@ def main(argv: list[str] | None = None) -> int:
         for threshold in points:
             print(f"fdb-sweep: {point_name(threshold)}", flush=True)
             root = args.out / point_name(threshold)
-            rows.append(score_point(args.ckpt, args.data, args.split, root, threshold, judge, args.device))
+            rows.append(
+                score_point(
+                    args.ckpt,
+                    args.data,
+                    args.split,
+                    root,
+                    threshold,
+                    judge,
+                    args.device,
+                    None if threshold is None else args.silence_backstop,
+                )
+            )
     except (JudgeError, ValueError, RuntimeError) as error:
         print(f"minmo fdb-sweep: {error}", file=sys.stderr)
         return 2
-    settings = {"ckpt": args.ckpt, "data": args.data, "split": args.split, "judge": str(judge_path)}
+    settings = {
+        "ckpt": args.ckpt,
+        "data": args.data,
+        "split": args.split,
+        "judge": str(judge_path),
+        "silence_backstop": args.silence_backstop,
+    }
     report = write_curve(rows, args.out, settings)
     for row in rows:
         print(f"  {row['point']:<14} targets met {len(meets(row))}/{len(TARGETS)}: {', '.join(meets(row))}")

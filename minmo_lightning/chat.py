@@ -1,14 +1,16 @@
 """``minmo chat``: talk to a checkpoint in full duplex, a WAV file standing in for the user.
 
     minmo chat --ckpt runs/tiny/stage4/checkpoints/last.ckpt --input user.wav --out chat/
-    minmo chat --ckpt CKPT --fdb-root fdb_v1/ [--predictor vad]
+    minmo chat --ckpt CKPT --fdb-root fdb_v1/ [--predictor vad | --silence-backstop 1.0]
 
 The user channel streams through a ``DuplexSession`` chunk by chunk, as a microphone would. ``DIR/output.wav``
 is the assistant channel on the input's timeline (sample 0 is the input's sample 0, the same duration),
 ``DIR/events.json`` the session's event log and ``DIR/timeline.png`` both channels with the decisions.
 ``--fdb-root`` runs every Full-Duplex-Bench sample folder under ROOT (its ``input.wav`` -> ``output.wav``
 beside it; folders that have an ``output.wav`` are skipped, so an interrupted run resumes), after which
-``minmo evaluate fdb --root ROOT`` scores it.
+``minmo evaluate fdb --root ROOT`` scores it. ``--predictor vad`` listens with the silence-timeout baseline
+instead of the checkpoint's predictor; ``--silence-backstop S`` keeps the checkpoint's predictor and answers
+a user turn it left unanswered after S seconds of silence (``SilenceBackstop``).
 """
 
 from __future__ import annotations
@@ -177,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="output folder (with --input)")
     parser.add_argument("--predictor", choices=("model", "vad"), default="model")
+    parser.add_argument(
+        "--silence-backstop",
+        type=float,
+        metavar="SECONDS",
+        help="answer a user turn the model's predictor left unanswered after this much silence",
+    )
     for decision in ("respond", "stop"):
         parser.add_argument(
             f"--{decision}-threshold",
@@ -188,7 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.input is not None and args.out is None:
         parser.error("--input needs --out DIR")
+    if args.silence_backstop is not None and args.predictor == "vad":
+        parser.error(
+            "--silence-backstop backs the model's predictor; the VAD baseline is a silence timeout itself"
+        )
+    if args.silence_backstop is not None and args.silence_backstop <= 0:
+        parser.error(f"--silence-backstop is a silence in seconds, > 0; got {args.silence_backstop}")
 
+    from minmo_lightning.components.duplex_predictor.backstop import SilenceBackstop
     from minmo_lightning.components.duplex_predictor.vad import VADDuplexPredictor
     from minmo_lightning.generation import TextSamplingConfig
 
@@ -202,9 +217,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         model.duplex_predictor.hparams.update(thresholds)
     predictor = None
-    if args.predictor == "vad":
+    if model.voice_encoder is not None and model.input_projector is not None:  # else the session says why
         frame_seconds = model.voice_encoder.frame_samples * model.input_projector.downsample / SAMPLE_RATE
-        predictor = VADDuplexPredictor(frame_seconds=frame_seconds).to(args.device)
+        if args.predictor == "vad":
+            predictor = VADDuplexPredictor(frame_seconds=frame_seconds).to(args.device)
+        elif args.silence_backstop is not None and model.duplex_predictor is not None:
+            predictor = SilenceBackstop(model.duplex_predictor, frame_seconds, timeout=args.silence_backstop)
     text = TextSamplingConfig(max_new_tokens=args.max_new_tokens or model.hparams.max_new_tokens)
     try:
         session = DuplexSession(model, predictor=predictor, text_config=text)

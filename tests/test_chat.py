@@ -152,3 +152,31 @@ def test_the_decision_threshold_is_exposed(checkpoint, tmp_path, capsys) -> None
     assert "thresholds apply to the model's predictor" in capsys.readouterr().err
     assert main([*base, "--stop-threshold", "1.5"]) == 2
     assert "probabilities in (0, 1)" in capsys.readouterr().err
+
+
+def test_the_silence_backstop_answers_a_turn_the_model_left_unanswered(checkpoint, tmp_path) -> None:
+    """0.6 s of speech, then silence: at threshold 0.999 the random-weight predictor never answers; with
+    ``--silence-backstop 1.0`` the turn is answered once, after a second of silence. With the VAD baseline
+    (a silence timeout already) it is refused."""
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([0.1 * rng.standard_normal(9600), 0.0005 * rng.standard_normal(38400)])
+    source = tmp_path / "user.wav"
+    soundfile.write(str(source), wave.astype(np.float32), 16000)
+    never = ["--respond-threshold", "0.999", "--stop-threshold", "0.999"]
+
+    def turn_starts(*extra: str) -> list[float]:
+        out = tmp_path / ("backstop" if extra else "plain")
+        assert (
+            main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(out), *never, *extra]) == 0
+        )
+        log = json.loads((out / "events.json").read_text())
+        return [e["seconds"] for e in log["events"] if e["kind"] == "turn_start"], log["predictor"]
+
+    assert turn_starts() == ([], "TransformerDuplexPredictor")
+    starts, predictor = turn_starts("--silence-backstop", "1.0")
+    assert predictor == "SilenceBackstop"
+    assert len(starts) == 1 and 0.6 + 1.0 <= starts[0] <= 0.6 + 1.0 + 0.3
+    base = ["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "x")]
+    for bad in (["--predictor", "vad", "--silence-backstop", "1.0"], ["--silence-backstop", "0"]):
+        with pytest.raises(SystemExit):
+            main([*base, *bad])

@@ -9,14 +9,17 @@ import math
 import lightning as L
 import pytest
 import torch
+from minmo_lightning.components.duplex_predictor.backstop import SilenceBackstop
 from minmo_lightning.components.duplex_predictor.transformer import (
     TransformerDuplexPredictor,
     inverse_frequency_weights,
 )
 from minmo_lightning.components.duplex_predictor.vad import VADDuplexPredictor
 
+from minmo_lightning.blocks import DuplexPredictor
 from minmo_lightning.contracts import IGNORE_INDEX, AudioBatch, DuplexFrames, DuplexOutput, SequenceBatch
 from minmo_lightning.registry import count_preset_parameters
+from minmo_lightning.stream_state import StreamState
 
 KEEP, RESPOND, STOP = 0, 1, 2
 RATE = 16000
@@ -68,7 +71,11 @@ def assert_valid_close(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor) 
     torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-5)
 
 
-PREDICTORS = {"transformer": tiny_transformer, "vad": lambda: VADDuplexPredictor()}
+PREDICTORS = {
+    "transformer": tiny_transformer,
+    "vad": lambda: VADDuplexPredictor(),
+    "backstop": lambda: SilenceBackstop(tiny_transformer(), timeout=0.3).eval(),
+}
 
 
 # ---- streaming == forward ------------------------------------------------------------------------
@@ -168,6 +175,64 @@ def test_vad_stops_for_a_barge_in_and_not_for_a_backchannel() -> None:
     # the hangover bridges a one-frame dip: 0.6 s + dip + 0.6 s is one run, stopped at its 9th frame
     assert decided(vad_input([(10, 15), (16, 21)], speaking=(0, 40)))[10 + barge_frames - 1] == STOP
     assert decided(vad_input([(10, 15), (17, 22)], speaking=(0, 40))) == {}
+
+
+# ---- the silence backstop --------------------------------------------------------------------------
+class ScriptedDuplexPredictor(DuplexPredictor):
+    """Its hidden states are its logits: a test writes the decisions it makes."""
+
+    def forward(self, frames: DuplexFrames) -> DuplexOutput:
+        return DuplexOutput(frames.hidden.values, frames.hidden.lengths)
+
+    def init_state(self, batch_size: int, options: None = None) -> StreamState:
+        return StreamState(batch_size=batch_size)
+
+    def step(self, chunk: DuplexFrames, state: StreamState) -> DuplexOutput:
+        return self(chunk)
+
+
+def backstopped(frames: DuplexFrames, script: dict[int, int] | None = None, training: bool = False) -> dict:
+    """{frame: class} a 1.0 s backstop decides (its frames that are not keep_listening) behind a predictor
+    that decides ``script`` ({frame: class}) and keeps listening elsewhere."""
+    logits = torch.zeros(1, frames.hidden.values.shape[1], 3)
+    logits[0, :, KEEP] = 5.0
+    for frame, label in (script or {}).items():
+        logits[0, frame] = torch.nn.functional.one_hot(torch.tensor(label), 3) * 5.0
+    predictor = SilenceBackstop(ScriptedDuplexPredictor(), frame_seconds=FRAME, timeout=1.0).train(training)
+    output = predictor(dataclasses.replace(frames, hidden=SequenceBatch(logits, frames.hidden.lengths)))
+    decisions = output.decisions()[0]
+    return {int(k): int(decisions[k]) for k in torch.nonzero(decisions).flatten()}
+
+
+def test_backstop_answers_a_turn_the_predictor_left_unanswered() -> None:
+    """Speech in frames 10-19 and the predictor silent: respond once 1.0 s of quiet has passed; a 0.36 s
+    mid-turn pause is no turn end; while training the predictor's own logits pass through."""
+    expected = 19 + math.ceil(1.0 / FRAME)
+    assert backstopped(vad_input([(10, 20)])) == {expected: RESPOND}
+    assert backstopped(vad_input([(5, 10), (13, 20)])) == {expected: RESPOND}
+    assert backstopped(vad_input([(10, 20)]), training=True) == {}
+
+
+def test_backstop_leaves_the_predictors_decisions_alone() -> None:
+    """A turn the predictor answered gets no second answer; its stops pass through, and the backstop never
+    stops the assistant itself (the VAD alone would, 1.0 s into the user's speech)."""
+    assert backstopped(vad_input([(10, 20)]), {21: RESPOND}) == {21: RESPOND}
+    assert backstopped(vad_input([(10, 25)], speaking=(0, 13)), {12: STOP}) == {12: STOP, 24 + 9: RESPOND}
+    over = vad_input([(10, 25)], speaking=(0, 40))
+    assert decided(over)[10 + math.ceil(1.0 / FRAME) - 1] == STOP
+    assert backstopped(over) == {}
+
+
+def test_backstop_spec_rebuilds_the_predictor_it_backs() -> None:
+    """What a checkpoint holding a backstop does: its spec rebuilds the backed predictor, weights load."""
+    backstop = SilenceBackstop(tiny_transformer(respond_threshold=0.7), timeout=1.5)
+    spec = backstop.spec()
+    assert spec["init_args"]["predictor"]["init_args"]["respond_threshold"] == 0.7
+    rebuilt = SilenceBackstop(**spec["init_args"])
+    rebuilt.load_state_dict(backstop.state_dict())
+    frames = random_frames([30])
+    torch.testing.assert_close(rebuilt.eval()(frames).logits, backstop.eval()(frames).logits)
+    assert rebuilt.vad.timeout_frames == math.ceil(1.5 / FRAME)
 
 
 # ---- training --------------------------------------------------------------------------------------

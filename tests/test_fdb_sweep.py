@@ -69,6 +69,27 @@ def test_the_sweep_scores_one_fdb_set_per_threshold_and_writes_the_curve(stand_i
     assert stand_ins["built"] == []
 
 
+def test_the_silence_backstop_reaches_every_model_point(stand_ins, tmp_path) -> None:
+    out = tmp_path / "sweep"
+    args = [
+        "--ckpt",
+        "c",
+        "--out",
+        str(out),
+        "--thresholds",
+        "0.5",
+        "--with-vad",
+        "--silence-backstop",
+        "1.2",
+    ]
+    assert fdb_sweep.main(args) == 0
+    model, vad = stand_ins["chat"]
+    assert model[model.index("--silence-backstop") + 1] == "1.2" and "--silence-backstop" not in vad
+    assert json.loads((out / "metrics.json").read_text())["settings"]["silence_backstop"] == 1.2
+    with pytest.raises(SystemExit):
+        fdb_sweep.main([*args[:-1], "-1"])
+
+
 def test_bad_thresholds_and_a_missing_judge_are_named(stand_ins, tmp_path, monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit):
         fdb_sweep.main(["--ckpt", "c", "--out", str(tmp_path), "--thresholds", "1.2"])

@@ -7,7 +7,8 @@ Per frame of the user channel (frame k = samples [k * hop, (k + 1) * hop), hop =
 - loud user audio while the assistant is silent opens a user turn; the turn's first frame with
   ``silence_timeout`` s of quiet since its last loud frame decides ``respond`` (once per turn);
 - while ``assistant_speaking`` is set, a voiced run lasting ``min_barge_in`` s decides ``stop_speaking``
-  (once per run) and opens a user turn; shorter runs (back-channels) change nothing;
+  (once per run) and opens a user turn; shorter runs (back-channels) change nothing; ``min_barge_in=None``
+  never stops the assistant (a backstop beside a predictor that decides barge-ins, ``backstop.py``);
 - every other frame is ``keep_listening``. Durations become whole frames, rounded up.
 
 ``frame_seconds`` is the LLM's audio frame: 0.12 s for the tiny models (60 ms SenseVoice frames, projector
@@ -39,6 +40,8 @@ KEEP_LISTENING, RESPOND, STOP_SPEAKING = range(3)
 DECIDED_LOGIT = 20.0
 #: energy of a frame without samples, and the floor of every frame's energy
 SILENT_DB = -100.0
+#: ``barge_in_frames`` of a VAD that never decides ``stop_speaking`` (``min_barge_in=None``)
+NEVER = torch.iinfo(torch.long).max
 
 
 @dataclass
@@ -67,19 +70,19 @@ class VADDuplexPredictor(DuplexPredictor):
         frame_seconds: float = 0.12,
         threshold_db: float = -45.0,
         silence_timeout: float = 0.5,
-        min_barge_in: float = 1.0,
+        min_barge_in: float | None = 1.0,
         hangover: float = 0.1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if frame_seconds <= 0 or min_barge_in < 0 or hangover < 0:
+        if frame_seconds <= 0 or (min_barge_in is not None and min_barge_in < 0) or hangover < 0:
             raise ValueError(
                 "VADDuplexPredictor needs frame_seconds > 0, min_barge_in >= 0 and hangover >= 0; got "
                 f"{frame_seconds}, {min_barge_in}, {hangover}"
             )
         self.frame_seconds = frame_seconds
         self.timeout_frames = self._frames(silence_timeout)
-        self.barge_in_frames = max(1, self._frames(min_barge_in))
+        self.barge_in_frames = NEVER if min_barge_in is None else max(1, self._frames(min_barge_in))
         self.hangover_frames = self._frames(hangover)
         if self.timeout_frames <= self.hangover_frames:
             raise ValueError(
@@ -113,6 +116,14 @@ class VADDuplexPredictor(DuplexPredictor):
     @torch.no_grad()
     def step(self, chunk: DuplexFrames, state: VADState) -> DuplexOutput:
         """Decide the chunk's frames in order; the chunk's audio starts at its first frame."""
+        decisions = self.decide(chunk, state)
+        logits = torch.nn.functional.one_hot(decisions, len(self.CLASSES)).float() * DECIDED_LOGIT
+        return DuplexOutput(logits.to(chunk.hidden.values.device), chunk.hidden.lengths)
+
+    @torch.no_grad()
+    def decide(self, chunk: DuplexFrames, state: VADState, answered: Tensor | None = None) -> Tensor:
+        """The chunk's decisions [B, n] (on the CPU). ``answered`` [B, n]: frames where something else
+        (a trained predictor beside this one) answered the user, which closes the user turn open there."""
         lengths = chunk.hidden.lengths.to(state.quiet.device)
         batch, count = chunk.hidden.values.shape[:2]
         if batch != state.batch_size:
@@ -127,13 +138,15 @@ class VADDuplexPredictor(DuplexPredictor):
                 f"assistant_speaking must be [batch, frames] = {(batch, count)}, got {tuple(assistant.shape)}"
             )
         assistant = assistant.bool().cpu()
+        answered = torch.zeros(batch, count, dtype=torch.bool) if answered is None else answered.bool().cpu()
         decisions = torch.full((batch, count), KEEP_LISTENING, dtype=torch.long)
         for t in range(count):
-            decisions[:, t] = self._advance(state, loud[:, t], assistant[:, t], t < lengths)
-        logits = torch.nn.functional.one_hot(decisions, len(self.CLASSES)).float() * DECIDED_LOGIT
-        return DuplexOutput(logits.to(chunk.hidden.values.device), chunk.hidden.lengths)
+            decisions[:, t] = self._advance(state, loud[:, t], assistant[:, t], t < lengths, answered[:, t])
+        return decisions
 
-    def _advance(self, state: VADState, loud: Tensor, assistant: Tensor, active: Tensor) -> Tensor:
+    def _advance(
+        self, state: VADState, loud: Tensor, assistant: Tensor, active: Tensor, answered: Tensor
+    ) -> Tensor:
         """One frame for every row (rows not ``active`` keep their state); returns the decisions [B]."""
         quiet = torch.where(loud, 0, (state.quiet + 1).clamp(max=state.quiet_cap))
         voiced = quiet <= self.hangover_frames
@@ -146,7 +159,7 @@ class VADDuplexPredictor(DuplexPredictor):
             ("quiet", quiet),
             ("run", run),
             ("barged", barged | stop),
-            ("turn_open", turn_open & ~respond),
+            ("turn_open", turn_open & ~respond & ~answered),
         ):
             setattr(state, name, torch.where(active, value, getattr(state, name)))
         decided = torch.where(stop, STOP_SPEAKING, torch.where(respond, RESPOND, KEEP_LISTENING))
