@@ -166,8 +166,9 @@ def _plan_s2s(inputs: PlanInputs) -> Iterator[Planned]:
 
 
 def _plan_duplex(inputs: PlanInputs) -> Iterator[Planned]:
+    """Validation, test, then train sessions: the held-out ones do not depend on the training size."""
     rng = inputs.rng
-    counts = {"train": inputs.train_size, "validation": inputs.eval_size, "test": inputs.eval_size}
+    counts = {"validation": inputs.eval_size, "test": inputs.eval_size, "train": inputs.train_size}
     for split, count in counts.items():
         for i in range(count):
             voice, rate, pitch = user_voice(rng)

@@ -146,6 +146,18 @@ def test_more_tts_sentences_change_no_other_task():
     }
 
 
+def test_more_duplex_sessions_leave_the_held_out_ones_as_they_were():
+    def plan(train: int):
+        size = replace(SIZES["small"], duplex_train=train, duplex_eval=3)
+        return plan_corpus(size, 3, ("duplex",), DuplexConfig(), 12.5, 0.24)
+
+    few, many = plan(2), plan(8)
+    assert len(many.meta["duplex"]["train"]) == 8
+    for split in ("validation", "test"):
+        assert many.meta["duplex"][split] == few.meta["duplex"][split]
+        assert many.jobs["duplex"][split] == few.jobs["duplex"][split]
+
+
 def test_cli_rejects_an_unknown_task(capsys, tmp_path):
     assert synth.main(["--out", str(tmp_path), "--tasks", "asr,karaoke"]) == 2
     assert "karaoke" in capsys.readouterr().err
