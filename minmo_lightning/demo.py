@@ -164,12 +164,13 @@ HOUR = {
 }
 #: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
 #: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
-#: full corpus's 8 minutes are an estimate) and the hour plan's own log (a fresh clone, 45.0 minutes in all)
+#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh machine and clone, 51.2 minutes
+#: with the install; the steps' last files)
 MINUTES = {
     "corpus": (8.0, 2.0, 8.0),
     "voice_encoder": (14.1, 9.1, 0.12),
     "stage1a": (3.6, 2.0, 0.08),
-    "stage1b": (3.3, 1.4, 0.15),
+    "stage1b": (3.3, 1.6, 0.15),
     "stage1c": (14.0, 9.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
     "speech_tokenizer": (8.0, 2.0, 0.1),
     "speech_tokens": (1.0, 0.6, 0.3),
@@ -178,9 +179,9 @@ MINUTES = {
     "stage2a": (1.6, 0.4, 0.1),
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
-    "stage4": (9.9, 7.0, 0.9),  # its first epoch computes the frozen LLM's states: ~1 s a step
-    "evaluation": (6.0, 3.0, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
-    "chat": (0.3, 0.6, 0.2),
+    "stage4": (9.9, 9.8, 0.9),  # its first epoch computes the frozen LLM's states: ~1 s a step
+    "evaluation": (6.0, 3.6, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
+    "chat": (0.3, 0.9, 0.2),
 }
 PLAN_COLUMN = {"full": 0, "hour": 1, "quick": 2}
 
