@@ -155,11 +155,11 @@ def test_the_decision_threshold_is_exposed(checkpoint, tmp_path, capsys) -> None
 
 
 def test_the_silence_backstop_answers_a_turn_the_model_left_unanswered(checkpoint, tmp_path) -> None:
-    """0.6 s of speech, then silence: at threshold 0.999 the random-weight predictor never answers; with
+    """1.5 s of speech, then silence: at threshold 0.999 the random-weight predictor never answers; with
     ``--silence-backstop 1.0`` the turn is answered once, after a second of silence. With the VAD baseline
     (a silence timeout already) it is refused."""
     rng = np.random.default_rng(0)
-    wave = np.concatenate([0.1 * rng.standard_normal(9600), 0.0005 * rng.standard_normal(38400)])
+    wave = np.concatenate([0.1 * rng.standard_normal(24000), 0.0005 * rng.standard_normal(38400)])
     source = tmp_path / "user.wav"
     soundfile.write(str(source), wave.astype(np.float32), 16000)
     never = ["--respond-threshold", "0.999", "--stop-threshold", "0.999"]
@@ -175,7 +175,7 @@ def test_the_silence_backstop_answers_a_turn_the_model_left_unanswered(checkpoin
     assert turn_starts() == ([], "TransformerDuplexPredictor")
     starts, predictor = turn_starts("--silence-backstop", "1.0")
     assert predictor == "SilenceBackstop"
-    assert len(starts) == 1 and 0.6 + 1.0 <= starts[0] <= 0.6 + 1.0 + 0.3
+    assert len(starts) == 1 and 1.5 + 1.0 <= starts[0] <= 1.5 + 1.0 + 0.3
     base = ["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "x")]
     for bad in (["--predictor", "vad", "--silence-backstop", "1.0"], ["--silence-backstop", "0"]):
         with pytest.raises(SystemExit):

@@ -206,10 +206,13 @@ def backstopped(frames: DuplexFrames, script: dict[int, int] | None = None, trai
 
 def test_backstop_answers_a_turn_the_predictor_left_unanswered() -> None:
     """Speech in frames 10-19 and the predictor silent: respond once 1.0 s of quiet has passed; a 0.36 s
-    mid-turn pause is no turn end; while training the predictor's own logits pass through."""
+    mid-turn pause is no turn end; a sound shorter than a turn (0.84 s, a long back-channel) is not answered;
+    while training the predictor's own logits pass through."""
     expected = 19 + math.ceil(1.0 / FRAME)
     assert backstopped(vad_input([(10, 20)])) == {expected: RESPOND}
-    assert backstopped(vad_input([(5, 10), (13, 20)])) == {expected: RESPOND}
+    assert backstopped(vad_input([(2, 12), (15, 20)])) == {expected: RESPOND}
+    assert backstopped(vad_input([(10, 17)])) == {}
+    assert backstopped(vad_input([(10, 17), (25, 32)])) == {}
     assert backstopped(vad_input([(10, 20)]), training=True) == {}
 
 

@@ -9,7 +9,10 @@ turn). Every other decision, ``stop_speaking`` included, is the predictor's own.
 
 ``timeout`` 1.0 s: the built-in corpus pauses 0.3-0.8 s inside a turn (``timeline.DuplexConfig.pause``), so
 with the VAD's 0.1 s hangover the backstop never answers inside a pause there; natural speech pauses longer
-now and then, so raise it where pauses do. The backstop trains nothing: wrap a trained predictor for a
+now and then, so raise it where pauses do. ``min_turn`` 1.0 s: a user turn it answers holds a voiced run that
+long, so a back-channel alone ("uh-huh": voiced runs of at most 0.96 s in the corpus's voices, see
+``vad.py``) is never answered (without it, the backstop answered 28 of the 29 back-channel samples of the
+built-in FDB set, which the trained predictor rightly let pass). The backstop trains nothing: wrap a trained predictor for a
 session (``DuplexSession(model, predictor=SilenceBackstop(model.duplex_predictor))``, ``minmo chat
 --silence-backstop 1.0``); its frames come out as the VAD's one-hot logits, its other frames as the
 predictor's logits and thresholds.
@@ -66,9 +69,11 @@ class SilenceBackstop(DuplexPredictor):
         timeout: float = 1.0,
         threshold_db: float = -45.0,
         hangover: float = 0.1,
+        min_turn: float = 1.0,
     ) -> None:
         """``predictor``: the one to back (a block, or its ``{class_path, init_args}`` spec);
-        ``frame_seconds``: the LLM's audio frame, as for the VAD."""
+        ``frame_seconds``: the LLM's audio frame, as for the VAD; ``min_turn``: the voiced run a user turn
+        needs before the backstop answers it (see the module docstring)."""
         super().__init__()
         if not isinstance(predictor, DuplexPredictor):
             cls = resolve_class(predictor["class_path"], DuplexPredictor, "SilenceBackstop predictor")
@@ -82,6 +87,7 @@ class SilenceBackstop(DuplexPredictor):
             silence_timeout=timeout,
             min_barge_in=None,  # barge-ins are the predictor's to decide
             hangover=hangover,
+            min_turn=min_turn,
         )
 
     def forward(self, frames: DuplexFrames) -> DuplexOutput:

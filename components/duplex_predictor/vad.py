@@ -5,7 +5,9 @@ Per frame of the user channel (frame k = samples [k * hop, (k + 1) * hop), hop =
 - a frame is *loud* when its energy (10 log10 of the mean square, dB full scale) reaches ``threshold_db``;
   it is *voiced* when loud or within ``hangover`` s after a loud frame (short dips stay inside one run);
 - loud user audio while the assistant is silent opens a user turn; the turn's first frame with
-  ``silence_timeout`` s of quiet since its last loud frame decides ``respond`` (once per turn);
+  ``silence_timeout`` s of quiet since its last loud frame ends it and decides ``respond`` (once per turn),
+  if the turn held a voiced run of ``min_turn`` s (default 0: any sound is a turn; a backstop beside a
+  trained predictor sets 1.0 so that a user's back-channel is not answered);
 - while ``assistant_speaking`` is set, a voiced run lasting ``min_barge_in`` s decides ``stop_speaking``
   (once per run) and opens a user turn; shorter runs (back-channels) change nothing; ``min_barge_in=None``
   never stops the assistant (a backstop beside a predictor that decides barge-ins, ``backstop.py``);
@@ -47,12 +49,13 @@ NEVER = torch.iinfo(torch.long).max
 @dataclass
 class VADState(StreamState):
     """Per row: ``quiet`` frames since the last loud frame (saturating at ``quiet_cap``), ``run`` voiced
-    frames in a row (saturating), ``turn_open`` (a user turn awaits its ``respond``), ``barged`` (the
-    current run already decided ``stop_speaking``)."""
+    frames in a row (saturating), ``turn_open`` (a user turn awaits its ``respond``), ``spoke`` (the open
+    turn held a voiced run of ``min_turn``), ``barged`` (the current run already decided ``stop_speaking``)."""
 
     quiet: Tensor
     run: Tensor
     turn_open: Tensor
+    spoke: Tensor
     barged: Tensor
     quiet_cap: int = 0
 
@@ -72,18 +75,25 @@ class VADDuplexPredictor(DuplexPredictor):
         silence_timeout: float = 0.5,
         min_barge_in: float | None = 1.0,
         hangover: float = 0.1,
+        min_turn: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if frame_seconds <= 0 or (min_barge_in is not None and min_barge_in < 0) or hangover < 0:
+        if (
+            frame_seconds <= 0
+            or (min_barge_in is not None and min_barge_in < 0)
+            or hangover < 0
+            or min_turn < 0
+        ):
             raise ValueError(
-                "VADDuplexPredictor needs frame_seconds > 0, min_barge_in >= 0 and hangover >= 0; got "
-                f"{frame_seconds}, {min_barge_in}, {hangover}"
+                "VADDuplexPredictor needs frame_seconds > 0 and min_barge_in, hangover, min_turn >= 0; got "
+                f"{frame_seconds}, {min_barge_in}, {hangover}, {min_turn}"
             )
         self.frame_seconds = frame_seconds
         self.timeout_frames = self._frames(silence_timeout)
         self.barge_in_frames = NEVER if min_barge_in is None else max(1, self._frames(min_barge_in))
         self.hangover_frames = self._frames(hangover)
+        self.min_turn_frames = self._frames(min_turn)
         if self.timeout_frames <= self.hangover_frames:
             raise ValueError(
                 f"silence_timeout ({silence_timeout} s = {self.timeout_frames} frames) must outlast the "
@@ -107,6 +117,7 @@ class VADDuplexPredictor(DuplexPredictor):
             quiet=torch.zeros(batch_size, dtype=torch.long),
             run=torch.zeros(batch_size, dtype=torch.long),
             turn_open=torch.zeros(batch_size, dtype=torch.bool),
+            spoke=torch.zeros(batch_size, dtype=torch.bool),
             barged=torch.zeros(batch_size, dtype=torch.bool),
             quiet_cap=self.timeout_frames,
         )
@@ -150,16 +161,22 @@ class VADDuplexPredictor(DuplexPredictor):
         """One frame for every row (rows not ``active`` keep their state); returns the decisions [B]."""
         quiet = torch.where(loud, 0, (state.quiet + 1).clamp(max=state.quiet_cap))
         voiced = quiet <= self.hangover_frames
-        run = torch.where(voiced, (state.run + 1).clamp(max=self.barge_in_frames), 0)
+        run = torch.where(
+            voiced, (state.run + 1).clamp(max=max(self.barge_in_frames, self.min_turn_frames)), 0
+        )
         barged = state.barged & voiced
         stop = assistant & (run >= self.barge_in_frames) & ~barged
         turn_open = state.turn_open | (loud & ~assistant) | stop
-        respond = turn_open & (quiet >= self.timeout_frames)
+        spoke = (state.spoke | (run >= self.min_turn_frames)) & turn_open
+        ended = turn_open & (quiet >= self.timeout_frames)
+        respond = ended & spoke
+        still_open = turn_open & ~ended & ~answered
         for name, value in (
             ("quiet", quiet),
             ("run", run),
             ("barged", barged | stop),
-            ("turn_open", turn_open & ~respond & ~answered),
+            ("turn_open", still_open),
+            ("spoke", spoke & still_open),
         ):
             setattr(state, name, torch.where(active, value, getattr(state, name)))
         decided = torch.where(stop, STOP_SPEAKING, torch.where(respond, RESPOND, KEEP_LISTENING))
