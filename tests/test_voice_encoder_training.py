@@ -100,6 +100,25 @@ def test_rich_targets_follow_the_sensevoice_tag_order() -> None:
     assert no_emotion[0, 1].item() == -100
 
 
+def test_emotion_weight_scales_the_emotion_tag_alone() -> None:
+    """With weight 3 the loss gains twice the emotion tag's cross-entropy; batches without emotion are as
+    they were."""
+    batch = _batches(1)[0]
+    plain = _block().eval()
+    weighted = _block().eval()
+    weighted.hparams.emotion_weight = 3.0
+    with torch.no_grad():
+        one, three = plain._step(batch), weighted._step(batch)
+        logits = one["rich_logits"][:, 1]
+        emotion = (
+            torch.nn.functional.cross_entropy(logits, plain._rich_targets(batch, 3)[:, 1], reduction="sum")
+            / 3
+        )
+        torch.testing.assert_close(three["loss"], one["loss"] + 2 * emotion)
+        no_emotion = {k: v for k, v in batch.items() if k != "emotion"}
+        torch.testing.assert_close(weighted._step(no_emotion)["loss"], plain._step(no_emotion)["loss"])
+
+
 def test_ctc_counts_items_too_short_for_their_labels() -> None:
     """A label pair that repeats needs a blank frame between; padding past an item's length never counts."""
     targets = TokenBatch.from_list([[5, 5, 6], [7], [8, 9]])

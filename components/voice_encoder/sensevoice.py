@@ -168,6 +168,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         train_language: str = SENSEVOICE_SMALL["train_language"],
         auto_language_prob: float = SENSEVOICE_SMALL["auto_language_prob"],
         emotion_labels: list[str] | None = None,
+        emotion_weight: float = 1.0,
         spec_augment: bool = SENSEVOICE_SMALL["spec_augment"],
         learning_rate: float = SENSEVOICE_SMALL["learning_rate"],
         weight_decay: float = SENSEVOICE_SMALL["weight_decay"],
@@ -177,7 +178,8 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         head_stale: str | None = None,
     ) -> None:
         """Defaults are SenseVoiceSmall's (no tokenizer or CMVN file until ``load_pretrained``), except
-        ``emotion_labels``: none unless asked for (the presets name four). ``num_layers`` counts the SAN-M
+        ``emotion_labels``: none unless asked for (the presets name four); ``emotion_weight``: what the emotion
+        tag weighs in the training loss, in transcript labels (the other tags weigh one). ``num_layers`` counts the SAN-M
         layers before ``after_norm`` (funasr's ``num_blocks``), ``tp_layers`` those after it (funasr's ``tp_blocks``).
         ``gradient_checkpointing`` recomputes each SAN-M layer's activations in backward (memory for long
         batches when the encoder trains inside MinMo). ``head_stale`` says why the CTC/tag head no longer fits the
