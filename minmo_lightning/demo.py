@@ -146,9 +146,10 @@ def _newest(pattern: str, root: Path) -> Path | None:
 #: where each plan (the hour, --full, --quick) writes its runs
 PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("runs/tiny-quick")}
 #: the default plan's training budget per step, minutes on a 2-core CPU (``budget``: a block trained alone
-#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 46
-#: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side and stage 4 get
-#: what runs them end to end (their speech is not intelligible in this plan: --full)
+#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 51
+#: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side gets what runs it
+#: end to end (its speech is not intelligible in this plan: --full); stage 4 gets its recipe's steps, which cost
+#: little beside the frozen LLM's states its first epoch computes
 HOUR = {
     "voice_encoder": 9.0,
     "stage1a": 2.5,
@@ -160,7 +161,7 @@ HOUR = {
     "stage2a": 0.5,
     "stage2b": 1.5,
     "stage3": 1.0,
-    "stage4": 2.5,
+    "stage4": 12.5,
 }
 #: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
 #: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
@@ -179,7 +180,7 @@ MINUTES = {
     "stage2a": (1.6, 0.4, 0.1),
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
-    "stage4": (9.9, 9.8, 0.9),  # its first epoch computes the frozen LLM's states: ~1 s a step
+    "stage4": (12.5, 12.5, 0.9),  # its first epoch computes the frozen LLM's states: ~1 s a step
     "evaluation": (6.0, 3.6, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
     "chat": (0.3, 0.9, 0.2),
 }
