@@ -68,6 +68,14 @@ def test_the_tracker_measures_the_pitch_at_8_and_16_khz() -> None:
         assert pitch[0, 10:].sub(expected).abs().max() < 0.25  # a quarter semitone: the lag is whole samples
 
 
+def test_a_pitch_far_from_the_speakers_mean_at_the_end_of_voicing_is_not_heard() -> None:
+    """1.5 s at 120 Hz, then 50 ms that read as 390 Hz (what decaying speech gives at the shortest lags):
+    the final pitch stays within a semitone of the speaker's (clipping it to 7 semitones above raised it 5.6)."""
+    wave = torch.cat([voice(120, 120, 1.5), voice(390, 390, 0.05), torch.zeros(HOP * 6)])
+    after = features_of([wave])[0, -3:]
+    assert after[:, FINAL].abs().max() * 6 < 1.0  # semitones from the speaker's mean
+
+
 def test_noise_is_not_voiced() -> None:
     noise = 0.1 * torch.randn(HOP * 10, generator=torch.Generator().manual_seed(0))
     assert features_of([noise])[0, :, VOICED].max() < 0.2

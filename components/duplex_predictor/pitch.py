@@ -11,8 +11,11 @@ do for ASR and the prosody inputs of voice-activity-projection models do for tur
 Pitch, per 10 ms subframe, causal (only samples up to the subframe's end): the normalised cross-correlation
 (NCCF) of the last 40 ms with itself shifted by 2.5-16.7 ms (400-60 Hz); voiced where its peak reaches
 ``voicing_threshold`` and the whole 57 ms it reads is louder than ``floor_db``; the period is the shortest lag at a local
-maximum within 0.9 of the peak (a multiple of the period often correlates as well). Octave errors left at
-the edges of voicing are clipped to within 7 semitones of the speaker's mean.
+maximum within 0.9 of the peak (a multiple of the period often correlates as well; the ends of the lag range
+are never peaks). Errors left at the edges of voicing (decaying speech correlates best at the shortest lags,
+~390 Hz) are unvoiced once the speaker's mean rests on 0.2 s of voicing: no pitch further than 7 semitones from
+it (before that, pitch is clipped there). On the built-in duplex test sessions this took the AUC of ``final``
+between a pause after a statement and a statement's turn end from 0.92 to 0.97 (Praat's F0: 0.97).
 
 Features per frame (``FEATURES``), pitch in semitones against the speaker's mean over every voiced subframe
 heard so far in the session, divided by 6:
@@ -47,6 +50,7 @@ HISTORY = FINAL + BEFORE
 MAX_SILENCE_SUBFRAMES = 100
 SEMITONE_SCALE = 6.0
 MAX_JUMP = 7.0
+SETTLED = 20
 OCTAVE_GUARD = 0.9
 
 
@@ -118,7 +122,9 @@ class PitchFeatures:
         wave = torch.nn.functional.pad(wave, (0, size - wave.shape[1]))
         signal = torch.cat([state.tail.to(wave), wave], dim=1)
         state.tail = signal[:, signal.shape[1] - state.tail.shape[1] :]
-        voiced, pitch = self._track(signal, sub, window, shortest, longest, audio.sample_rate)
+        voiced, pitch = self._accepted(
+            *self._track(signal, sub, window, shortest, longest, audio.sample_rate), state
+        )
         values = self._stream(voiced, pitch, state)  # [B, subframes, features]
         frame_end = values[:, per_frame - 1 :: per_frame]
         share = voiced.double().unflatten(1, (frames, per_frame)).mean(-1)
@@ -140,15 +146,28 @@ class PitchFeatures:
         nccf = correlation / (shifted[..., :1] * shifted).clamp(min=1e-12).sqrt()
         lags = nccf[..., shortest : longest + 1]
         peak = lags.max(-1, keepdim=True).values
-        bumps = torch.nn.functional.pad(lags, (1, 1), value=-1.0)
+        # the ends of the lag range are never peaks: decaying speech and fricatives correlate best at the
+        # shortest lag, which read as 400 Hz at the end of a turn
+        bumps = torch.nn.functional.pad(lags, (1, 1), value=float("inf"))
         local = (lags >= bumps[..., :-2]) & (lags >= bumps[..., 2:])
-        period = shortest + (local & (lags >= OCTAVE_GUARD * peak)).int().argmax(-1)
+        candidates = local & (lags >= OCTAVE_GUARD * peak)
+        period = shortest + candidates.int().argmax(-1)
         # both ends of the segment loud: at the edges of speech a half-silent segment correlates at odd lags
         quietest = torch.minimum(shifted[..., 0], shifted[..., -1])
         loud = 10 * torch.log10((quietest / window).clamp(min=1e-12)) >= self.floor_db
-        voiced = loud & (peak[..., 0] >= self.voicing_threshold)
+        voiced = loud & (peak[..., 0] >= self.voicing_threshold) & candidates.any(-1)
         pitch = 12 * torch.log2(sample_rate / period.double() / 100.0)
         return voiced, torch.where(voiced, pitch, 0.0)
+
+    @staticmethod
+    def _accepted(voiced: Tensor, raw: Tensor, state: PitchState) -> tuple[Tensor, Tensor]:
+        """Voicing and pitch without the octave errors at the edges of voicing: once the speaker's mean rests
+        on ``SETTLED`` voiced subframes, a pitch further than ``MAX_JUMP`` from it is unvoiced (decaying
+        speech correlates best at the shortest lags, which read as ~390 Hz at the end of a turn)."""
+        count = state.voiced[:, None] + voiced.long().cumsum(1)
+        mean = (state.pitch_sum[:, None] + raw.cumsum(1)) / count.clamp(min=1)
+        voiced = voiced & ((count <= SETTLED) | ((raw - mean).abs() <= MAX_JUMP))
+        return voiced, torch.where(voiced, raw, 0.0)
 
     @staticmethod
     def _stream(voiced: Tensor, raw: Tensor, state: PitchState) -> Tensor:
