@@ -106,7 +106,7 @@ def test_emotion_weight_scales_the_emotion_tag_alone() -> None:
     batch = _batches(1)[0]
     plain = _block().eval()
     weighted = _block().eval()
-    weighted.hparams.emotion_weight = 3.0
+    plain.hparams.emotion_weight, weighted.hparams.emotion_weight = 1.0, 3.0
     with torch.no_grad():
         one, three = plain._step(batch), weighted._step(batch)
         logits = one["rich_logits"][:, 1]

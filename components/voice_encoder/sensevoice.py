@@ -71,6 +71,7 @@ SENSEVOICE_SMALL = dict(
     train_language="en",
     auto_language_prob=0.2,
     emotion_labels=["neutral", "happy", "sad", "angry"],
+    emotion_weight=1.0,
     spec_augment=True,
     learning_rate=2e-4,
     weight_decay=0.01,
@@ -140,6 +141,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
             "learning_rate": 1.5e-3,
             "warmup_steps": 200,
             "stream_left_frames": 60,
+            "emotion_weight": 5.0,  # the emotion tag learns from the first minutes (voice_encoder_ctc.yaml)
         },
     }
 
@@ -168,7 +170,7 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
         train_language: str = SENSEVOICE_SMALL["train_language"],
         auto_language_prob: float = SENSEVOICE_SMALL["auto_language_prob"],
         emotion_labels: list[str] | None = None,
-        emotion_weight: float = 1.0,
+        emotion_weight: float = SENSEVOICE_SMALL["emotion_weight"],
         spec_augment: bool = SENSEVOICE_SMALL["spec_augment"],
         learning_rate: float = SENSEVOICE_SMALL["learning_rate"],
         weight_decay: float = SENSEVOICE_SMALL["weight_decay"],
