@@ -147,8 +147,9 @@ def report(args: argparse.Namespace) -> None:
         figures |= {f"{name}_{key}": value for key, value in data["figures"].items()}
         targets |= {f"{name}_{key}": value for key, value in data.get("targets", {}).items()}
         devices[name] = data["device"]
+    stages = {part.partition("=")[0] for part in args.parts}
     required = REQUIRED + (REQUIRED_ON_CUDA if torch.cuda.is_available() else [])
-    missing = [name for name in required if name not in figures]
+    missing = [name for name in required if name not in figures and name.split("_")[0] in stages]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else describe_device("cpu")
     date = datetime.date.today().isoformat()
     out = {
@@ -192,6 +193,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         f"| {key.removeprefix('train_')} | {cell(key)} |" for key in figures if key.startswith("train_")
     ]
+    duplex = [key for key in figures if key.startswith("duplex_")]
+    if duplex:
+        lines += ["", "| duplex session (`duplex_session.py`) | value | target |", "| --- | ---: | --- |"]
+        lines += [
+            f"| {key.removeprefix('duplex_')} | {cell(key)} | {targets.get(key, '')} |" for key in duplex
+        ]
     if report["missing"]:
         lines += ["", f"Missing figures: {', '.join(report['missing'])}."]
     for name, why in report["skipped"].items():

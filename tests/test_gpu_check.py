@@ -57,3 +57,19 @@ def test_tiny_gpu_check_runs_and_reports_every_named_figure(tmp_path: Path) -> N
         "trace_isolated.json.gz",
         "trace_pipeline.json.gz",
     }
+
+
+def test_tiny_gpu_check_duplex_stage_reports_the_session(tmp_path: Path) -> None:
+    out, results = tmp_path / "out", tmp_path / "RESULTS.md"
+    env = {**os.environ, "PRESET": "tiny", "OUT": str(out), "RESULTS": str(results), "PYTHON": sys.executable}
+    env |= {"STAGES": "duplex", "LIMITS": "0 0 0 300", "DUPLEX_MINUTES": "0.1"}
+    run = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["missing"] == [] and report["skipped"] == {}  # only the stage that ran is required
+    figures = report["figures"]
+    assert figures["duplex_per_chunk_ms_minute_1"] > 0 and figures["duplex_answers"] >= 1
+    assert report["targets"]["duplex_last_over_first_minute"] == "<= 1.2"
+    assert "| last_over_first_minute |" in results.read_text()
