@@ -4,8 +4,9 @@ A lower threshold answers sooner and takes over more pauses and back-channels; o
 that trade-off, so this scores one FDB set per threshold: the set is cut from the built-in duplex corpus
 (``fdb_builtin``), the checkpoint converses on every sample with the threshold set on both decisions (respond
 and stop speaking; ``minmo chat``), the ASR judge writes the timed words (``asr_judge``) and each task is
-scored (``evaluate_fdb``). ``--with-vad`` adds the energy VAD as one more row; ``--silence-backstop S`` puts
-the silence timeout of ``minmo chat --silence-backstop`` behind the predictor at every threshold. Writes ``metrics.json``,
+scored (``evaluate_fdb``). ``--with-vad`` adds the energy VAD as one more row. Every threshold runs as
+``minmo chat`` does, with its silence backstop behind the predictor (``--silence-backstop S``, default
+``chat.BACKSTOP_SECONDS``; 0 scores the predictor alone). Writes ``metrics.json``,
 ``report.md`` and ``curve.png`` (take-over rate against smooth-turn latency, one point per threshold) in
 ``--out``; every step resumes what it wrote, so an interrupted sweep goes on where it stopped.
 
@@ -20,6 +21,8 @@ import sys
 from pathlib import Path
 
 from minmo_lightning.evaluation.report import md_table, write_report
+
+from minmo_lightning.chat import BACKSTOP_SECONDS
 
 #: what each FDB task contributes to a row of the curve
 FIGURES = {
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "--silence-backstop",
         type=float,
         metavar="SECONDS",
-        help="behind the predictor, answer a turn it left unanswered after this much silence",
+        help="behind the predictor, answer a turn it left unanswered after this much silence (default: "
+        "minmo chat's; 0: the predictor alone)",
     )
     parser.add_argument("--judge", help="a CTC voice encoder checkpoint (default: minmo demo's)")
     parser.add_argument("--device", default="cpu")
@@ -163,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in args.thresholds if not 0.0 < t < 1.0]
     if bad:
         parser.error(f"thresholds are probabilities in (0, 1), got {bad}")
-    if args.silence_backstop is not None and args.silence_backstop <= 0:
-        parser.error(f"--silence-backstop is a silence in seconds, > 0; got {args.silence_backstop}")
+    if args.silence_backstop is not None and args.silence_backstop < 0:
+        parser.error(f"--silence-backstop is a silence in seconds (0: none); got {args.silence_backstop}")
 
     from minmo_lightning.evaluation.asr_judge import JudgeError, default_checkpoint, load_judge
 
@@ -198,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": args.data,
         "split": args.split,
         "judge": str(judge_path),
-        "silence_backstop": args.silence_backstop,
+        "silence_backstop": BACKSTOP_SECONDS if args.silence_backstop is None else args.silence_backstop,
     }
     report = write_curve(rows, args.out, settings)
     for row in rows:

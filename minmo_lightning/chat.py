@@ -1,7 +1,7 @@
 """``minmo chat``: talk to a checkpoint in full duplex, a WAV file standing in for the user.
 
     minmo chat --ckpt runs/tiny/stage4/checkpoints/last.ckpt --input user.wav --out chat/
-    minmo chat --ckpt CKPT --fdb-root fdb_v1/ [--predictor vad | --silence-backstop 1.0]
+    minmo chat --ckpt CKPT --fdb-root fdb_v1/ [--predictor vad | --silence-backstop 0]
 
 The user channel streams through a ``DuplexSession`` chunk by chunk, as a microphone would. ``DIR/output.wav``
 is the assistant channel on the input's timeline (sample 0 is the input's sample 0, the same duration),
@@ -9,8 +9,11 @@ is the assistant channel on the input's timeline (sample 0 is the input's sample
 ``--fdb-root`` runs every Full-Duplex-Bench sample folder under ROOT (its ``input.wav`` -> ``output.wav``
 beside it; folders that have an ``output.wav`` are skipped, so an interrupted run resumes), after which
 ``minmo evaluate fdb --root ROOT`` scores it. ``--predictor vad`` listens with the silence-timeout baseline
-instead of the checkpoint's predictor; ``--silence-backstop S`` keeps the checkpoint's predictor and answers
-a user turn it left unanswered after S seconds of silence (``SilenceBackstop``).
+instead of the checkpoint's predictor. Behind the checkpoint's predictor a ``SilenceBackstop`` answers a user
+turn the predictor left unanswered after ``--silence-backstop`` seconds of silence (default 1.0: on the
+built-in test sessions it lifts the turn ends answered from 87 % to 96 % and changes nothing else the
+benchmark scores; ``components/duplex_predictor/README.md``); ``--silence-backstop 0`` leaves the predictor
+alone, as MinMo runs it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from minmo_lightning.duplex import DuplexEvent, DuplexSession
 
 #: what the duplex session listens to
 SAMPLE_RATE = 16000
+#: seconds of silence after which the backstop answers a turn the predictor left unanswered (0: none)
+BACKSTOP_SECONDS = 1.0
 
 
 class ChatInputError(ValueError):
@@ -137,12 +142,15 @@ def chat_file(session: DuplexSession, source: Path, out_dir: Path, plot: bool = 
     seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(out_dir / "output.wav"), assistant, rate)
+    backed = getattr(session.predictor, "predictor", None)  # what a SilenceBackstop backs
     log = {
         "input": str(source),
         "input_seconds": len(wave) / SAMPLE_RATE,
         "compute_seconds": seconds,
         "chunk_seconds": session.listener.chunk_seconds,
         "predictor": type(session.predictor).__name__,
+        "backed_predictor": None if backed is None else type(backed).__name__,
+        "backstop_seconds": session.predictor.hparams.get("timeout"),
         "events": [asdict(e) for e in events],
     }
     (out_dir / "events.json").write_text(json.dumps(log, indent=1))
@@ -183,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "--silence-backstop",
         type=float,
         metavar="SECONDS",
-        help="answer a user turn the model's predictor left unanswered after this much silence",
+        help=f"answer a user turn the model's predictor left unanswered after this much silence (default "
+        f"{BACKSTOP_SECONDS:g}; 0: the predictor alone)",
     )
     for decision in ("respond", "stop"):
         parser.add_argument(
@@ -196,12 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.input is not None and args.out is None:
         parser.error("--input needs --out DIR")
-    if args.silence_backstop is not None and args.predictor == "vad":
+    if args.silence_backstop and args.predictor == "vad":
         parser.error(
             "--silence-backstop backs the model's predictor; the VAD baseline is a silence timeout itself"
         )
-    if args.silence_backstop is not None and args.silence_backstop <= 0:
-        parser.error(f"--silence-backstop is a silence in seconds, > 0; got {args.silence_backstop}")
+    if args.silence_backstop is not None and args.silence_backstop < 0:
+        parser.error(f"--silence-backstop is a silence in seconds (0: none); got {args.silence_backstop}")
+    backstop = BACKSTOP_SECONDS if args.silence_backstop is None else args.silence_backstop
 
     from minmo_lightning.components.duplex_predictor.backstop import SilenceBackstop
     from minmo_lightning.components.duplex_predictor.vad import VADDuplexPredictor
@@ -221,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         frame_seconds = model.voice_encoder.frame_samples * model.input_projector.downsample / SAMPLE_RATE
         if args.predictor == "vad":
             predictor = VADDuplexPredictor(frame_seconds=frame_seconds).to(args.device)
-        elif args.silence_backstop is not None and model.duplex_predictor is not None:
-            predictor = SilenceBackstop(model.duplex_predictor, frame_seconds, timeout=args.silence_backstop)
+        elif backstop > 0 and model.duplex_predictor is not None:
+            predictor = SilenceBackstop(model.duplex_predictor, frame_seconds, timeout=backstop)
     text = TextSamplingConfig(max_new_tokens=args.max_new_tokens or model.hparams.max_new_tokens)
     try:
         session = DuplexSession(model, predictor=predictor, text_config=text)

@@ -55,7 +55,11 @@ def test_chat_writes_the_assistant_channel_on_the_input_timeline(checkpoint, tmp
     wave, rate = soundfile.read(str(out / "output.wav"))
     assert rate == 24000 and len(wave) == round(1.3 * 24000)
     log = json.loads((out / "events.json").read_text())
-    assert log["predictor"] == ("VADDuplexPredictor" if predictor == "vad" else "TransformerDuplexPredictor")
+    if predictor == "vad":
+        assert log["predictor"] == "VADDuplexPredictor" and log["backstop_seconds"] is None
+    else:  # the checkpoint's predictor, with the silence backstop behind it by default
+        assert log["predictor"] == "SilenceBackstop" and log["backstop_seconds"] == 1.0
+        assert log["backed_predictor"] == "TransformerDuplexPredictor"
     assert all({"kind", "row", "seconds", "compute_seconds"} <= set(e) for e in log["events"])
     assert (out / "timeline.png").stat().st_size > 0
 
@@ -155,9 +159,9 @@ def test_the_decision_threshold_is_exposed(checkpoint, tmp_path, capsys) -> None
 
 
 def test_the_silence_backstop_answers_a_turn_the_model_left_unanswered(checkpoint, tmp_path) -> None:
-    """1.5 s of speech, then silence: at threshold 0.999 the random-weight predictor never answers; with
-    ``--silence-backstop 1.0`` the turn is answered once, after a second of silence. With the VAD baseline
-    (a silence timeout already) it is refused."""
+    """1.5 s of speech, then silence: at threshold 0.999 the random-weight predictor never answers; with the
+    backstop (on by default, 1 s) the turn is answered once, after a second of silence; ``--silence-backstop
+    0`` leaves the predictor alone. With the VAD baseline (a silence timeout already) it is refused."""
     rng = np.random.default_rng(0)
     wave = np.concatenate([0.1 * rng.standard_normal(24000), 0.0005 * rng.standard_normal(38400)])
     source = tmp_path / "user.wav"
@@ -165,18 +169,20 @@ def test_the_silence_backstop_answers_a_turn_the_model_left_unanswered(checkpoin
     never = ["--respond-threshold", "0.999", "--stop-threshold", "0.999"]
 
     def turn_starts(*extra: str) -> list[float]:
-        out = tmp_path / ("backstop" if extra else "plain")
+        out = tmp_path / "-".join(["chat", *extra])
         assert (
             main(["--ckpt", str(checkpoint), "--input", str(source), "--out", str(out), *never, *extra]) == 0
         )
         log = json.loads((out / "events.json").read_text())
         return [e["seconds"] for e in log["events"] if e["kind"] == "turn_start"], log["predictor"]
 
-    assert turn_starts() == ([], "TransformerDuplexPredictor")
-    starts, predictor = turn_starts("--silence-backstop", "1.0")
+    assert turn_starts("--silence-backstop", "0") == ([], "TransformerDuplexPredictor")
+    starts, predictor = turn_starts()
     assert predictor == "SilenceBackstop"
     assert len(starts) == 1 and 1.5 + 1.0 <= starts[0] <= 1.5 + 1.0 + 0.3
+    later, _ = turn_starts("--silence-backstop", "1.5")
+    assert len(later) == 1 and later[0] >= starts[0] + 0.4
     base = ["--ckpt", str(checkpoint), "--input", str(source), "--out", str(tmp_path / "x")]
-    for bad in (["--predictor", "vad", "--silence-backstop", "1.0"], ["--silence-backstop", "0"]):
+    for bad in (["--predictor", "vad", "--silence-backstop", "1.0"], ["--silence-backstop", "-1"]):
         with pytest.raises(SystemExit):
             main([*base, *bad])

@@ -88,6 +88,11 @@ def test_the_silence_backstop_reaches_every_model_point(stand_ins, tmp_path) -> 
     assert json.loads((out / "metrics.json").read_text())["settings"]["silence_backstop"] == 1.2
     with pytest.raises(SystemExit):
         fdb_sweep.main([*args[:-1], "-1"])
+    fdb_sweep.main([*args[:-2], "--out", str(tmp_path / "default")])  # no flag: minmo chat's default
+    assert "--silence-backstop" not in stand_ins["chat"][-2]
+    assert (
+        json.loads((tmp_path / "default" / "metrics.json").read_text())["settings"]["silence_backstop"] == 1.0
+    )
 
 
 def test_bad_thresholds_and_a_missing_judge_are_named(stand_ins, tmp_path, monkeypatch, capsys) -> None:

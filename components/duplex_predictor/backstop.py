@@ -13,9 +13,9 @@ now and then, so raise it where pauses do. ``min_turn`` 1.0 s: a user turn it an
 long, so a back-channel alone ("uh-huh": voiced runs of at most 0.96 s in the corpus's voices, see
 ``vad.py``) is never answered (without it, the backstop answered 28 of the 29 back-channel samples of the
 built-in FDB set, which the trained predictor rightly let pass). The backstop trains nothing: wrap a trained predictor for a
-session (``DuplexSession(model, predictor=SilenceBackstop(model.duplex_predictor))``, ``minmo chat
---silence-backstop 1.0``); its frames come out as the VAD's one-hot logits, its other frames as the
-predictor's logits and thresholds.
+session (``DuplexSession(model, predictor=SilenceBackstop(model.duplex_predictor))``; ``minmo chat`` does so
+by default, ``--silence-backstop 0`` turns it off); its frames come out as the VAD's one-hot logits, its
+other frames as the predictor's logits and thresholds.
 """
 
 from __future__ import annotations
