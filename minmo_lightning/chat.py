@@ -24,12 +24,17 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from minmo_lightning.blocks import DuplexPredictor
 from minmo_lightning.contracts import AudioBatch
 from minmo_lightning.duplex import DuplexEvent, DuplexSession
+
+if TYPE_CHECKING:
+    from minmo_lightning.model import MinMo
 
 #: what the duplex session listens to
 SAMPLE_RATE = 16000
@@ -78,6 +83,25 @@ def load_model(checkpoint: str, device: str):
     from minmo_lightning.model import MinMo
 
     return MinMo.load_from_checkpoint(checkpoint, map_location=device).eval()  # Lightning configures it
+
+
+def session_predictor(
+    model: MinMo, kind: str = "model", backstop: float = BACKSTOP_SECONDS
+) -> DuplexPredictor | None:
+    """What decides in ``minmo chat``'s session: the checkpoint's predictor with a ``SilenceBackstop`` of
+    ``backstop`` seconds behind it (0: alone), or (``kind="vad"``) the energy-VAD baseline; ``None`` leaves the
+    choice to ``DuplexSession``, which names what the model lacks."""
+    from minmo_lightning.components.duplex_predictor.backstop import SilenceBackstop
+    from minmo_lightning.components.duplex_predictor.vad import VADDuplexPredictor
+
+    if model.voice_encoder is None or model.input_projector is None:
+        return None
+    frame_seconds = model.voice_encoder.frame_samples * model.input_projector.downsample / SAMPLE_RATE
+    if kind == "vad":
+        return VADDuplexPredictor(frame_seconds=frame_seconds).to(model.device)
+    if backstop > 0 and model.duplex_predictor is not None:
+        return SilenceBackstop(model.duplex_predictor, frame_seconds, timeout=backstop)
+    return None
 
 
 def converse(session: DuplexSession, wave: np.ndarray) -> tuple[np.ndarray, list[DuplexEvent], int]:
@@ -213,8 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--silence-backstop is a silence in seconds (0: none); got {args.silence_backstop}")
     backstop = BACKSTOP_SECONDS if args.silence_backstop is None else args.silence_backstop
 
-    from minmo_lightning.components.duplex_predictor.backstop import SilenceBackstop
-    from minmo_lightning.components.duplex_predictor.vad import VADDuplexPredictor
     from minmo_lightning.generation import TextSamplingConfig
 
     model = load_model(args.ckpt, args.device)
@@ -226,15 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"minmo chat: {error}", file=sys.stderr)
             return 2
         model.duplex_predictor.hparams.update(thresholds)
-    predictor = None
-    if model.voice_encoder is not None and model.input_projector is not None:  # else the session says why
-        frame_seconds = model.voice_encoder.frame_samples * model.input_projector.downsample / SAMPLE_RATE
-        if args.predictor == "vad":
-            predictor = VADDuplexPredictor(frame_seconds=frame_seconds).to(args.device)
-        elif backstop > 0 and model.duplex_predictor is not None:
-            predictor = SilenceBackstop(model.duplex_predictor, frame_seconds, timeout=backstop)
     text = TextSamplingConfig(max_new_tokens=args.max_new_tokens or model.hparams.max_new_tokens)
     try:
+        predictor = session_predictor(model, args.predictor, backstop)
         session = DuplexSession(model, predictor=predictor, text_config=text)
         if args.input is not None:
             log = chat_file(session, args.input, args.out)

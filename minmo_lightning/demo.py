@@ -527,11 +527,12 @@ def converse(checkpoint: Path, out: Path, count: int) -> Path:
     import soundfile
     from datasets import load_from_disk
 
-    from minmo_lightning.chat import chat_file, load_model
+    from minmo_lightning.chat import chat_file, load_model, session_predictor
     from minmo_lightning.datamodules.audio import decode_audio
     from minmo_lightning.duplex import DuplexSession
 
-    session = DuplexSession(load_model(str(checkpoint), "cpu"))
+    model = load_model(str(checkpoint), "cpu")
+    session = DuplexSession(model, predictor=session_predictor(model))  # as `minmo chat` talks
     test = load_from_disk(str(DATA / "duplex"))["test"]
     for row in test.select(range(min(count, len(test)))):
         folder = out / row["id"]

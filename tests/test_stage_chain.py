@@ -93,6 +93,8 @@ def test_tiny_stage1_chain(tiny_corpus: Path, tmp_path: Path, monkeypatch: pytes
     chats = demo.converse(previous, tmp_path / "chat", 1)
     (dialogue,) = [p for p in chats.iterdir() if p.is_dir()]
     assert {"input.wav", "output.wav", "events.json", "timeline.png"} <= {p.name for p in dialogue.iterdir()}
+    log = json.loads((dialogue / "events.json").read_text())  # it talks as `minmo chat` does
+    assert log["predictor"] == "SilenceBackstop" and log["backed_predictor"] == "TransformerDuplexPredictor"
 
 
 def test_block_trained_alone_reloads_through_ckpt_path(tiny_corpus: Path, tmp_path: Path) -> None:
