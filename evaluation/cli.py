@@ -4,6 +4,7 @@
     minmo evaluate --config recipes/eval/asr_builtin.yaml [--ckpt model.ckpt] [--out DIR]
         [--data.init_args.path /my/copy] [--metrics.normalizer basic] [--any.recipe.key VALUE]
     minmo evaluate fdb --task smooth_turn_taking --root DIR [--out DIR] [--no-reference-compat]
+    minmo evaluate fdb --task v15_latency --root DIR [--out DIR]
     minmo evaluate --compare RUN_DIR RUN_DIR... --out DIR [--names A B ...]
 
 A recipe supplies defaults (task, dataset, metric settings, baselines, model and data); flags override.
@@ -66,11 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _fdb_parser() -> argparse.ArgumentParser:
     from minmo_lightning.evaluation.fdb import FDB_TASKS
+    from minmo_lightning.evaluation.fdb_timing import TASK as TIMING_TASK
 
     p = argparse.ArgumentParser(
-        prog="minmo evaluate fdb", description="Full-Duplex-Bench v1 metrics on its own folder layout."
+        prog="minmo evaluate fdb",
+        description="Full-Duplex-Bench metrics on its own folder layout: the v1 tasks, and v1.5's stop and "
+        "response latency from each sample's input.wav and output.wav (--task v15_latency).",
     )
-    p.add_argument("--task", required=True, choices=tuple(FDB_TASKS))
+    p.add_argument("--task", required=True, choices=(*FDB_TASKS, TIMING_TASK))
     p.add_argument("--root", required=True, help="one folder per sample (output.json, turn_taking.json, ...)")
     p.add_argument("--out", help="where metrics.json, report.md and the timeline go (default: --root)")
     p.add_argument(
@@ -83,8 +87,19 @@ def _fdb_parser() -> argparse.ArgumentParser:
 
 def fdb_main(argv: list[str]) -> int:
     from minmo_lightning.evaluation.fdb_report import run_fdb
+    from minmo_lightning.evaluation.fdb_timing import TASK as TIMING_TASK
+    from minmo_lightning.evaluation.fdb_timing import run_timing
 
     args = _fdb_parser().parse_args(argv)
+    if args.task == TIMING_TASK:
+        result = run_timing(args.root, args.out or args.root)
+        for kind in ("stop", "response"):
+            value, count = result[f"{kind}_latency"], result[f"n_{kind}_intervals"]
+            print(f"{kind}_latency: {'null' if value is None else f'{value:.4f}'} s over {count} intervals")
+        print(f"samples: {result['n_samples']}  (metrics.json in {Path(args.out or args.root)})")
+        for error in result["errors"][:5]:
+            print(f"  not timed: {error['sample']}: {error['error']}")
+        return 0
     result = run_fdb(args.root, args.task, args.out or args.root, not args.no_reference_compat)
     for key in ("tor", "latency", "freq", "jsd", "gpt_score"):
         if key in result:

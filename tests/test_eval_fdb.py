@@ -185,3 +185,46 @@ def test_v15_latencies_and_interruption_judge(tmp_path):
     judged = evaluate_fdb(root, "user_interruption", judge=lambda c, i, r: seen.append((c, i, r)) or 2.0)
     assert judged["gpt_score"] == 2.0 and seen == [("books?", "fiction instead?", "w0 w1")]
     assert judged["tor"] == m["tor"] and judged["latency"] == m["latency"]
+
+
+def _tones(path, seconds: float, spans: list[tuple[float, float]], rate: int = 16000) -> None:
+    """A WAV of ``seconds`` holding a 220 Hz tone over each span (seconds), digital silence elsewhere."""
+    import soundfile
+
+    wave = np.zeros(round(seconds * rate), dtype=np.float32)
+    for start, end in spans:
+        t = np.arange(round(start * rate), round(end * rate))
+        wave[t] = 0.3 * np.sin(2 * np.pi * 220 * t / rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), wave, rate)
+
+
+def test_v15_latency_from_both_channels_of_each_sample(tmp_path, capsys):
+    """User speech 0-2 s and 5-6 s; the model answers 2.5-4 s and talks over the user 5.5-7 s: one response
+    of 0.5 s (the model segment at 5.5 starts before the user ends, so it is no response), one overlap of
+    0.5 s (before the VAD's padding). A second sample brings its own VAD for the model; a third has no output.wav and is listed."""
+    root = tmp_path / "v15"
+    _tones(root / "a" / "input.wav", 8.0, [(0.0, 2.0), (5.0, 6.0)])
+    _tones(root / "a" / "output.wav", 8.0, [(2.5, 4.0), (5.5, 7.0)])
+    _tones(root / "b" / "input.wav", 4.0, [(0.0, 1.0)])
+    _write(root / "b" / "output_vad.json", {"segments": [[1.3, 3.0]]})
+    _tones(root / "c" / "input.wav", 2.0, [(0.0, 1.0)])
+    out = tmp_path / "report"
+    assert main(["fdb", "--task", "v15_latency", "--root", str(root), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    a, b = metrics["per_sample"]
+    # the energy VAD pads each segment by 30 ms, as Silero does: overlaps grow by 60 ms, gaps shrink by 60
+    assert a["stop_latencies"] == pytest.approx([0.56], abs=0.021)
+    assert a["response_latencies"] == pytest.approx([0.44], abs=0.021)
+    assert b["vad"] == {"user": "energy", "model": "output_vad.json"}
+    assert b["response_latencies"] == pytest.approx([0.27], abs=0.021) and b["stop_latencies"] == []
+    assert metrics["n_response_intervals"] == 2 and metrics["response_latency"] == pytest.approx(
+        0.355, abs=0.021
+    )
+    assert metrics["n_errors"] == 1 and "c" == metrics["errors"][0]["sample"]
+    assert "output.wav not found" in metrics["errors"][0]["error"]
+    written = json.loads((root / "a" / "latency_intervals.json").read_text())  # as FDB's get_timing.py
+    assert set(written) == {"latency_stop_list", "latency_resp_list"}
+    printed = capsys.readouterr().out
+    assert "stop_latency:" in printed and "over 1 intervals" in printed and "not timed: c" in printed
+    assert "stop and response latency" in (out / "report.md").read_text()
