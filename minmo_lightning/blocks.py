@@ -52,7 +52,7 @@ from minmo_lightning.contracts import (
 )
 from minmo_lightning.registry import register
 from minmo_lightning.stream_state import StreamState, VoiceDecoderState
-from minmo_lightning.windowed import WindowState, windowed_step
+from minmo_lightning.windowed import WindowState, windowed_all, windowed_step
 
 
 class IncompleteBlockError(TypeError):
@@ -275,6 +275,30 @@ class VoiceEncoder(Block):
             encode, state, chunk.waveform, chunk.lengths, chunk.lengths // self.frame_samples
         )
 
+    def stream_offline(self, audio: AudioBatch, chunk_samples: int) -> SequenceBatch:
+        """All that ``step`` emits for ``audio`` fed in chunks of ``chunk_samples`` (every row a whole number of
+        them, its full length), computed in a few batched calls: how stage 4 trains on what a duplex session
+        hears, without a Python loop over the chunks."""
+        chunks = _whole_chunks(audio.waveform.shape[1], audio.lengths, chunk_samples, type(self).__name__)
+        window = round(self.stream_left_seconds * self.frame_rate) * self.frame_samples
+
+        def encode(waveform: Tensor, lengths: Tensor) -> SequenceBatch:
+            return self(AudioBatch(waveform, lengths, self.sample_rate))
+
+        frames = chunk_samples // self.frame_samples
+        values = windowed_all(encode, audio.waveform, [chunk_samples] * chunks, [frames] * chunks, window)
+        return SequenceBatch(values, torch.full_like(audio.lengths, values.shape[1]))
+
+
+def _whole_chunks(samples: int, lengths: Tensor, chunk_samples: int, who: str) -> int:
+    """How many chunks of ``chunk_samples`` a batch of full-length rows holds; an error if not whole."""
+    if samples % chunk_samples or bool((lengths != samples).any()):
+        raise ValueError(
+            f"{who}.stream_offline: every row must hold a whole number of {chunk_samples}-sample chunks at full "
+            f"length (pad with silence); got {samples} samples, lengths {lengths.tolist()}"
+        )
+    return samples // chunk_samples
+
 
 class InputProjector(Block):
     """Encoder frames -> LLM-width embeddings, with ``downsample``x fewer frames.
@@ -315,6 +339,23 @@ class InputProjector(Block):
             return self(SequenceBatch(values, lengths))
 
         return windowed_step(project, state, chunk.values, chunk.lengths, chunk.lengths // self.downsample)
+
+    def stream_offline(self, features: SequenceBatch, sizes: list[int]) -> SequenceBatch:
+        """All that ``step`` emits for ``features`` fed in chunks of ``sizes`` frames (the same for every row,
+        each a multiple of ``downsample``; full lengths), computed in a few batched calls."""
+        if any(size % self.downsample for size in sizes) or bool((features.lengths != sum(sizes)).any()):
+            raise ValueError(
+                f"{type(self).__name__}.stream_offline: chunks of {sizes} frames must be multiples of "
+                f"downsample={self.downsample} and cover every row (lengths {features.lengths.tolist()})"
+            )
+        window = -(-self.stream_left_frames // self.downsample) * self.downsample
+
+        def project(values: Tensor, lengths: Tensor) -> SequenceBatch:
+            return self(SequenceBatch(values, lengths))
+
+        outputs = [size // self.downsample for size in sizes]
+        values = windowed_all(project, features.values, sizes, outputs, window)
+        return SequenceBatch(values, torch.full_like(features.lengths, values.shape[1]))
 
 
 class LLMBackbone(Block):

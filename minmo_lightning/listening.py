@@ -81,19 +81,21 @@ class Listener:
 
     @torch.no_grad()
     def listen(self, audio: AudioBatch) -> SequenceBatch:
-        """A whole session chunk by chunk: ``[B, leading + frames, D]``, each row's audio padded with silence
-        to whole chunks (lengths count the leading frames and the frames of the row's own chunks)."""
+        """A whole session as the chunks would stream it: ``[B, leading + frames, D]``, each row's audio padded
+        with silence to whole chunks (lengths count the leading frames and the frames of the row's own
+        chunks). The blocks' ``stream_offline`` computes it in a few batched calls, equal to ``step`` chunk
+        by chunk (``tests/test_listening.py``)."""
         chunks = -(-int(audio.lengths.max()) // self.chunk_samples)
         waveform = torch.nn.functional.pad(
             audio.waveform, (0, chunks * self.chunk_samples - audio.waveform.shape[1])
         )
-        state = self.init_state(waveform.shape[0])
-        full = torch.full_like(audio.lengths, self.chunk_samples)
-        pieces = []
-        for k in range(chunks):
-            piece = waveform[:, k * self.chunk_samples : (k + 1) * self.chunk_samples]
-            pieces.append(self.step(AudioBatch(piece, full, audio.sample_rate), state))
-        values = torch.cat([p.values for p in pieces], dim=1)
+        full = torch.full_like(audio.lengths, waveform.shape[1])
+        frames = self.encoder.stream_offline(
+            AudioBatch(waveform, full, audio.sample_rate), self.chunk_samples
+        )
+        per_chunk = self.chunk_frames * self.projector.downsample
+        sizes = [self.encoder.stream_leading_frames + per_chunk] + [per_chunk] * (chunks - 1)
+        values = self.projector.stream_offline(frames, sizes).values
         row_chunks = -(-audio.lengths // self.chunk_samples)
         lengths = self.leading_frames + row_chunks.to(values.device) * self.chunk_frames
         return SequenceBatch(values, lengths)

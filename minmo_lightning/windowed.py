@@ -75,3 +75,38 @@ def windowed_step(
     """Run ``forward(inputs, lengths)`` on [context ; chunk] and keep each row's ``new_outputs`` last outputs."""
     inputs, total = state.extend(chunk, lengths)
     return last_outputs(forward(inputs, total), new_outputs)
+
+
+def windowed_all(
+    forward: Callable[[Tensor, Tensor], SequenceBatch],
+    inputs: Tensor,
+    sizes: list[int],
+    outputs: list[int],
+    window: int,
+    max_rows: int = 256,
+) -> Tensor:
+    """What ``windowed_step`` gives chunk by chunk, for every chunk of a whole stream at once.
+
+    ``inputs`` [B, T, ...] are cut into chunks of ``sizes`` inputs (the same for every row, full lengths);
+    chunk k runs through ``forward`` with the ``window`` inputs before it (fewer at the start) and keeps its
+    last ``outputs[k]`` outputs. Returns [B, sum(outputs), ...]. Chunks whose windows have the same length
+    (and keep as many outputs) run together (``max_rows`` windows per call), so no window is padded and each equals its streaming step.
+    """
+    ends = torch.tensor(sizes).cumsum(0).tolist()
+    starts = [max(0, end - size - window) for end, size in zip(ends, sizes)]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (start, end) in enumerate(zip(starts, ends)):
+        groups.setdefault((end - start, outputs[k]), []).append(k)
+    batch, pieces = inputs.shape[0], [None] * len(sizes)
+    for (length, count), chunks in groups.items():
+        index = torch.tensor([starts[k] for k in chunks])[:, None] + torch.arange(length)[None]
+        windows = inputs[:, index.to(inputs.device)].flatten(0, 1)  # [B * G, length, ...], row-major in B
+        kept = []
+        for first in range(0, windows.shape[0], max_rows):
+            rows = windows[first : first + max_rows]
+            out = forward(rows, torch.full((rows.shape[0],), length, device=inputs.device))
+            kept.append(last_outputs(out, torch.full((rows.shape[0],), count)).values)
+        kept = torch.cat(kept).unflatten(0, (batch, len(chunks)))
+        for position, k in enumerate(chunks):
+            pieces[k] = kept[:, position]
+    return torch.cat(pieces, dim=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from minmo_lightning.components.voice_encoder.sanm import ChunkLayout
 from minmo_lightning.components.voice_encoder.sensevoice_queries import NUM_QUERIES
 from torch import Tensor
 
@@ -91,6 +92,23 @@ class SenseVoiceStreaming:
         )
         state.reset(torch.ones(batch_size, dtype=torch.bool))
         return state
+
+    def stream_offline(self, audio: AudioBatch, chunk_samples: int) -> SequenceBatch:
+        """All that ``step`` emits for ``audio`` in chunks of ``chunk_samples`` (full-length rows), in one call:
+        the chunked offline encoder ``step`` equals (queries first, then every chunk's frames)."""
+        hop = self._stream_geometry()[0]
+        audio.require(self.sample_rate, who=f"{type(self).__name__}.stream_offline")
+        samples = audio.waveform.shape[1]
+        if chunk_samples % hop or samples % chunk_samples or bool((audio.lengths != samples).any()):
+            raise ValueError(
+                f"{type(self).__name__}.stream_offline: chunks of {chunk_samples} samples must be a multiple of "
+                f"{hop} and every row a whole number of them at full length; got {samples} samples, lengths "
+                f"{audio.lengths.tolist()}"
+            )
+        feats, lengths = self.frontend(audio.waveform, audio.lengths)
+        layout = ChunkLayout(NUM_QUERIES, chunk_samples // hop, self.hparams.stream_left_frames)
+        out, lengths = self.encode(feats, lengths, chunks=layout)
+        return SequenceBatch(out, lengths)
 
     @torch.no_grad()
     def step(self, chunk: AudioBatch, state: SenseVoiceStreamState) -> SequenceBatch:
