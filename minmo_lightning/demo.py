@@ -148,20 +148,19 @@ PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("ru
 #: the default plan's training budget per step, minutes on a 2-core CPU (``budget``: a block trained alone
 #: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 51
 #: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side gets what runs it
-#: end to end (its speech is not intelligible in this plan: --full); stage 4 gets its recipe's steps, which cost
-#: little beside the frozen LLM's states its first epoch computes
+#: end to end (its speech is not intelligible in this plan: --full); stage 4 and stage 1c get their recipes' steps
 HOUR = {
     "voice_encoder": 9.0,
     "stage1a": 2.5,
     "stage1b": 2.0,
-    "stage1c": 9.0,
+    "stage1c": 13.5,
     "speech_tokenizer": 2.0,
     "voice_lm": 3.5,
     "flow": 2.5,
     "stage2a": 0.5,
     "stage2b": 1.5,
     "stage3": 1.0,
-    "stage4": 12.5,
+    "stage4": 6.0,
 }
 #: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
 #: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
@@ -180,7 +179,7 @@ MINUTES = {
     "stage2a": (1.6, 0.4, 0.1),
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
-    "stage4": (12.5, 12.5, 0.9),  # its first epoch computes the frozen LLM's states: ~1 s a step
+    "stage4": (6.0, 6.0, 0.9),  # 3000 steps: the first epoch (the frozen LLM's states) 2 min, then ~14 a second
     "evaluation": (6.0, 3.6, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
     "chat": (0.3, 0.9, 0.2),
 }

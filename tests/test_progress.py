@@ -297,7 +297,7 @@ def test_the_default_demo_fits_in_an_hour(tmp_path, monkeypatch: pytest.MonkeyPa
     assert step["stage1c"].done() is None
     step["stage1c"].run()
     config, overrides = fits[-1]
-    assert value(overrides, "--trainer.max_steps") == str(round(1200 * 9.0 / 14.0))  # 9 of its 14 minutes
+    assert value(overrides, "--trainer.max_steps") == str(round(1200 * 13.5 / 14.0))  # 13.5 of its 14 minutes
     assert overrides[-2:] == ["--ckpt_path", "last"] and "--trainer.max_time" not in overrides
     assert step["stage1c"].done() == stage1c  # ended on its budget, far below the recipe's step cap
     step["stage2a"].run()
