@@ -179,7 +179,7 @@ MINUTES = {
     "stage2a": (1.6, 0.4, 0.1),
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
-    "stage4": (6.0, 6.0, 0.9),  # 3000 steps: the first epoch (the frozen LLM's states) 2 min, then ~14 a second
+    "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
     "evaluation": (6.0, 3.6, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
     "chat": (0.3, 0.9, 0.2),
 }

@@ -221,7 +221,7 @@ def test_v15_latency_from_both_channels_of_each_sample(tmp_path, capsys):
     assert metrics["n_response_intervals"] == 2 and metrics["response_latency"] == pytest.approx(
         0.355, abs=0.021
     )
-    assert metrics["n_errors"] == 1 and "c" == metrics["errors"][0]["sample"]
+    assert metrics["n_errors"] == 1 and metrics["errors"][0]["sample"] == "c"
     assert "output.wav not found" in metrics["errors"][0]["error"]
     written = json.loads((root / "a" / "latency_intervals.json").read_text())  # as FDB's get_timing.py
     assert set(written) == {"latency_stop_list", "latency_resp_list"}
