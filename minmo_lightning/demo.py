@@ -171,7 +171,7 @@ MINUTES = {
     "voice_encoder": (14.1, 9.1, 0.12),
     "stage1a": (3.6, 2.0, 0.08),
     "stage1b": (3.3, 1.6, 0.15),
-    "stage1c": (14.0, 9.0, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
+    "stage1c": (14.0, 13.5, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
     "speech_tokenizer": (8.0, 2.0, 0.1),
     "speech_tokens": (1.0, 0.6, 0.3),
     "voice_lm": (50.0, 4.0, 0.1),
