@@ -146,7 +146,7 @@ def _newest(pattern: str, root: Path) -> Path | None:
 #: where each plan (the hour, --full, --quick) writes its runs
 PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("runs/tiny-quick")}
 #: the default plan's training budget per step, minutes on a 2-core CPU (``budget``: a block trained alone
-#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 51
+#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 49
 #: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side gets what runs it
 #: end to end (its speech is not intelligible in this plan: --full); stage 4 and stage 1c get their recipes' steps
 HOUR = {
@@ -164,8 +164,8 @@ HOUR = {
 }
 #: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
 #: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
-#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh machine and clone, 51.2 minutes
-#: with the install; the steps' last files)
+#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh clone, 49.2 minutes with the
+#: install; the steps' own durations)
 MINUTES = {
     "corpus": (8.0, 2.0, 8.0),
     "voice_encoder": (14.1, 9.1, 0.12),
@@ -180,7 +180,7 @@ MINUTES = {
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
     "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
-    "evaluation": (6.0, 3.6, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
+    "evaluation": (6.0, 2.0, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
     "chat": (0.3, 0.9, 0.2),
 }
 PLAN_COLUMN = {"full": 0, "hour": 1, "quick": 2}
