@@ -90,7 +90,8 @@ def windowed_all(
     ``inputs`` [B, T, ...] are cut into chunks of ``sizes`` inputs (the same for every row, full lengths);
     chunk k runs through ``forward`` with the ``window`` inputs before it (fewer at the start) and keeps its
     last ``outputs[k]`` outputs. Returns [B, sum(outputs), ...]. Chunks whose windows have the same length
-    (and keep as many outputs) run together (``max_rows`` windows per call), so no window is padded and each equals its streaming step.
+    and keep as many outputs run together, at most ``max_rows`` windows per call (so memory stays bounded);
+    no window is padded, so each equals its streaming step.
     """
     ends = torch.tensor(sizes).cumsum(0).tolist()
     starts = [max(0, end - size - window) for end, size in zip(ends, sizes)]
@@ -98,15 +99,16 @@ def windowed_all(
     for k, (start, end) in enumerate(zip(starts, ends)):
         groups.setdefault((end - start, outputs[k]), []).append(k)
     batch, pieces = inputs.shape[0], [None] * len(sizes)
+    per_call = max(1, max_rows // batch)  # chunks per call: batch rows each
     for (length, count), chunks in groups.items():
-        index = torch.tensor([starts[k] for k in chunks])[:, None] + torch.arange(length)[None]
-        windows = inputs[:, index.to(inputs.device)].flatten(0, 1)  # [B * G, length, ...], row-major in B
-        kept = []
-        for first in range(0, windows.shape[0], max_rows):
-            rows = windows[first : first + max_rows]
-            out = forward(rows, torch.full((rows.shape[0],), length, device=inputs.device))
-            kept.append(last_outputs(out, torch.full((rows.shape[0],), count)).values)
-        kept = torch.cat(kept).unflatten(0, (batch, len(chunks)))
-        for position, k in enumerate(chunks):
-            pieces[k] = kept[:, position]
+        for first in range(0, len(chunks), per_call):
+            some = chunks[first : first + per_call]
+            index = torch.tensor([starts[k] for k in some])[:, None] + torch.arange(length)[None]
+            windows = inputs[:, index.to(inputs.device)].flatten(0, 1)  # [B * len(some), length, ...]
+            out = forward(windows, torch.full((windows.shape[0],), length, device=inputs.device))
+            kept = last_outputs(out, torch.full((windows.shape[0],), count)).values.unflatten(
+                0, (batch, len(some))
+            )
+            for position, k in enumerate(some):
+                pieces[k] = kept[:, position]
     return torch.cat(pieces, dim=1)
