@@ -279,7 +279,7 @@ class VoiceEncoder(Block):
         """All that ``step`` emits for ``audio`` fed in chunks of ``chunk_samples`` (every row a whole number of
         them, its full length), computed in a few batched calls: how stage 4 trains on what a duplex session
         hears, without a Python loop over the chunks."""
-        chunks = _whole_chunks(audio.waveform.shape[1], audio.lengths, chunk_samples, type(self).__name__)
+        chunks = whole_chunks(audio.waveform.shape[1], audio.lengths, chunk_samples, type(self).__name__)
         window = round(self.stream_left_seconds * self.frame_rate) * self.frame_samples
 
         def encode(waveform: Tensor, lengths: Tensor) -> SequenceBatch:
@@ -290,7 +290,7 @@ class VoiceEncoder(Block):
         return SequenceBatch(values, torch.full_like(audio.lengths, values.shape[1]))
 
 
-def _whole_chunks(samples: int, lengths: Tensor, chunk_samples: int, who: str) -> int:
+def whole_chunks(samples: int, lengths: Tensor, chunk_samples: int, who: str) -> int:
     """How many chunks of ``chunk_samples`` a batch of full-length rows holds; an error if not whole."""
     if samples % chunk_samples or bool((lengths != samples).any()):
         raise ValueError(

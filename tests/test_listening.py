@@ -77,3 +77,7 @@ def test_windowed_all_groups_windows_and_keeps_each_chunks_outputs() -> None:
     assert out[0, :, 0].tolist() == [0, 0, 0, 2, 4, 6, 8] and out[0, :, 1].tolist() == [4, 4, 6, 6, 6, 6, 6]
     with pytest.raises(ValueError, match="whole number of 1920-sample chunks"):
         whisper().stream_offline(AudioBatch(torch.zeros(1, 2000), torch.tensor([2000]), 16000), 1920)
+    with pytest.raises(ValueError, match="multiple of 960 samples"):
+        sensevoice().stream_offline(AudioBatch(torch.zeros(1, 2000), torch.tensor([2000]), 16000), 1000)
+    with pytest.raises(ValueError, match="whole number of 1920-sample chunks"):
+        sensevoice().stream_offline(AudioBatch(torch.zeros(2, 3840), torch.tensor([3840, 1920]), 16000), 1920)

@@ -14,6 +14,7 @@ from minmo_lightning.components.voice_encoder.sanm import ChunkLayout
 from minmo_lightning.components.voice_encoder.sensevoice_queries import NUM_QUERIES
 from torch import Tensor
 
+from minmo_lightning.blocks import whole_chunks
 from minmo_lightning.contracts import AudioBatch, SequenceBatch
 from minmo_lightning.stream_state import StreamState
 
@@ -96,15 +97,13 @@ class SenseVoiceStreaming:
     def stream_offline(self, audio: AudioBatch, chunk_samples: int) -> SequenceBatch:
         """All that ``step`` emits for ``audio`` in chunks of ``chunk_samples`` (full-length rows), in one call:
         the chunked offline encoder ``step`` equals (queries first, then every chunk's frames)."""
-        hop = self._stream_geometry()[0]
-        audio.require(self.sample_rate, who=f"{type(self).__name__}.stream_offline")
-        samples = audio.waveform.shape[1]
-        if chunk_samples % hop or samples % chunk_samples or bool((audio.lengths != samples).any()):
+        hop, who = self._stream_geometry()[0], type(self).__name__
+        audio.require(self.sample_rate, who=f"{who}.stream_offline")
+        if chunk_samples % hop:
             raise ValueError(
-                f"{type(self).__name__}.stream_offline: chunks of {chunk_samples} samples must be a multiple of "
-                f"{hop} and every row a whole number of them at full length; got {samples} samples, lengths "
-                f"{audio.lengths.tolist()}"
+                f"{who}.stream_offline: chunks hold a multiple of {hop} samples; got {chunk_samples}"
             )
+        whole_chunks(audio.waveform.shape[1], audio.lengths, chunk_samples, who)
         feats, lengths = self.frontend(audio.waveform, audio.lengths)
         layout = ChunkLayout(NUM_QUERIES, chunk_samples // hop, self.hparams.stream_left_frames)
         out, lengths = self.encode(feats, lengths, chunks=layout)
