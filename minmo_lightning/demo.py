@@ -151,9 +151,9 @@ PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("ru
 #: end to end (its speech is not intelligible in this plan: --full); stage 4 and stage 1c get their recipes' steps
 HOUR = {
     "voice_encoder": 9.0,
-    "stage1a": 2.5,
-    "stage1b": 2.0,
-    "stage1c": 13.5,
+    "stage1a": 1.32,
+    "stage1b": 1.1,
+    "stage1c": 14.8,
     "speech_tokenizer": 2.0,
     "voice_lm": 3.5,
     "flow": 2.5,
@@ -169,9 +169,9 @@ HOUR = {
 MINUTES = {
     "corpus": (8.0, 2.0, 8.0),
     "voice_encoder": (14.1, 9.1, 0.12),
-    "stage1a": (3.6, 2.0, 0.08),
-    "stage1b": (3.3, 1.6, 0.15),
-    "stage1c": (14.0, 13.5, 0.3),  # the understanding mixture: 1200 steps, the LLM in full (runs/fullft)
+    "stage1a": (1.9, 1.4, 0.08),
+    "stage1b": (1.8, 1.2, 0.15),
+    "stage1c": (14.8, 14.8, 0.3),  # the understanding mixture: 1750 steps, the LLM in full
     "speech_tokenizer": (8.0, 2.0, 0.1),
     "speech_tokens": (1.0, 0.6, 0.3),
     "voice_lm": (50.0, 4.0, 0.1),
