@@ -179,12 +179,12 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
     }
     out = [{**r, **measure[r["control"]](r)} for r in records]
     emotions = sorted({r["target"] for r in out if r["control"] == "emotion"})
-    rows, summary, per_target = [], {}, {}
+    rows, summary, per_target, chances = [], {}, {}, {}
     for control in CONTROLS:
         group = [r for r in out if r["control"] == control]
         if not group:
             continue
-        chance = 0.5 if control in DIRECTIONS else 1 / len(emotions)
+        chance = chances[control] = 0.5 if control in DIRECTIONS else 1 / len(emotions)
         judged = [r["moved"] for r in group if r["moved"] is not None]
         summary[f"{control}_moved"] = _share(judged)
         summary[f"{control}_chance"] = chance
@@ -212,7 +212,9 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
                     len(unmeasured),
                 ]
             )
-    summary["moved"] = _share([r["moved"] for r in out if r["moved"] is not None])
+    judged = [r for r in out if r["moved"] is not None]
+    summary["moved"] = _share([r["moved"] for r in judged])
+    summary["chance"] = _share([chances[r["control"]] for r in judged])  # over the headline's records
     sections = [
         (
             "Summary",

@@ -9,7 +9,8 @@
    are answered aloud);
 6. score every understanding task of stage 1c (ASR, the emotion proxy, translation, language ID, speaker,
    audio events, spoken QA, dialogue), spoken output (stage 2b reading the TTS test texts, stage 3 answering
-   the S2S test questions, judged by the voice encoder's CTC head; their first WAVs stay with the reports)
+   the S2S test questions, judged by the voice encoder's CTC head; stage 2b reading as instructed, its rate
+   and pitch measured and its emotion heard by the encoder's emotion tag; their first WAVs stay with the reports)
    and duplex turn-taking (stage 4, beside the VAD baseline) on the test splits (``minmo evaluate``), and
    print each task's headline figure beside its chance level or ceiling;
 7. converse: ``minmo chat`` on a few test dialogues (assistant channel, event log, timeline per dialogue);
@@ -90,10 +91,17 @@ HEADLINES = {
     "dialogue": ("exact_match", "baseline_exact_match"),
     "tts": ("wer", "ceiling_wer"),
     "s2s": ("wer", "ceiling_wer"),
+    "voice_control": ("moved", "chance"),
     "duplex": ("assistant_f1@240", None),
 }
+#: what hears the emotion of voice control's spoken answers (the demo's encoder trained alone)
+EMOTION_JUDGE = "minmo_lightning.evaluation.asr_judge.EmotionJudge"
 #: spoken output: task -> the stage that speaks it
-SPOKEN_TASKS = {"tts": "stage2b_text_to_speech", "s2s": "stage3_speech_to_speech"}
+SPOKEN_TASKS = {
+    "tts": "stage2b_text_to_speech",
+    "s2s": "stage3_speech_to_speech",
+    "voice_control": "stage2b_text_to_speech",
+}
 #: test dialogues ``minmo chat`` talks through at the end
 CHATS = 3
 #: written in a training step's run folder when its fit ends (a run on a time budget has no step count to check)
@@ -146,7 +154,7 @@ def _newest(pattern: str, root: Path) -> Path | None:
 #: where each plan (the hour, --full, --quick) writes its runs
 PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("runs/tiny-quick")}
 #: the default plan's training budget per step, minutes on a 2-core CPU (``budget``: a block trained alone
-#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 49
+#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 48
 #: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side gets what runs it
 #: end to end (its speech is not intelligible in this plan: --full); stage 4 and stage 1c get their recipes' steps
 HOUR = {
@@ -164,7 +172,7 @@ HOUR = {
 }
 #: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
 #: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
-#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh clone, 49.2 minutes with the
+#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh clone, 47.9 minutes with the
 #: install; the steps' own durations)
 MINUTES = {
     "corpus": (8.0, 2.0, 8.0),
@@ -180,7 +188,11 @@ MINUTES = {
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
     "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
-    "evaluation": (6.0, 2.0, 4.0),  # eight stage-1c tasks (~10 s each alone), spoken output and duplex
+    "evaluation": (
+        6.5,
+        2.8,
+        4.0,
+    ),  # eight stage-1c tasks (~10 s each alone), spoken output (voice control 45 s), duplex
     "chat": (0.3, 0.9, 0.2),
 }
 PLAN_COLUMN = {"full": 0, "hour": 1, "quick": 2}
@@ -416,11 +428,14 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
         from minmo_lightning.evaluation.cli import main as evaluate
 
         limit = ["--limit", "2"] if quick else []
-        judge = {
-            "judge: null": f"judge: {component_checkpoint('voice_encoder')}"
-        }  # this demo's encoder listens
+        encoder = component_checkpoint("voice_encoder")
+        judges = {  # this demo's encoder listens: its CTC head (tts, s2s), its emotion tag (voice control)
+            "judge: null": f"judge: {encoder}",
+            "metrics: {}": f"metrics: {{emotion_judge: {{class_path: {EMOTION_JUDGE}, init_args: "
+            f"{{checkpoint: {encoder}}}}}}}",
+        }
         for (task, checkpoint), report in zip(evaluations, reports):
-            config = local_recipe(f"eval/{task}_builtin.yaml", judge if task in SPOKEN_TASKS else None)
+            config = local_recipe(f"eval/{task}_builtin.yaml", judges if task in SPOKEN_TASKS else None)
             code = evaluate(
                 ["--config", config, "--ckpt", str(checkpoint), "--out", str(report.parent), *limit]
             )

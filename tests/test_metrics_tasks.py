@@ -336,6 +336,7 @@ def test_voice_control_rate_pitch_and_emotion(tmp_path):
     s = scored.summary
     assert (s["rate_moved"], s["pitch_moved"], s["emotion_moved"]) == (pytest.approx(1 / 3), 1.0, None)
     assert s["moved"] == pytest.approx(3 / 5) and s["rate_chance"] == 0.5
+    assert s["chance"] == 0.5  # over the judged records only: no emotion record without a judge
     assert scored.metrics["per_target"]["rate/slow"]["unmeasured_ids"] == ["r3"]
     assert "needs a judge" in scored.sections[0][1]
 
@@ -344,6 +345,11 @@ def test_voice_control_rate_pitch_and_emotion(tmp_path):
     )
     assert judged.summary["emotion_moved"] == pytest.approx(1 / 2) and judged.summary["emotion_chance"] == 0.5
     assert judged.metrics["per_target"]["emotion/angry"]["neutral_hit"] == 0.0
+    sad = {"id": "e3", "control": "emotion", "target": "sad", "output_audio_path": low}
+    judged = voice_control_report(
+        [*records, sad], {**SETTINGS, "emotion_judge": f"{__name__}.loudness_judge"}, tmp_path
+    )
+    assert judged.summary["chance"] == pytest.approx((5 * 0.5 + 3 * (1 / 3)) / 8)  # records' own chances
     judge = {"class_path": f"{__name__}.PeakJudge", "init_args": {"level": 0.01}}  # everything sounds angry
     judged = voice_control_report(records, {**SETTINGS, "emotion_judge": judge}, tmp_path)
     assert judged.metrics["per_target"]["emotion/angry"]["neutral_hit"] == 1.0

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
 from torch.utils.data import DataLoader
 
@@ -258,6 +259,14 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert value(next(a for a in evaluated if value(a, "--out") == "runs/eval-s2s"), "--ckpt") == (
         "runs/stage3/checkpoints/last.ckpt"
     )
+    control = next(a for a in evaluated if value(a, "--out") == "runs/eval-voice_control")
+    assert value(control, "--ckpt") == "runs/stage2b/checkpoints/last.ckpt"
+    assert yaml.safe_load(spoken["runs/eval-voice_control"])["metrics"] == {
+        "emotion_judge": {
+            "class_path": "minmo_lightning.evaluation.asr_judge.EmotionJudge",
+            "init_args": {"checkpoint": "runs/voice_encoder/checkpoints/last.ckpt"},
+        }
+    }
 
 
 def fit_writing_last_ckpt(fits: list):
