@@ -212,9 +212,9 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
                     len(unmeasured),
                 ]
             )
-    judged = [r for r in out if r["moved"] is not None]
-    summary["moved"] = _share([r["moved"] for r in judged])
-    summary["chance"] = _share([chances[r["control"]] for r in judged])  # over the headline's records
+    measured = [r for r in out if r["moved"] is not None]
+    summary["moved"] = _share([r["moved"] for r in measured])
+    summary["chance"] = _share([chances[r["control"]] for r in measured])  # over the headline's records
     sections = [
         (
             "Summary",

@@ -188,11 +188,7 @@ MINUTES = {
     "stage2b": (6.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
     "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
-    "evaluation": (
-        6.5,
-        2.8,
-        4.0,
-    ),  # eight stage-1c tasks (~10 s each alone), spoken output (voice control 45 s), duplex
+    "evaluation": (6.5, 2.8, 4.0),  # eight stage-1c tasks (~10 s each), spoken output (3 tasks), duplex
     "chat": (0.3, 0.9, 0.2),
 }
 PLAN_COLUMN = {"full": 0, "hour": 1, "quick": 2}
