@@ -225,7 +225,7 @@ class S3TokenizerV2(SpeechTokenizer):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self._step(batch, "val")
 
     def codebook_perplexity(self, codes: Tensor, lengths: Tensor) -> Tensor:
