@@ -79,6 +79,7 @@ TASK_FIELDS: dict[str, dict[str, bool]] = {
         "neutral_audio": False,
         "phonemes": False,
         "speech_tokens": False,
+        "neutral_speech_tokens": False,
         "id": False,
         "duration": False,
     },
@@ -127,6 +128,7 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
         "target": ("target",),
         "neutral_audio": ("neutral_audio",),
         "phonemes": ("phonemes",),
+        "neutral_speech_tokens": ("neutral_speech_tokens",),
     },
     "librispeech_asr": {"audio": ("audio",), "text": ("text",), "id": ("id",)},
     # FLEURS also serves language ID (``language``: the English name) and speaker gender

@@ -202,6 +202,10 @@ class VoiceControlDataModule(TTSDataModule):
             batch["neutral_audio"] = pad_audio(waves["neutral_audio"], self.sample_rate)
         if mapping.get("phonemes"):
             batch["phonemes"] = [columns[mapping["phonemes"]][r] for r in rows]
+        if mapping.get("neutral_speech_tokens"):  # with speech_tokens: the evaluation's ceiling pair
+            batch["neutral_speech_tokens"] = TokenBatch.from_list(
+                [columns[mapping["neutral_speech_tokens"]][r] for r in rows]
+            )
         return batch
 
 

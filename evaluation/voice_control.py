@@ -17,6 +17,10 @@ space-separated string).
   output; moved when it names the target. Without a judge these records are reported as needing one and
   left out of the headline.
 
+Ceiling: where a record also has ``ceiling_audio_path`` and ``ceiling_neutral_audio_path`` (the dataset's
+styled and neutral readings, as speech tokens, through the model's own token2wav), the same measure on that
+pair: how much of each control the speech chain below the voice LM can carry at all.
+
 Headline: the share of records moved in the asked direction, per control and overall. An output with no
 speech (or no voiced frame, for pitch) has not moved; its id is listed. Beside it the chance level: 0.5 for a
 rate or pitch change in a random direction (the neutral reading itself scores 0), and for emotion 1 / the
@@ -177,7 +181,7 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
         "pitch": lambda r: _pitch(r, clips, settings),
         "emotion": lambda r: _emotion(r, clips, judge),
     }
-    out = [{**r, **measure[r["control"]](r)} for r in records]
+    out = [{**r, **measure[r["control"]](r), **_ceiling(r, measure)} for r in records]
     emotions = sorted({r["target"] for r in out if r["control"] == "emotion"})
     rows, summary, per_target, chances = [], {}, {}, {}
     for control in CONTROLS:
@@ -188,6 +192,7 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
         judged = [r["moved"] for r in group if r["moved"] is not None]
         summary[f"{control}_moved"] = _share(judged)
         summary[f"{control}_chance"] = chance
+        summary[f"{control}_ceiling_moved"] = _ceiling_share(group)
         for target in sorted({r["target"] for r in group}):
             items = [r for r in group if r["target"] == target]
             moved = [r["moved"] for r in items if r["moved"] is not None]
@@ -195,6 +200,7 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
             figures = {
                 "n": len(items),
                 "moved": _share(moved),
+                "ceiling_moved": _ceiling_share(items),
                 "mean_change": _mean_change(control, items),
                 "unmeasured_ids": unmeasured[:50],
                 "neutral_hit": _share([r["neutral_hit"] for r in items if "neutral_hit" in r]),
@@ -207,6 +213,7 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
                     figures["n"],
                     "needs a judge" if figures["moved"] is None else figures["moved"],
                     chance,
+                    "—" if figures["ceiling_moved"] is None else figures["ceiling_moved"],
                     figures["mean_change"],
                     figures["neutral_hit"],
                     len(unmeasured),
@@ -215,6 +222,7 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
     measured = [r for r in out if r["moved"] is not None]
     summary["moved"] = _share([r["moved"] for r in measured])
     summary["chance"] = _share([chances[r["control"]] for r in measured])  # over the headline's records
+    summary["ceiling_moved"] = _ceiling_share(out)
     sections = [
         (
             "Summary",
@@ -225,6 +233,7 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
                     "n",
                     "moved as asked",
                     "chance",
+                    "ceiling",
                     "mean change",
                     "judge on neutral",
                     "no speech / pitch",
@@ -236,12 +245,30 @@ def voice_control_report(records: list[dict], settings: dict, out_dir: Path) -> 
             "hears the target in the neutral reading. Moved: "
             f"beyond a {settings['rate_margin']:g} rate margin / {settings['pitch_margin_st']:g} semitones. "
             "Chance: 0.5 for a random direction (the neutral reading itself scores 0); emotion 1 / the emotions "
-            "asked for."
+            "asked for. Ceiling: the dataset's styled reading against its neutral one, both as speech tokens through "
+            "the model's token2wav (what the chain below the voice LM carries)."
             + ("" if judge or not emotions else " Emotion records need a judge (metrics.emotion_judge)."),
         )
     ]
     metrics = {**summary, "per_target": per_target, "pitch_tracker": PITCH_TRACKER}
     return Scored(summary, metrics, out, sections)
+
+
+def _ceiling(record: dict, measure: dict[str, Callable[[dict], dict]]) -> dict:
+    """The control measured on the reference pair through token2wav (``ceiling_*`` fields), when given."""
+    if record.get("ceiling_audio_path") is None or record.get("ceiling_neutral_audio_path") is None:
+        return {}
+    pair = {k: v for k, v in record.items() if not k.startswith("neutral_")}
+    pair |= {"output_audio_path": record["ceiling_audio_path"]}
+    pair |= {"neutral_audio_path": record["ceiling_neutral_audio_path"]}
+    measured = measure[record["control"]](pair)
+    return {"ceiling_moved": measured["moved"]} | {
+        f"ceiling_{key}": measured[key] for key in (*CHANGES.values(), "judged_emotion") if key in measured
+    }
+
+
+def _ceiling_share(records: list[dict]) -> float | None:
+    return _share([r["ceiling_moved"] for r in records if r.get("ceiling_moved") is not None])
 
 
 def _unmeasured(record: dict) -> bool:

@@ -67,11 +67,12 @@ STAGE_BLOCKS = {
     "stage2a_output_projector": {"voice_token_lm": "voice_lm", "token2wav.flow": "flow"},
     "stage2b_text_to_speech": {"token2wav.flow": "flow"},
 }
-#: corpus task -> (audio column, token column) ``minmo prepare`` adds for the speech side
+#: corpus task -> the (audio column, token column) pairs ``minmo prepare`` adds for the speech side, a pass
+#: each; voice control's neutral readings are the evaluation's ceiling (styled vs neutral through token2wav)
 SPEECH_TOKENS = {
-    "tts": ("audio", "speech_tokens"),
-    "s2s": ("answer_audio", "answer_speech_tokens"),
-    "voice_control": ("audio", "speech_tokens"),
+    "tts": (("audio", "speech_tokens"),),
+    "s2s": (("answer_audio", "answer_speech_tokens"),),
+    "voice_control": (("audio", "speech_tokens"), ("neutral_audio", "neutral_speech_tokens")),
 }
 #: the TTS sentences only the voice LM of --full reads (``CorpusSize.tts_voice_lm_train``)
 VOICE_LM_SPLIT = "voice_lm_train"
@@ -364,24 +365,24 @@ def demo_steps(runs: Path, plan: str) -> tuple[list[Step], list[Path], Path]:
         from minmo_lightning.datamodules.prepare import main as prepare
 
         tokenizer = component_checkpoint("speech_tokenizer")
-        for task, (audio, column) in SPEECH_TOKENS.items():
+        for task, passes in SPEECH_TOKENS.items():
             if tokens_current(task):
                 continue
-            shutil.rmtree(tokens / task, ignore_errors=True)  # tokens of an earlier tokenizer
-            args = [
-                "--dataset",
-                str(DATA / task),
-                "--out",
-                str(tokens / task),
-                "--checkpoint",
-                str(tokenizer),
-            ]
-            args += ["--audio-column", audio, "--column", column] + (["--max-rows", "16"] if quick else [])
-            splits = json.loads((DATA / task / "dataset_dict.json").read_text())["splits"]
-            if not full and VOICE_LM_SPLIT in splits:  # read only by --full's voice LM
-                args += ["--splits", ",".join(s for s in splits if s != VOICE_LM_SPLIT)]
-            if prepare(args) != 0:
-                raise SystemExit(1)
+            source = DATA / task  # each pass adds one column to the previous one's folder; the last is kept
+            for n, (audio, column) in enumerate(passes):
+                out = tokens / task if n == len(passes) - 1 else tokens / f"{task}.{column}"
+                shutil.rmtree(out, ignore_errors=True)  # tokens of an earlier tokenizer
+                args = ["--dataset", str(source), "--out", str(out), "--checkpoint", str(tokenizer)]
+                args += ["--audio-column", audio, "--column", column]
+                args += ["--max-rows", "16"] if quick else []
+                splits = json.loads((source / "dataset_dict.json").read_text())["splits"]
+                if not full and VOICE_LM_SPLIT in splits:  # read only by --full's voice LM
+                    args += ["--splits", ",".join(s for s in splits if s != VOICE_LM_SPLIT)]
+                if prepare(args) != 0:
+                    raise SystemExit(1)
+                if source != DATA / task:
+                    shutil.rmtree(source)
+                source = out
 
     def stage_run(stage: str) -> Callable[[], None]:
         def run() -> None:

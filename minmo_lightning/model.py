@@ -749,11 +749,16 @@ class MinMo(DuplexTraining, L.LightningModule):
 
     def predict_voice_control(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Each text read aloud as its instruction asks, and the same text read plainly: the change between
-        the two is what voice-control evaluation measures (the LLM teacher forced on the text)."""
+        the two is what voice-control evaluation measures (the LLM teacher forced on the text). With the
+        dataset's styled and neutral speech tokens, both through the same token2wav as the ceiling."""
         seed = zlib.crc32(batch["ids"][0].encode())
         texts = list(batch["text"])
         styled = self.speak(texts=texts, verbatim=True, seed=seed, styles=list(batch["instruction"]))
         plain = self.speak(texts=texts, verbatim=True, seed=seed)
+        ceiling: dict[str, list] = {}
+        if "speech_tokens" in batch and "neutral_speech_tokens" in batch:  # the dataset's two readings
+            ceiling["ceiling_audio"] = self._synthesize(batch["speech_tokens"])
+            ceiling["ceiling_neutral_audio"] = self._synthesize(batch["neutral_speech_tokens"])
         return [
             {
                 "id": i,
@@ -761,8 +766,11 @@ class MinMo(DuplexTraining, L.LightningModule):
                 "instruction": instruction,
                 "output_audio": row["output_audio"],
                 "neutral_audio": neutral["output_audio"],
+                **{field: clips[k] for field, clips in ceiling.items()},
             }
-            for i, instruction, row, neutral in zip(batch["ids"], batch["instruction"], styled, plain)
+            for k, (i, instruction, row, neutral) in enumerate(
+                zip(batch["ids"], batch["instruction"], styled, plain)
+            )
         ]
 
     def predict_spoken_answer(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:

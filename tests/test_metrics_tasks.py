@@ -353,6 +353,20 @@ def test_voice_control_rate_pitch_and_emotion(tmp_path):
     judge = {"class_path": f"{__name__}.PeakJudge", "init_args": {"level": 0.01}}  # everything sounds angry
     judged = voice_control_report(records, {**SETTINGS, "emotion_judge": judge}, tmp_path)
     assert judged.metrics["per_target"]["emotion/angry"]["neutral_hit"] == 1.0
+    ceiling = {"ceiling_audio_path": low, "ceiling_neutral_audio_path": high}  # the chain carried "lower"
+    paired = [
+        {**records[4], **ceiling},
+        {**records[3], **ceiling},
+        {**records[0], "ceiling_audio_path": fast},
+    ]
+    paired = {r["id"]: r for r in voice_control_report(paired, SETTINGS, tmp_path).records}
+    assert paired["p2"]["ceiling_moved"] and not paired["p1"]["ceiling_moved"]  # low asked: moved; high: not
+    assert paired["p1"]["ceiling_semitone_shift"] == pytest.approx(12 * math.log2(150 / 400), abs=0.1)
+    assert paired["p1"]["moved"] and paired["p1"]["semitone_shift"] > 0  # the output's own measure untouched
+    assert "ceiling_moved" not in paired["r1"]  # no neutral reading through the chain: no ceiling
+    summary = voice_control_report(list(paired.values()), SETTINGS, tmp_path).summary
+    assert summary["pitch_ceiling_moved"] == 0.5 and summary["ceiling_moved"] == 0.5
+    assert summary["rate_ceiling_moved"] is None and scored.summary["ceiling_moved"] is None
     with pytest.raises(ValueError, match="emotion_judge 'no_such_module.judge' cannot be imported"):
         voice_control_report(records, {**SETTINGS, "emotion_judge": "no_such_module.judge"}, tmp_path)
     with pytest.raises(ValueError, match="control 'volume' is not one of"):

@@ -237,7 +237,17 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert value(fits[-1][1], "--model.init_args.init_checkpoint") == "runs/stage3/checkpoints/last.ckpt"
 
     prepared = []
-    monkeypatch.setattr(prepare, "main", lambda args: prepared.append(args) or 0)
+
+    def fake_prepare(args: list[str]) -> int:  # records the call and writes the dataset's split list
+        prepared.append(args)
+        out = Path(value(args, "--out"))
+        out.mkdir(parents=True)
+        (out / "dataset_dict.json").write_text(
+            (Path(value(args, "--dataset")) / "dataset_dict.json").read_text()
+        )
+        return 0
+
+    monkeypatch.setattr(prepare, "main", fake_prepare)
     for task, extra in (("tts", ["voice_lm_train"]), ("s2s", []), ("voice_control", [])):
         (demo.DATA / task).mkdir(parents=True)
         splits = {"splits": ["train", *extra, "validation", "test"]}
@@ -250,6 +260,12 @@ def test_demo_wires_the_speech_side(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert "--splits" not in s2s
     assert value(s2s, "--out") == "runs/builtin-tokens/s2s" and value(s2s, "--max-rows") == "16"
     assert value(s2s, "--audio-column") == "answer_audio" and value(s2s, "--column") == "answer_speech_tokens"
+    styled, neutral = [args for args in prepared if "voice_control" in value(args, "--dataset")]
+    assert value(styled, "--out") == value(neutral, "--dataset")  # a pass per column, the second on the first
+    assert value(neutral, "--out") == "runs/builtin-tokens/voice_control"
+    assert value(neutral, "--audio-column") == "neutral_audio"
+    assert value(neutral, "--column") == "neutral_speech_tokens"
+    assert sorted(p.name for p in Path("runs/builtin-tokens").iterdir()) == ["s2s", "tts", "voice_control"]
 
     evaluated = []
     monkeypatch.setattr(evaluation_cli, "main", lambda args: evaluated.append(args) or 0)

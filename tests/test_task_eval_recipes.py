@@ -64,3 +64,34 @@ def test_the_eval_recipe_runs_from_a_tiny_checkpoint(name, corpus, checkpoint, t
     assert metrics["task"] == family and figure in json.dumps(metrics["summary"])
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 2
+
+
+def test_voice_control_scores_its_ceiling_from_the_prepared_readings(corpus, checkpoint, tmp_path):
+    from datasets import DatasetDict, Sequence, Value, load_from_disk
+
+    ids = Sequence(Value("int32"))
+    splits = DatasetDict(
+        {  # the columns two minmo prepare passes add: the styled and the neutral readings' tokens
+            name: split.add_column("speech_tokens", [[5] * 40] * len(split), feature=ids).add_column(
+                "neutral_speech_tokens", [[7] * 30] * len(split), feature=ids
+            )
+            for name, split in load_from_disk(str(corpus / "voice_control")).items()
+        }
+    )
+    splits.save_to_disk(str(tmp_path / "voice_control"))
+    recipe = yaml.safe_load((RECIPES / "voice_control_builtin.yaml").read_text())
+    recipe["dataset"]["path"] = recipe["data"]["init_args"]["path"] = str(tmp_path / "voice_control")
+    config = tmp_path / "voice_control.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "report"
+    assert (
+        evaluate(["--config", str(config), "--ckpt", str(checkpoint), "--out", str(out), "--no-progress"])
+        == 0
+    )
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for record in records:
+        for field in ("ceiling_audio_path", "ceiling_neutral_audio_path"):
+            assert (out / record[field]).is_file() or Path(record[field]).is_file()
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert "ceiling_moved" in summary
+    assert "Ceiling: the dataset's styled reading" in (out / "report.md").read_text()
