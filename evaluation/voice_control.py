@@ -258,9 +258,17 @@ def _ceiling(record: dict, measure: dict[str, Callable[[dict], dict]]) -> dict:
     """The control measured on the reference pair through token2wav (``ceiling_*`` fields), when given."""
     if record.get("ceiling_audio_path") is None or record.get("ceiling_neutral_audio_path") is None:
         return {}
-    pair = {k: v for k, v in record.items() if not k.startswith("neutral_")}
-    pair |= {"output_audio_path": record["ceiling_audio_path"]}
-    pair |= {"neutral_audio_path": record["ceiling_neutral_audio_path"]}
+    pair = {
+        **record,
+        "output_audio_path": record["ceiling_audio_path"],
+        # rate and pitch against the neutral reading through the same chain, never the record's own statistics;
+        # emotion needs no neutral clip (the judge's hit rate on it is the output's figure, not the ceiling's)
+        "neutral_audio_path": record["ceiling_neutral_audio_path"]
+        if record["control"] in DIRECTIONS
+        else None,
+        "neutral_seconds_per_phoneme": None,
+        "neutral_f0_hz": None,
+    }
     measured = measure[record["control"]](pair)
     return {"ceiling_moved": measured["moved"]} | {
         f"ceiling_{key}": measured[key] for key in (*CHANGES.values(), "judged_emotion") if key in measured

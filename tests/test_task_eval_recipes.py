@@ -91,7 +91,9 @@ def test_voice_control_scores_its_ceiling_from_the_prepared_readings(corpus, che
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     for record in records:
         for field in ("ceiling_audio_path", "ceiling_neutral_audio_path"):
-            assert (out / record[field]).is_file() or Path(record[field]).is_file()
+            assert (out / record[field]).is_file()
+        assert "ceiling_moved" in record  # the pair was measured (None only for emotion without a judge)
+        assert (record["ceiling_moved"] is None) == (record["control"] == "emotion")
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert "ceiling_moved" in summary
     assert "Ceiling: the dataset's styled reading" in (out / "report.md").read_text()
