@@ -372,15 +372,22 @@ def test_generate_unistream_batch_matches_single(model) -> None:
 
 
 # ---- sampling ----------------------------------------------------------------------------------
-def test_ras_redraws_repeated_tokens_and_respects_top_k() -> None:
-    logp = torch.full((2, 10), -20.0)
-    logp[:, 3] = 0.0  # token 3 carries almost all the mass
+def test_ras_redraws_repeated_tokens_from_the_whole_distribution() -> None:
+    """CosyVoice2's RAS: the nucleus (here top_k 1) unless its draw repeats in the window; then one draw
+    from the full softmax, where the repeated token keeps its plain chance."""
+    rows = 400
+    logp = torch.full((rows, 10), -20.0)
+    logp[:, 3] = logp[:, 5] = 0.0  # tokens 3 and 5 share the mass; the nucleus of size 1 holds only 3
     config = SpeechSamplingConfig(top_p=0.8, top_k=1, win_size=4, tau_r=0.5)
-    fresh = torch.full((2, 4), -1)
-    assert sample_tokens(logp, fresh, config).tolist() == [3, 3]
-    repeated = torch.tensor([[3, 3, 1, 2], [3, 1, 2, 4]])  # row 0 repeats 3 twice (>= 4 * 0.5)
+    fresh = torch.full((rows, 4), -1)
+    assert set(sample_tokens(logp, fresh, config).tolist()) == {3}
+    repeated = torch.tensor(
+        [[3, 3, 1, 2]] * (rows // 2) + [[3, 1, 2, 4]] * (rows // 2)
+    )  # first half: 2 >= 4 * 0.5
     drawn = sample_tokens(logp, repeated, config, torch.Generator().manual_seed(0))
-    assert drawn[0] != 3 and drawn[1] == 3
+    redrawn, kept = drawn[: rows // 2], drawn[rows // 2 :]
+    assert set(kept.tolist()) == {3}
+    assert set(redrawn.tolist()) == {3, 5} and 0.35 < float((redrawn == 5).float().mean()) < 0.65
 
 
 def test_generate_bistream_streams_and_rejects_empty_text(model) -> None:
@@ -442,3 +449,25 @@ def test_training_on_speech_that_outruns_the_mix_ratio_warns_once_with_the_fix()
         lm.eval()
         tiny(mix_ratio=[5, 15]).decoder_forward(semantic, speech)  # inference never warns
     assert MixRatio(5, 15).outruns_text(text_lengths, speech.lengths).tolist() == [True, True, False, True]
+
+
+def test_speech_input_noise_swaps_inputs_while_training_and_keeps_the_targets() -> None:
+    """A ``speech_input_noise`` share of the teacher-forced speech ids is swapped for random ids in training
+    only; the targets (and evaluation) see the true ids."""
+    torch.manual_seed(0)
+    lm = tiny(speech_input_noise=0.25).train()
+    tokens = torch.randint(0, V, (8, 400))
+    noisy = lm.teacher_tokens(tokens)
+    swapped = float((noisy != tokens).float().mean())
+    assert 0.2 < swapped < 0.3 and int(noisy.max()) < V
+    speech = TokenBatch(tokens[:2, :40], torch.tensor([40, 31]))
+    semantic = SequenceBatch(torch.randn(2, 10, lm.hidden_size), torch.tensor([10, 8]))
+    interleave = torch.tensor([False, False])
+    noisy_pass = lm.decoder_forward(semantic, speech, interleave=interleave)
+    lm.eval()
+    assert torch.equal(lm.teacher_tokens(tokens), tokens)
+    clean_pass = lm.decoder_forward(semantic, speech, interleave=interleave)
+    assert torch.equal(noisy_pass.layout.targets, clean_pass.layout.targets)
+    assert not torch.equal(noisy_pass.layout.inputs, clean_pass.layout.inputs)
+    with pytest.raises(ValueError, match="speech_input_noise must lie in"):
+        tiny(speech_input_noise=1.0)

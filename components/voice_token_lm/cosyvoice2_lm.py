@@ -58,6 +58,7 @@ COSYVOICE2_05B = {
     "speech_vocab_size": 6561,
     "mix_ratio": [5, 15],
     "lsm_weight": 0.0,
+    "speech_input_noise": 0.0,
     "length_normalized_loss": True,
     "bistream_probability": 0.5,
     "sampling": {"top_p": 0.8, "top_k": 25, "win_size": 10, "tau_r": 0.1},
@@ -122,6 +123,7 @@ class CosyVoice2LM(VoiceTokenLM):
         speech_vocab_size: int = 6561,
         mix_ratio: list[int] | None = None,
         lsm_weight: float = 0.0,
+        speech_input_noise: float = 0.0,
         length_normalized_loss: bool = True,
         bistream_probability: float = 0.5,
         sampling: dict[str, Any] | None = None,
@@ -146,6 +148,8 @@ class CosyVoice2LM(VoiceTokenLM):
         self.ids = SpecialIds(speech_vocab_size)
         self.speech_vocab_size = speech_vocab_size
         self.sampling = SpeechSamplingConfig(**(sampling or {}))
+        if not 0.0 <= speech_input_noise < 1.0:
+            raise ValueError(f"speech_input_noise must lie in [0, 1), got {speech_input_noise}")
         if not 0.0 <= bistream_probability <= 1.0:
             raise ValueError(f"bistream_probability must lie in [0, 1], got {bistream_probability}")
         if pretrained_path is not None:
@@ -265,7 +269,7 @@ class CosyVoice2LM(VoiceTokenLM):
             self.llm_embedding.weight[[SOS_ROW, TASK_ROW]],
             text_vectors.to(dtype),
             text_lengths,
-            self.speech_embedding(speech.tokens),
+            self.speech_embedding(self.teacher_tokens(speech.tokens)),
             speech.tokens,
             speech.lengths,
             interleave,
@@ -274,6 +278,16 @@ class CosyVoice2LM(VoiceTokenLM):
             prefix=None if prefix is None else prefix.values.to(dtype),
             prefix_lengths=None if prefix is None else prefix.lengths,
         )
+
+    def teacher_tokens(self, tokens: Tensor) -> Tensor:
+        """The speech ids the decoder reads while it trains: a ``speech_input_noise`` share of them swapped
+        for random ids (the targets stay true), so it learns to continue after its own wrong tokens instead of
+        drifting into a memorised sentence at inference (exposure bias). The identity when evaluating."""
+        share = self.hparams.get("speech_input_noise", 0.0)
+        if not self.training or share == 0.0:
+            return tokens
+        swap = torch.rand(tokens.shape, device=tokens.device) < share
+        return torch.where(swap, torch.randint_like(tokens, self.speech_vocab_size), tokens)
 
     def check_mix_ratio(self, text_lengths: Tensor, speech_lengths: Tensor) -> None:
         """Warn once per run when most training rows hold fewer speech tokens per text token than the mix

@@ -1,8 +1,9 @@
 """Speech-token samplers: greedy and CosyVoice2's repetition-aware sampling (RAS), batched.
 
 RAS draws from the top-p/top-k nucleus; when the drawn token already occurs at least ``win_size * tau_r``
-times among the last ``win_size`` tokens, it redraws from the whole distribution with that token removed.
-This breaks the loops autoregressive speech LMs fall into without hurting normal tokens.
+times among the last ``win_size`` tokens, it redraws from the whole distribution (as CosyVoice2's
+``random_sampling``: the repeated token may come again, now with its plain probability). This breaks the loops
+autoregressive speech LMs fall into without hurting normal tokens.
 """
 
 from __future__ import annotations
@@ -56,6 +57,5 @@ def sample_tokens(
     redraw = repeats >= config.win_size * config.tau_r
     if not bool(redraw.any()):
         return top
-    banned = logp.scatter(-1, top[:, None], float("-inf"))
-    fallback = torch.multinomial(banned.softmax(-1), 1, generator=generator).squeeze(-1)
+    fallback = torch.multinomial(logp.softmax(-1), 1, generator=generator).squeeze(-1)
     return torch.where(redraw, fallback, top)
