@@ -23,7 +23,7 @@ evaluation and the dialogues resume what they wrote; so an interrupted demo resu
 Plans: by default the demo fits in an hour on 2 cores (``runs/demo``): each training step stops on a time budget
 of its own (``HOUR``: most to the voice encoder and stage 1c, the ASR chain; the rest so that every block
 learns something), its learning rate annealed over that time. ``--full`` runs the recipes as written
-(``runs/tiny``, about 3 hours: the figures in the component READMEs, and the starting points the ablations
+(``runs/tiny``, about 4 hours: the figures in the component READMEs, and the starting points the ablations
 read). ``--quick`` shrinks the training and evaluation to a smoke run of a few minutes (once the corpus
 exists). Only ``--full`` writes the speech tokens the recipes read (``data/builtin-tokens``); the other plans
 prepare their own under their runs folder.
@@ -184,9 +184,9 @@ MINUTES = {
     "speech_tokenizer": (8.0, 2.0, 0.1),
     "speech_tokens": (1.0, 0.6, 0.3),
     "voice_lm": (50.0, 4.0, 0.1),
-    "flow": (50.0, 3.0, 0.1),
+    "flow": (100.0, 3.0, 0.1),
     "stage2a": (1.6, 0.4, 0.1),
-    "stage2b": (6.0, 1.2, 0.2),
+    "stage2b": (9.5, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
     "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
     "evaluation": (6.5, 2.8, 4.0),  # eight stage-1c tasks (~10 s each), spoken output (3 tasks), duplex
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument(
         "--full",
         action="store_true",
-        help="the tiny recipes as written (runs/tiny, about 3 hours on 2 cores)",
+        help="the tiny recipes as written (runs/tiny, about 4 hours on 2 cores)",
     )
     which.add_argument("--quick", action="store_true", help="a smoke run: a few steps per stage")
     args = parser.parse_args(argv)
