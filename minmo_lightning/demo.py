@@ -186,7 +186,7 @@ MINUTES = {
     "voice_lm": (50.0, 4.0, 0.1),
     "flow": (100.0, 3.0, 0.1),
     "stage2a": (1.6, 0.4, 0.1),
-    "stage2b": (9.5, 1.2, 0.2),
+    "stage2b": (12.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
     "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
     "evaluation": (6.5, 2.8, 4.0),  # eight stage-1c tasks (~10 s each), spoken output (3 tasks), duplex
