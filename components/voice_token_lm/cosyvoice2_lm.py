@@ -283,7 +283,7 @@ class CosyVoice2LM(VoiceTokenLM):
         """The speech ids the decoder reads while it trains: a ``speech_input_noise`` share of them swapped
         for random ids (the targets stay true), so it learns to continue after its own wrong tokens instead of
         drifting into a memorised sentence at inference (exposure bias). The identity when evaluating."""
-        share = self.hparams.get("speech_input_noise", 0.0)
+        share = self.hparams.speech_input_noise
         if not self.training or share == 0.0:
             return tokens
         swap = torch.rand(tokens.shape, device=tokens.device) < share
