@@ -176,7 +176,7 @@ class PlanInputs:
     the corpus seed and the task name), so their rows do not depend on which tasks are built, and the
     first five keep the bytes they had before the families existed. ``taken`` holds every sentence of the
     shared pools (user and answer): the families draw none of them, so no sentence of a family is a test
-    or training sentence of those five.
+    or training sentence of those five. ``held_out_users`` holds every task's held-out user sentences.
     """
 
     rng: random.Random
@@ -191,6 +191,7 @@ class PlanInputs:
     size: CorpusSize
     own_rng: random.Random
     taken: frozenset[str]
+    held_out_users: frozenset[str]
 
 
 Planned = tuple[str, Job, dict]

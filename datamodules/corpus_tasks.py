@@ -46,7 +46,7 @@ from minmo_lightning.datamodules.corpus_plan import (
 from minmo_lightning.datamodules.corpus_s2tt import plan_s2tt
 from minmo_lightning.datamodules.corpus_speaker import AGES, CELLS, GENDERS, SPEAKERS_PER_CELL, plan_speaker
 from minmo_lightning.datamodules.corpus_sqa import ANSWER_TYPES, SPAN_PROBABILITY, plan_sqa
-from minmo_lightning.datamodules.corpus_text import Exchange, punctuate, unique_exchanges
+from minmo_lightning.datamodules.corpus_text import Exchange, exchanges_outside, punctuate, unique_exchanges
 from minmo_lightning.datamodules.corpus_turns import plan_turn_pieces
 from minmo_lightning.datamodules.corpus_voice_control import (
     CONTROLS,
@@ -124,15 +124,14 @@ def _plan_emotion(inputs: PlanInputs) -> Iterator[Planned]:
 def _plan_tts(inputs: PlanInputs) -> Iterator[Planned]:
     splits = _train_validation_test(inputs)
     # Beyond its share of the shared pool (whose size fixes every other task's sentences), TTS trains on
-    # sentences of its own generator, none of them in any task's pool: the voice LM and the flow need far
-    # more of the assistant's voice than the other tasks need sentences.
-    # The voice token LM alone reads a split of its own beside them (``voice_lm_train``), drawn from a
-    # generator of its own so its size changes no other split.
-    taken = set(inputs.taken)
-    more = unique_exchanges(inputs.own_rng, inputs.size.tts_more_train, taken)
+    # sentences of its own generators: the voice LM and the flow need far more of the assistant's voice
+    # than the other tasks need sentences. They follow the grammar's own distribution, the one the
+    # held-out sentences come from, and exclude only those (every task's): a distinct draw beside the
+    # shared pool would find the small templates used up and leave them almost unheard. The voice token
+    # LM alone reads a split of its own beside them (``voice_lm_train``), so its size changes no other split.
+    more = exchanges_outside(inputs.own_rng, inputs.size.tts_more_train, inputs.held_out_users)
     voice_rng = random.Random(f"{inputs.seed}-tts-voice_lm_train")
-    taken |= {ex.user for ex in more}
-    voice = unique_exchanges(voice_rng, inputs.size.tts_voice_lm_train, taken)
+    voice = exchanges_outside(voice_rng, inputs.size.tts_voice_lm_train, inputs.held_out_users)
     rows = [("train", ex, inputs.rng) for ex in splits.pop("train")]
     rows += [("train", ex, inputs.own_rng) for ex in more]
     rows += [(split, ex, inputs.rng) for split, exchanges in splits.items() for ex in exchanges]
@@ -690,6 +689,7 @@ def plan_corpus(
             size,
             random.Random(f"{seed}/{task.name}"),
             taken,
+            frozenset(ex.user for ex in held),
         )
         for split, job, meta in task.plan(inputs):
             plan.add(task.name, split, job, meta)

@@ -376,6 +376,20 @@ def unique_exchanges(rng: random.Random, count: int, exclude: set[str] = frozens
     return draw_distinct(rng, draw_exchange, count, lambda exchange: exchange.user, exclude)
 
 
+def exchanges_outside(rng: random.Random, count: int, exclude: frozenset[str]) -> list[Exchange]:
+    """``count`` exchanges as the grammar draws them, none whose user sentence is in ``exclude``.
+
+    Repeats are kept: distinct draws run a template with few fillings (``what is {a} plus {b}``: 363
+    sentences) dry and leave it almost unheard, while held-out sentences come from the full grammar.
+    """
+    out: list[Exchange] = []
+    while len(out) < count:
+        exchange = draw_exchange(rng)
+        if exchange.user not in exclude:
+            out.append(exchange)
+    return out
+
+
 def vocabulary() -> set[str]:
     """Every word the corpus can say (for the dataset card)."""
     words: set[str] = set()
