@@ -666,8 +666,9 @@ def plan_corpus(
     held_counts = {task.name: task.held_out_sentences(task.eval_size(size)) for task in readers}
     held = unique_exchanges(rng, sum(held_counts.values()))
     held_pools = _deal(held, held_counts)
+    held_users = frozenset(ex.user for ex in held)
     train_counts = {task.name: task.train_size(size) for task in readers}
-    train = unique_exchanges(rng, sum(train_counts.values()), {ex.user for ex in held})
+    train = unique_exchanges(rng, sum(train_counts.values()), held_users)
     train_pools = _deal(train, train_counts)
 
     taken = frozenset(text for ex in held + train for text in (ex.user, ex.answer))
@@ -689,7 +690,7 @@ def plan_corpus(
             size,
             random.Random(f"{seed}/{task.name}"),
             taken,
-            frozenset(ex.user for ex in held),
+            held_users,
         )
         for split, job, meta in task.plan(inputs):
             plan.add(task.name, split, job, meta)

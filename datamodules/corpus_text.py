@@ -353,10 +353,11 @@ def draw_distinct(
     count: int,
     key: Callable[[T], Hashable],
     exclude: Iterable[Hashable] = (),
+    distinct: bool = True,
 ) -> list[T]:
-    """``count`` draws with distinct keys, none in ``exclude``.
+    """``count`` draws with keys not in ``exclude``, distinct unless ``distinct=False``.
 
-    Raises when the grammar cannot produce that many distinct items.
+    Raises when the grammar cannot produce that many items.
     """
     seen, out = set(exclude), []
     tries = 0
@@ -364,10 +365,11 @@ def draw_distinct(
         item = draw(rng)
         tries += 1
         if key(item) not in seen:
-            seen.add(key(item))
+            if distinct:
+                seen.add(key(item))
             out.append(item)
         elif tries > 50 * count + 1000:
-            raise ValueError(f"could only draw {len(out)} distinct items out of {count} asked for")
+            raise ValueError(f"could only draw {len(out)} allowed items out of {count} asked for")
     return out
 
 
@@ -382,12 +384,7 @@ def exchanges_outside(rng: random.Random, count: int, exclude: frozenset[str]) -
     Repeats are kept: distinct draws run a template with few fillings (``what is {a} plus {b}``: 363
     sentences) dry and leave it almost unheard, while held-out sentences come from the full grammar.
     """
-    out: list[Exchange] = []
-    while len(out) < count:
-        exchange = draw_exchange(rng)
-        if exchange.user not in exclude:
-            out.append(exchange)
-    return out
+    return draw_distinct(rng, draw_exchange, count, lambda exchange: exchange.user, exclude, distinct=False)
 
 
 def vocabulary() -> set[str]:
