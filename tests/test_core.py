@@ -113,6 +113,21 @@ def test_every_implementation_resolves_by_short_class_name() -> None:
             assert isinstance(block, cls)
 
 
+def test_every_block_that_validates_alone_validates_on_a_mixture() -> None:
+    """A ``MixtureDataModule`` hands Lightning one validation loader per source, and Lightning then passes
+    ``dataloader_idx``: a block trained alone on a mixture (a flow on plain and styled speech) takes it."""
+    import inspect
+
+    validating = {
+        name: cls
+        for name, cls in registry.implementations().items()
+        if cls.validation_step is not L.LightningModule.validation_step
+    }
+    assert "CosyVoice2Flow" in validating and "CosyVoice2LM" in validating
+    for name, cls in validating.items():
+        assert "dataloader_idx" in inspect.signature(cls.validation_step).parameters, name
+
+
 def test_presets_count_on_meta_device() -> None:
     assert registry.count_preset_parameters(HFCausalLM, "qwen2.5-7b-instruct") == 7_615_616_512
     assert (

@@ -229,7 +229,7 @@ class TransformerDuplexPredictor(DuplexPredictor):
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         loss, decisions, labels = self._loss(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         self.val_confusion.update(decisions.flatten(), labels.flatten())

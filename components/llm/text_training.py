@@ -44,7 +44,7 @@ class CausalLMTraining:
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self.text_loss(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self.text_loss(batch, "val")
 
     def configure_optimizers(self) -> Any:

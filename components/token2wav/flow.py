@@ -408,7 +408,7 @@ class CosyVoice2Flow(Block):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["speech_tokens"].tokens.shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         loss = self._batch_loss(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["speech_tokens"].tokens.shape[0])
         return loss

@@ -385,7 +385,7 @@ class CosyVoice2LM(VoiceTokenLM):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._tts_batch_loss(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self._tts_batch_loss(batch, "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
