@@ -10,6 +10,7 @@ from the seed its job carries), and nothing here loads espeak-ng or ``datasets``
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -371,6 +372,9 @@ class CorpusTask:
     """What ``minmo synth-data`` adds to the task's written folder."""
     card_notes: Callable[[dict], str] | None = None
     """Generation settings -> the task's own section of the dataset card (markdown)."""
+    plan_version: int = 1
+    """Raised whenever the plan draws other rows for the same seed and sizes: ``minmo synth-data`` records
+    it in the folder it writes (``written_plan_version``), and a folder an older plan wrote is stale."""
 
     def train_size(self, size: CorpusSize) -> int:
         """``CorpusSize`` names a task's sizes ``{task}_train`` and ``{task}_eval``."""
@@ -385,6 +389,19 @@ class CorpusTask:
 
         types = _column_types()
         return Features({name: types[kind] for name, kind in self.columns.items()})
+
+
+def written_plan_version(folder: Path) -> int:
+    """The plan version a task folder was written under (1: written before synth-data recorded it)."""
+    return json.loads((folder / "dataset_dict.json").read_text()).get("plan_version", 1)
+
+
+def stale_folder(folder: Path, task: str) -> str | None:
+    """Why ``folder`` (a written ``task`` folder) no longer holds the rows this version draws; None when it does."""
+    written, current = written_plan_version(folder), CORPUS_TASKS[task].plan_version
+    if written >= current:
+        return None
+    return f"{folder} was written by plan {written} of the {task} set and this version draws plan {current}"
 
 
 TRANSCRIBED_COLUMNS = {
@@ -435,6 +452,7 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             plan=_plan_tts,
             row=utterance_row,
             held_out_sentences=_validation_and_test,
+            plan_version=2,  # 2: its own sentences drawn as the grammar draws them (exchanges_outside)
         ),
         CorpusTask(
             "s2s",
@@ -613,6 +631,7 @@ CORPUS_TASKS: dict[str, CorpusTask] = {
             held_out_sentences=None,
             shard_size=25,
             card_notes=_voice_control_notes,
+            plan_version=2,  # 2: each row draws from a generator of its own id (held-out rows keep)
         ),
         CorpusTask(
             "turn_pieces",

@@ -9,6 +9,7 @@ for speech-to-speech use, and espeak's phoneme count of the text (rate = duratio
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 from minmo_lightning.datamodules.corpus_plan import (
@@ -74,10 +75,12 @@ def assistant_reads(text: str, prosody: tuple[float, int, int, int], seed: int) 
 
 
 def plan_voice_control(inputs: PlanInputs) -> Iterator[Planned]:
-    """Targets in turn; the styled and the neutral reading share one seed (only the style differs)."""
-    rng = inputs.own_rng
+    """Targets in turn; the styled and the neutral reading share one seed (only the style differs). A row's
+    wording, seeds and user voice come from a generator of its own id, so more training rows leave every
+    held-out row as it was."""
     sentences = distinct_splits(inputs, draw_exchange, lambda exchange: exchange.user)
     for split, i, key, exchange in numbered("voice_control", sentences):
+        rng = random.Random(f"{inputs.seed}:{key}")
         target = TARGETS[i % len(TARGETS)]
         instruction = rng.choice(INSTRUCTIONS[target])
         spoken, seed = punctuate(exchange.user, exchange.question), rng.getrandbits(31)

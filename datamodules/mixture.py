@@ -3,7 +3,8 @@
 Each training step takes one batch from one source; an epoch runs every batch of every source once (or
 ``repeats[i]`` times, to upsample a small task), in an order shuffled from ``(seed, epoch)``. Each source
 says which tasks its items supervise (its ``tasks``; the batch carries them as ``supervises``).
-Validation and test run each source's loader in turn (``dataloader_idx`` tells them apart). Each
+Validation and test run each source's loader in turn (``dataloader_idx`` tells them apart: Lightning logs
+``val/loss/dataloader_idx_0`` per source, the key a checkpoint's ``monitor`` names instead of ``val/loss``). Each
 source skips, counts and lists its own bad rows (``base.py``); ``skipped_rows`` gathers them.
 
     data:

@@ -38,7 +38,7 @@ from minmo_lightning.datamodules.corpus_plan import (
     SessionJob,
     Utterance,
 )
-from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, CorpusTask, plan_corpus
+from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, CorpusTask, plan_corpus, stale_folder
 from minmo_lightning.datamodules.corpus_text import vocabulary
 from minmo_lightning.datamodules.timeline import DuplexConfig, Speaker, build_session, frame_labels
 
@@ -313,7 +313,9 @@ def build_corpus(
             rows = (task.row(meta, r, frame_rate) for r, meta in zip(results, plan.meta[name][split]))
             stats[name][split] = write_split(staging / split, task, rows, f"{fingerprint}-{name}-{split}")
         # The layout DatasetDict.save_to_disk writes; splits were saved one by one to bound memory.
-        (staging / "dataset_dict.json").write_text(json.dumps({"splits": list(plan.jobs[name])}))
+        # ``plan_version`` beside the splits: what tells a later version's rows from these (stale_folder)
+        layout = {"splits": list(plan.jobs[name]), "plan_version": task.plan_version}
+        (staging / "dataset_dict.json").write_text(json.dumps(layout))
         replace_folder(staging, out / name)
         hours = sum(s["hours"] for s in stats[name].values())
         rows_total = sum(s["rows"] for s in stats[name].values())
@@ -321,6 +323,10 @@ def build_corpus(
     kept = [
         name for name in CORPUS_TASKS if name not in stats and (out / name / "dataset_dict.json").is_file()
     ]
+    for name in kept:
+        reason = stale_folder(out / name, name)
+        if reason:
+            log(f"warning: {reason}: rebuild it with --tasks {name}")
     everything = {**stats, **{name: folder_stats(out / name) for name in kept}}
     (out / "README.md").write_text(dataset_card(everything, settings, kept))
     log(f"built in {time.perf_counter() - begin:.1f} s")

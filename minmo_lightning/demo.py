@@ -112,14 +112,21 @@ DATA = Path(
 )  # where the tiny and eval recipes read the corpus (relative to the working directory)
 
 
-def _missing_families(voice_lm_split: bool = True) -> list[str]:
-    """The built-in corpus's task folders not written yet, and a TTS folder written before it had its own
-    training sentences (``tts_more_train``; ``tts_voice_lm_train`` where ``voice_lm_split``: the voice LM of
-    --full reads them)."""
+def _missing_families(voice_lm_split: bool = True, log: Callable[[str], None] = print) -> list[str]:
+    """The built-in corpus's task folders not written yet or written by an older plan of their task (said
+    through ``log``), and a TTS folder written before it had its own training sentences (``tts_more_train``;
+    ``tts_voice_lm_train`` where ``voice_lm_split``: the voice LM of --full reads them)."""
     from minmo_lightning.datamodules.corpus_plan import SIZES
-    from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS
+    from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, stale_folder
 
     missing = [task for task in CORPUS_TASKS if not (DATA / task / "dataset_dict.json").is_file()]
+    for task in CORPUS_TASKS:
+        reason = None if task in missing else stale_folder(DATA / task, task)
+        if reason:
+            log(
+                f"{reason}: writing it again (runs trained on the earlier rows are kept; delete them to retrain)"
+            )
+            missing.append(task)
     if "tts" not in missing:
         from datasets import load_from_disk
 
@@ -128,7 +135,7 @@ def _missing_families(voice_lm_split: bool = True) -> list[str]:
         voice_lm_short = voice_lm_split and voice_lm < size.tts_voice_lm_train
         if tts["train"].num_rows < size.tts_train + size.tts_more_train or voice_lm_short:
             missing.append("tts")
-    return missing
+    return [task for task in CORPUS_TASKS if task in missing]
 
 
 def recipe(relative: str) -> str:

@@ -357,7 +357,7 @@ def test_the_default_demo_fits_in_an_hour(tmp_path, monkeypatch: pytest.MonkeyPa
     assert full["stage3"].done() is None
 
 
-def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
+def test_demo_rebuilds_a_short_or_stale_tts_folder_and_retokenizes_a_newer_corpus(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
@@ -369,21 +369,40 @@ def test_demo_rebuilds_a_short_tts_folder_and_retokenizes_a_newer_corpus(
     from minmo_lightning import demo
 
     monkeypatch.setattr(demo, "DATA", tmp_path / "data")
+
+    def write(task: str, splits: dict[str, Dataset] | None = None, plan: int | None = None) -> None:
+        """A task folder as synth-data writes it (``plan``: the version it records; None: none recorded)."""
+        folder = tmp_path / "data" / task
+        DatasetDict(splits or {"train": Dataset.from_dict({"text": ["hello"]})}).save_to_disk(str(folder))
+        if plan is not None:
+            layout = json.loads((folder / "dataset_dict.json").read_text())
+            (folder / "dataset_dict.json").write_text(json.dumps({**layout, "plan_version": plan}))
+
     for task in CORPUS_TASKS:
-        (tmp_path / "data" / task).mkdir(parents=True)
-        (tmp_path / "data" / task / "dataset_dict.json").write_text("{}")
-    DatasetDict({"train": Dataset.from_dict({"text": ["hello"] * 3})}).save_to_disk(
-        str(tmp_path / "data" / "tts")
-    )
-    assert demo._missing_families() == ["tts"]  # written before the TTS set had its own 6000 sentences
+        write(task, plan=CORPUS_TASKS[task].plan_version)
     size = SIZES["default"]
+    short = {"train": Dataset.from_dict({"text": ["hello"] * 3})}
+    write("tts", short, plan=CORPUS_TASKS["tts"].plan_version)
+    assert demo._missing_families() == ["tts"]  # written before the TTS set had its own 6000 sentences
     enough = Dataset.from_dict({"text": ["hello"] * (size.tts_train + size.tts_more_train)})
-    DatasetDict({"train": enough}).save_to_disk(str(tmp_path / "data" / "tts"))
+    write("tts", {"train": enough}, plan=CORPUS_TASKS["tts"].plan_version)
     assert demo._missing_families() == ["tts"]  # and before the voice LM had a split of its own
     assert demo._missing_families(voice_lm_split=False) == []  # which only --full's voice LM reads
     voice = Dataset.from_dict({"text": ["hello"] * size.tts_voice_lm_train})
-    DatasetDict({"train": enough, "voice_lm_train": voice}).save_to_disk(str(tmp_path / "data" / "tts"))
+    write("tts", {"train": enough, "voice_lm_train": voice}, plan=CORPUS_TASKS["tts"].plan_version)
     assert demo._missing_families() == []
+
+    # the same sizes, written by an earlier plan of the TTS set (other sentences): written again, and said
+    write("tts", {"train": enough, "voice_lm_train": voice})
+    said: list[str] = []
+    assert demo._missing_families(log=said.append) == ["tts"]
+    assert said == [
+        f"{tmp_path / 'data' / 'tts'} was written by plan 1 of the tts set and this version draws plan "
+        f"{CORPUS_TASKS['tts'].plan_version}: writing it again (runs trained on the earlier rows are kept; "
+        "delete them to retrain)"
+    ]
+    write("asr", plan=None)  # a set whose plan never changed reads as current without a recorded version
+    assert demo._missing_families(log=said.append) == ["tts"]
 
     tokenizer, tokens = tmp_path / "tokenizer.ckpt", tmp_path / "tokens" / "s2s"
     tokenizer.write_bytes(b"weights")

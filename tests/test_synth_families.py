@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import random
 import re
 import string
@@ -75,16 +76,24 @@ def corpus(tmp_path_factory) -> Path:
     return out
 
 
-def test_a_family_built_alone_has_the_same_rows(corpus, tmp_path):
+def test_a_family_built_alone_has_the_same_rows(corpus, tmp_path, monkeypatch):
     """Each family draws from its own generator: building a subset changes none of its rows."""
     synth.build_corpus(tmp_path, SIZE, seed=5, tasks=["lid", "voice_control"], workers=1, log=lambda _: None)
     for task in ("lid", "voice_control"):
         assert _arrow_files(tmp_path / task) == _arrow_files(corpus / task)
-    # a later run that builds another task keeps the folders already there in the card
-    synth.build_corpus(tmp_path, SIZE, seed=5, tasks=["asr"], workers=1, log=lambda _: None)
+    assert json.loads((tmp_path / "lid" / "dataset_dict.json").read_text())["plan_version"] == 1
+    # a later run that builds another task keeps the folders already there in the card, and says which of
+    # them an older plan of their task wrote
+    monkeypatch.setitem(synth.CORPUS_TASKS, "lid", replace(synth.CORPUS_TASKS["lid"], plan_version=2))
+    said: list[str] = []
+    synth.build_corpus(tmp_path, SIZE, seed=5, tasks=["asr"], workers=1, log=said.append)
     card = (tmp_path / "README.md").read_text()
     assert "| asr | train | 6 |" in card and f"| lid | train | {SIZE.lid_train} |" in card
     assert "lid, voice_control kept the folders an earlier run wrote" in card
+    assert [line for line in said if line.startswith("warning")] == [
+        f"warning: {tmp_path / 'lid'} was written by plan 1 of the lid set and this version draws plan 2: "
+        "rebuild it with --tasks lid"
+    ]
 
 
 def test_every_row_lasts_as_long_as_its_audio(corpus):
@@ -326,6 +335,20 @@ def _median_f0(wave: np.ndarray, rate: int) -> float:
         low, high = rate // 400, rate // 70
         pitches.append(rate / (low + int(np.argmax(correlation[low:high]))))
     return float(np.median(pitches))
+
+
+def test_more_voice_control_rows_leave_the_held_out_ones_as_they_were():
+    def plan(train: int):
+        return plan_corpus(
+            replace(SIZE, voice_control_train=train), 5, ("voice_control",), DuplexConfig(), 12.5, 0.24
+        )
+
+    few, many = plan(7), plan(30)
+    assert len(many.meta["voice_control"]["train"]) == 30
+    assert many.meta["voice_control"]["train"][:7] == few.meta["voice_control"]["train"]
+    for split in ("validation", "test"):  # the same sentences, wordings, seeds and user voices
+        assert many.meta["voice_control"][split] == few.meta["voice_control"][split]
+        assert many.jobs["voice_control"][split] == few.jobs["voice_control"][split]
 
 
 def test_styled_speech_moves_the_way_the_instruction_asks(corpus):

@@ -245,6 +245,26 @@ def test_tts_training_step_learns(tokenizer_dir) -> None:
         block.training_step({"text": ["hello"]}, 0)
 
 
+def test_styled_rows_train_in_cosyvoice2_instruct_format(tokenizer_dir) -> None:
+    """A row with an instruction reads it, <|endofprompt|> (one special id), then its text; others read text."""
+    block = tiny(tokenizer_path=str(tokenizer_dir))
+    block.log = lambda *a, **k: None
+    read: list[list[str]] = []
+    tokenize = block.tokenize
+    block.tokenize = lambda texts: (read.append(texts), tokenize(texts))[1]
+    speech = TokenBatch(torch.randint(0, V, (2, 40)), torch.tensor([30, 40]))
+    batch = {"text": ["hello world", "the quick brown fox"], "speech_tokens": speech}
+    plain = block.training_step(batch, 0)
+    styled = block.training_step({**batch, "instruction": [None, "Say it slowly. "]}, 0)
+    assert read == [
+        ["hello world", "the quick brown fox"],
+        ["hello world", "Say it slowly.<|endofprompt|>the quick brown fox"],
+    ]
+    assert float(plain) != float(styled)
+    ids = tokenize(["Say it slowly.<|endofprompt|>fox"]).tokens[0].tolist()
+    assert block.tokenizer.convert_tokens_to_ids("<|endofprompt|>") in ids
+
+
 # ---- decoding ----------------------------------------------------------------------------------
 def test_kv_cached_equals_uncached(model) -> None:
     embeds = torch.randn(2, 23, 64)

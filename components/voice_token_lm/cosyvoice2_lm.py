@@ -48,7 +48,7 @@ from .loss import label_smoothed_kl
 from .sampling import SpeechSamplingConfig, sample_tokens
 from .state import VoiceLMState
 from .streaming import read_chunk
-from .tokenizer import TOKENIZER_FOLDER, load_cosyvoice2_tokenizer
+from .tokenizer import END_OF_PROMPT, TOKENIZER_FOLDER, load_cosyvoice2_tokenizer
 
 CHECKPOINT_FILE = "llm.pt"
 
@@ -105,6 +105,14 @@ LR_SCHEDULES = ("constant", "cosine")
 
 class MixRatioMismatch(UserWarning):
     """The training data has fewer speech tokens per text token than the mix ratio interleaves."""
+
+
+def instructed(texts: list[str], instructions: list[str | None] | None) -> list[str]:
+    """CosyVoice2's instruct format (``frontend_instruct2``): the instruction, ``<|endofprompt|>``, then the
+    text to speak, as one text stream; items without an instruction are the text alone."""
+    if instructions is None:
+        return list(texts)
+    return [f"{i.strip()}{END_OF_PROMPT}{t}" if i and i.strip() else t for t, i in zip(texts, instructions)]
 
 
 class CosyVoice2LM(VoiceTokenLM):
@@ -373,7 +381,7 @@ class CosyVoice2LM(VoiceTokenLM):
             raise KeyError(
                 "the TTS batch has no 'speech_tokens': add the column with `minmo prepare` (speech tokenizer) first"
             )
-        text = self.tokenize(batch["text"])
+        text = self.tokenize(instructed(batch["text"], batch.get("instruction")))
         if split == "train":
             self.check_mix_ratio(text.lengths, batch["speech_tokens"].lengths)
         out = self.tts_forward(text, batch["speech_tokens"])

@@ -11,6 +11,8 @@ COSYVOICE2_SPECIAL_TOKENS = [
     "[laughter]", "[cough]", "[clucking]", "[accent]", "[quick_breath]", "<laughter>", "</laughter>",
     "[hissing]", "[sigh]", "[vocalized-noise]", "[lipsmack]", "[mn]",
 ]  # fmt: skip
+#: ends an instruction before the text to speak (CosyVoice2's instruct mode)
+END_OF_PROMPT = "<|endofprompt|>"
 #: the tokenizer's folder inside the official CosyVoice2-0.5B folder
 TOKENIZER_FOLDER = "CosyVoice-BlankEN"
 
