@@ -119,14 +119,15 @@ def _missing_families(voice_lm_split: bool = True, log: Callable[[str], None] = 
     from minmo_lightning.datamodules.corpus_plan import SIZES
     from minmo_lightning.datamodules.corpus_tasks import CORPUS_TASKS, stale_folder
 
-    missing = [task for task in CORPUS_TASKS if not (DATA / task / "dataset_dict.json").is_file()]
-    for task in CORPUS_TASKS:
-        reason = None if task in missing else stale_folder(DATA / task, task)
+    written = [task for task in CORPUS_TASKS if (DATA / task / "dataset_dict.json").is_file()]
+    missing = set(CORPUS_TASKS) - set(written)
+    for task in written:
+        reason = stale_folder(DATA / task, task)
         if reason:
             log(
                 f"{reason}: writing it again (runs trained on the earlier rows are kept; delete them to retrain)"
             )
-            missing.append(task)
+            missing.add(task)
     if "tts" not in missing:
         from datasets import load_from_disk
 
@@ -134,7 +135,7 @@ def _missing_families(voice_lm_split: bool = True, log: Callable[[str], None] = 
         voice_lm = tts[VOICE_LM_SPLIT].num_rows if VOICE_LM_SPLIT in tts else 0
         voice_lm_short = voice_lm_split and voice_lm < size.tts_voice_lm_train
         if tts["train"].num_rows < size.tts_train + size.tts_more_train or voice_lm_short:
-            missing.append("tts")
+            missing.add("tts")
     return [task for task in CORPUS_TASKS if task in missing]
 
 

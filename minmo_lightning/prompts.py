@@ -93,9 +93,10 @@ SPEECH_TASKS: dict[str, SpeechTask] = {
 TTS_INSTRUCTION = "Read this text aloud: {text}"
 
 
-def with_style(instruction: str, style: str | None) -> str:
-    """A user turn after an instruction on how to speak (``"Say it slowly."``), when one is given."""
-    return f"{style.strip()} {instruction}" if style and style.strip() else instruction
+def with_style(instruction: str, style: str | None, separator: str = " ") -> str:
+    """``instruction`` after an instruction on how to speak (``"Say it slowly."``) and ``separator``, when one
+    is given."""
+    return f"{style.strip()}{separator}{instruction}" if style and style.strip() else instruction
 
 
 @dataclass

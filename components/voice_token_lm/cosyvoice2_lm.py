@@ -41,6 +41,7 @@ from minmo_lightning.contracts import (
     VoiceLMStreamOptions,
 )
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
+from minmo_lightning.prompts import with_style
 
 from .backbone import QWEN25_05B, Qwen2Stack
 from .layout import SOS_ROW, TASK_ROW, Layout, SpecialIds, assemble
@@ -112,7 +113,7 @@ def instructed(texts: list[str], instructions: list[str | None] | None) -> list[
     text to speak, as one text stream; items without an instruction are the text alone."""
     if instructions is None:
         return list(texts)
-    return [f"{i.strip()}{END_OF_PROMPT}{t}" if i and i.strip() else t for t, i in zip(texts, instructions)]
+    return [with_style(text, instruction, END_OF_PROMPT) for text, instruction in zip(texts, instructions)]
 
 
 class CosyVoice2LM(VoiceTokenLM):
