@@ -92,7 +92,7 @@ def build(llm: str, voice_lm: str, token2wav: str, dtype: str, device: torch.dev
 @torch.no_grad()
 def d_llm_seconds(model: MinMo, steps: int) -> float:
     """Median seconds of one LLM decode step (batch 1, a short prompt), the first two steps left out."""
-    embeds, mask = model.generation_prompt([f"Read this text aloud: {TEXT}"])
+    embeds, mask, _ = model.generation_prompt([f"Read this text aloud: {TEXT}"])
     config = TextSamplingConfig(max_new_tokens=steps + 2)
     text = TextStream(model.llm, embeds, mask, -1, model.prompts.pad_id, config)
     device = embeds.device

@@ -431,8 +431,8 @@ class LLMBackbone(Block):
 class OutputProjector(Block):
     """LLM states -> semantic vectors for the voice token LM: ``forward(VoiceDecoderInput) -> SequenceBatch``.
 
-    The output rows are ``query_length(inputs)`` query rows (the voice LM's per-turn prefix) followed by
-    one vector per text token.
+    The output rows are ``query_length(inputs)`` query rows (the voice LM's per-turn prefix; a row's valid
+    ones are its ``inputs.query_lengths``, at most that many) followed by one vector per text token.
     """
 
     _is_slot = True
@@ -445,10 +445,14 @@ class OutputProjector(Block):
     def query_length(self, inputs: VoiceDecoderInput) -> int:
         """How many leading output rows are the per-turn query (0 when the projector uses none)."""
 
-    def split(self, inputs: VoiceDecoderInput, vectors: SequenceBatch) -> tuple[Tensor, SequenceBatch]:
-        """``forward``'s output as the query rows [B, Q, D] and the text tokens' semantic vectors."""
+    def split(self, inputs: VoiceDecoderInput, vectors: SequenceBatch) -> tuple[SequenceBatch, SequenceBatch]:
+        """``forward``'s output as the query rows and the text tokens' semantic vectors."""
         rows = self.query_length(inputs)
-        return vectors.values[:, :rows], SequenceBatch(vectors.values[:, rows:], inputs.lengths)
+        valid = inputs.query_lengths
+        if valid is None:
+            valid = torch.full_like(inputs.lengths, inputs.query.shape[1])
+        query = SequenceBatch(vectors.values[:, :rows], valid.to(inputs.lengths.device).clamp(max=rows))
+        return query, SequenceBatch(vectors.values[:, rows:], inputs.lengths)
 
 
 class VoiceTokenLM(Block):

@@ -174,6 +174,15 @@ class SequenceBatch:
     def mask(self) -> Tensor:
         return lengths_to_mask(self.lengths, self.values.shape[1])
 
+    @classmethod
+    def packed(cls, values: Tensor, mask: Tensor) -> SequenceBatch:
+        """The vectors of ``values`` [B, T, D] where ``mask`` [B, T] is set, left-aligned per row, in order."""
+        lengths = mask.sum(1)
+        keep = lengths_to_mask(lengths, int(lengths.max()) if lengths.numel() else 0)
+        out = values.new_zeros(*keep.shape, values.shape[-1])
+        out[keep] = values[mask]
+        return cls(out, lengths)
+
 
 @dataclass
 class TokenBatch:
@@ -233,8 +242,9 @@ class LLMOutput:
 class VoiceDecoderInput:
     """What the output projector reads (MinMo §3.2).
 
-    ``query`` [B, Q, Dq]: the per-turn query (user-turn state ; LLM last hidden) on the feature axis, one
-    vector per user-turn position; ``query_lengths`` [B] counts the valid ones (None: all Q are valid).
+    ``query`` [B, Q, Dq]: the per-turn query, one row per position of the current user turn: its input
+    embedding beside the LLM's last-layer hidden state there, on the feature axis (``streaming.turn_query``);
+    ``query_lengths`` [B] counts each row's valid ones (None: all Q are valid).
     ``token_embeddings`` / ``token_hidden`` [B, N, D]: embedding and last-layer hidden state of each sampled
     text token; ``lengths`` [B] counts the valid text tokens.
     """

@@ -9,7 +9,8 @@ Push the user channel chunk by chunk (``push``); per chunk the session
 2. **decides**: the duplex predictor ``step``s over the LLM states at the new audio frames: one decision
    per frame (``keep_listening`` / ``respond`` / ``stop_speaking``);
 3. **speaks**: on ``respond`` (while silent) the assistant turn opens and ``SpeechResponder`` streams an
-   answer (LLM text -> 5:15 voice decoder -> token2wav) from the conversation so far; each chunk the
+   answer (LLM text -> 5:15 voice decoder -> token2wav) from the conversation so far (the voice decoder's
+   query reads the user's current turn: what the context gained since the assistant last spoke); each chunk the
    session writes as much of it as the playback needs, and the assistant channel plays it on the input
    timeline. On ``stop_speaking`` (while speaking) the answer is dropped within the chunk; back-channels
    come out as ``keep_listening`` and change nothing. A decision acts where it starts (held over several
@@ -154,6 +155,9 @@ class DuplexSession:
         self.predictor_state = self.predictor.init_state(batch)
         self.header = llm.embed(torch.tensor([self.turns.first_user], device=self.device))[0]
         self.recent = [self.header.new_zeros(0, self.header.shape[-1]) for _ in range(batch)]
+        #: where each row's current user turn starts in ``recent``: after the text the assistant last spoke
+        #: (None before its first answer: the whole conversation, header included)
+        self.turn_start: list[int | None] = [None] * batch
         self.pending: list[list[int]] = [[] for _ in range(batch)]
         self.responses: list[_Response | None] = [None] * batch
         self.last_decision = [KEEP_LISTENING] * batch
@@ -230,7 +234,11 @@ class DuplexSession:
         self.pending = [[] for _ in range(self.batch_size)]
         if max(len(r) for r in self.recent) > self.max_context:
             keep = self.max_context * 3 // 4  # rebuild once per quarter window, not every chunk
-            self.recent = [r[max(0, len(r) - keep) :] for r in self.recent]
+            dropped = [max(0, len(r) - keep) for r in self.recent]
+            self.recent = [r[cut:] for r, cut in zip(self.recent, dropped)]
+            self.turn_start = [
+                None if start is None else max(0, start - cut) for start, cut in zip(self.turn_start, dropped)
+            ]
             hidden, ends = self._rebuild(), self.position
         else:
             counts = torch.tensor([len(r) for r in rows], device=self.device)
@@ -254,8 +262,11 @@ class DuplexSession:
         prompt = torch.cat([self.header, self.recent[row], opener.to(self.header.dtype)])[None]
         mask = torch.ones(prompt.shape[:2], dtype=torch.long, device=self.device)
         if self.speaks:
+            start = self.turn_start[row]
+            turn = mask.bool()
+            turn[:, : 0 if start is None else len(self.header) + start] = False
             responder = SpeechResponder(self.model, self.text_config, synthesize=self.out_rate is not None)
-            self.responses[row] = _Response(responder.stream(prompt, mask))
+            self.responses[row] = _Response(responder.stream(prompt, mask, turn_mask=turn))
         else:  # a text-only model answers at once and says nothing aloud
             result = generate(llm, prompt, mask, prompts.end_id, prompts.pad_id, self.text_config)
             ids = [t for t in result.tokens[0, : int(result.lengths[0])].tolist() if t != prompts.end_id]
@@ -265,6 +276,7 @@ class DuplexSession:
     def _end_response(self, row: int, at: float, interrupted: bool) -> list[DuplexEvent]:
         """Close the assistant turn: the text it spoke enters the context."""
         response, self.responses[row] = self.responses[row], None
+        self.turn_start[row] = len(self.recent[row]) + len(self.pending[row]) + len(response.text_ids)
         self.pending[row] += response.text_ids + self.turns.assistant_close
         text = self.model.llm.tokenizer.decode(response.text_ids, skip_special_tokens=True).strip()
         events = [DuplexEvent("interrupted", row, at, 0.0)] if interrupted else []

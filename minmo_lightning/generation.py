@@ -67,9 +67,8 @@ class TextCapReached(UserWarning):
 class TextStream:
     """Greedy/sampled generation, one ``GeneratedStep`` per iteration; prompts must be left padded.
 
-    The prompt is prefilled on construction, so ``prompt_hidden`` [B, D] (the last prompt position's
-    last-layer state, which MinMo's voice decoder reads as the turn's "LLM last hidden") is available
-    before the first token. ``forced`` teacher-forces the answer instead of sampling it (each row's
+    The prompt is prefilled on construction, so ``prompt_states`` [B, T, D] (the prompt's last-layer states,
+    which MinMo's voice decoder reads in its per-turn query) are available before the first token. ``forced`` teacher-forces the answer instead of sampling it (each row's
     tokens, then eos): the states are those of the given text, e.g. to voice a known text.
     """
 
@@ -106,7 +105,7 @@ class TextStream:
         )
         self._next_position = positions[:, -1:] + 1
         self._attention_mask = attention_mask
-        self.prompt_hidden = self._out.hidden_states[:, -1]
+        self.prompt_states = self._out.hidden_states
         #: [B] rows whose answer ``max_new_tokens`` cut before its end (set when the stream ends)
         self.cut = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=attention_mask.device)
 

@@ -61,7 +61,6 @@ from minmo_lightning.contracts import (
     SequenceBatch,
     TokenBatch,
     VoiceDecoderInput,
-    lengths_to_mask,
 )
 from minmo_lightning.distributed_checkpoint import consolidate, is_sharded_checkpoint
 from minmo_lightning.duplex_training import DuplexTraining
@@ -532,24 +531,14 @@ class MinMo(DuplexTraining, L.LightningModule):
 
     # ---- voice decoder (stages 2 and 3) ----------------------------------------------------------
     def voice_decoder_input(self, prompt: PromptBatch, embeds: Tensor, hidden: Tensor) -> VoiceDecoderInput:
-        """MinMo §3.2: query = [user-turn state ; LLM last hidden], then [embedding ; hidden] per answer token.
-
-        The user-turn state is the mean input embedding of everything before the answer (template, text or
-        spliced audio); the LLM last hidden is the state at the last position before the answer.
-        """
+        """MinMo §3.2: the query is [input embedding ; LLM last hidden] at each position of the current user
+        turn (``prompt.turn_mask``), then [embedding ; hidden] per answer token."""
         answer = (prompt.labels != IGNORE_INDEX) & (prompt.token_ids != self.prompts.end_id)
-        before = prompt.attention_mask.bool() & (prompt.labels == IGNORE_INDEX)
-        counts = answer.sum(1)
-        packed = lengths_to_mask(counts, int(counts.max()))
-        token_embeddings = embeds.new_zeros(*packed.shape, embeds.shape[-1])
-        token_embeddings[packed] = embeds[answer]
-        token_hidden = hidden.new_zeros(*packed.shape, hidden.shape[-1])
-        token_hidden[packed] = hidden[answer]
-        positions = torch.arange(before.shape[1], device=before.device)
-        last_before = (before * positions).argmax(1)
-        turn_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_before]
+        token_embeddings = SequenceBatch.packed(embeds, answer)
+        token_hidden = SequenceBatch.packed(hidden, answer).values
+        query = turn_query(embeds, hidden, prompt.turn_mask)
         return VoiceDecoderInput(
-            turn_query(embeds, before, turn_hidden), token_embeddings, token_hidden, counts
+            query.values, token_embeddings.values, token_hidden, token_embeddings.lengths, query.lengths
         )
 
     def voice_decoder_forward(self, batch: Mapping[str, Any]) -> DecoderLoss:
@@ -570,9 +559,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         query_rows, semantic = self.output_projector.split(
             decoder_input, self.output_projector(decoder_input)
         )
-        prefix = None
-        if query_rows.shape[1]:
-            prefix = SequenceBatch(query_rows, torch.full_like(decoder_input.lengths, query_rows.shape[1]))
+        prefix = query_rows if query_rows.values.shape[1] else None
         return self.voice_token_lm.decoder_forward(semantic, speech, prefix)
 
     def voice_decoder_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -592,14 +579,15 @@ class MinMo(DuplexTraining, L.LightningModule):
         instructions: list[str],
         frames: SequenceBatch | None = None,
         histories: list[list[Turn]] | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Left-padded prompt embeddings and attention mask, the user's encoded audio (``encode_audio``, or
-        ``encode_conversation`` with its ``histories``) spliced in where given."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Left-padded prompt embeddings, attention mask and the current user turn's positions (what the
+        voice decoder's query reads), the user's encoded audio (``encode_audio``, or ``encode_conversation``
+        with its ``histories``) spliced in where given."""
         prompt = self._prompt_batch(instructions, frames, histories, padding_side="left")
         embeds = self.llm.embed(prompt.token_ids)
         if frames is not None:
             embeds = splice_audio(embeds, prompt.audio_mask, frames)
-        return embeds, prompt.attention_mask
+        return embeds, prompt.attention_mask, prompt.turn_mask
 
     def respond(
         self,
@@ -631,13 +619,13 @@ class MinMo(DuplexTraining, L.LightningModule):
         with torch.no_grad():
             if texts is not None:
                 styles = styles or [None] * len(texts)
-                embeds, mask = self.generation_prompt(
+                embeds, mask, turn = self.generation_prompt(
                     [with_style(TTS_INSTRUCTION.format(text=t), s) for t, s in zip(texts, styles)]
                 )
             else:
                 conversation = {"audio": audio, "history": history, "history_audio": history_audio}
                 frames, histories = self.encode_conversation(conversation)
-                embeds, mask = self.generation_prompt(
+                embeds, mask, turn = self.generation_prompt(
                     [SPEECH_TASKS["chat"].instruction] * audio.waveform.shape[0], frames, histories
                 )
         if prompt_audio is not None:
@@ -646,7 +634,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         forced = None
         if verbatim:
             forced = TokenBatch.from_list([self.prompts.encode(t) for t in texts], self.device)
-        return SpeechResponder(self, **options).stream(embeds, mask, forced)
+        return SpeechResponder(self, **options).stream(embeds, mask, forced, turn)
 
     @torch.no_grad()
     def transcribe(self, audio: AudioBatch, instruction: str | None = None) -> list[str]:
@@ -664,7 +652,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         serves several prompts; ``instruction``: one for every item or one per item (default: ASR)."""
         instruction = instruction or SPEECH_TASKS["asr"].instruction
         instructions = [instruction] * frames.values.shape[0] if isinstance(instruction, str) else instruction
-        embeds, attention_mask = self.generation_prompt(instructions, frames, histories)
+        embeds, attention_mask, _ = self.generation_prompt(instructions, frames, histories)
         tokenizer = self.llm.tokenizer
         result = generate(
             self.llm,

@@ -101,17 +101,19 @@ def with_style(instruction: str, style: str | None, separator: str = " ") -> str
 
 @dataclass
 class PromptBatch:
-    """Token ids with audio slots: ``audio_mask`` marks positions the audio frames fill."""
+    """Token ids with audio slots: ``audio_mask`` marks positions the audio frames fill; ``turn_mask`` the
+    current user turn, from its content (instruction, audio) to the end of the prompt (the assistant's
+    header included, the answer not): the voice decoder's query reads these positions (MinMo §3.2)."""
 
     token_ids: Tensor  # [B, L], pad id at audio and padding positions
     audio_mask: Tensor  # [B, L] bool
     attention_mask: Tensor  # [B, L] long
     labels: Tensor  # [B, L], IGNORE_INDEX except response tokens
+    turn_mask: Tensor  # [B, L] bool
 
     def to_device(self, device: torch.device | str) -> PromptBatch:
-        return PromptBatch(
-            *(t.to(device) for t in (self.token_ids, self.audio_mask, self.attention_mask, self.labels))
-        )
+        fields = (self.token_ids, self.audio_mask, self.attention_mask, self.labels, self.turn_mask)
+        return PromptBatch(*(t.to(device) for t in fields))
 
     @property
     def position_ids(self) -> Tensor:
@@ -178,11 +180,13 @@ class SpeechPromptBuilder:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def _prompt_pieces(self, instruction: str, history: Sequence[Turn] = ()) -> list[list[int]]:
+    def _prompt_pieces(self, instruction: str, history: Sequence[Turn] = ()) -> tuple[list[list[int]], int]:
         """The prompt's token ids between its audio spans: one more piece than spans (the history's audio
-        turns, then the current turn's audio)."""
+        turns, then the current turn's audio), and how many ids of the last-but-one piece come before the
+        current user turn's content (the turn starts there)."""
+        content = self.user_template.format(instruction=instruction)
         messages = [turn.message() for turn in history]
-        messages.append({"role": "user", "content": self.user_template.format(instruction=instruction)})
+        messages.append({"role": "user", "content": content})
         if self.system_prompt is not None:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -192,7 +196,13 @@ class SpeechPromptBuilder:
                 f"the prompt should hold {spans} audio placeholder(s) {AUDIO_PLACEHOLDER}, the chat template "
                 f"made {text.count(AUDIO_PLACEHOLDER)} (a turn's text must not contain it): {text!r}"
             )
-        return [self.encode(piece) for piece in text.split(AUDIO_PLACEHOLDER)]
+        pieces = text.split(AUDIO_PLACEHOLDER)
+        # the current turn's content holds its audio placeholder, so it starts in the last-but-one piece
+        opening = content.split(AUDIO_PLACEHOLDER)[0]
+        if not pieces[-2].endswith(opening):
+            raise ValueError(f"the chat template rewrote the user turn {content!r}: {text!r}")
+        before_turn = pieces[-2][: len(pieces[-2]) - len(opening)]
+        return [self.encode(piece) for piece in pieces], len(self.encode(before_turn))
 
     def duplex_turns(self, instruction: str) -> DuplexTurns:
         """The ChatML pieces of a duplex conversation, cut from the tokenizer's own chat template."""
@@ -228,38 +238,45 @@ class SpeechPromptBuilder:
             raise ValueError(f"{len(instructions)} instructions for {len(audio_lengths)} audio clips")
         if histories is not None and len(histories) != len(instructions):
             raise ValueError(f"{len(histories)} histories for {len(instructions)} prompts")
-        rows: list[tuple[list[int], list[bool], list[int]]] = []
+        rows: list[tuple[list[int], list[bool], list[int], list[bool]]] = []
         for i, instruction in enumerate(instructions):
             history = histories[i] if histories is not None else ()
-            pieces = self._prompt_pieces(instruction, history)
+            pieces, before_turn = self._prompt_pieces(instruction, history)
             spans = [t.audio_frames for t in history if t.audio_frames is not None] + [int(audio_lengths[i])]
             ids, is_audio = list(pieces[0]), [False] * len(pieces[0])
             for frames, piece in zip(spans, pieces[1:]):
                 ids += [self.pad_id] * frames + piece
                 is_audio += [True] * frames + [False] * len(piece)
+            turn_start = len(ids) - len(pieces[-1]) - spans[-1] - len(pieces[-2]) + before_turn
+            in_turn = [False] * turn_start + [True] * (len(ids) - turn_start)
             labels = [IGNORE_INDEX] * len(ids)
             if responses is not None:
                 answer = self.encode(responses[i]) + [self.end_id]
                 ids, is_audio, labels = ids + answer, is_audio + [False] * len(answer), labels + answer
-            rows.append((ids, is_audio, labels))
+                in_turn += [False] * len(answer)
+            rows.append((ids, is_audio, labels, in_turn))
         return self._pad(rows, padding_side)
 
-    def _pad(self, rows: list[tuple[list[int], list[bool], list[int]]], padding_side: str) -> PromptBatch:
+    def _pad(
+        self, rows: list[tuple[list[int], list[bool], list[int], list[bool]]], padding_side: str
+    ) -> PromptBatch:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        width = max(len(ids) for ids, _, _ in rows)
+        width = max(len(row[0]) for row in rows)
         batch = len(rows)
         token_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
         audio_mask = torch.zeros(batch, width, dtype=torch.bool)
         attention = torch.zeros(batch, width, dtype=torch.long)
         labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
-        for b, (ids, is_audio, lab) in enumerate(rows):
+        turn_mask = torch.zeros(batch, width, dtype=torch.bool)
+        for b, (ids, is_audio, lab, in_turn) in enumerate(rows):
             span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
             token_ids[b, span] = torch.tensor(ids)
             audio_mask[b, span] = torch.tensor(is_audio)
             attention[b, span] = 1
             labels[b, span] = torch.tensor(lab)
-        return PromptBatch(token_ids, audio_mask, attention, labels)
+            turn_mask[b, span] = torch.tensor(in_turn)
+        return PromptBatch(token_ids, audio_mask, attention, labels, turn_mask)
 
 
 def splice_audio(text_embeddings: Tensor, audio_mask: Tensor, audio: SequenceBatch) -> Tensor:

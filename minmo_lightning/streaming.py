@@ -45,17 +45,17 @@ from minmo_lightning.contracts import (
     TokenBatch,
     VoiceDecoderInput,
     VoiceLMStreamOptions,
-    masked_mean,
 )
 from minmo_lightning.generation import GeneratedStep, TextSamplingConfig, TextStream
 from minmo_lightning.timing import synchronized_time
 
 
-def turn_query(embeds: Tensor, turn_mask: Tensor, turn_hidden: Tensor) -> Tensor:
-    """The voice decoder's per-turn query (MinMo §3.2), ``[B, 1, 2D]``: the mean input embedding of the
-    user turn (``turn_mask`` [B, T] over ``embeds`` [B, T, D]) beside the LLM's last hidden state before
-    the answer (``turn_hidden`` [B, D]). Training and streaming both build it here."""
-    return torch.cat([masked_mean(embeds, turn_mask), turn_hidden], dim=-1)[:, None]
+def turn_query(embeds: Tensor, hidden: Tensor, turn_mask: Tensor) -> SequenceBatch:
+    """The voice decoder's per-turn query (MinMo §3.2): at each position of the current user turn
+    (``turn_mask`` [B, T]), its input embedding beside the LLM's last-layer hidden state there (``embeds``,
+    ``hidden`` [B, T, D]), left-aligned: ``[B, Q, 2D]``. The decoder reads the turn's instruction and audio
+    unpooled. Training and streaming both build it here."""
+    return SequenceBatch.packed(torch.cat([embeds, hidden.to(embeds.dtype)], -1), turn_mask)
 
 
 @dataclass
@@ -125,11 +125,17 @@ class SpeechResponder:
 
     @torch.no_grad()
     def stream(
-        self, inputs_embeds: Tensor, attention_mask: Tensor, forced_text: TokenBatch | None = None
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        forced_text: TokenBatch | None = None,
+        turn_mask: Tensor | None = None,
     ) -> Iterator[ResponseChunk]:
         """Left-padded prompt embeddings -> ``ResponseChunk`` per voice-decoder step until every row ends.
 
         ``forced_text`` voices the given answer tokens instead of sampled ones (the LLM is teacher forced).
+        ``turn_mask`` [B, T]: the current user turn's positions, which the voice decoder's query reads
+        (``PromptBatch.turn_mask``; None: the whole prompt).
         """
         model = self.model
         llm, projector, voice_lm = model.llm, model.output_projector, model.voice_token_lm
@@ -143,7 +149,9 @@ class SpeechResponder:
             self.text_config,
             forced_text,
         )
-        query = turn_query(inputs_embeds, attention_mask.bool(), text.prompt_hidden)
+        turn = attention_mask.bool() if turn_mask is None else turn_mask.to(attention_mask.device).bool()
+        query = turn_query(inputs_embeds, text.prompt_states, turn)
+        no_query = SequenceBatch(query.values[:, :0], torch.zeros_like(query.lengths))
         state = voice_lm.init_state(batch, VoiceLMStreamOptions(self.speech_sampler, self.generator))
         wav_state = self.token2wav.init_state(batch, self.voice) if self.token2wav is not None else None
         buffer = _TextBuffer()
@@ -153,11 +161,13 @@ class SpeechResponder:
             fresh = ~state.started & ~state.finished
             # rows still talking always bring a full chunk, so a fresh row with none answered nothing
             state.retire(fresh & (tokens.lengths == 0))
-            inputs = VoiceDecoderInput(query, embeds, hidden, tokens.lengths)
+            # the query is read once, before a row's first vectors, so it is projected only then
+            turn = query if bool(fresh.any()) else no_query
+            inputs = VoiceDecoderInput(turn.values, embeds, hidden, tokens.lengths, turn.lengths)
             query_rows, semantic = projector.split(inputs, projector(inputs))
             prefix = None
-            if query_rows.shape[1] and bool(fresh.any()):  # read once, before a row's first vectors
-                prefix = SequenceBatch(query_rows, torch.where(fresh, query_rows.shape[1], 0))
+            if query_rows.values.shape[1]:
+                prefix = SequenceBatch(query_rows.values, torch.where(fresh, query_rows.lengths, 0))
             clock.mark("output_projector")
             state.end_input(tokens.lengths < per_chunk)  # a short chunk brings the last of the row's text
             speech = voice_lm.step(SemanticChunk(semantic, prefix), state)

@@ -98,13 +98,18 @@ def test_no_decision_no_answer(model) -> None:
 
 
 def test_second_turn_sees_the_first_in_its_context(model, monkeypatch) -> None:
-    """The second answer's prompt holds the first answer's tokens and the turn's close, in that order."""
-    prompts, spoken = [], []
+    """The second answer's prompt holds the first answer's tokens and the turn's close, in that order; its
+    voice decoder's query reads the user's turn after the first answer (before it: the whole context)."""
+    prompts, turns, spoken = [], [], []
     stream = SpeechResponder.stream
     monkeypatch.setattr(
         SpeechResponder,
         "stream",
-        lambda self, embeds, mask: prompts.append(embeds[0]) or stream(self, embeds, mask),
+        lambda self, embeds, mask, forced=None, turn_mask=None: (
+            prompts.append(embeds[0])
+            or turns.append(turn_mask[0])
+            or stream(self, embeds, mask, forced, turn_mask)
+        ),
     )
     end_response = DuplexSession._end_response
     monkeypatch.setattr(
@@ -123,14 +128,18 @@ def test_second_turn_sees_the_first_in_its_context(model, monkeypatch) -> None:
     assert len(kinds(steps, "turn_start")) == 2 and len(prompts) == 2 and spoken
     first_turn = session.model.llm.embed(torch.tensor([spoken[0] + session.turns.assistant_close]))[0]
     second = prompts[1]
-    found = any(
-        torch.allclose(second[i : i + len(first_turn)], first_turn)
+    found = [
+        i
         for i in range(len(second) - len(first_turn) + 1)
-    )
+        if torch.allclose(second[i : i + len(first_turn)], first_turn)
+    ]
     assert found and not any(
         torch.allclose(prompts[0][i : i + len(first_turn)], first_turn)
         for i in range(len(prompts[0]) - len(first_turn) + 1)
     )
+    assert bool(turns[0].all())
+    user_turn = found[-1] + len(spoken[0])  # the close opens the user's next turn
+    assert not turns[1][:user_turn].any() and bool(turns[1][user_turn:].all())
 
 
 def test_batch_rows_are_independent(model) -> None:

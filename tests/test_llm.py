@@ -15,6 +15,7 @@ from minmo_lightning.generation import TextSamplingConfig, generate
 from minmo_lightning.prompts import (
     AUDIO_PLACEHOLDER,
     SpeechPromptBuilder,
+    Turn,
     splice_audio,
 )
 
@@ -58,6 +59,25 @@ def test_loss_covers_only_the_response(llm: HFCausalLM) -> None:
         supervised = prompt.labels[b][prompt.labels[b] != IGNORE_INDEX]
         assert llm.tokenizer.decode(supervised) == answer + "<|im_end|>"
         assert not (prompt.labels[b] != IGNORE_INDEX)[prompt.audio_mask[b]].any()
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_the_turn_mask_covers_the_current_user_turn_only(llm: HFCausalLM, padding_side: str) -> None:
+    """From the current turn's instruction to the assistant's header: no system prompt, earlier turn or
+    answer (what the voice decoder's query reads)."""
+    builder = SpeechPromptBuilder(llm.tokenizer)
+    history = [Turn("user", audio_frames=4), Turn("assistant", "hello ann")]
+    prompt = builder.build(
+        ["Answer.", "Answer."], torch.tensor([3, 5]), ["yes", "no"], padding_side, [history, []]
+    )
+    for b, frames in enumerate((3, 5)):
+        ids, in_turn = prompt.token_ids[b], prompt.turn_mask[b]
+        positions = in_turn.nonzero().flatten()
+        assert torch.all(positions.diff() == 1)
+        turn_ids = ids[positions][~prompt.audio_mask[b, positions]]
+        assert llm.tokenizer.decode(turn_ids) == "Answer.\n<|im_end|>\n<|im_start|>assistant\n"
+        assert int(prompt.audio_mask[b, positions].sum()) == frames  # the current audio, not the history's
+        assert not (in_turn & (prompt.labels[b] != IGNORE_INDEX)).any()
 
 
 def test_template_without_placeholder_is_rejected(llm: HFCausalLM) -> None:

@@ -48,10 +48,19 @@ def test_query_and_token_rows_follow_the_paper() -> None:
     assert torch.equal(inputs.token_embeddings[0, :n], model.llm.embed(torch.tensor(answer_ids)))
     start = int((prompt.labels[0] != -100).nonzero()[0])
     assert torch.equal(inputs.token_hidden[0, :n], hidden[0, start : start + n])
+    # the query: [embedding ; hidden] at each position of the user turn, from its instruction to the
+    # assistant's header (the system prompt before it and the answer after it left out)
     d = model.llm.hidden_size
-    assert inputs.query.shape == (1, 1, 2 * d)
-    assert torch.allclose(inputs.query[0, 0, :d], embeds[0, :start].mean(0))
-    assert torch.equal(inputs.query[0, 0, d:], hidden[0, start - 1])
+    turn = model.prompts.encode("Read this text aloud: hello there\n")
+    first = start - len(turn) - len(model.prompts.encode("<|im_end|>\n<|im_start|>assistant\n"))
+    assert model.prompts.tokenizer.decode(prompt.token_ids[0, first : first + len(turn)]) == (
+        "Read this text aloud: hello there\n"
+    )
+    assert inputs.query.shape == (1, start - first, 2 * d) and inputs.query_lengths.tolist() == [
+        start - first
+    ]
+    assert torch.equal(inputs.query[0, :, :d], embeds[0, first:start])
+    assert torch.equal(inputs.query[0, :, d:], hidden[0, first:start])
 
 
 @pytest.mark.parametrize("objective", ["text_to_speech", "speech_to_speech"])

@@ -27,7 +27,7 @@ def test_query_then_tokens_on_the_sequence_axis() -> None:
     out = proj(x)
     assert out.values.shape == (2, 2 + 5, 6) and out.lengths.tolist() == [7, 5]
     assert proj.query_length(x) == 2
-    # rows 0..1: query (already [user state ; last hidden]); rows 2..: [embedding ; hidden] per token
+    # rows 0..1: query (already [embedding ; hidden] per user-turn position); rows 2..: the same per token
     expected = torch.cat([x.query, torch.cat([x.token_embeddings, x.token_hidden], -1)], 1)
     torch.testing.assert_close(out.values, proj.proj(expected))
 
@@ -45,11 +45,35 @@ def test_feature_ablations_read_one_half(features: str) -> None:
 
 
 def test_no_query_ablation() -> None:
-    proj = QueryLinearProjector(D, 6, use_query=False)
+    proj = QueryLinearProjector(D, 6, query="none")
     x = inputs(rows=3)
     out = proj(x)
     assert out.values.shape == (2, 5, 6) and out.lengths.tolist() == [5, 3] and proj.query_length(x) == 0
     torch.testing.assert_close(out.values, proj.proj(torch.cat([x.token_embeddings, x.token_hidden], -1)))
+    query, _ = proj.split(x, out)
+    assert query.values.shape[1] == 0 and query.lengths.tolist() == [0, 0]
+
+
+def test_query_rows_per_position_keep_each_rows_own_count() -> None:
+    """Rows whose user turns differ in length: split hands the voice LM each row's own query rows."""
+    proj = QueryLinearProjector(D, 6)
+    x = inputs(rows=4)
+    x.query_lengths = torch.tensor([4, 2])
+    query, semantic = proj.split(x, proj(x))
+    assert query.values.shape == (2, 4, 6) and query.lengths.tolist() == [4, 2]
+    torch.testing.assert_close(query.values, proj.proj(x.query))
+    assert semantic.values.shape == (2, 5, 6) and semantic.lengths.tolist() == [5, 3]
+
+
+def test_pooled_query_ablation_is_mean_embedding_and_last_hidden() -> None:
+    proj = QueryLinearProjector(D, 6, query="pooled")
+    x = inputs(rows=4)
+    x.query_lengths = torch.tensor([4, 2])
+    query, _ = proj.split(x, proj(x))
+    assert query.values.shape == (2, 1, 6) and query.lengths.tolist() == [1, 1]
+    for row, n in enumerate((4, 2)):
+        pooled = torch.cat([x.query[row, :n, :D].mean(0), x.query[row, n - 1, D:]])
+        torch.testing.assert_close(query.values[row, 0], proj.proj(pooled))
 
 
 def test_streaming_chunks_equal_one_pass() -> None:
@@ -80,8 +104,12 @@ def test_full_size_is_about_six_million() -> None:
 def test_errors() -> None:
     with pytest.raises(ValueError, match="features"):
         QueryLinearProjector(D, 6, features="both_and_more")
+    with pytest.raises(ValueError, match="query must be one of positions, pooled, none"):
+        QueryLinearProjector(D, 6, query="mean")
     proj = QueryLinearProjector(D, 6)
     x = inputs()
+    with pytest.raises(ValueError, match="query_lengths"):
+        proj(VoiceDecoderInput(x.query, x.token_embeddings, x.token_hidden, x.lengths, torch.tensor([2, 0])))
     with pytest.raises(ValueError, match="query must be"):
         proj(VoiceDecoderInput(x.query[..., :D], x.token_embeddings, x.token_hidden, x.lengths))
     with pytest.raises(ValueError, match="token_embeddings and token_hidden"):

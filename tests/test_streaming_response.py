@@ -44,13 +44,13 @@ def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
     audio = tiny_batch()["audio"]
     text_config = TextSamplingConfig(max_new_tokens=14, temperature=1.0, seed=3)
     with torch.no_grad():
-        embeds, mask = model.generation_prompt(
+        embeds, mask, turn = model.generation_prompt(
             ["Answer the user's spoken question."] * 2, model.encode_audio(audio)
         )
         row0 = end_early(model, embeds, mask, text_config)
         expected = generate(model.llm, embeds, mask, model.prompts.end_id, model.prompts.pad_id, text_config)
     responder = SpeechResponder(model, text_config, speech_sampler=greedy_speech, synthesize=False)
-    text, speech, chunks = collect(responder.stream(embeds, mask))
+    text, speech, chunks = collect(responder.stream(embeds, mask, turn_mask=turn))
 
     lengths = [len(t) for t in text]
     assert lengths[0] == row0  # row 0 ended mid-chunk (its eos is not spoken)
@@ -63,19 +63,23 @@ def test_streamed_response_equals_generate_and_teacher_forced_decoder() -> None:
     assert bool(chunks[-1].finished.all())
     assert all(c.elapsed >= 0 and "voice_token_lm" in c.timings for c in chunks)
 
-    # teacher forced: each row alone, prompt + its text through the LLM, then the projector and voice LM
+    # teacher forced: each row alone, prompt + its text through the LLM, then the projector and voice LM;
+    # the query is [embedding ; hidden] at each position of the user turn, which starts after the system
+    # prompt and runs to the end of the prompt
     with torch.no_grad():
         for i in range(2):
-            prompt = embeds[i, mask[i].bool()]
+            prompt, in_turn = embeds[i, mask[i].bool()], turn[i, mask[i].bool()]
+            assert 0 < int(in_turn.sum()) < prompt.shape[0] and bool(in_turn[-1])
             ids = torch.tensor(text[i])
             answer = model.llm.embed(ids[None])[0]
             hidden = model.llm(torch.cat([prompt, answer])[None]).hidden_states[0]
-            query = torch.cat([prompt.mean(0), hidden[prompt.shape[0] - 1]])[None, None]
+            query = torch.cat([prompt, hidden[: prompt.shape[0]]], -1)[in_turn][None]
             inputs = VoiceDecoderInput(
                 query, answer[None], hidden[None, prompt.shape[0] :], torch.tensor([len(ids)])
             )
             vectors = model.output_projector(inputs).values[0]
-            assert_teacher_forced_argmax(model.voice_token_lm, vectors[1:], vectors[:1], speech[i])
+            rows = query.shape[1]
+            assert_teacher_forced_argmax(model.voice_token_lm, vectors[rows:], vectors[:rows], speech[i])
 
 
 def test_batched_rows_speak_as_they_would_alone(model) -> None:
@@ -83,13 +87,14 @@ def test_batched_rows_speak_as_they_would_alone(model) -> None:
     text_config = TextSamplingConfig(max_new_tokens=9)
     responder = SpeechResponder(model, text_config, speech_sampler=greedy_speech, synthesize=False)
     with torch.no_grad():
-        embeds, mask = model.generation_prompt(
+        embeds, mask, turn = model.generation_prompt(
             ["Answer the user's spoken question."] * 2, model.encode_audio(audio)
         )
-    _, batched, _ = collect(responder.stream(embeds, mask))
+    _, batched, _ = collect(responder.stream(embeds, mask, turn_mask=turn))
     for i in range(2):
         width = int(mask[i].sum())
-        _, alone, _ = collect(responder.stream(embeds[i : i + 1, -width:], mask[i : i + 1, -width:]))
+        rows = slice(i, i + 1), slice(-width, None)
+        _, alone, _ = collect(responder.stream(embeds[rows], mask[rows], turn_mask=turn[rows]))
         assert alone[0] == batched[i]
 
 

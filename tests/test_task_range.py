@@ -291,8 +291,8 @@ def test_a_spoken_answer_sees_the_conversation_so_far(tmp_path):
     model = speaking_minmo(token2wav=False)
     batch = one_batch(DialogueDataModule(dialogue_dataset(tmp_path), **OPTIONS))
     frames, histories = model.encode_conversation(batch)
-    embeds, _ = model.generation_prompt(["Answer the user's spoken question."] * 2, frames, histories)
-    plain, _ = model.generation_prompt(
+    embeds, _, _ = model.generation_prompt(["Answer the user's spoken question."] * 2, frames, histories)
+    plain, _, _ = model.generation_prompt(
         ["Answer the user's spoken question."] * 2, model.encode_audio(batch["audio"])
     )
     assert embeds.shape[1] > plain.shape[1]  # the history's turns are in the prompt
