@@ -264,6 +264,38 @@ def test_training_step_reaches_the_encoder_through_fsq():
         model.training_step({**batch, "text": ["room 7", "x"]}, 0)
 
 
+def test_prosody_targets_read_the_pitch_and_loudness_of_each_token():
+    """A 200 Hz tone (12 semitones re 100 Hz) then silence: voiced at 12 semitones, quiet where silent."""
+    from minmo_lightning.components.speech_tokenizer.prosody_head import ProsodyTargets
+
+    t = torch.arange(8000) / 16000
+    wave = torch.cat([0.3 * torch.sin(2 * math.pi * 200 * t), torch.zeros(8000)])
+    targets = ProsodyTargets(0.04)(AudioBatch.from_list([wave, wave[:4000]], 16000), 25)
+    assert targets.shape == (2, 25, 4, 3)
+    tone, silence = targets[0, 2:12].flatten(0, 1), targets[0, 14:].flatten(0, 1)
+    assert bool((tone[:, 0] == 1).all()) and torch.allclose(tone[:, 1], torch.ones(40), atol=0.02)
+    assert bool((silence[:, 0] == 0).all()) and bool(silence[:, 2].max() < tone[:, 2].min() - 2)
+    assert bool((targets[1, 7:, :, 0] == 0).all())  # past a clip's length: silence
+
+
+def test_prosody_objective_trains_the_codes_and_stays_out_of_the_official_keys():
+    plain = small().train()
+    model = small(prosody_weight=1.0).train()
+    batch = {
+        "ids": ["a", "b"],
+        "audio": AudioBatch.from_list(chirps([1.2, 0.8]), 16000),
+        "text": ["Call Peter now.", "Hi!"],
+    }
+    loss = model.training_step(batch, 0)
+    assert loss > plain.training_step(batch, 0)  # same weights (seeded), one more term
+    loss.backward()
+    assert model.prosody_head.net[0].weight.grad.abs().sum() > 0
+    assert model.quantizer._codebook.project_down.weight.grad.abs().sum() > 0
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra and all(key.startswith("prosody_head.") for key in extra)
+    assert S3TokenizerV2.presets["speech-tokenizer-v2-25hz"]["prosody_weight"] == 0
+
+
 def test_transcribe_tokens_reads_what_the_ctc_head_reads_from_audio():
     model = small().eval()
     audio = AudioBatch.from_list(chirps([1.2, 0.8]), 16000)

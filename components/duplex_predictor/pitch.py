@@ -114,21 +114,31 @@ class PitchFeatures:
     @torch.no_grad()
     def step(self, audio: AudioBatch, frames: int, state: PitchState) -> Tensor:
         """The features of the next ``frames`` frames; samples past a row's length count as silence."""
-        sub, window, shortest, longest, per_frame = self._sizes(audio.sample_rate)
+        per_frame = self._sizes(audio.sample_rate)[-1]
         if frames == 0:
             return torch.zeros(audio.waveform.shape[0], 0, len(FEATURES), device=audio.waveform.device)
-        size = frames * per_frame * sub
-        wave = (audio.waveform.float() * audio.mask.float())[:, :size]
-        wave = torch.nn.functional.pad(wave, (0, size - wave.shape[1]))
-        signal = torch.cat([state.tail.to(wave), wave], dim=1)
-        state.tail = signal[:, signal.shape[1] - state.tail.shape[1] :]
-        voiced, pitch = self._accepted(
-            *self._track(signal, sub, window, shortest, longest, audio.sample_rate), state
-        )
+        voiced, pitch = self._subframes(audio, frames * per_frame, state)
         values = self._stream(voiced, pitch, state)  # [B, subframes, features]
         frame_end = values[:, per_frame - 1 :: per_frame]
         share = voiced.double().unflatten(1, (frames, per_frame)).mean(-1)
         return torch.cat([share[..., None], frame_end], dim=-1).float()
+
+    @torch.no_grad()
+    def contour(self, audio: AudioBatch, subframes: int) -> tuple[Tensor, Tensor]:
+        """Voicing and pitch (semitones re 100 Hz, 0 where unvoiced) of the first ``subframes`` 10 ms
+        subframes of whole clips, ``[B, subframes]`` each: the tracker's own reading, before the features."""
+        state = self.init_state(audio.waveform.shape[0], audio.sample_rate, audio.waveform.device)
+        return self._subframes(audio, subframes, state)
+
+    def _subframes(self, audio: AudioBatch, count: int, state: PitchState) -> tuple[Tensor, Tensor]:
+        """Voicing and pitch of the next ``count`` subframes, after the audio ``state`` holds."""
+        sub, window, shortest, longest, _ = self._sizes(audio.sample_rate)
+        size = count * sub
+        wave = (audio.waveform.float() * audio.mask.float())[:, :size]
+        wave = torch.nn.functional.pad(wave, (0, size - wave.shape[1]))
+        signal = torch.cat([state.tail.to(wave), wave], dim=1)
+        state.tail = signal[:, signal.shape[1] - state.tail.shape[1] :]
+        return self._accepted(*self._track(signal, sub, window, shortest, longest, audio.sample_rate), state)
 
     def _track(
         self, signal: Tensor, sub: int, window: int, shortest: int, longest: int, sample_rate: int

@@ -14,6 +14,7 @@ import torch
 from minmo_lightning.components.speech_tokenizer.asr_head import CharVocabulary, CodeASRHead
 from minmo_lightning.components.speech_tokenizer.encoder import FSQuantizer, S3Encoder
 from minmo_lightning.components.speech_tokenizer.frontend import LogMelFrontend
+from minmo_lightning.components.speech_tokenizer.prosody_head import ProsodyHead, ProsodyTargets
 from minmo_lightning.components.speech_tokenizer.windows import WindowPolicy
 from torch import Tensor
 
@@ -47,6 +48,8 @@ SPEECH_TOKENIZER_V2 = dict(
     asr_layers=0,
     ctc_slots=2,
     saturation_weight=0.0,
+    prosody_weight=0.0,
+    prosody_hidden=64,
     learning_rate=1e-3,
     warmup_steps=200,
 )
@@ -89,12 +92,15 @@ class S3TokenizerV2(SpeechTokenizer):
         asr_layers: int = SPEECH_TOKENIZER_V2["asr_layers"],
         ctc_slots: int = SPEECH_TOKENIZER_V2["ctc_slots"],
         saturation_weight: float = SPEECH_TOKENIZER_V2["saturation_weight"],
+        prosody_weight: float = SPEECH_TOKENIZER_V2["prosody_weight"],
+        prosody_hidden: int = SPEECH_TOKENIZER_V2["prosody_hidden"],
         learning_rate: float = SPEECH_TOKENIZER_V2["learning_rate"],
         warmup_steps: int = SPEECH_TOKENIZER_V2["warmup_steps"],
     ):
         """``asr_vocab`` empty: inference only, exactly the official parameters. Otherwise a CTC head
         over those characters (``asr_layers`` layers) is added for ``training_step``; ``saturation_weight``
-        scales ``FSQuantizer.saturation_penalty`` in the training loss."""
+        scales ``FSQuantizer.saturation_penalty`` in the training loss, ``prosody_weight`` (> 0) adds a head
+        that reads each code's pitch, voicing and loudness (``prosody_head.py``) and weighs its loss."""
         super().__init__()
         self.save_hyperparameters()
         self.frontend = LogMelFrontend(
@@ -115,6 +121,10 @@ class S3TokenizerV2(SpeechTokenizer):
             if self.vocab
             else None
         )
+        self.prosody_head = None
+        if prosody_weight > 0:
+            self.prosody_targets = ProsodyTargets(1 / self.token_rate)
+            self.prosody_head = ProsodyHead(code_dim, prosody_hidden, self.prosody_targets.subframes)
         self._calibrated = False
 
     # ---- inference -----------------------------------------------------------------------------
@@ -210,6 +220,12 @@ class S3TokenizerV2(SpeechTokenizer):
         targets = [self.vocab.encode(t) for t in batch["text"]]
         ctc, infeasible = self.asr_head.loss(log_probs, lengths, targets)
         size = len(targets)
+        loss = ctc + self.hparams.saturation_weight * saturation
+        if self.prosody_head is not None:
+            measured = self.prosody_targets(batch["audio"], codes.shape[1])
+            for name, term in self.prosody_head.loss(codes, lengths, measured).items():
+                self.log(f"{split}/prosody_{name}", term, batch_size=size)
+                loss = loss + self.hparams.prosody_weight * term
         self.log(f"{split}/ctc_loss", ctc, prog_bar=True, batch_size=size)
         self.log(f"{split}/fsq_saturation", saturation, batch_size=size)
         self.log(f"{split}/ctc_infeasible", float(infeasible), reduce_fx="sum", batch_size=size)
@@ -220,7 +236,7 @@ class S3TokenizerV2(SpeechTokenizer):
             hypotheses = [self.vocab.decode(ids) for ids in self.asr_head.greedy(log_probs, lengths)]
             references = [self.vocab.normalize(t) for t in batch["text"]]
             self.log(f"{split}/cer", char_error_rate(hypotheses, references), prog_bar=True, batch_size=size)
-        return ctc + self.hparams.saturation_weight * saturation
+        return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
