@@ -163,8 +163,8 @@ def _newest(pattern: str, root: Path) -> Path | None:
 #: where each plan (the hour, --full, --quick) writes its runs
 PLANS = {"hour": Path("runs/demo"), "full": Path("runs/tiny"), "quick": Path("runs/tiny-quick")}
 #: the default plan's training budget per step, minutes on a 2-core CPU (``budget``: a block trained alone
-#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 48
-#: min). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side gets what runs it
+#: stops on it, a stage gets the matching share of its steps): the whole demo in under an hour (measured: 54
+#: min with the install). Most of it goes to the understanding chain (the encoder and stage 1c); the speech side gets what runs it
 #: end to end (its speech is not intelligible in this plan: --full); stage 4 and stage 1c get their recipes' steps
 HOUR = {
     "voice_encoder": 9.0,
@@ -181,14 +181,14 @@ HOUR = {
 }
 #: minutes each step takes on a 2-core CPU (--full, the hour plan, --quick), from the timestamps of demo runs'
 #: outputs (runs/tiny*/: the previous step's last file to the step's last.ckpt, reports or dialogues; the
-#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh clone, 47.9 minutes with the
-#: install; the steps' own durations)
+#: full corpus's 8 minutes are an estimate) and the hour plan's own run (a fresh clone of bee1a7d, 54 minutes with
+#: the install; the steps' own durations)
 MINUTES = {
-    "corpus": (8.0, 2.0, 8.0),
+    "corpus": (8.0, 3.0, 8.0),
     "voice_encoder": (14.1, 9.1, 0.12),
     "stage1a": (1.9, 1.4, 0.08),
     "stage1b": (1.8, 1.2, 0.15),
-    "stage1c": (14.8, 14.8, 0.3),  # the understanding mixture: 1750 steps, the LLM in full
+    "stage1c": (14.8, 16.0, 0.3),  # the understanding mixture: 1750 steps, the LLM in full
     "speech_tokenizer": (8.0, 2.0, 0.1),
     "speech_tokens": (1.0, 0.6, 0.3),
     "voice_lm": (50.0, 4.0, 0.1),
@@ -197,7 +197,7 @@ MINUTES = {
     "stage2b": (12.0, 1.2, 0.2),
     "stage3": (5.0, 0.9, 0.2),
     "stage4": (6.0, 6.0, 0.9),  # 3000 steps: a 2-minute first epoch (LLM states), then ~14 a second
-    "evaluation": (6.5, 2.8, 4.0),  # eight stage-1c tasks (~10 s each), spoken output (3 tasks), duplex
+    "evaluation": (6.5, 4.0, 4.0),  # eight stage-1c tasks (~10 s each), spoken output (3 tasks), duplex
     "chat": (0.3, 0.9, 0.2),
 }
 PLAN_COLUMN = {"full": 0, "hour": 1, "quick": 2}
