@@ -133,3 +133,21 @@ def test_low_precision_llm_states_meet_an_fp32_projector() -> None:
     )
     out = projector(inputs)
     assert out.values.dtype == torch.float32 and out.values.shape == (2, 4, projector.output_dim)
+
+
+def test_a_checkpoint_from_before_the_per_position_query_loads_as_it_was_trained(tmp_path) -> None:
+    """``use_query: true`` meant one pooled row: such a checkpoint rebuilds with ``query: pooled``."""
+    import lightning as L
+
+    proj = QueryLinearProjector(D, 6, query="pooled")
+    trainer = L.Trainer(max_steps=0, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(proj)
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    del checkpoint["hyper_parameters"]["query"]
+    checkpoint["hyper_parameters"]["use_query"] = True
+    torch.save(checkpoint, path)
+    restored = QueryLinearProjector.load_from_checkpoint(path)
+    assert restored.query == "pooled" and torch.equal(restored.proj.weight, proj.proj.weight)
+    assert QueryLinearProjector.restore_args({"use_query": False}, {}) == {"query": "none"}

@@ -17,6 +17,9 @@ turn's mean embedding beside the LLM's hidden state at its last position (``pool
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -47,6 +50,14 @@ class QueryLinearProjector(OutputProjector):
         self.llm_hidden_size, self.output_dim = llm_hidden_size, output_dim
         self.features, self.query = features, query
         self.proj = nn.Linear(llm_hidden_size * (2 if features == "both" else 1), output_dim)
+
+    @classmethod
+    def restore_args(cls, init_args: dict[str, Any], assets: dict[str, Path]) -> dict[str, Any]:
+        """Checkpoints from before the per-position query said ``use_query``: one pooled row, or none."""
+        args = super().restore_args(init_args, assets)
+        if "use_query" in args:
+            args["query"] = "pooled" if args.pop("use_query") else "none"
+        return args
 
     def query_length(self, inputs: VoiceDecoderInput) -> int:
         """How many leading output rows are the query (the voice LM reads them as its per-turn prefix)."""
