@@ -149,8 +149,8 @@ class SpeechResponder:
             self.text_config,
             forced_text,
         )
-        turn = attention_mask.bool() if turn_mask is None else turn_mask.to(attention_mask.device).bool()
-        query = turn_query(inputs_embeds, text.prompt_states, turn)
+        in_turn = attention_mask.bool() if turn_mask is None else turn_mask.to(attention_mask.device).bool()
+        query = turn_query(inputs_embeds, text.prompt_states, in_turn)
         no_query = SequenceBatch(query.values[:, :0], torch.zeros_like(query.lengths))
         state = voice_lm.init_state(batch, VoiceLMStreamOptions(self.speech_sampler, self.generator))
         wav_state = self.token2wav.init_state(batch, self.voice) if self.token2wav is not None else None
@@ -162,8 +162,8 @@ class SpeechResponder:
             # rows still talking always bring a full chunk, so a fresh row with none answered nothing
             state.retire(fresh & (tokens.lengths == 0))
             # the query is read once, before a row's first vectors, so it is projected only then
-            turn = query if bool(fresh.any()) else no_query
-            inputs = VoiceDecoderInput(turn.values, embeds, hidden, tokens.lengths, turn.lengths)
+            read = query if bool(fresh.any()) else no_query
+            inputs = VoiceDecoderInput(read.values, embeds, hidden, tokens.lengths, read.lengths)
             query_rows, semantic = projector.split(inputs, projector(inputs))
             prefix = None
             if query_rows.values.shape[1]:

@@ -54,6 +54,12 @@ SETTLED = 20
 OCTAVE_GUARD = 0.9
 
 
+def masked_samples(audio: AudioBatch, size: int) -> Tensor:
+    """The first ``size`` samples of every row ``[B, size]``, zero past the row's length."""
+    wave = (audio.waveform.float() * audio.mask.float())[:, :size]
+    return torch.nn.functional.pad(wave, (0, size - wave.shape[1]))
+
+
 @dataclass
 class PitchState(StreamState):
     """Per row: ``tail`` the last samples one analysis window reaches back to, ``pitch_sum`` / ``voiced``
@@ -133,9 +139,7 @@ class PitchFeatures:
     def _subframes(self, audio: AudioBatch, count: int, state: PitchState) -> tuple[Tensor, Tensor]:
         """Voicing and pitch of the next ``count`` subframes, after the audio ``state`` holds."""
         sub, window, shortest, longest, _ = self._sizes(audio.sample_rate)
-        size = count * sub
-        wave = (audio.waveform.float() * audio.mask.float())[:, :size]
-        wave = torch.nn.functional.pad(wave, (0, size - wave.shape[1]))
+        wave = masked_samples(audio, count * sub)
         signal = torch.cat([state.tail.to(wave), wave], dim=1)
         state.tail = signal[:, signal.shape[1] - state.tail.shape[1] :]
         return self._accepted(*self._track(signal, sub, window, shortest, longest, audio.sample_rate), state)

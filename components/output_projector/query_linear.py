@@ -108,14 +108,13 @@ class QueryLinearProjector(OutputProjector):
         query = inputs.query
         if self.query != "pooled" or not query.shape[1]:
             return query[:, : self.query_length(inputs)]
-        d = self.llm_hidden_size
+        d, rows = self.llm_hidden_size, torch.arange(query.shape[0], device=query.device)
         lengths = inputs.query_lengths
         if lengths is None:
-            lengths = torch.full((query.shape[0],), query.shape[1], device=query.device)
-        last = query[torch.arange(query.shape[0], device=query.device), (lengths - 1).clamp(min=0), d:]
-        return torch.cat([masked_mean(query[..., :d], lengths_to_mask(lengths, query.shape[1])), last], -1)[
-            :, None
-        ]
+            lengths = torch.full_like(rows, query.shape[1])
+        mean = masked_mean(query[..., :d], lengths_to_mask(lengths, query.shape[1]))
+        last = query[rows, (lengths - 1).clamp(min=0), d:]
+        return torch.cat([mean, last], -1)[:, None]
 
     def forward(self, inputs: VoiceDecoderInput) -> SequenceBatch:
         self._check(inputs)

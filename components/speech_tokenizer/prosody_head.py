@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from minmo_lightning.components.duplex_predictor.pitch import SUBFRAME_SECONDS, PitchFeatures
+from minmo_lightning.components.duplex_predictor.pitch import SUBFRAME_SECONDS, PitchFeatures, masked_samples
 from torch import Tensor, nn
 
 from minmo_lightning.contracts import AudioBatch, lengths_to_mask
@@ -37,9 +37,7 @@ class ProsodyTargets:
         count = tokens * self.subframes
         voiced, pitch = self.tracker.contour(audio, count)
         sub = round(SUBFRAME_SECONDS * audio.sample_rate)
-        wave = (audio.waveform.float() * audio.mask.float())[:, : count * sub]
-        wave = F.pad(wave, (0, count * sub - wave.shape[1]))
-        power = wave.unflatten(1, (count, sub)).square().mean(-1)
+        power = masked_samples(audio, count * sub).unflatten(1, (count, sub)).square().mean(-1)
         loudness = (10 * torch.log10(power.clamp(min=1e-12))).clamp(min=SILENCE_DB)
         values = torch.stack(
             [
