@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -248,8 +249,17 @@ class VoiceEncoder(Block):
     #: frames a fresh session emits before the audio's own (e.g. SenseVoice's four query frames)
     stream_leading_frames: ClassVar[int] = 0
 
+    #: the tasks whose sources' batches carry what the block's own head (``standalone_head``) learns from
+    head_tasks: ClassVar[frozenset[str]] = frozenset()
+
     @abstractmethod
     def forward(self, audio: AudioBatch) -> SequenceBatch: ...
+
+    def head_loss(self, encoded: SequenceBatch, batch: Mapping[str, Any]) -> Tensor | None:
+        """The loss of the block's own head on frames it encoded (``forward``) for ``batch``: how a MinMo
+        stage that moves the body keeps the head true (``MinMo(encoder_head_weight=...)``). ``None``: the
+        batch's source is not one of ``head_tasks``."""
+        raise NotImplementedError(f"{type(self).__name__} has no head of its own to train")
 
     @property
     def frame_samples(self) -> int:

@@ -191,6 +191,7 @@ class MinMo(DuplexTraining, L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
         max_new_tokens: int = 64,
+        encoder_head_weight: float = 0.0,
         duplex_chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         cache_duplex_states: bool = False,
     ) -> None:
@@ -205,6 +206,10 @@ class MinMo(DuplexTraining, L.LightningModule):
             init_blocks: per slot (or a part of one: ``token2wav.flow``), a checkpoint of that block trained
                 alone (its Lightning ``.ckpt`` or a ``.safetensors`` export), loaded strictly after
                 ``init_checkpoint``.
+            encoder_head_weight: the weight of the voice encoder's own head loss (its CTC and tags,
+                ``VoiceEncoder.head_loss``) beside the LLM's, where the objective trains speech to text and the
+                encoder trains: the head then trains with the body and stays true. 0: the head is left
+                frozen and marked stale (``stages.py``).
             duplex_chunk_seconds: the listen path's chunk (rounded to whole LLM audio frames).
             cache_duplex_states: stage 4 keeps each session's LLM states at the audio frames after their first
                 pass (only valid while the encoder, projector and LLM are frozen; memory grows with the data).
@@ -230,13 +235,17 @@ class MinMo(DuplexTraining, L.LightningModule):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
         self.objective = OBJECTIVES[objective]
+        self._check_encoder_head(encoder_head_weight)
+        heads = {slot: getattr(self, slot).standalone_head for slot in self.slots}
+        if encoder_head_weight > 0:
+            heads["voice_encoder"] = ()  # it trains with the body
         self._rules = compile_stage(
             trainable,
             self.slots,
             train_patterns or (),
             freeze_patterns or (),
             lora_pattern=self.llm.lora_parameter_pattern,
-            standalone_heads={slot: getattr(self, slot).standalone_head for slot in self.slots},
+            standalone_heads=heads,
         )
         self.tasks = list(tasks or ["asr"])
         self.emotion_labels = list(emotion_labels or ["neutral", "happy", "sad", "angry"])
@@ -274,6 +283,22 @@ class MinMo(DuplexTraining, L.LightningModule):
         unknown = [t for t in self.tasks if t not in SPEECH_TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(SPEECH_TASKS)}")
+
+    def _check_encoder_head(self, weight: float) -> None:
+        if weight < 0:
+            raise ValueError(f"encoder_head_weight is {weight}; it is a loss weight: 0 (off) or more")
+        if weight == 0:
+            return
+        if not self.objective.trains_tasks:
+            raise ValueError(
+                f"encoder_head_weight applies to speech-to-text stages; objective {self.hparams.objective} "
+                "never computes it: set it to 0"
+            )
+        if self.voice_encoder is None or not self.voice_encoder.standalone_head:
+            raise ValueError(
+                f"encoder_head_weight is {weight} but the voice encoder "
+                f"({type(self.voice_encoder).__name__}) has no head of its own to train: set it to 0"
+            )
 
     def skip_init_weights(self) -> None:
         """The trainer restores every weight from a checkpoint (``--ckpt_path``): do not first read the
@@ -410,6 +435,13 @@ class MinMo(DuplexTraining, L.LightningModule):
                 f"the model trains task(s) {unsupervised}, which no source of the data supervises (the sources "
                 f"supervise {offered}); add a source for them or drop them from model.init_args.tasks"
             )
+        teaching = set(self.voice_encoder.head_tasks) & set(self.tasks) & set(offered)
+        if self._trains_encoder_head and not teaching:
+            raise ValueError(
+                f"encoder_head_weight is {self.hparams.encoder_head_weight}, but no source of a task this model "
+                f"trains carries what the encoder's head learns from (tasks {sorted(self.voice_encoder.head_tasks)}):"
+                " add such a source or set encoder_head_weight to 0"
+            )
 
     def trainable_summary(self) -> list:
         return summarize(self, self.hparams.trainable, self.slots)
@@ -451,11 +483,14 @@ class MinMo(DuplexTraining, L.LightningModule):
             responses.append(task.answer(batch, i, self.emotion_labels))
         return instructions, responses
 
-    def encode_conversation(self, batch: Mapping[str, Any]) -> tuple[SequenceBatch, list[list[Turn]] | None]:
-        """``encode_audio`` of the current turn, preceded per item by the speech of its earlier turns
-        (``batch["history"]``, whose user turns point into ``batch["history_audio"]``): the frames in the order
-        the prompt's audio spans take them, and the history as prompt turns (``None``: no history)."""
-        current = self.encode_audio(batch["audio"])
+    def encode_conversation(
+        self, batch: Mapping[str, Any], heard: SequenceBatch | None = None
+    ) -> tuple[SequenceBatch, list[list[Turn]] | None]:
+        """``encode_audio`` of the current turn (``heard``: its voice-encoder frames, if computed already),
+        preceded per item by the speech of its earlier turns (``batch["history"]``, whose user turns point into
+        ``batch["history_audio"]``): the frames in the order the prompt's audio spans take them, and the
+        history as prompt turns (``None``: no history)."""
+        current = self.encode_audio(batch["audio"]) if heard is None else self.input_projector(heard)
         if batch.get("history") is None:
             return current, None
         clips = batch.get("history_audio")
@@ -516,8 +551,16 @@ class MinMo(DuplexTraining, L.LightningModule):
             embeds = splice_audio(embeds, prompt.audio_mask, audio)
         return prompt, embeds, self.llm(embeds, attention_mask=prompt.attention_mask)
 
-    def speech_to_text_loss(self, batch: Mapping[str, Any]) -> Tensor:
-        audio, histories = self.encode_conversation(batch)
+    @property
+    def _trains_encoder_head(self) -> bool:
+        return (
+            self.hparams.encoder_head_weight > 0 and self.hparams.trainable.get("voice_encoder") != "frozen"
+        )
+
+    def speech_to_text_loss(self, batch: Mapping[str, Any], heard: SequenceBatch | None = None) -> Tensor:
+        """The answers' cross-entropy; ``heard``: the voice encoder's frames of ``batch["audio"]``, if
+        computed already."""
+        audio, histories = self.encode_conversation(batch, heard)
         instructions, responses = self._item_tasks(batch)
         prompt, _, out = self._prompted_llm(instructions, responses, audio, histories)
         return nn.functional.cross_entropy(
@@ -527,7 +570,20 @@ class MinMo(DuplexTraining, L.LightningModule):
         )
 
     def speech_to_text_objective(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.speech_to_text_loss(batch), {}
+        """The answers' loss, plus the voice encoder's own head loss where it trains (``encoder_head_weight``)."""
+        if not self._trains_encoder_head:
+            return self.speech_to_text_loss(batch), {}
+        heard = self.voice_encoder(batch["audio"])
+        answers = self.speech_to_text_loss(batch, heard)
+        head = self.voice_encoder.head_loss(heard, batch)
+        if head is None:  # nothing for the head here: a zero through its weights (DDP wants each one's grad)
+            prefixes = self.voice_encoder.standalone_head
+            weights = [p for n, p in self.voice_encoder.named_parameters() if n.startswith(prefixes)]
+            return answers + 0.0 * sum(p.sum() for p in weights), {"answer_loss": answers}
+        return answers + self.hparams.encoder_head_weight * head, {
+            "answer_loss": answers,
+            "encoder_head": head,
+        }
 
     # ---- voice decoder (stages 2 and 3) ----------------------------------------------------------
     def voice_decoder_input(self, prompt: PromptBatch, embeds: Tensor, hidden: Tensor) -> VoiceDecoderInput:

@@ -6,13 +6,11 @@ once the model is materialised (before any sharding) and re-checked when the opt
 that matches no parameter is an error, because it almost always means a typo or a missing block.
 
 Stale heads: a block may carry a head that only its own recipe trains (``standalone_head``: parameter-name
-prefixes, e.g. SenseVoice's CTC/rich-tag head ``ctc.``). No MinMo objective gives it a loss, so a stage that
-trains the rest of the block leaves the head reading features it was not trained on. The stage records why
-in the block's ``head_stale`` hyperparameter (saved with its spec in every checkpoint and export, inherited
-by the stages that start from it), and the block refuses to use the head. Keeping the head trained (an
-auxiliary CTC + tag loss in MinMo's stages) was the alternative; MinMo never uses this head (the LLM reads
-the encoder's features) and the tags' text would need the encoder's tokenizer in every stage's batches,
-so the honest minimum is to say the head is stale and point at the recipe that retrains it.
+prefixes, e.g. SenseVoice's CTC/rich-tag head ``ctc.``). A stage that trains the rest of the block leaves the
+head reading features it was not trained on, unless it trains the head beside it (``MinMo(encoder_head_weight=
+...)``: the block's own loss, ``VoiceEncoder.head_loss``, on the batches that carry its labels). Otherwise the
+stage records why in the block's ``head_stale`` hyperparameter (saved with its spec in every checkpoint and
+export, inherited by the stages that start from it), and the block refuses to use the head.
 """
 
 from __future__ import annotations
@@ -128,13 +126,16 @@ HEAD_STALE = "head_stale"
 
 
 def heads_left_stale(model: nn.Module, rules: list[Rule], slots: Iterable[str]) -> list[str]:
-    """Slots whose block has a ``standalone_head`` and whose other parameters these rules train."""
+    """Slots whose block has a ``standalone_head`` that stays frozen while these rules train the rest of
+    the block (a head that trains beside it, ``MinMo(encoder_head_weight=...)``, stays true)."""
     trainable = expected_trainable(model, rules)
     stale = []
     for slot in slots:
         head = tuple(f"{slot}.{prefix}" for prefix in getattr(getattr(model, slot), "standalone_head", ()))
-        body = [n for n in trainable if n.startswith(f"{slot}.") and not n.startswith(head)]
-        if head and any(trainable[n] for n in body):
+        ours = [n for n in trainable if n.startswith(f"{slot}.")]
+        body = [n for n in ours if not n.startswith(head)]
+        head_trains = all(trainable[n] for n in ours if n.startswith(head))
+        if head and any(trainable[n] for n in body) and not head_trains:
             stale.append(slot)
     return stale
 

@@ -13,6 +13,7 @@ from builders import stage2b_minmo
 from minmo_lightning.components.input_projector.projectors import TransformerConvProjector
 from minmo_lightning.components.llm.hf_causal_lm import HFCausalLM
 from minmo_lightning.components.voice_encoder.sensevoice import SenseVoiceEncoder, StaleHeadError
+from minmo_lightning.components.voice_encoder.whisper import WhisperEncoder
 
 from minmo_lightning.contracts import AudioBatch, TokenBatch
 from minmo_lightning.export import StaleHeadWarning, export_blocks
@@ -138,3 +139,64 @@ def test_every_weight_a_stage_trains_gets_a_gradient() -> None:
     tts = {"ids": ["a"], "text": ["hello there"], "speech_tokens": TokenBatch.from_list([[5] * 12])}
     stage2b.voice_decoder_forward(tts).loss.backward()
     assert _without_gradient(stage2b) == []
+
+
+def test_a_stage_that_trains_the_head_beside_the_body_keeps_it_true() -> None:
+    """``encoder_head_weight``: the encoder's own CTC/tag loss on the batches that carry its labels; the
+    head trains with the body, is not marked stale and transcribes."""
+    model = stage("full", tasks=["asr"], encoder_head_weight=0.5)
+    assert stale_reason(model) is None
+    head = [p for n, p in model.named_parameters() if n.startswith("voice_encoder.ctc.")]
+    assert head and all(p.requires_grad for p in head)
+    batch = {"ids": ["a"], "audio": AUDIO, "text": ["hello"], "supervises": ("asr",)}
+    loss, metrics = model.speech_to_text_objective(batch)
+    own = model.voice_encoder.head_loss(model.voice_encoder(AUDIO), batch)
+    assert own > 0
+    torch.testing.assert_close(metrics["encoder_head"], own)
+    torch.testing.assert_close(metrics["answer_loss"], model.speech_to_text_loss(batch))
+    torch.testing.assert_close(loss, metrics["answer_loss"] + 0.5 * own)
+    loss.backward()
+    assert _without_gradient(model) == []
+    assert len(model.voice_encoder.transcribe(AUDIO)) == 1
+
+
+def test_a_batch_without_the_heads_labels_leaves_the_head_a_zero_gradient() -> None:
+    """A language-ID batch carries no transcript the encoder's tokenizer reads: the head learns nothing from
+    it, but each of its weights still gets a (zero) gradient, as DDP requires."""
+    model = stage("full", tasks=["asr", "lid"], encoder_head_weight=0.5).train()
+    batch = {"ids": ["a"], "audio": AUDIO, "text": ["hola"], "language": ["spanish"], "supervises": ("lid",)}
+    assert model.voice_encoder.head_loss(model.voice_encoder(AUDIO), batch) is None
+    loss, metrics = model.speech_to_text_objective(batch)
+    assert "encoder_head" not in metrics
+    loss.backward()
+    head = [p for n, p in model.named_parameters() if n.startswith("voice_encoder.ctc.")]
+    assert all(p.grad is not None and not p.grad.any() for p in head)
+
+
+def test_encoder_head_weight_is_refused_where_it_cannot_apply() -> None:
+    with pytest.raises(ValueError, match="it is a loss weight"):
+        stage("full", encoder_head_weight=-1.0)
+    with pytest.raises(ValueError, match="applies to speech-to-text stages"):
+        MinMo(
+            llm=HFCausalLM.from_preset("tiny"),
+            voice_encoder=SenseVoiceEncoder.from_preset("tiny"),
+            input_projector=TransformerConvProjector.from_preset("tiny", input_dim=192),
+            trainable={"voice_encoder": "full", "input_projector": "full", "llm": "frozen"},
+            objective="duplex",
+            encoder_head_weight=0.5,
+        )
+    with pytest.raises(ValueError, match=r"voice encoder \(WhisperEncoder\) has no head of its own"):
+        MinMo(
+            llm=HFCausalLM.from_preset("tiny"),
+            voice_encoder=WhisperEncoder.from_preset("tiny"),
+            input_projector=TransformerConvProjector.from_preset("tiny", input_dim=64),
+            trainable={"voice_encoder": "full", "input_projector": "full", "llm": "frozen"},
+            encoder_head_weight=0.5,
+        )
+    model = stage("full", tasks=["lid"], encoder_head_weight=0.5)
+
+    class LanguageIDOnly:
+        supervised_tasks = ["lid"]
+
+    with pytest.raises(ValueError, match=r"no source .* carries what the encoder's head learns from"):
+        model._check_supervision(LanguageIDOnly())

@@ -15,9 +15,11 @@ viewed as ``slots`` frames): character CTC needs it, since speech runs ~17 chars
 The block's other jobs live beside it: ``sensevoice_loading`` (the official folder),
 ``sensevoice_training`` (CTC + rich-tag training and metrics), ``sensevoice_streaming`` (chunk by chunk).
 
-The CTC head is a ``standalone_head``: only this block's own recipe trains it. A MinMo stage that trains the
-encoder (stage 1b/1c) moves the features under it, records why in ``head_stale`` (see ``stages.py``), and
-``transcribe`` then refuses with ``StaleHeadError`` instead of returning text and tags from a stale head.
+The CTC head is a ``standalone_head``: this block's own recipe trains it, and a MinMo stage that trains the
+encoder (stage 1b/1c) trains it too where the stage asks (``MinMo(encoder_head_weight=...)``: ``head_loss`` on
+the batches of ``head_tasks``). A stage that moves the features without it records why in ``head_stale`` (see
+``stages.py``), and ``transcribe`` then refuses with ``StaleHeadError`` instead of returning text and tags
+from a stale head.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
     stream_leading_frames = NUM_QUERIES
     #: parameters only the block's own recipe trains (MinMo's stages never give them a loss)
     standalone_head: ClassVar[tuple[str, ...]] = ("ctc.",)
+    #: its head learns from transcribed speech (CTC) and styled speech (the emotion tag), as its recipe
+    head_tasks: ClassVar[frozenset[str]] = frozenset({"asr", "ser"})
     presets = {
         "sensevoice-small": SENSEVOICE_SMALL,
         # SenseVoice-Large was never released: same SAN-M design at Whisper-large width (~0.63 B encoder).
@@ -298,9 +302,9 @@ class SenseVoiceEncoder(SenseVoiceLoading, SenseVoiceTraining, SenseVoiceStreami
     def transcribe(self, audio: AudioBatch) -> list[Transcript]:
         """Rich tags from the query frames and greedy CTC text from the speech frames.
 
-        Only for an encoder whose CTC head trained with it: MinMo's stages 1b/1c move the encoder through the
-        LLM's loss and never train this head, which then reads stale features (its emotion tag fell to chance),
-        so such an encoder (``head_stale``) raises ``StaleHeadError``.
+        Only for an encoder whose CTC head trained with it: a MinMo stage that moves the encoder without
+        training this head (``encoder_head_weight`` 0) leaves it reading stale features (its emotion tag fell
+        to chance), so such an encoder (``head_stale``) raises ``StaleHeadError``.
         """
         self.check_head()
         tokenizer = self._require_tokenizer()

@@ -3,6 +3,7 @@ frames, greedy-CTC WER/CER and emotion accuracy per evaluation source."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from minmo_lightning.components.voice_encoder.sensevoice_queries import LID_ROWS
 from minmo_lightning.components.voice_encoder.tokenizer import BLANK_ID, tag
 from torch import Tensor, nn
 
-from minmo_lightning.contracts import IGNORE_INDEX, TokenBatch
+from minmo_lightning.contracts import IGNORE_INDEX, SequenceBatch, TokenBatch
 from minmo_lightning.optim import OptimizerConfig, configure_adamw
 
 #: datamodule emotion labels whose SenseVoice tag is not just the upper-cased label
@@ -42,7 +43,7 @@ class SenseVoiceTraining:
         labels = self.hparams.emotion_labels or []
         return [self._tag_id(EMOTION_TAGS.get(label, label.upper())) for label in labels]
 
-    def _rich_targets(self, batch: dict[str, Any], size: int) -> Tensor:
+    def _rich_targets(self, batch: Mapping[str, Any], size: int) -> Tensor:
         language, event = self._tag_id(self.hparams.train_language), self._tag_id("Speech")
         norm = self._tag_id("withitn" if self.hparams.use_itn else "woitn")
         targets = torch.tensor([language, IGNORE_INDEX, event, norm], device=self.device).repeat(size, 1)
@@ -58,16 +59,21 @@ class SenseVoiceTraining:
         return rows
 
     def _step(self, batch: dict[str, Any]) -> dict[str, Any]:
-        tokenizer = self._require_tokenizer()
         feats, lengths = self.features(batch["audio"])
         if self.training and self.hparams.spec_augment:
             feats = spec_augment_lfr(feats, lengths, self.hparams.n_mels)
-        size, slots = feats.shape[0], self.ctc.slots
-        out, out_lengths = self.encode(feats, lengths, self._train_rows(size))
+        out, out_lengths = self.encode(feats, lengths, self._train_rows(feats.shape[0]))
+        return self._head_losses(out, out_lengths, batch)
+
+    def _head_losses(self, out: Tensor, out_lengths: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """CTC on the speech frames against ``batch["text"]`` and one cross-entropy per rich tag on the
+        query frames, for encoder frames ``out`` (queries first)."""
+        tokenizer = self._require_tokenizer()
+        size, slots = out.shape[0], self.ctc.slots
         logits = self.ctc(out)
         speech = logits[:, NUM_QUERIES * slots :].float().log_softmax(-1)
         speech_lengths = (out_lengths - NUM_QUERIES) * slots
-        targets = TokenBatch.from_list([tokenizer.encode(t) for t in batch["text"]], self.device)
+        targets = TokenBatch.from_list([tokenizer.encode(t) for t in batch["text"]], out.device)
         ctc = F.ctc_loss(
             speech.transpose(0, 1),
             targets.tokens,
@@ -98,6 +104,13 @@ class SenseVoiceTraining:
             speech_lengths=speech_lengths,
             rich_logits=rich_logits,
         )
+
+    def head_loss(self, encoded: SequenceBatch, batch: Mapping[str, Any]) -> Tensor | None:
+        """This recipe's loss on frames a MinMo stage encoded (``forward``), for a batch of the sources this
+        recipe reads (``head_tasks``); ``None`` for other sources."""
+        if not self.head_tasks & set(batch.get("supervises", ())):
+            return None
+        return self._head_losses(encoded.values, encoded.lengths, batch)["loss"]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self._step(batch)
