@@ -177,14 +177,7 @@ def test_encoder_head_weight_is_refused_where_it_cannot_apply() -> None:
     with pytest.raises(ValueError, match="it is a loss weight"):
         stage("full", encoder_head_weight=-1.0)
     with pytest.raises(ValueError, match="applies to speech-to-text stages"):
-        MinMo(
-            llm=HFCausalLM.from_preset("tiny"),
-            voice_encoder=SenseVoiceEncoder.from_preset("tiny"),
-            input_projector=TransformerConvProjector.from_preset("tiny", input_dim=192),
-            trainable={"voice_encoder": "full", "input_projector": "full", "llm": "frozen"},
-            objective="duplex",
-            encoder_head_weight=0.5,
-        )
+        stage("full", objective="duplex", encoder_head_weight=0.5)
     with pytest.raises(ValueError, match=r"voice encoder \(WhisperEncoder\) has no head of its own"):
         MinMo(
             llm=HFCausalLM.from_preset("tiny"),
