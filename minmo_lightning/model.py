@@ -294,7 +294,9 @@ class MinMo(DuplexTraining, L.LightningModule):
                 f"encoder_head_weight applies to speech-to-text stages; objective {self.hparams.objective} "
                 "never computes it: set it to 0"
             )
-        if self.voice_encoder is None or not self.voice_encoder.standalone_head:
+        if self.voice_encoder is None:
+            return  # the objective's own wiring check names the missing slot
+        if not self.voice_encoder.standalone_head:
             raise ValueError(
                 f"encoder_head_weight is {weight} but the voice encoder "
                 f"({type(self.voice_encoder).__name__}) has no head of its own to train: set it to 0"
@@ -435,8 +437,7 @@ class MinMo(DuplexTraining, L.LightningModule):
                 f"the model trains task(s) {unsupervised}, which no source of the data supervises (the sources "
                 f"supervise {offered}); add a source for them or drop them from model.init_args.tasks"
             )
-        teaching = set(self.voice_encoder.head_tasks) & set(self.tasks) & set(offered)
-        if self._trains_encoder_head and not teaching:
+        if self._trains_encoder_head and not self.voice_encoder.head_tasks & set(self.tasks) & set(offered):
             raise ValueError(
                 f"encoder_head_weight is {self.hparams.encoder_head_weight}, but no source of a task this model "
                 f"trains carries what the encoder's head learns from (tasks {sorted(self.voice_encoder.head_tasks)}):"
